@@ -1,0 +1,28 @@
+"""``python -m api``: migrate platform_db and serve the API with uvicorn."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from api.app import create_app
+from platform_db import OrderRepository
+from platform_db.migrate import upgrade
+from resources.settings import ConfigError, load_settings
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.exit(str(exc))
+    url = settings.platform_db_url()
+    # Idempotent: a fresh database gets its schema, an older one is upgraded before serving.
+    upgrade(url)
+    app = create_app(settings, OrderRepository.from_url(url))
+    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="info", access_log=True)
+
+
+if __name__ == "__main__":
+    main()

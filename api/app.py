@@ -1,0 +1,47 @@
+"""The API application: routes, error handling and what the endpoints share."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from api.openapi import build_openapi, openapi_document
+from api.orders import OrderView, SubmitAccepted, get_order, submit
+from api.problems import problem_response
+from api.state import ApiState
+from platform_db import OrderRepository
+from resources.settings import Settings
+
+
+async def healthz(request: Request) -> JSONResponse:
+    state: ApiState = request.app.state.api
+
+    def ping() -> None:
+        with state.orders.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    try:
+        await run_in_threadpool(ping)
+    except Exception:
+        return JSONResponse({"status": "unavailable", "platform_db": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok", "stage": state.settings.stage})
+
+
+def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/submit", submit, methods=["POST"]),
+            Route("/orders/{cfg_id}", get_order, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/openapi.json", openapi_document, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: problem_response},
+    )
+    app.state.api = ApiState(settings=settings, orders=orders)
+    app.state.openapi = build_openapi([SubmitAccepted, OrderView])
+    return app

@@ -1,0 +1,73 @@
+"""The OpenAPI document, with the request and answer schemas taken from the pydantic models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from contracts.configurator import ConfiguratorPayload
+
+REF = "#/components/schemas/{model}"
+
+
+def _json(schema_name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model=schema_name)}}}}
+
+
+def build_openapi(extra_models: list[type[BaseModel]]) -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(model, "serialization") for model in extra_models] + [(ConfiguratorPayload, "validation")],
+        ref_template=REF,
+    )
+    schemas: dict[str, Any] = defs.get("$defs", {})
+    schemas["Problem"] = {
+        "type": "object",
+        "properties": {
+            "detail": {"type": "string"},
+            "errors": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}},
+            },
+        },
+        "required": ["detail"],
+    }
+    problem = _json("Problem", "error")
+    bearer = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Platform API", "version": "1"},
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": {
+            "/submit": {
+                "post": {
+                    "summary": "Submit an order (ConfiguratorPayload); it is stored before the answer.",
+                    "security": bearer,
+                    "parameters": [
+                        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}}
+                    ],
+                    "requestBody": {"required": True, **_json("ConfiguratorPayload", "the order")},
+                    "responses": {
+                        "200": _json("SubmitAccepted", "order stored"),
+                        **{code: problem for code in ("400", "401", "409", "413", "415", "422")},
+                    },
+                }
+            },
+            "/orders/{cfg_id}": {
+                "get": {
+                    "summary": "An order and its delivery status.",
+                    "security": bearer,
+                    "parameters": [{"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}],
+                    "responses": {"200": _json("OrderView", "the order"), "401": problem, "404": problem},
+                }
+            },
+            "/healthz": {"get": {"summary": "Liveness and platform_db reachability.", "responses": {"200": {"description": "ok"}}}},
+        },
+    }
+
+
+async def openapi_document(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.openapi)

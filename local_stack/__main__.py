@@ -1,0 +1,83 @@
+"""``python -m local_stack`` (what ``make run`` calls): start the stage's services and print ``NAME: URL``.
+
+Ctrl-C or SIGTERM stops every service it started.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from local_stack.services import Service, ServiceFailed, python_module
+from resources.settings import ConfigError, Settings, load_settings
+
+HEALTH_TIMEOUT_SECONDS = 120.0
+
+
+def plan_services(settings: Settings) -> list[Service]:
+    services: list[Service] = []
+    if settings.standins.aws.enabled:
+        aws = settings.standins.aws
+        url = f"http://{aws.host}:{aws.port}"
+        services.append(Service("aws", python_module("standins.aws"), url, f"{url}/moto-api/"))
+    if settings.standins.edp.enabled:
+        edp = settings.standins.edp
+        url = f"http://{edp.host}:{edp.port}"
+        services.append(Service("edp", python_module("standins.edp"), url, f"{url}/healthz"))
+    api_url = f"http://{settings.api.host}:{settings.api.port}"
+    services.append(Service("api", python_module("api"), settings.api.public_url, f"{api_url}/healthz"))
+    return services
+
+
+def run(settings: Settings) -> int:
+    for folder in (settings.dagster.home, settings.email.outbox_dir, settings.standins.edp.state_dir):
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+    services = plan_services(settings)
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    code = 0
+    try:
+        for service in services:
+            if stopping:
+                break
+            service.start()
+            service.wait_healthy(HEALTH_TIMEOUT_SECONDS)
+            print(f"{service.name}: {service.url}", flush=True)
+        if not stopping:
+            print(f"stage {settings.stage} is up; Ctrl-C stops it", flush=True)
+        while not stopping:
+            crashed = [service for service in services if service.exited()]
+            if crashed:
+                print(f"{crashed[0].name} stopped unexpectedly; stopping the stack", file=sys.stderr, flush=True)
+                code = 1
+                break
+            time.sleep(0.5)
+    except ServiceFailed as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        for service in reversed(services):
+            service.stop()
+    return code
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    sys.exit(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Child processes of the local stack, each in its own process group so stopping leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import requests
+
+
+class ServiceFailed(RuntimeError):
+    """A service exited or did not become healthy in time."""
+
+
+@dataclass
+class Service:
+    name: str
+    argv: Sequence[str]
+    url: str
+    health_url: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        # Own session = own process group: a signal to the group reaches the service's children too
+        # (dagster dev starts its webserver and daemon as grandchildren).
+        self.process = subprocess.Popen(
+            list(self.argv), env={**os.environ, **self.env}, start_new_session=True, stdin=subprocess.DEVNULL
+        )
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.exited():
+                raise ServiceFailed(f"{self.name} exited with code {self.process.returncode if self.process else '?'}")
+            try:
+                if requests.get(self.health_url, timeout=1).status_code < 500:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise ServiceFailed(f"{self.name} did not answer {self.health_url} within {timeout:.0f} s")
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def signal_group(self, signum: int) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        if self.process is None:
+            return
+        self.signal_group(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            pass
+        # Grandchildren may outlive the group leader; whatever is left of the group is killed.
+        self.signal_group(signal.SIGKILL)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]

@@ -1,0 +1,259 @@
+"""The orders repository: the only code that reads or writes the ``orders`` table.
+
+Several processes share the store (the API, Dagster runs, sensors), so every method runs in its
+own short transaction and commits before it returns; nothing is cached in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, create_engine, event, insert, select, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
+
+from contracts.configurator import ConfiguratorPayload
+from contracts.orders import OrderStatus
+from platform_db.schema import orders
+
+# Writers on SQLite take turns on one file lock; an API request waits this long for a Dagster run's
+# write to finish instead of failing with "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Order:
+    """One order as stored; timestamps are timezone-aware UTC."""
+
+    seq: int
+    cfg_id: str
+    idempotency_key: str | None
+    # Kept out of repr: it carries the customer's name and email, and orders end up in logs.
+    payload: dict[str, Any] = field(repr=False)
+    target: str
+    status: OrderStatus
+    edp_job_id: str | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def configurator_payload(self) -> ConfiguratorPayload:
+        """The stored payload validated back into the model the website submitted."""
+        return ConfiguratorPayload.model_validate(self.payload)
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different payload."""
+
+    def __init__(self, idempotency_key: str) -> None:
+        super().__init__("this Idempotency-Key was already used for a different payload")
+        self.idempotency_key = idempotency_key
+
+
+def canonical_json(document: dict[str, Any]) -> str:
+    """The payload as one byte-stable string: key order and whitespace never change its hash."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def payload_sha256(payload: ConfiguratorPayload) -> str:
+    return hashlib.sha256(canonical_json(payload.model_dump(mode="json")).encode("utf-8")).hexdigest()
+
+
+def create_platform_db_engine(url: URL | str) -> Engine:
+    """An engine set up for a store that several processes share.
+
+    SQLite gets WAL (readers never block the writer), synchronous=FULL (a committed order
+    survives a power cut, not only a crash) and a busy timeout; other databases get pre-ping so a
+    connection the server dropped overnight is replaced instead of failing the next request.
+    """
+    url = make_url(url)
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+
+    _create_sqlite_parent_directory(url)
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first: switching to WAL itself needs the lock another process may hold.
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def _create_sqlite_parent_directory(url: URL) -> None:
+    database = url.database
+    # In-memory databases and URI file names (``?uri=true``) have no directory to create.
+    if not database or database == ":memory:" or url.query.get("uri") or database.startswith("file:"):
+        return
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite stores no offset and hands back naive values; they were written as UTC.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _to_order(row: Row[Any]) -> Order:
+    return Order(
+        seq=row.seq,
+        cfg_id=row.cfg_id,
+        idempotency_key=row.idempotency_key,
+        payload=row.payload,
+        target=row.target,
+        status=OrderStatus(row.status),
+        edp_job_id=row.edp_job_id,
+        last_error=row.last_error,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )
+
+
+class OrderRepository:
+    """Orders in platform_db, behind methods that each commit before they return."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def from_url(cls, url: URL | str) -> OrderRepository:
+        return cls(create_platform_db_engine(url))
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def submit(self, payload: ConfiguratorPayload, idempotency_key: str | None) -> tuple[Order, bool]:
+        """Store a new order, or find the one an earlier request with the same key stored.
+
+        Returns ``(order, created)``. The order is committed when this returns. Raises
+        :class:`IdempotencyConflict` when the key was used before with a different payload.
+        """
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+            raise ValueError(f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters")
+        document = payload.model_dump(mode="json")
+        digest = payload_sha256(payload)
+
+        if idempotency_key is not None:
+            with self._engine.connect() as connection:
+                existing = self._row_by_key(connection, idempotency_key)
+            if existing is not None:
+                return self._replay(existing, digest, idempotency_key), False
+
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {
+            "cfg_id": str(uuid.uuid4()),
+            "idempotency_key": idempotency_key,
+            "payload_sha256": digest,
+            "payload": document,
+            "target": payload.target,
+            "status": OrderStatus.RECEIVED.value,
+            "edp_job_id": None,
+            "last_error": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            with self._engine.begin() as connection:
+                result = connection.execute(insert(orders).values(**values))
+                seq = result.inserted_primary_key[0]
+        except IntegrityError:
+            # A concurrent request with the same key committed between our look-up and our
+            # insert; the unique index kept it to one row, and that row is the answer.
+            if idempotency_key is None:
+                raise
+            with self._engine.connect() as connection:
+                existing = self._row_by_key(connection, idempotency_key)
+            if existing is None:
+                raise
+            return self._replay(existing, digest, idempotency_key), False
+
+        return Order(
+            seq=seq,
+            cfg_id=values["cfg_id"],
+            idempotency_key=idempotency_key,
+            payload=document,
+            target=values["target"],
+            status=OrderStatus.RECEIVED,
+            edp_job_id=None,
+            last_error=None,
+            created_at=now,
+            updated_at=now,
+        ), True
+
+    def get(self, cfg_id: str) -> Order | None:
+        with self._engine.connect() as connection:
+            row = connection.execute(select(orders).where(orders.c.cfg_id == cfg_id)).one_or_none()
+        return None if row is None else _to_order(row)
+
+    def orders_after(self, seq: int, limit: int = 100) -> list[Order]:
+        """Orders with a ``seq`` greater than ``seq``, oldest first: the sensors' cursor.
+
+        On SQLite writers are serialized, so rows become visible in ``seq`` order. On PostgreSQL
+        two concurrent inserts can commit out of ``seq`` order; a cursor that must not miss a
+        row should re-read a short window behind the highest ``seq`` it has seen.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = select(orders).where(orders.c.seq > seq).order_by(orders.c.seq).limit(limit)
+        with self._engine.connect() as connection:
+            return [_to_order(row) for row in connection.execute(query)]
+
+    def orders_with_status(self, *statuses: OrderStatus) -> list[Order]:
+        """Orders in any of ``statuses``, oldest first."""
+        if not statuses:
+            return []
+        wanted = [OrderStatus(status).value for status in statuses]
+        query = select(orders).where(orders.c.status.in_(wanted)).order_by(orders.c.seq)
+        with self._engine.connect() as connection:
+            return [_to_order(row) for row in connection.execute(query)]
+
+    def set_status(self, cfg_id: str, status: OrderStatus, *, error: str | None = None) -> None:
+        """Move an order to ``status``; ``last_error`` becomes ``error`` (a stale reason is cleared).
+
+        Raises ``KeyError`` for an unknown ``cfg_id``.
+        """
+        self._update(cfg_id, status=OrderStatus(status).value, last_error=error)
+
+    def record_edp_job(self, cfg_id: str, job_id: str) -> None:
+        """Remember the EDP job that builds this order and mark the order as waiting for it.
+
+        Raises ``KeyError`` for an unknown ``cfg_id``.
+        """
+        self._update(cfg_id, edp_job_id=job_id, status=OrderStatus.EDP_PENDING.value, last_error=None)
+
+    def dispose(self) -> None:
+        """Close the pooled connections, e.g. before a process forks or exits."""
+        self._engine.dispose()
+
+    def _update(self, cfg_id: str, **values: Any) -> None:
+        statement = update(orders).where(orders.c.cfg_id == cfg_id).values(updated_at=datetime.now(UTC), **values)
+        with self._engine.begin() as connection:
+            if connection.execute(statement).rowcount == 0:
+                raise KeyError(cfg_id)
+
+    @staticmethod
+    def _row_by_key(connection: Connection, idempotency_key: str) -> Row[Any] | None:
+        query = select(orders).where(orders.c.idempotency_key == idempotency_key)
+        return connection.execute(query).one_or_none()
+
+    @staticmethod
+    def _replay(row: Row[Any], digest: str, idempotency_key: str) -> Order:
+        if row.payload_sha256 != digest:
+            raise IdempotencyConflict(idempotency_key)
+        return _to_order(row)

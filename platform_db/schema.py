@@ -1,0 +1,44 @@
+"""The platform_db schema as SQLAlchemy Core metadata.
+
+The migrations under ``platform_db/migrations`` create this schema; a test compares the two, so a
+change here without a migration (or the other way round) fails the build.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, DateTime, Index, Integer, MetaData, String, Table, Text
+
+# Named constraints make migrations deterministic across dialects; SQLite batch mode needs the
+# names to find a constraint again when it rebuilds a table.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+orders = Table(
+    "orders",
+    metadata,
+    # The sensors' cursor. AUTOINCREMENT on SQLite guarantees a value is never handed out twice,
+    # even after the newest row was deleted.
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("cfg_id", String(36), nullable=False, unique=True),
+    # NULL for orders submitted without an Idempotency-Key; NULLs never collide in a unique index.
+    Column("idempotency_key", String(255), nullable=True, unique=True),
+    Column("payload_sha256", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("target", String(16), nullable=False),
+    # A plain string rather than an enum type: a new status needs no ALTER TYPE on PostgreSQL.
+    # Indexed because the sensors poll by status.
+    Column("status", String(32), nullable=False),
+    Column("edp_job_id", String(128), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_orders_status", "status"),
+    sqlite_autoincrement=True,
+)

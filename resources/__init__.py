@@ -1,0 +1,1 @@
+"""Settings loader and the ConfigurableResources the pipeline uses."""

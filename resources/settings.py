@@ -1,0 +1,255 @@
+"""The settings loader: stage block of cfg.defaults.yml, deep-merged customer file, secrets.env.
+
+One pydantic model validates the merged result, so a bad file fails at start with the key path
+that is wrong and the file that set it, never later inside a run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from sqlalchemy.engine import URL, make_url
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS_PATH = PROJECT_ROOT / "cfg.defaults.yml"
+STAGES = ("local", "demo", "beta")
+Stage = Literal["local", "demo", "beta"]
+
+# moto accepts any credentials; the embedded stage still needs some so boto3 can sign requests.
+STANDIN_AWS_KEY = "standin"
+
+
+class ConfigError(ValueError):
+    """A configuration file or secret is wrong; the message names the file and the key path."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiSettings(Section):
+    host: str = Field(description="Interface uvicorn binds the order intake API to.")
+    port: int = Field(ge=1, le=65535, description="Port of the order intake API.")
+    public_url: str = Field(description="Base URL customers and the website reach the API at; portal links start here.")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest accepted request body.")
+    require_token: bool = Field(description="Whether POST endpoints need the bearer token API_TOKEN from secrets.env.")
+
+
+class PlatformDbSettings(Section):
+    url: str = Field(
+        description="SQLAlchemy URL of platform_db without its password (PLATFORM_DB_PASSWORD in secrets.env)."
+    )
+
+
+class AwsSettings(Section):
+    region: str = Field(description="AWS region of the artifact bucket and SES.")
+    endpoint_url: str | None = Field(
+        default=None, description="Endpoint for S3/SES calls; unset means real AWS, set means the embedded stand-in."
+    )
+    public_endpoint_url: str | None = Field(
+        default=None, description="Endpoint that presigned download URLs name; defaults to endpoint_url."
+    )
+
+
+class ArtifactSettings(Section):
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description="The stage's artifact bucket.")
+
+
+class EmailSettings(Section):
+    sender: str = Field(description="Verified SES identity that delivery emails come from.")
+    outbox_dir: str | None = Field(
+        default=None, description="When set, every sent email is also written here as an .eml file."
+    )
+
+
+class EdpSettings(Section):
+    base_url: str = Field(description="Base URL of the EDP API (the part before /edp-api).")
+    timeout_seconds: float = Field(gt=0, le=60, description="Connect and read timeout of one EDP request.")
+    retries: int = Field(ge=0, le=10, description="Retries with backoff for failed EDP requests.")
+
+
+class DagsterSettings(Section):
+    host: str = Field(description="Interface the Dagster webserver binds to.")
+    port: int = Field(ge=1, le=65535, description="Port of the Dagster webserver.")
+    home: str = Field(description="DAGSTER_HOME: instance config and local storage.")
+
+
+class AwsStandinSettings(Section):
+    enabled: bool = Field(description="Start the embedded S3/SES (moto server mode).")
+    host: str = "127.0.0.1"
+    port: int = Field(default=5000, ge=1, le=65535)
+
+
+class EdpStandinSettings(Section):
+    enabled: bool = Field(description="Start the local EDP stand-in.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=1, le=65535)
+    state_dir: str = Field(default=".local/edp", description="Where the stand-in keeps its jobs across restarts.")
+    queued_seconds: float = Field(default=1.0, ge=0, description="How long a new job stays queued.")
+    running_seconds: float = Field(default=2.0, ge=0, description="How long a job then runs before it completes.")
+    failure: Literal["none", "job_fails", "http_500", "hang"] = Field(
+        default="none", description="Fault to inject: jobs fail, every request answers 500, or requests hang."
+    )
+    hang_seconds: float = Field(default=30.0, ge=0, description="How long a request hangs in failure mode 'hang'.")
+
+
+class StandinSettings(Section):
+    aws: AwsStandinSettings
+    edp: EdpStandinSettings
+
+
+class Secrets(Section):
+    """Values from secrets.env (or the environment, as docker compose's env_file passes them)."""
+
+    API_TOKEN: SecretStr | None = None
+    PORTAL_TOKEN_KEY: SecretStr | None = None
+    PLATFORM_DB_PASSWORD: SecretStr | None = None
+    AWS_ACCESS_KEY_ID: SecretStr | None = None
+    AWS_SECRET_ACCESS_KEY: SecretStr | None = None
+
+
+class Settings(Section):
+    stage: Stage
+    api: ApiSettings
+    platform_db: PlatformDbSettings
+    aws: AwsSettings
+    artifacts: ArtifactSettings
+    email: EmailSettings
+    edp: EdpSettings
+    dagster: DagsterSettings
+    standins: StandinSettings
+    secrets: Secrets = Field(default_factory=Secrets)
+
+    @model_validator(mode="after")
+    def _secrets_the_stage_needs(self) -> Settings:
+        if self.api.require_token and self.secrets.API_TOKEN is None:
+            raise ValueError("api.require_token is true but API_TOKEN is not set in secrets.env")
+        return self
+
+    def platform_db_url(self) -> URL:
+        url = make_url(self.platform_db.url)
+        # A file database has no password; only server URLs get it.
+        if self.secrets.PLATFORM_DB_PASSWORD is not None and url.host:
+            url = url.set(password=self.secrets.PLATFORM_DB_PASSWORD.get_secret_value())
+        return url
+
+    def aws_credentials(self) -> dict[str, str]:
+        """Explicit credentials for boto3, or none so the default chain (instance role) applies."""
+        key, secret = self.secrets.AWS_ACCESS_KEY_ID, self.secrets.AWS_SECRET_ACCESS_KEY
+        if key is not None and secret is not None:
+            return {"aws_access_key_id": key.get_secret_value(), "aws_secret_access_key": secret.get_secret_value()}
+        if self.aws.endpoint_url is not None:
+            return {"aws_access_key_id": STANDIN_AWS_KEY, "aws_secret_access_key": STANDIN_AWS_KEY}
+        return {}
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; lists and scalars in ``override`` replace those in ``base``."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _record_origin(tree: Mapping[str, Any], origin: str, into: dict[tuple[str, ...], str], prefix: tuple[str, ...] = ()) -> None:
+    for key, value in tree.items():
+        path = (*prefix, str(key))
+        # A replaced mapping or list is owned by the file that replaced it, all the way down.
+        for known in [p for p in into if p[: len(path)] == path]:
+            if not isinstance(value, Mapping):
+                del into[known]
+        into[path] = origin
+        if isinstance(value, Mapping):
+            _record_origin(value, origin, into, path)
+
+
+def _read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping at the top, not {type(data).__name__}")
+    return data
+
+
+def _read_secrets(path: Path, stage: str, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    values: dict[str, str] = {}
+    origins: dict[str, str] = {}
+    if path.is_file():
+        for key, value in dotenv_values(path).items():
+            if key not in Secrets.model_fields:
+                known = ", ".join(Secrets.model_fields)
+                raise ConfigError(f"{path}: unknown secret {key!r} (known: {known})")
+            if value:
+                values[key], origins[key] = value, str(path)
+    for key in Secrets.model_fields:
+        if environ.get(key):
+            values[key], origins[key] = environ[key], f"environment variable {key}"
+    return values, origins
+
+
+def load_settings(
+    stage: str | None = None,
+    *,
+    defaults_path: Path | None = None,
+    customer_path: Path | str | None = None,
+    secrets_path: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load the settings of ``stage`` (default: ``ENV``, else local) and validate them."""
+    environ = os.environ if environ is None else environ
+    stage = stage or environ.get("ENV") or "local"
+    defaults_path = defaults_path or DEFAULTS_PATH
+    if customer_path is None and environ.get("CFG_CUSTOMER_PATH"):
+        customer_path = environ["CFG_CUSTOMER_PATH"]
+    secrets_path = Path(secrets_path or environ.get("SECRETS_PATH") or "secrets.env")
+
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage ENV={stage!r}; expected one of {', '.join(STAGES)}")
+    defaults = _read_yaml_mapping(defaults_path, "defaults file")
+    if not isinstance(defaults.get(stage), dict):
+        raise ConfigError(f"{defaults_path}: no block for stage {stage!r}")
+
+    origins: dict[tuple[str, ...], str] = {}
+    block_origin = f"{defaults_path} [{stage}]"
+    merged: dict[str, Any] = dict(defaults[stage])
+    _record_origin(merged, block_origin, origins)
+    if customer_path is not None:
+        customer = _read_yaml_mapping(Path(customer_path), "customer file")
+        merged = deep_merge(merged, customer)
+        _record_origin(customer, str(customer_path), origins)
+
+    secrets, secret_origins = _read_secrets(secrets_path, stage, environ)
+    for key, origin in secret_origins.items():
+        origins[("secrets", key)] = origin
+    merged["stage"] = stage
+    merged["secrets"] = secrets
+
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origins, block_origin)) from None
+
+
+def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str], block_origin: str) -> str:
+    lines = [f"invalid configuration ({exc.error_count()} error(s)):"]
+    for error in exc.errors():
+        path = tuple(str(part) for part in error["loc"])
+        origin = next((origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origins), block_origin)
+        key = ".".join(path) or "(top level)"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        # Secrets are named, never echoed: the input of a failed secret stays out of the message.
+        lines.append(f"  {key}: {message} (set in {origin})")
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect
+
+import platform_db
+from contracts.configurator import ConfiguratorPayload
+from platform_db import OrderRepository
+from platform_db.migrate import alembic_config, current_revision, downgrade, upgrade
+from platform_db.schema import metadata
+
+PROJECT_ROOT = Path(platform_db.__file__).resolve().parent.parent
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def table_names(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_there_is_one_head() -> None:
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [HEAD]
+
+
+def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str) -> None:
+    assert current_revision(db_url) is None
+
+    upgrade(db_url)
+    upgrade(db_url)
+
+    assert current_revision(db_url) == HEAD
+    assert "orders" in table_names(db_url)
+
+
+def test_migrated_schema_matches_the_metadata(migrated_url: str) -> None:
+    engine = create_engine(migrated_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_and_upgrade_again(
+    migrated_url: str, make_payload: Callable[..., ConfiguratorPayload]
+) -> None:
+    downgrade(migrated_url, "base")
+    assert current_revision(migrated_url) is None
+    assert "orders" not in table_names(migrated_url)
+
+    upgrade(migrated_url)
+
+    repo = OrderRepository.from_url(migrated_url)
+    try:
+        order, created = repo.submit(make_payload(), "key-1")
+        assert created and repo.get(order.cfg_id) == order
+    finally:
+        repo.dispose()
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_alembic_cli_upgrades_and_finds_no_pending_changes(db_url: str) -> None:
+    ini = str(PROJECT_ROOT / "platform_db" / "alembic.ini")
+
+    upgraded = _run(["-m", "alembic", "-c", ini, "-x", f"url={db_url}", "upgrade", "head"])
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert current_revision(db_url) == HEAD
+
+    # `alembic check` autogenerates against the metadata and fails when a migration is missing.
+    checked = _run(["-m", "alembic", "-c", ini, "-x", f"url={db_url}", "check"])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def _stage_env(tmp_path: Path, platform_db_url: str, **extra: str) -> dict[str, str]:
+    customer = tmp_path / "cfg.customer.yml"
+    customer.write_text(f"platform_db:\n  url: {platform_db_url}\n")
+    env = {key: value for key, value in os.environ.items() if key != "PLATFORM_DB_PASSWORD"}
+    env.update(ENV="local", CFG_CUSTOMER_PATH=str(customer), SECRETS_PATH=str(tmp_path / "no-secrets.env"), **extra)
+    return env
+
+
+def test_module_cli_upgrades_the_stage_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'stage' / 'platform.db'}"
+
+    result = _run(["-m", "platform_db", "upgrade"], env=_stage_env(tmp_path, url))
+
+    assert result.returncode == 0, result.stderr
+    assert current_revision(url) == HEAD
+    assert HEAD in result.stdout
+
+
+def test_module_cli_never_shows_the_password(tmp_path: Path) -> None:
+    # Nothing listens on port 1, so the upgrade fails fast and both messages name the database.
+    env = _stage_env(
+        tmp_path, "postgresql+psycopg2://platform@127.0.0.1:1/platform", PLATFORM_DB_PASSWORD="do-not-print-me"
+    )
+
+    result = _run(["-m", "platform_db", "upgrade"], env=env)
+
+    assert result.returncode == 1
+    assert "could not be upgraded" in result.stderr
+    assert "platform:***@127.0.0.1:1/platform" in result.stdout
+    assert "do-not-print-me" not in result.stdout + result.stderr

@@ -1,0 +1,280 @@
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from contracts.configurator import ConfiguratorPayload
+from contracts.orders import OrderStatus
+from platform_db import IdempotencyConflict, Order, OrderRepository
+from platform_db.migrate import upgrade
+from platform_db.repository import SQLITE_BUSY_TIMEOUT_MS
+from platform_db.schema import orders
+
+MakePayload = Callable[..., ConfiguratorPayload]
+
+
+def row_count(repo: OrderRepository) -> int:
+    with repo.engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(orders)).scalar_one()
+
+
+def test_submit_stores_a_received_order(repo: OrderRepository, make_payload: MakePayload) -> None:
+    payload = make_payload()
+
+    order, created = repo.submit(payload, "key-1")
+
+    assert created is True
+    assert order.status is OrderStatus.RECEIVED
+    assert uuid.UUID(order.cfg_id).version == 4
+    assert str(uuid.UUID(order.cfg_id)) == order.cfg_id
+    assert order.idempotency_key == "key-1"
+    assert order.payload == payload.model_dump(mode="json")
+    assert order.target == "cloud"
+    assert order.edp_job_id is None and order.last_error is None
+    assert order.created_at.tzinfo == UTC and order.created_at == order.updated_at
+    assert repo.get(order.cfg_id) == order
+
+
+def test_onprem_target_is_stored(repo: OrderRepository, make_payload: MakePayload) -> None:
+    order, _ = repo.submit(make_payload(deployment={"target": "onprem"}), None)
+
+    assert order.target == "onprem"
+    assert repo.get(order.cfg_id).target == "onprem"  # type: ignore[union-attr]
+
+
+def test_stored_payload_validates_back_into_the_model(repo: OrderRepository, make_payload: MakePayload) -> None:
+    payload = make_payload()
+    order, _ = repo.submit(payload, None)
+
+    assert repo.get(order.cfg_id).configurator_payload() == payload  # type: ignore[union-attr]
+
+
+def test_get_unknown_order_is_none(repo: OrderRepository) -> None:
+    assert repo.get(str(uuid.uuid4())) is None
+
+
+def test_same_key_and_payload_returns_the_existing_order(repo: OrderRepository, make_payload: MakePayload) -> None:
+    first, first_created = repo.submit(make_payload(), "key-1")
+    # An equal payload built separately, as a retried HTTP request would be.
+    again, again_created = repo.submit(make_payload(), "key-1")
+
+    assert (first_created, again_created) == (True, False)
+    assert again == first
+    assert row_count(repo) == 1
+
+
+def test_same_key_with_another_payload_is_a_conflict(repo: OrderRepository, make_payload: MakePayload) -> None:
+    first, _ = repo.submit(make_payload(), "key-1")
+
+    with pytest.raises(IdempotencyConflict):
+        repo.submit(make_payload(options={"extra_storage": True}), "key-1")
+
+    assert row_count(repo) == 1
+    assert repo.get(first.cfg_id) == first
+
+
+def test_without_key_every_submit_is_a_new_order(repo: OrderRepository, make_payload: MakePayload) -> None:
+    first, first_created = repo.submit(make_payload(), None)
+    second, second_created = repo.submit(make_payload(), None)
+
+    assert first_created and second_created
+    assert first.cfg_id != second.cfg_id
+    assert second.seq > first.seq
+    assert row_count(repo) == 2
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256])
+def test_key_of_invalid_length_is_rejected(repo: OrderRepository, make_payload: MakePayload, key: str) -> None:
+    with pytest.raises(ValueError, match="idempotency_key"):
+        repo.submit(make_payload(), key)
+    assert row_count(repo) == 0
+
+
+def test_orders_after_pages_through_orders_in_seq_order(repo: OrderRepository, make_payload: MakePayload) -> None:
+    submitted = [repo.submit(make_payload(), None)[0] for _ in range(5)]
+
+    seen: list[Order] = []
+    cursor = 0
+    while page := repo.orders_after(cursor, limit=2):
+        assert len(page) <= 2
+        seen.extend(page)
+        cursor = page[-1].seq
+
+    assert [order.cfg_id for order in seen] == [order.cfg_id for order in submitted]
+    assert [order.seq for order in seen] == sorted(order.seq for order in seen)
+    assert repo.orders_after(submitted[2].seq) == submitted[3:]
+    assert repo.orders_after(submitted[-1].seq) == []
+
+
+def test_orders_after_rejects_an_empty_page(repo: OrderRepository) -> None:
+    with pytest.raises(ValueError):
+        repo.orders_after(0, limit=0)
+
+
+def test_orders_with_status(repo: OrderRepository, make_payload: MakePayload) -> None:
+    received, pending, failed = (repo.submit(make_payload(), None)[0] for _ in range(3))
+    repo.record_edp_job(pending.cfg_id, "job-1")
+    repo.set_status(failed.cfg_id, OrderStatus.FAILED, error="boom")
+
+    assert [o.cfg_id for o in repo.orders_with_status(OrderStatus.EDP_PENDING)] == [pending.cfg_id]
+    assert [o.cfg_id for o in repo.orders_with_status(OrderStatus.RECEIVED, OrderStatus.FAILED)] == [
+        received.cfg_id,
+        failed.cfg_id,
+    ]
+    assert repo.orders_with_status(OrderStatus.DELIVERED) == []
+    assert repo.orders_with_status() == []
+
+
+def test_set_status_keeps_the_error_and_clears_it_on_the_next_change(
+    repo: OrderRepository, make_payload: MakePayload
+) -> None:
+    order, _ = repo.submit(make_payload(), None)
+
+    repo.set_status(order.cfg_id, OrderStatus.FAILED, error="EDP job failed: no devices")
+    failed = repo.get(order.cfg_id)
+    assert failed is not None
+    assert failed.status is OrderStatus.FAILED
+    assert failed.last_error == "EDP job failed: no devices"
+    assert failed.updated_at >= order.updated_at and failed.updated_at.tzinfo == UTC
+    assert failed.created_at == order.created_at
+
+    repo.set_status(order.cfg_id, OrderStatus.BUILDING)
+    building = repo.get(order.cfg_id)
+    assert building is not None
+    assert building.status is OrderStatus.BUILDING
+    assert building.last_error is None
+
+
+def test_record_edp_job(repo: OrderRepository, make_payload: MakePayload) -> None:
+    order, _ = repo.submit(make_payload(), None)
+
+    repo.record_edp_job(order.cfg_id, "job-42")
+
+    stored = repo.get(order.cfg_id)
+    assert stored is not None
+    assert stored.edp_job_id == "job-42"
+    assert stored.status is OrderStatus.EDP_PENDING
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda repo, cfg_id: repo.set_status(cfg_id, OrderStatus.BUILDING),
+        lambda repo, cfg_id: repo.record_edp_job(cfg_id, "job-1"),
+    ],
+    ids=["set_status", "record_edp_job"],
+)
+def test_changing_an_unknown_order_is_a_key_error(
+    repo: OrderRepository, change: Callable[[OrderRepository, str], None]
+) -> None:
+    with pytest.raises(KeyError):
+        change(repo, str(uuid.uuid4()))
+
+
+def test_an_order_survives_a_restart(migrated_url: str, make_payload: MakePayload) -> None:
+    before = OrderRepository.from_url(migrated_url)
+    order, _ = before.submit(make_payload(), "key-1")
+    before.record_edp_job(order.cfg_id, "job-1")
+    stored = before.get(order.cfg_id)
+    before.dispose()
+
+    after = OrderRepository.from_url(migrated_url)
+    try:
+        assert after.get(order.cfg_id) == stored
+        assert after.submit(make_payload(), "key-1") == (stored, False)
+    finally:
+        after.dispose()
+
+
+def test_concurrent_submits_with_one_key_store_one_order(migrated_url: str, make_payload: MakePayload) -> None:
+    workers = 8
+    # One engine each, as separate processes (API workers, Dagster runs) would have.
+    repositories = [OrderRepository.from_url(migrated_url) for _ in range(workers)]
+    start = threading.Barrier(workers)
+    results: list[tuple[Order, bool]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def submit(repository: OrderRepository) -> None:
+        try:
+            start.wait()
+            result = repository.submit(make_payload(), "same-key")
+            with lock:
+                results.append(result)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=submit, args=(repository,)) for repository in repositories]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert errors == []
+        assert len(results) == workers
+        assert len({order.cfg_id for order, _ in results}) == 1
+        assert sum(created for _, created in results) == 1
+        assert row_count(repositories[0]) == 1
+    finally:
+        for repository in repositories:
+            repository.dispose()
+
+
+def _lose_the_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the next key look-up miss, as if a concurrent submit committed right after it."""
+    original = OrderRepository._row_by_key
+    calls = {"n": 0}
+
+    def row_by_key(connection: Any, idempotency_key: str) -> Any:
+        calls["n"] += 1
+        return None if calls["n"] == 1 else original(connection, idempotency_key)
+
+    monkeypatch.setattr(OrderRepository, "_row_by_key", staticmethod(row_by_key))
+
+
+def test_losing_the_insert_race_returns_the_winner(
+    repo: OrderRepository, make_payload: MakePayload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    winner, _ = repo.submit(make_payload(), "key-1")
+    _lose_the_race(monkeypatch)
+
+    assert repo.submit(make_payload(), "key-1") == (winner, False)
+    assert row_count(repo) == 1
+
+
+def test_losing_the_insert_race_with_another_payload_is_a_conflict(
+    repo: OrderRepository, make_payload: MakePayload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo.submit(make_payload(), "key-1")
+    _lose_the_race(monkeypatch)
+
+    with pytest.raises(IdempotencyConflict):
+        repo.submit(make_payload(options={"extra_storage": True}), "key-1")
+    assert row_count(repo) == 1
+
+
+def test_sqlite_store_is_set_up_for_several_processes(sqlite_url: str) -> None:
+    upgrade(sqlite_url)  # the parent directories do not exist yet
+    repo = OrderRepository.from_url(sqlite_url)
+    try:
+        with repo.engine.connect() as connection:
+            pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar_one()  # noqa: E731
+            assert pragma("journal_mode") == "wal"
+            assert pragma("synchronous") == 2  # FULL
+            assert pragma("busy_timeout") == SQLITE_BUSY_TIMEOUT_MS
+    finally:
+        repo.dispose()
+
+
+def test_order_repr_leaves_out_the_customer_data(repo: OrderRepository, make_payload: MakePayload) -> None:
+    order, _ = repo.submit(make_payload(), None)
+
+    assert order.cfg_id in repr(order)
+    assert "ada@example.com" not in repr(order)

@@ -1,0 +1,151 @@
+from pathlib import Path
+
+import pytest
+
+from resources.settings import ConfigError, deep_merge, load_settings
+
+DEFAULTS = """
+local:
+  api: {host: 127.0.0.1, port: 8000, public_url: "http://127.0.0.1:8000", require_token: false}
+  platform_db: {url: "sqlite:///x.db"}
+  aws: {region: eu-central-1, endpoint_url: "http://127.0.0.1:5000"}
+  artifacts: {bucket: artifacts-local}
+  email: {sender: a@example.com}
+  edp: {base_url: "http://127.0.0.1:8001", timeout_seconds: 5, retries: 3}
+  dagster: {host: 127.0.0.1, port: 3000, home: .local/dagster}
+  standins:
+    aws: {enabled: true}
+    edp: {enabled: true}
+beta:
+  api: {host: 0.0.0.0, port: 8000, public_url: "https://p.example.com", require_token: true}
+  platform_db: {url: "postgresql+psycopg2://platform@db:5432/platform"}
+  aws: {region: eu-central-1}
+  artifacts: {bucket: artifacts-beta}
+  email: {sender: a@example.com}
+  edp: {base_url: "https://edp.example.com", timeout_seconds: 5, retries: 3}
+  dagster: {host: 0.0.0.0, port: 3000, home: /opt/dagster}
+  standins:
+    aws: {enabled: false}
+    edp: {enabled: false}
+"""
+
+
+@pytest.fixture
+def defaults(tmp_path: Path) -> Path:
+    path = tmp_path / "cfg.defaults.yml"
+    path.write_text(DEFAULTS)
+    return path
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_deep_merge_merges_mappings_and_replaces_lists_and_scalars() -> None:
+    base = {"a": {"b": 1, "c": [1, 2], "d": {"e": 1}}, "f": 1}
+    override = {"a": {"c": [3], "d": {"g": 2}}, "f": {"now": "mapping"}}
+    assert deep_merge(base, override) == {"a": {"b": 1, "c": [3], "d": {"e": 1, "g": 2}}, "f": {"now": "mapping"}}
+    assert base["a"]["c"] == [1, 2], "the base is not modified"
+
+
+def test_the_bundled_defaults_load_for_every_stage(tmp_path: Path) -> None:
+    secrets = write(tmp_path, "secrets.env", "API_TOKEN=t0ken\nPORTAL_TOKEN_KEY=k3y\n")
+    for stage in ("local", "demo", "beta"):
+        settings = load_settings(stage, secrets_path=secrets, environ={})
+        assert settings.stage == stage
+    assert load_settings("demo", environ={}).artifacts.bucket != load_settings("local", environ={}).artifacts.bucket
+
+
+def test_env_selects_the_stage_and_local_is_the_default(defaults: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "none.env"
+    assert load_settings(defaults_path=defaults, secrets_path=missing, environ={}).stage == "local"
+    beta = load_settings(
+        defaults_path=defaults, secrets_path=missing, environ={"ENV": "beta", "API_TOKEN": "from-env"}
+    )
+    assert beta.artifacts.bucket == "artifacts-beta"
+
+
+def test_customer_file_is_deep_merged_over_the_stage_block(defaults: Path, tmp_path: Path) -> None:
+    customer = write(tmp_path, "cfg.customer.yml", "api:\n  port: 9100\nartifacts:\n  bucket: acme-artifacts\n")
+    settings = load_settings(
+        defaults_path=defaults, secrets_path=tmp_path / "none.env", environ={"CFG_CUSTOMER_PATH": str(customer)}
+    )
+    assert settings.api.port == 9100
+    assert settings.api.host == "127.0.0.1", "keys the customer file does not name keep the stage's value"
+    assert settings.artifacts.bucket == "acme-artifacts"
+
+
+def test_unknown_stage_fails_naming_the_stages(defaults: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown stage ENV='prod'.*local, demo, beta"):
+        load_settings("prod", defaults_path=defaults, environ={})
+
+
+def test_unknown_key_names_its_path_and_the_file_that_set_it(defaults: Path, tmp_path: Path) -> None:
+    customer = write(tmp_path, "cfg.customer.yml", "api:\n  prot: 9100\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(defaults_path=defaults, customer_path=customer, secrets_path=tmp_path / "x", environ={})
+    assert f"api.prot: unknown key (set in {customer})" in str(error.value)
+
+
+def test_wrong_type_names_its_path_and_the_file_that_set_it(defaults: Path, tmp_path: Path) -> None:
+    customer = write(tmp_path, "cfg.customer.yml", "edp:\n  timeout_seconds: soon\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(defaults_path=defaults, customer_path=customer, secrets_path=tmp_path / "x", environ={})
+    message = str(error.value)
+    assert "edp.timeout_seconds:" in message and f"(set in {customer})" in message
+
+
+def test_wrong_value_in_the_defaults_names_the_stage_block(tmp_path: Path) -> None:
+    defaults = write(tmp_path, "cfg.defaults.yml", DEFAULTS.replace("port: 3000", "port: 99999", 1))
+    with pytest.raises(ConfigError) as error:
+        load_settings(defaults_path=defaults, secrets_path=tmp_path / "x", environ={})
+    assert f"dagster.port: Input should be less than or equal to 65535 (set in {defaults} [local])" in str(error.value)
+
+
+def test_a_replaced_mapping_belongs_to_the_customer_file(defaults: Path, tmp_path: Path) -> None:
+    customer = write(tmp_path, "cfg.customer.yml", "standins:\n  aws: {enabled: true, port: zero}\n")
+    with pytest.raises(ConfigError, match=rf"standins.aws.port: .*\(set in {customer}\)"):
+        load_settings(defaults_path=defaults, customer_path=customer, secrets_path=tmp_path / "x", environ={})
+
+
+def test_missing_customer_file_and_bad_yaml_are_reported(defaults: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="customer file .*nope.yml does not exist"):
+        load_settings(defaults_path=defaults, customer_path=tmp_path / "nope.yml", environ={})
+    broken = write(tmp_path, "broken.yml", "api: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_settings(defaults_path=defaults, customer_path=broken, environ={})
+    listing = write(tmp_path, "list.yml", "- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_settings(defaults_path=defaults, customer_path=listing, environ={})
+
+
+def test_secrets_come_from_the_file_and_stay_hidden(defaults: Path, tmp_path: Path) -> None:
+    secrets = write(tmp_path, "secrets.env", "API_TOKEN=s3cr3t-value\nPLATFORM_DB_PASSWORD=pw-value\n")
+    settings = load_settings("beta", defaults_path=defaults, secrets_path=secrets, environ={})
+    assert settings.secrets.API_TOKEN is not None
+    assert settings.secrets.API_TOKEN.get_secret_value() == "s3cr3t-value"
+    assert settings.platform_db_url().password == "pw-value"
+    assert "s3cr3t-value" not in repr(settings) and "pw-value" not in repr(settings)
+    assert "pw-value" not in str(settings.platform_db_url())
+
+
+def test_unknown_secret_is_rejected_without_echoing_values(defaults: Path, tmp_path: Path) -> None:
+    secrets = write(tmp_path, "secrets.env", "API_TOKN=leaked-value\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(defaults_path=defaults, secrets_path=secrets, environ={})
+    assert "unknown secret 'API_TOKN'" in str(error.value) and str(secrets) in str(error.value)
+    assert "leaked-value" not in str(error.value)
+
+
+def test_beta_without_the_api_token_fails_at_start(defaults: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="API_TOKEN is not set"):
+        load_settings("beta", defaults_path=defaults, secrets_path=tmp_path / "none.env", environ={})
+
+
+def test_local_uses_standin_credentials_and_beta_the_default_chain(defaults: Path, tmp_path: Path) -> None:
+    local = load_settings(defaults_path=defaults, secrets_path=tmp_path / "x", environ={})
+    assert set(local.aws_credentials()) == {"aws_access_key_id", "aws_secret_access_key"}
+    beta = load_settings("beta", defaults_path=defaults, secrets_path=tmp_path / "x", environ={"API_TOKEN": "t"})
+    assert beta.aws_credentials() == {}

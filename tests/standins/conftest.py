@@ -1,0 +1,125 @@
+"""Fixtures for the stand-in tests: settings on free ports and tmp dirs, and real servers in threads."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+import yaml
+
+from resources.settings import EdpStandinSettings, Settings, load_settings
+from standins.edp import create_edp_app
+
+SERVER_START_TIMEOUT = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A port nothing listens on right now (for servers that take a port number, not a socket)."""
+    return _free_port
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[[dict[str, Any]], Settings]:
+    """Local-stage settings with a customer file merged over them; never the fixed local ports."""
+
+    def make(overrides: dict[str, Any]) -> Settings:
+        aws_port = _free_port()
+        edp_port = _free_port()
+        base: dict[str, Any] = {
+            "aws": {
+                "endpoint_url": f"http://127.0.0.1:{aws_port}",
+                "public_endpoint_url": f"http://127.0.0.1:{aws_port}",
+            },
+            "edp": {"base_url": f"http://127.0.0.1:{edp_port}"},
+            "email": {"outbox_dir": str(tmp_path / "outbox")},
+            "standins": {
+                "aws": {"port": aws_port},
+                "edp": {"port": edp_port, "state_dir": str(tmp_path / "edp-state")},
+            },
+        }
+        customer = tmp_path / "cfg.customer.yml"
+        customer.write_text(yaml.safe_dump(_merge(base, overrides)))
+        return load_settings("local", customer_path=customer, secrets_path=tmp_path / "no-secrets.env", environ={})
+
+    return make
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+@dataclass
+class RunningServer:
+    server: uvicorn.Server
+    thread: threading.Thread
+    base_url: str
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+def serve_in_thread(app: Any, sock: socket.socket, base_url: str) -> RunningServer:
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    return RunningServer(server=server, thread=thread, base_url=base_url)
+
+
+@pytest.fixture
+def edp_settings(tmp_path: Path) -> EdpStandinSettings:
+    """Short latencies so a job goes queued -> running -> complete within a second."""
+    return load_settings("local", secrets_path=tmp_path / "no-secrets.env", environ={}).standins.edp.model_copy(
+        update={
+            "state_dir": str(tmp_path / "edp-state"),
+            "queued_seconds": 0.2,
+            "running_seconds": 0.2,
+            "failure": "none",
+            "hang_seconds": 2.0,
+        }
+    )
+
+
+@pytest.fixture
+def start_edp() -> Iterator[Callable[[EdpStandinSettings], RunningServer]]:
+    """Start the EDP stand-in over real HTTP on a free port; every server started is stopped at the end."""
+    started: list[RunningServer] = []
+
+    def start(settings: EdpStandinSettings, port: int = 0) -> RunningServer:
+        # Binding the socket ourselves tells the port before the app exists, so artifact URLs name it.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        running = serve_in_thread(create_edp_app(settings, public_base_url=base_url), sock, base_url)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.thread.is_alive():
+            running.stop()
