@@ -92,12 +92,12 @@ def serve_in_thread(app: Any, sock: socket.socket, base_url: str) -> RunningServ
 
 @pytest.fixture
 def edp_settings(tmp_path: Path) -> EdpStandinSettings:
-    """Short latencies so a job goes queued -> running -> complete within a second."""
+    """Short latencies (yet long enough to observe each status under load): a job completes within a second."""
     return load_settings("local", secrets_path=tmp_path / "no-secrets.env", environ={}).standins.edp.model_copy(
         update={
             "state_dir": str(tmp_path / "edp-state"),
-            "queued_seconds": 0.2,
-            "running_seconds": 0.2,
+            "queued_seconds": 0.4,
+            "running_seconds": 0.4,
             "failure": "none",
             "hang_seconds": 2.0,
         }

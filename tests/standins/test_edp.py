@@ -233,7 +233,7 @@ def test_faults_can_be_injected_into_a_running_server(start_edp: StartEdp, edp_s
     server = start_edp(edp_settings)
     before = accept(server.base_url, "cfg-0009")
     state = requests.get(f"{server.base_url}/_standin/faults", timeout=HTTP_TIMEOUT).json()
-    assert state == {"failure": "none", "queued_seconds": 0.2, "running_seconds": 0.2, "hang_seconds": 2.0}
+    assert state == {"failure": "none", "queued_seconds": 0.4, "running_seconds": 0.4, "hang_seconds": 2.0}
 
     assert set_faults(server.base_url, failure="job_fails")["failure"] == "job_fails"
     during = accept(server.base_url, "cfg-0010")
