@@ -1,4 +1,4 @@
-"""Fixtures for the stand-in tests: settings on free ports and tmp dirs, and real servers in threads."""
+"""Fixtures shared by the test packages: settings on free ports and tmp dirs, real servers in threads."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 import yaml
 
-from resources.settings import EdpStandinSettings, Settings, load_settings
+from resources.settings import EdpStandinSettings, Settings, deep_merge, load_settings
 from standins.edp import create_edp_app
 
 SERVER_START_TIMEOUT = 10.0
@@ -52,17 +52,10 @@ def make_settings(tmp_path: Path) -> Callable[[dict[str, Any]], Settings]:
             },
         }
         customer = tmp_path / "cfg.customer.yml"
-        customer.write_text(yaml.safe_dump(_merge(base, overrides)))
+        customer.write_text(yaml.safe_dump(deep_merge(base, overrides)))
         return load_settings("local", customer_path=customer, secrets_path=tmp_path / "no-secrets.env", environ={})
 
     return make
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
 
 
 @dataclass
