@@ -1,0 +1,1 @@
+"""Dagster-free domain functions: what the pipeline builds and publishes."""

@@ -1,0 +1,78 @@
+"""The delivery email: one per portal version, telling the customer where to download it."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from datetime import timezone
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+from contracts.configurator import ConfiguratorPayload
+from contracts.manifest import Manifest
+from delivery.portal import template_environment
+
+OUTBOX_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
+# Only ids of this shape go into the Message-ID; anything else would make the header invalid.
+MSGID_SAFE_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def compose_delivery_email(
+    *, sender: str, order: ConfiguratorPayload, manifest: Manifest, page_url: str
+) -> EmailMessage:
+    """A multipart/alternative message (text and HTML) announcing one portal version."""
+    message = EmailMessage()
+    message["From"] = sender
+    sender_addresses = message["From"].addresses
+    if len(sender_addresses) != 1 or not sender_addresses[0].domain:
+        raise ValueError(f"sender must be exactly one email address, got {sender!r}")
+    message["To"] = Address(display_name=_single_line(order.customer.name), addr_spec=order.customer.email)
+    message["Subject"] = (
+        f"Your delivery for {_single_line(order.site.name)} is ready (version {manifest.version})"
+    )
+    # The date of the portal version, not of sending: a re-run renders the identical message.
+    # A timestamp without a zone comes from our own pipeline, which works in UTC.
+    created_at = manifest.created_at
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=timezone.utc)
+    message["Date"] = format_datetime(created_at)
+    idstring = f"v{manifest.version}"
+    if MSGID_SAFE_RE.fullmatch(manifest.cfg_id):
+        idstring = f"{manifest.cfg_id}.{idstring}"
+    # The sender's domain instead of the local hostname: it names us, not the machine that ran the job.
+    message["Message-ID"] = make_msgid(idstring=idstring, domain=sender_addresses[0].domain)
+
+    environment = template_environment()
+    context = {"order": order, "manifest": manifest, "page_url": page_url}
+    message.set_content(environment.get_template("email.txt.j2").render(context))
+    message.add_alternative(environment.get_template("email.html.j2").render(context), subtype="html")
+    return message
+
+
+def write_to_outbox(message: EmailMessage, outbox_dir: Path, name: str) -> Path:
+    """Write ``<outbox_dir>/<name>.eml`` in SMTP wire format (CRLF line endings)."""
+    if not OUTBOX_NAME_RE.fullmatch(name) or set(name) == {"."}:
+        raise ValueError(f"outbox name must match [A-Za-z0-9._-]{{1,200}}, got {name!r}")
+    outbox_dir.mkdir(parents=True, exist_ok=True)
+    target = outbox_dir / f"{name}.eml"
+    data = message.as_bytes(policy=SMTP)
+    # Write then rename, so whoever watches the outbox never picks up a half-written message.
+    fd, temp_name = tempfile.mkstemp(dir=outbox_dir, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _single_line(text: str) -> str:
+    # Customer text may contain CR/LF (or other line breaks); in a header that would start a new
+    # header (Bcc: ...), so every run of whitespace becomes one space.
+    return " ".join(text.split())
