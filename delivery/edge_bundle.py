@@ -1,0 +1,151 @@
+"""The delivered edge stack, generated per order: its customer config, DTM and compose file.
+
+Both deployment paths (the CloudFormation UserData and the on-prem seed ISO) place exactly these
+files side by side in ``STACK_DIR`` and run ``docker compose up -d`` there, so the stack on a
+customer's machine is the same whichever way it arrived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from contracts.configurator import ConfiguratorPayload
+from contracts.dtm import DeviceTopologyModel
+
+CUSTOMER_CONFIG_NAME = "cfg.customer.yml"
+DTM_NAME = "dtm.json"
+COMPOSE_NAME = "compose.yaml"
+BUNDLE_FILES = (CUSTOMER_CONFIG_NAME, DTM_NAME, COMPOSE_NAME)
+
+HMI_PORT = 8080
+# Where the host keeps the bundle; compose resolves the relative bind mounts against it.
+STACK_DIR = "/opt/ems"
+# Where the gateway container sees the bundle's config files.
+CONTAINER_CONFIG_DIR = "/etc/ems"
+GATEWAY_SERVICE = "gateway"
+GATEWAY_DATA_VOLUME = "gateway-data"
+# The delivered stack always runs against real services: orders are customer installations.
+DELIVERED_STAGE = "beta"
+CUSTOMER_CONFIG_SCHEMA_VERSION = 1
+
+# Secrets belong in the stack's secrets.env, never in a file that is mailed, mounted and archived.
+_SECRET_KEY = re.compile(r"passw|secret|token|credential|private[_-]?key|api[_-]?key|access[_-]?key", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class EdgeImages:
+    """Container images of the delivered stack, pinned per stage in settings."""
+
+    gateway: str
+
+
+def _reject_secret_keys(tree: Any, path: str) -> None:
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            key_path = f"{path}.{key}"
+            if _SECRET_KEY.search(str(key)):
+                raise ValueError(f"{key_path}: looks like a secret; secrets never go into {CUSTOMER_CONFIG_NAME}")
+            _reject_secret_keys(value, key_path)
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            _reject_secret_keys(value, f"{path}[{index}]")
+
+
+def customer_config_yaml(*, cfg_id: str, order: ConfiguratorPayload, flags: dict[str, Any]) -> bytes:
+    """``cfg.customer.yml`` of the delivered services, deep-merged by their loader over the stage block.
+
+    Only what the edge needs to know about the order goes in: the customer's name, email and
+    device list stay on the platform (the devices reach the edge through the DTM instead).
+    """
+    _reject_secret_keys(order.options, "options")
+    _reject_secret_keys(flags, "flags")
+    document = {
+        "schema_version": CUSTOMER_CONFIG_SCHEMA_VERSION,
+        "cfg_id": cfg_id,
+        "customer": {"company": order.customer.company},
+        "site": {"name": order.site.name, "timezone": order.site.timezone},
+        "options": dict(order.options),
+        "flags": dict(flags),
+    }
+    return yaml.safe_dump(document, sort_keys=True, allow_unicode=True, default_flow_style=False).encode("utf-8")
+
+
+def dtm_json(dtm: DeviceTopologyModel) -> bytes:
+    """Canonical ``dtm.json``: the same model always gives the same bytes."""
+    text = json.dumps(dtm.model_dump(mode="json"), sort_keys=True, indent=2, ensure_ascii=False)
+    return (text + "\n").encode("utf-8")
+
+
+def compose_file(*, dtm: DeviceTopologyModel, images: EdgeImages) -> bytes:
+    """The docker compose file of the delivered stack."""
+    config_mounts = [
+        {
+            "type": "bind",
+            "source": f"./{name}",
+            "target": f"{CONTAINER_CONFIG_DIR}/{name}",
+            "read_only": True,
+        }
+        for name in (CUSTOMER_CONFIG_NAME, DTM_NAME)
+    ]
+    healthz = f"http://localhost:{HMI_PORT}/healthz"
+    document: dict[str, Any] = {
+        "name": "ems",
+        "services": {
+            GATEWAY_SERVICE: {
+                "image": images.gateway,
+                "restart": "unless-stopped",
+                "environment": {
+                    "ENV": DELIVERED_STAGE,
+                    "CFG_CUSTOMER_PATH": f"{CONTAINER_CONFIG_DIR}/{CUSTOMER_CONFIG_NAME}",
+                    "DTM_PATH": f"{CONTAINER_CONFIG_DIR}/{DTM_NAME}",
+                },
+                # A bind-mounted file that changed does not make compose recreate the container;
+                # a label that does change with the topology does.
+                "labels": {"ems.dtm.sha256": hashlib.sha256(dtm_json(dtm)).hexdigest()},
+                "volumes": [
+                    *config_mounts,
+                    {"type": "volume", "source": GATEWAY_DATA_VOLUME, "target": "/var/lib/ems"},
+                ],
+                "ports": [{"target": HMI_PORT, "published": str(HMI_PORT), "protocol": "tcp"}],
+                # Exec form with the image's own Python: no shell, curl or wget is assumed in the image.
+                "healthcheck": {
+                    "test": [
+                        "CMD",
+                        "python3",
+                        "-c",
+                        f"import urllib.request; urllib.request.urlopen({healthz!r}, timeout=4)",
+                    ],
+                    "interval": "30s",
+                    "timeout": "5s",
+                    "retries": 3,
+                    "start_period": "30s",
+                },
+            }
+        },
+        "volumes": {GATEWAY_DATA_VOLUME: {}},
+    }
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False).encode("utf-8")
+
+
+def build_bundle(
+    *,
+    cfg_id: str,
+    order: ConfiguratorPayload,
+    dtm: DeviceTopologyModel,
+    flags: dict[str, Any],
+    images: EdgeImages,
+    dtm_bytes: bytes | None = None,
+) -> dict[str, bytes]:
+    """All of ``BUNDLE_FILES`` for one order; ``dtm_bytes`` keeps EDP's own file when given."""
+    return {
+        CUSTOMER_CONFIG_NAME: customer_config_yaml(cfg_id=cfg_id, order=order, flags=flags),
+        DTM_NAME: dtm_bytes if dtm_bytes is not None else dtm_json(dtm),
+        COMPOSE_NAME: compose_file(dtm=dtm, images=images),
+    }

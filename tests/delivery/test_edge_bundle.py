@@ -1,0 +1,174 @@
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from contracts.configurator import ConfiguratorPayload
+from contracts.dtm import DeviceTopologyModel
+from delivery.edge_bundle import (
+    BUNDLE_FILES,
+    HMI_PORT,
+    EdgeImages,
+    build_bundle,
+    compose_file,
+    customer_config_yaml,
+    dtm_json,
+)
+from resources.settings import deep_merge
+
+CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
+IMAGES = EdgeImages(gateway="ghcr.io/example/ems-edge-gateway:0.1.0")
+FLAGS = {"commissioning_required": True, "device_count": 2}
+
+
+def make_order(devices: int = 2, **site: str) -> ConfiguratorPayload:
+    return ConfiguratorPayload.model_validate(
+        {
+            "schema_version": 1,
+            "customer": {"name": "Ada Lovelace", "company": "Analytical Engines GmbH", "email": "ada@example.com"},
+            "deployment": {"target": "onprem"},
+            "site": {"name": "Plant Nord", "timezone": "Europe/Berlin", **site},
+            "devices": [
+                {"id": f"meter-{index}", "type": "power_meter", "model": "PM5560"} for index in range(devices)
+            ],
+            "options": {"retention_days": 365, "remote_support": True},
+        }
+    )
+
+
+def make_dtm(order: ConfiguratorPayload) -> DeviceTopologyModel:
+    return DeviceTopologyModel.model_validate(
+        {
+            "schema_version": 1,
+            "site": {"name": order.site.name, "timezone": order.site.timezone},
+            "devices": [
+                {
+                    "id": device.id,
+                    "type": device.type,
+                    "model": device.model,
+                    "points": [{"name": "active_power", "address": 0, "unit": "W"}],
+                }
+                for device in order.devices
+            ],
+        }
+    )
+
+
+def compose_of(order: ConfiguratorPayload) -> dict[str, Any]:
+    return yaml.safe_load(compose_file(dtm=make_dtm(order), images=IMAGES))
+
+
+def test_constants_name_the_bundle() -> None:
+    assert BUNDLE_FILES == ("cfg.customer.yml", "dtm.json", "compose.yaml")
+    assert HMI_PORT == 8080
+
+
+def test_compose_file_runs_the_gateway_with_its_config_mounted_read_only() -> None:
+    compose = compose_of(make_order())
+
+    gateway = compose["services"]["gateway"]
+    assert list(compose["services"]) == ["gateway"]
+    assert gateway["image"] == IMAGES.gateway
+    assert gateway["restart"] == "unless-stopped"
+    assert gateway["environment"] == {
+        "ENV": "beta",
+        "CFG_CUSTOMER_PATH": "/etc/ems/cfg.customer.yml",
+        "DTM_PATH": "/etc/ems/dtm.json",
+    }
+    binds = {mount["source"]: mount for mount in gateway["volumes"] if mount["type"] == "bind"}
+    assert binds == {
+        "./cfg.customer.yml": {
+            "type": "bind", "source": "./cfg.customer.yml", "target": "/etc/ems/cfg.customer.yml", "read_only": True,
+        },
+        "./dtm.json": {"type": "bind", "source": "./dtm.json", "target": "/etc/ems/dtm.json", "read_only": True},
+    }
+    named = [mount for mount in gateway["volumes"] if mount["type"] == "volume"]
+    assert len(named) == 1 and named[0]["source"] in compose["volumes"]
+    assert gateway["ports"] == [{"target": 8080, "published": "8080", "protocol": "tcp"}]
+    assert gateway["healthcheck"]["test"][0] == "CMD"
+    assert "http://localhost:8080/healthz" in " ".join(gateway["healthcheck"]["test"])
+
+
+def test_compose_file_is_deterministic_and_follows_the_topology() -> None:
+    order = make_order()
+    assert compose_file(dtm=make_dtm(order), images=IMAGES) == compose_file(dtm=make_dtm(order), images=IMAGES)
+
+    # A new DTM must make `docker compose up -d` recreate the container, not keep the old one.
+    labels_before = compose_of(order)["services"]["gateway"]["labels"]
+    labels_after = compose_of(make_order(devices=3))["services"]["gateway"]["labels"]
+    assert labels_before != labels_after
+
+
+def test_compose_file_keeps_customer_text_out() -> None:
+    order = make_order(name="Werk ${HOME} $$ Süd")
+    text = compose_file(dtm=make_dtm(order), images=IMAGES).decode()
+    # Compose interpolates "$" everywhere, so customer text must never reach the file.
+    assert "$" not in text and "Werk" not in text
+
+
+def test_customer_config_holds_the_order_and_no_personal_or_secret_data() -> None:
+    order = make_order()
+    document = yaml.safe_load(customer_config_yaml(cfg_id=CFG_ID, order=order, flags=FLAGS))
+
+    assert document == {
+        "schema_version": 1,
+        "cfg_id": CFG_ID,
+        "customer": {"company": "Analytical Engines GmbH"},
+        "site": {"name": "Plant Nord", "timezone": "Europe/Berlin"},
+        "options": {"retention_days": 365, "remote_support": True},
+        "flags": FLAGS,
+    }
+    text = customer_config_yaml(cfg_id=CFG_ID, order=order, flags=FLAGS).decode()
+    assert "ada@example.com" not in text and "Ada Lovelace" not in text
+    for word in ("password", "secret", "token", "AWS_"):
+        assert word not in text
+
+
+def test_customer_config_is_canonical() -> None:
+    order = make_order(name='Werk "Süd": #1')
+    first = customer_config_yaml(cfg_id=CFG_ID, order=order, flags={"b": 1, "a": {"y": 2, "x": 1}})
+    second = customer_config_yaml(cfg_id=CFG_ID, order=order, flags={"a": {"x": 1, "y": 2}, "b": 1})
+    assert first == second
+    assert list(yaml.safe_load(first)) == sorted(yaml.safe_load(first))
+    assert yaml.safe_load(first)["site"]["name"] == 'Werk "Süd": #1'
+
+
+@pytest.mark.parametrize(
+    "flags", [{"admin_password": "x"}, {"nested": {"api_key": "x"}}, {"list": [{"refresh_token": "x"}]}]
+)
+def test_customer_config_refuses_secret_looking_keys(flags: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="secret"):
+        customer_config_yaml(cfg_id=CFG_ID, order=make_order(), flags=flags)
+
+
+def test_customer_config_deep_merges_over_the_stage_block() -> None:
+    stage_block = {
+        "site": {"name": "unnamed", "timezone": "UTC"},
+        "gateway": {"poll_seconds": 5, "http_port": 8080},
+        "options": {"retention_days": 30, "export": "csv"},
+        "flags": {},
+    }
+    customer = yaml.safe_load(customer_config_yaml(cfg_id=CFG_ID, order=make_order(), flags=FLAGS))
+
+    merged = deep_merge(stage_block, customer)
+
+    assert merged["site"] == {"name": "Plant Nord", "timezone": "Europe/Berlin"}
+    assert merged["gateway"] == {"poll_seconds": 5, "http_port": 8080}
+    assert merged["options"] == {"retention_days": 365, "export": "csv", "remote_support": True}
+    assert merged["flags"] == FLAGS
+    assert merged["cfg_id"] == CFG_ID
+
+
+def test_build_bundle_has_every_file() -> None:
+    order = make_order()
+    dtm = make_dtm(order)
+    bundle = build_bundle(cfg_id=CFG_ID, order=order, dtm=dtm, flags=FLAGS, images=IMAGES)
+
+    assert tuple(bundle) == BUNDLE_FILES
+    assert DeviceTopologyModel.model_validate(json.loads(bundle["dtm.json"])) == dtm
+    assert bundle["dtm.json"] == dtm_json(dtm)
+    edp_bytes = b'{"schema_version": 1}'
+    assert build_bundle(cfg_id=CFG_ID, order=order, dtm=dtm, flags=FLAGS, images=IMAGES, dtm_bytes=edp_bytes)[
+        "dtm.json"
+    ] == edp_bytes
