@@ -14,7 +14,10 @@ from types import FrameType
 from local_stack.services import Service, ServiceFailed, python_module
 from resources.settings import ConfigError, Settings, load_settings
 
-HEALTH_TIMEOUT_SECONDS = 120.0
+HEALTH_TIMEOUT_SECONDS = 180.0
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WORKSPACE = PROJECT_ROOT / "workspace.yaml"
+INSTANCE_TEMPLATE = Path(__file__).resolve().parent / "dagster.local.yaml"
 
 
 def plan_services(settings: Settings) -> list[Service]:
@@ -29,13 +32,39 @@ def plan_services(settings: Settings) -> list[Service]:
         services.append(Service("edp", python_module("standins.edp"), url, f"{url}/healthz"))
     api_url = f"http://{settings.api.host}:{settings.api.port}"
     services.append(Service("api", python_module("api"), settings.api.public_url, f"{api_url}/healthz"))
+    dagster_url = f"http://{settings.dagster.host}:{settings.dagster.port}"
+    dagster_home = str(Path(settings.dagster.home).resolve())
+    services.append(
+        Service(
+            "dagster",
+            [
+                *python_module("dagster", "dev"),
+                "--workspace", str(WORKSPACE),
+                "--host", settings.dagster.host,
+                "--port", str(settings.dagster.port),
+                "--log-level", "warning",
+            ],
+            dagster_url,
+            f"{dagster_url}/server_info",
+            env={"DAGSTER_HOME": dagster_home},
+        )
+    )
     return services
 
 
+def prepare_dagster_home(settings: Settings) -> None:
+    home = Path(settings.dagster.home)
+    home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = home / "dagster.yaml"
+    # Always refreshed: the instance settings belong to the project, not to a local copy.
+    instance_yaml.write_text(INSTANCE_TEMPLATE.read_text())
+
+
 def run(settings: Settings) -> int:
-    for folder in (settings.dagster.home, settings.email.outbox_dir, settings.standins.edp.state_dir):
+    for folder in (settings.email.outbox_dir, settings.standins.edp.state_dir):
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
+    prepare_dagster_home(settings)
     services = plan_services(settings)
     stopping = False
 

@@ -6,7 +6,20 @@ change here without a migration (or the other way round) fails the build.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 # Named constraints make migrations deterministic across dialects; SQLite batch mode needs the
 # names to find a constraint again when it rebuilds a table.
@@ -41,4 +54,31 @@ orders = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_orders_status", "status"),
     sqlite_autoincrement=True,
+)
+
+# One row per published portal version. ``run_id`` makes publishing idempotent: a retried
+# manifest step of the same run gets the same version back instead of a new one.
+portal_versions = Table(
+    "portal_versions",
+    metadata,
+    Column("cfg_id", String(36), ForeignKey("orders.cfg_id"), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("run_id", String(64), nullable=False),
+    Column("manifest_key", String(255), nullable=True),
+    Column("page_url", Text, nullable=True),
+    Column("artifact_count", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("cfg_id", "run_id"),
+)
+
+# At most one email per portal version: the row is claimed before SES is called.
+delivery_emails = Table(
+    "delivery_emails",
+    metadata,
+    Column("cfg_id", String(36), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("message_id", String(255), nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    ForeignKeyConstraint(["cfg_id", "version"], ["portal_versions.cfg_id", "portal_versions.version"]),
 )

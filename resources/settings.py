@@ -80,6 +80,18 @@ class DagsterSettings(Section):
     home: str = Field(description="DAGSTER_HOME: instance config and local storage.")
 
 
+class EdgeSettings(Section):
+    gateway_image: str = Field(description="Image (with tag) of the edge gateway the delivered stack runs.")
+
+
+class PipelineSettings(Section):
+    sensor_interval_seconds: int = Field(default=30, ge=5, le=3600, description="How often each sensor ticks.")
+    sensors_running: bool = Field(description="Sensors start running by default (local/demo) or wait for an operator.")
+    edp_poll_budget_seconds: float = Field(
+        default=30.0, gt=0, le=50, description="Time one edp_sensor tick may spend polling EDP (Dagster stops a tick at 60 s)."
+    )
+
+
 class AwsStandinSettings(Section):
     enabled: bool = Field(description="Start the embedded S3/SES (moto server mode).")
     host: str = "127.0.0.1"
@@ -123,6 +135,8 @@ class Settings(Section):
     email: EmailSettings
     edp: EdpSettings
     dagster: DagsterSettings
+    edge: EdgeSettings
+    pipeline: PipelineSettings
     standins: StandinSettings
     secrets: Secrets = Field(default_factory=Secrets)
 
@@ -184,7 +198,7 @@ def _read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _read_secrets(path: Path, stage: str, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+def _read_secrets(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     values: dict[str, str] = {}
     origins: dict[str, str] = {}
     if path.is_file():
@@ -198,6 +212,21 @@ def _read_secrets(path: Path, stage: str, environ: Mapping[str, str]) -> tuple[d
         if environ.get(key):
             values[key], origins[key] = environ[key], f"environment variable {key}"
     return values, origins
+
+
+def _secrets_path(secrets_path: Path | str | None, environ: Mapping[str, str]) -> Path:
+    return Path(secrets_path or environ.get("SECRETS_PATH") or "secrets.env")
+
+
+def load_secrets(secrets_path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Secrets:
+    """Only the secrets: for resources whose config must not carry them (the Dagster UI shows config)."""
+    environ = os.environ if environ is None else environ
+    path = _secrets_path(secrets_path, environ)
+    values, origins = _read_secrets(path, environ)
+    try:
+        return Secrets.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, {("secrets", k): v for k, v in origins.items()}, str(path))) from None
 
 
 def load_settings(
@@ -214,7 +243,7 @@ def load_settings(
     defaults_path = defaults_path or DEFAULTS_PATH
     if customer_path is None and environ.get("CFG_CUSTOMER_PATH"):
         customer_path = environ["CFG_CUSTOMER_PATH"]
-    secrets_path = Path(secrets_path or environ.get("SECRETS_PATH") or "secrets.env")
+    secrets_path = _secrets_path(secrets_path, environ)
 
     if stage not in STAGES:
         raise ConfigError(f"unknown stage ENV={stage!r}; expected one of {', '.join(STAGES)}")
@@ -231,7 +260,7 @@ def load_settings(
         merged = deep_merge(merged, customer)
         _record_origin(customer, str(customer_path), origins)
 
-    secrets, secret_origins = _read_secrets(secrets_path, stage, environ)
+    secrets, secret_origins = _read_secrets(secrets_path, environ)
     for key, origin in secret_origins.items():
         origins[("secrets", key)] = origin
     merged["stage"] = stage

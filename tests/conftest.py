@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,3 +117,51 @@ def start_edp() -> Iterator[Callable[[EdpStandinSettings], RunningServer]]:
     for running in started:
         if running.thread.is_alive():
             running.stop()
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One embedded AWS (moto's server mode) for the session; tests keep apart by bucket."""
+    from standins.aws import start_aws_standin
+
+    port = _free_port()
+    customer = tmp_path_factory.mktemp("aws") / "cfg.customer.yml"
+    endpoint = f"http://127.0.0.1:{port}"
+    customer.write_text(
+        yaml.safe_dump({"aws": {"endpoint_url": endpoint, "public_endpoint_url": endpoint}, "standins": {"aws": {"port": port}}})
+    )
+    settings = load_settings("local", customer_path=customer, secrets_path=customer.parent / "none.env", environ={})
+    server = start_aws_standin(settings)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def pipeline_settings(
+    tmp_path: Path,
+    aws_endpoint: str,
+    edp_settings: EdpStandinSettings,
+    start_edp: Callable[[EdpStandinSettings], RunningServer],
+) -> Settings:
+    """Local settings against real servers: moto (own bucket), an EDP stand-in, a migrated SQLite platform_db."""
+    from platform_db.migrate import upgrade
+    from standins.aws import bootstrap
+
+    edp = start_edp(edp_settings)
+    customer = tmp_path / "pipeline.cfg.customer.yml"
+    customer.write_text(
+        yaml.safe_dump(
+            {
+                "aws": {"endpoint_url": aws_endpoint, "public_endpoint_url": aws_endpoint},
+                "artifacts": {"bucket": f"test-{uuid.uuid4().hex[:20]}"},
+                "platform_db": {"url": f"sqlite:///{tmp_path / 'platform.db'}"},
+                "edp": {"base_url": edp.base_url, "timeout_seconds": 2, "retries": 1},
+                "email": {"outbox_dir": str(tmp_path / "outbox")},
+                "dagster": {"home": str(tmp_path / "dagster")},
+            }
+        )
+    )
+    settings = load_settings("local", customer_path=customer, secrets_path=tmp_path / "none.env", environ={})
+    upgrade(settings.platform_db_url())
+    bootstrap(settings)
+    return settings

@@ -1,0 +1,1 @@
+"""The order pipeline as Dagster assets, and the one Definitions object."""

@@ -1,0 +1,65 @@
+"""The one Definitions of the platform, loaded by workspace.yaml."""
+
+
+from dagster import (
+    DefaultSensorStatus,
+    Definitions,
+    RunFailureSensorContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
+
+from platform_assets.order import apk, cfn_or_iso, config, edp_artifacts, email, manifest
+from resources.artifacts import ArtifactBucketResource
+from resources.edp import EdpResource
+from resources.pipeline import build_resources
+from resources.platform_db import PlatformDbResource
+from resources.settings import Settings, load_settings
+from sensors.apk import apk_sensor_tick
+from sensors.edp import edp_sensor_tick
+from sensors.orders import order_sensor_tick
+from sensors.run_failures import record_run_failure
+
+ORDER_ASSETS = [config, edp_artifacts, cfn_or_iso, apk, manifest, email]
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    interval = settings.pipeline.sensor_interval_seconds
+    status = DefaultSensorStatus.RUNNING if settings.pipeline.sensors_running else DefaultSensorStatus.STOPPED
+    budget = settings.pipeline.edp_poll_budget_seconds
+
+    @sensor(name="order_sensor", target=ORDER_ASSETS, minimum_interval_seconds=interval, default_status=status)
+    def order_sensor(context: SensorEvaluationContext, platform_db: PlatformDbResource) -> SensorResult | SkipReason:
+        """New orders in platform_db -> partitions and a config run each."""
+        return order_sensor_tick(context, platform_db)
+
+    @sensor(name="edp_sensor", target=ORDER_ASSETS, minimum_interval_seconds=interval, default_status=status)
+    def edp_sensor(
+        context: SensorEvaluationContext, platform_db: PlatformDbResource, edp: EdpResource
+    ) -> SensorResult | SkipReason:
+        """Orders waiting on EDP: complete -> build and deliver; failed -> order failed with EDP's reason."""
+        return edp_sensor_tick(context, platform_db, edp, budget)
+
+    @sensor(name="apk_sensor", target=ORDER_ASSETS, minimum_interval_seconds=interval, default_status=status)
+    def apk_sensor(
+        context: SensorEvaluationContext, platform_db: PlatformDbResource, artifacts: ArtifactBucketResource
+    ) -> SensorResult | SkipReason:
+        """The apk/ prefix: an APK there resumes orders waiting for one."""
+        return apk_sensor_tick(context, platform_db, artifacts)
+
+    @run_failure_sensor(name="order_run_failure_sensor", minimum_interval_seconds=interval, default_status=status)
+    def order_run_failure_sensor(context: RunFailureSensorContext, platform_db: PlatformDbResource) -> None:
+        """A failed run marks its order failed, with the step's error as the reason."""
+        record_run_failure(context, platform_db)
+
+    return Definitions(
+        assets=ORDER_ASSETS,
+        sensors=[order_sensor, edp_sensor, apk_sensor, order_run_failure_sensor],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions(load_settings())

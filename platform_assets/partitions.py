@@ -1,0 +1,18 @@
+"""Every order is one partition (key = cfg_id) of one dynamic partitions definition."""
+
+from dagster import AssetKey, DynamicPartitionsDefinition
+
+orders_partitions = DynamicPartitionsDefinition(name="orders")
+
+ORDER_PREFIX = "order"
+CONFIG = AssetKey([ORDER_PREFIX, "config"])
+EDP_ARTIFACTS = AssetKey([ORDER_PREFIX, "edp_artifacts"])
+CFN_OR_ISO = AssetKey([ORDER_PREFIX, "cfn_or_iso"])
+APK = AssetKey([ORDER_PREFIX, "apk"])
+MANIFEST = AssetKey([ORDER_PREFIX, "manifest"])
+EMAIL = AssetKey([ORDER_PREFIX, "email"])
+
+# What a finished EDP job sets going, and what a newly landed APK sets going for a waiting order.
+AFTER_EDP = [EDP_ARTIFACTS, CFN_OR_ISO, APK, MANIFEST, EMAIL]
+AFTER_APK = [APK, MANIFEST, EMAIL]
+REDELIVERY = [MANIFEST, EMAIL]

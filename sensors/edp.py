@@ -1,0 +1,53 @@
+"""edp_sensor: polls EDP for orders waiting on it; complete -> build and deliver, failed -> order failed."""
+
+from __future__ import annotations
+
+import time
+
+from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason
+
+from contracts.orders import OrderStatus
+from platform_assets.partitions import AFTER_EDP
+from resources.edp import EdpClient, EdpError, EdpResource
+from resources.platform_db import PlatformDbResource
+
+
+def edp_sensor_tick(
+    context: SensorEvaluationContext, platform_db: PlatformDbResource, edp: EdpResource, budget_seconds: float
+) -> SensorResult | SkipReason:
+    waiting = platform_db.orders.orders_with_status(OrderStatus.EDP_PENDING)
+    if not waiting:
+        return SkipReason("no order waits on EDP")
+    resource = edp.get_client()
+    # No retries inside a tick: the next tick is the retry, and a hanging EDP must not eat the tick.
+    client = EdpClient(resource.base_url, resource.timeout, retries=0)
+    deadline = time.monotonic() + budget_seconds
+    requests: list[RunRequest] = []
+    for order in waiting:
+        if time.monotonic() + client.timeout > deadline:
+            context.log.info("EDP poll budget used up; the remaining orders wait for the next tick")
+            break
+        if order.edp_job_id is None:
+            continue
+        try:
+            job = client.get_job(order.edp_job_id)
+        except (EdpError, OSError) as exc:
+            context.log.warning(f"EDP job {order.edp_job_id} of order {order.cfg_id}: {type(exc).__name__}")
+            continue
+        if job.status == "complete":
+            platform_db.orders.set_status(order.cfg_id, OrderStatus.BUILDING)
+            requests.append(
+                RunRequest(
+                    partition_key=order.cfg_id,
+                    asset_selection=AFTER_EDP,
+                    run_key=f"edp:{order.cfg_id}:{order.edp_job_id}",
+                    tags={"order/edp_job_id": order.edp_job_id},
+                )
+            )
+        elif job.status == "failed":
+            reason = f"EDP job {order.edp_job_id} failed: {job.error or 'no reason given'}"
+            platform_db.orders.set_status(order.cfg_id, OrderStatus.FAILED, error=reason)
+            context.log.warning(f"order {order.cfg_id}: {reason}")
+    if not requests:
+        return SkipReason(f"{len(waiting)} order(s) still wait on EDP")
+    return SensorResult(run_requests=requests)
