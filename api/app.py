@@ -11,7 +11,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api.openapi import build_openapi, openapi_document
-from api.orders import OrderView, SubmitAccepted, get_order, submit
+from api.orders import OrderView, PortalTokenRotated, SubmitAccepted, get_order, rotate_portal_token, submit
+from api.portal import portal_download, portal_index, portal_version
 from api.problems import problem_response
 from api.state import ApiState
 from platform_db import OrderRepository
@@ -37,11 +38,15 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
         routes=[
             Route("/submit", submit, methods=["POST"]),
             Route("/orders/{cfg_id}", get_order, methods=["GET"]),
+            Route("/orders/{cfg_id}/portal-token", rotate_portal_token, methods=["POST"]),
+            Route("/portal/{token}", portal_index, methods=["GET"]),
+            Route("/portal/{token}/v{version:int}", portal_version, methods=["GET"]),
+            Route("/portal/{token}/v{version:int}/{name}", portal_download, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi_document, methods=["GET"]),
         ],
         exception_handlers={HTTPException: problem_response},
     )
-    app.state.api = ApiState(settings=settings, orders=orders)
-    app.state.openapi = build_openapi([SubmitAccepted, OrderView])
+    app.state.api = ApiState.build(settings, orders)
+    app.state.openapi = build_openapi([SubmitAccepted, OrderView, PortalTokenRotated])
     return app

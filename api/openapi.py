@@ -12,6 +12,8 @@ from starlette.responses import JSONResponse
 from contracts.configurator import ConfiguratorPayload
 
 REF = "#/components/schemas/{model}"
+TOKEN = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 
 
 def _json(schema_name: str, description: str) -> dict[str, Any]:
@@ -62,6 +64,35 @@ def build_openapi(extra_models: list[type[BaseModel]]) -> dict[str, Any]:
                     "security": bearer,
                     "parameters": [{"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}],
                     "responses": {"200": _json("OrderView", "the order"), "401": problem, "404": problem},
+                }
+            },
+            "/orders/{cfg_id}/portal-token": {
+                "post": {
+                    "summary": "Rotate the order's portal link; the old link answers 404 from then on.",
+                    "security": bearer,
+                    "parameters": [{"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}],
+                    "responses": {"200": _json("PortalTokenRotated", "the new link"), "401": problem, "404": problem},
+                }
+            },
+            "/portal/{token}": {
+                "get": {
+                    "summary": "The customer's portal: the latest version and the history (HTML).",
+                    "parameters": [TOKEN],
+                    "responses": {"200": {"description": "portal page", "content": {"text/html": {}}}, "404": problem},
+                }
+            },
+            "/portal/{token}/v{version}": {
+                "get": {
+                    "summary": "One portal version's page (HTML).",
+                    "parameters": [TOKEN, VERSION],
+                    "responses": {"200": {"description": "version page", "content": {"text/html": {}}}, "404": problem},
+                }
+            },
+            "/portal/{token}/v{version}/{name}": {
+                "get": {
+                    "summary": "Download an artifact: 303 to a freshly presigned URL (manifest.json is answered directly).",
+                    "parameters": [TOKEN, VERSION, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"303": {"description": "redirect to the download"}, "404": problem},
                 }
             },
             "/healthz": {"get": {"summary": "Liveness and platform_db reachability.", "responses": {"200": {"description": "ok"}}}},

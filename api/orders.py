@@ -18,7 +18,9 @@ from api.problems import Problem
 from api.state import ApiState
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus
+from delivery.portal_links import PortalLinks
 from platform_db import IdempotencyConflict, Order
+from platform_db.deliveries import PortalVersion
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -30,6 +32,17 @@ class SubmitAccepted(BaseModel):
     cfg_id: str
 
 
+class PortalVersionView(BaseModel):
+    version: int
+    created_at: datetime
+    url: str
+
+
+class PortalTokenRotated(BaseModel):
+    cfg_id: str
+    portal_url: str
+
+
 class OrderView(BaseModel):
     cfg_id: str
     status: OrderStatus
@@ -38,12 +51,18 @@ class OrderView(BaseModel):
     updated_at: datetime
     edp_job_id: str | None
     portal_url: str | None = None
+    portal_versions: list[PortalVersionView] = []
     error: str | None
     order: dict[str, Any]
 
     @classmethod
-    def of(cls, order: Order) -> OrderView:
+    def of(cls, order: Order, versions: list[PortalVersion], links: PortalLinks) -> OrderView:
         return cls(
+            portal_url=links.portal() if versions else None,
+            portal_versions=[
+                PortalVersionView(version=v.version, created_at=v.created_at, url=links.version_page(v.version))
+                for v in versions
+            ],
             cfg_id=order.cfg_id,
             status=order.status,
             target=order.target,
@@ -75,16 +94,38 @@ async def submit(request: Request) -> JSONResponse:
     return JSONResponse(SubmitAccepted(cfg_id=order.cfg_id).model_dump())
 
 
+def _order_or_404(state: ApiState, cfg_id: str) -> Order:
+    order = state.orders.get(cfg_id) if _is_uuid(cfg_id) else None
+    if order is None:
+        raise Problem(404, "no order with this cfg_id")
+    return order
+
+
+def _order_view(state: ApiState, cfg_id: str) -> OrderView:
+    order = _order_or_404(state, cfg_id)
+    return OrderView.of(order, state.deliveries.portal_versions(cfg_id), state.portal_links(order))
+
+
 async def get_order(request: Request) -> JSONResponse:
     state: ApiState = request.app.state.api
     require_bearer_token(request, state.bearer_token)
-    cfg_id = request.path_params["cfg_id"]
-    order = None
-    if _is_uuid(cfg_id):
-        order = await run_in_threadpool(state.orders.get, cfg_id)
-    if order is None:
-        raise Problem(404, "no order with this cfg_id")
-    return JSONResponse(OrderView.of(order).model_dump(mode="json"))
+    view = await run_in_threadpool(_order_view, state, request.path_params["cfg_id"])
+    return JSONResponse(view.model_dump(mode="json"))
+
+
+def _rotate(state: ApiState, cfg_id: str) -> PortalTokenRotated:
+    _order_or_404(state, cfg_id)
+    state.orders.rotate_portal_token(cfg_id)
+    order = _order_or_404(state, cfg_id)
+    return PortalTokenRotated(cfg_id=cfg_id, portal_url=state.portal_links(order).portal())
+
+
+async def rotate_portal_token(request: Request) -> JSONResponse:
+    """A new portal link for the order; the old one answers 404 from now on."""
+    state: ApiState = request.app.state.api
+    require_bearer_token(request, state.bearer_token)
+    rotated = await run_in_threadpool(_rotate, state, request.path_params["cfg_id"])
+    return JSONResponse(rotated.model_dump())
 
 
 def _is_uuid(value: str) -> bool:

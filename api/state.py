@@ -1,20 +1,55 @@
-"""What the API's endpoints share: settings and the order repository."""
+"""What the API's endpoints share: settings, platform_db, the artifact bucket and portal tokens."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import boto3
 from pydantic import SecretStr
 
-from platform_db import OrderRepository
+from delivery.artifact_store import ArtifactStore
+from delivery.portal_links import PortalLinks, PortalTokens
+from platform_db import Order, OrderRepository
+from platform_db.deliveries import DeliveryRepository
 from resources.settings import Settings
+
+
+def _s3_client(settings: Settings, endpoint_url: str | None) -> Any:
+    return boto3.session.Session().client(
+        "s3", region_name=settings.aws.region, endpoint_url=endpoint_url, **settings.aws_credentials()
+    )
 
 
 @dataclass(frozen=True)
 class ApiState:
     settings: Settings
     orders: OrderRepository
+    deliveries: DeliveryRepository
+    store: ArtifactStore
+    # Presigned URLs must name the endpoint the customer's browser reaches, and signature v4
+    # signs the host, so they come from a client of that endpoint.
+    presigner: ArtifactStore
+    tokens: PortalTokens
+
+    @classmethod
+    def build(cls, settings: Settings, orders: OrderRepository) -> ApiState:
+        bucket = settings.artifacts.bucket
+        return cls(
+            settings=settings,
+            orders=orders,
+            deliveries=DeliveryRepository(orders.engine),
+            store=ArtifactStore(_s3_client(settings, settings.aws.endpoint_url), bucket),
+            presigner=ArtifactStore(
+                _s3_client(settings, settings.aws.public_endpoint_url or settings.aws.endpoint_url), bucket
+            ),
+            tokens=PortalTokens(settings.portal_token_key()),
+        )
 
     @property
     def bearer_token(self) -> SecretStr | None:
         return self.settings.secrets.API_TOKEN if self.settings.api.require_token else None
+
+    def portal_links(self, order: Order) -> PortalLinks:
+        token = self.tokens.token(order.cfg_id, order.portal_token_generation)
+        return PortalLinks(base_url=self.settings.api.public_url, token=token)

@@ -26,7 +26,7 @@ def send_delivery_email_once(
     if not deliveries.claim_email(cfg_id, version):
         return deliveries.email_message_id(cfg_id, version), False
     message = compose_delivery_email(
-        sender=sender, order=order, manifest=publication.manifest, page_url=publication.page_url
+        sender=sender, order=order, manifest=publication.manifest, page_url=publication.portal_url
     )
     try:
         # Raw MIME keeps both parts: SES's simple form would keep only the HTML one.

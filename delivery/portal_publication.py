@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -12,7 +12,8 @@ from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import ArtifactKind, Manifest, ManifestArtifact
 from delivery.artifact_store import ArtifactStore, StoredObject, portal_key
 from delivery.portal import PortalVersionSummary, manifest_json, render_portal_index, render_version_page
-from platform_db.deliveries import DeliveryRepository
+from delivery.portal_links import PortalLinks
+from platform_db.deliveries import DeliveryRepository, PortalVersion
 
 HTML = "text/html; charset=utf-8"
 
@@ -26,7 +27,30 @@ class PortalPublication(BaseModel):
     version: int
     manifest_key: str
     page_url: str
+    portal_url: str
     manifest: Manifest
+
+
+def history_of(published: Sequence[PortalVersion], links: PortalLinks) -> list[PortalVersionSummary]:
+    return [
+        PortalVersionSummary(
+            version=version.version,
+            created_at=version.created_at,
+            artifact_count=version.artifact_count or 0,
+            page_url=links.version_page(version.version),
+        )
+        for version in published
+    ]
+
+
+def with_links(manifest: Manifest, links: PortalLinks) -> Manifest:
+    """The manifest with download links under ``links`` (a rotated token changes them all)."""
+    artifacts = [a.model_copy(update={"url": links.artifact(manifest.version, a.name)}) for a in manifest.artifacts]
+    return manifest.model_copy(update={"artifacts": artifacts})
+
+
+def load_manifest(store: ArtifactStore, cfg_id: str, version: int) -> Manifest:
+    return Manifest.model_validate(json.loads(store.get(portal_key(cfg_id, version, "manifest.json"))))
 
 
 def publish_portal_version(
@@ -38,9 +62,14 @@ def publish_portal_version(
     artifacts: Sequence[tuple[ArtifactKind, StoredObject]],
     store: ArtifactStore,
     deliveries: DeliveryRepository,
-    link_for: Callable[[str], str],
+    links: PortalLinks,
 ) -> PortalPublication:
     """Publish version N (previous + 1; a retry of the same run republishes the same N)."""
+    names = [obj.name for _, obj in artifacts]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        # A download link is /v<N>/<name>, so a name must be unique within a version.
+        raise ValueError(f"artifact names must be unique in a portal version: {', '.join(duplicates)}")
     claimed = deliveries.claim_portal_version(cfg_id, run_id)
     manifest = Manifest(
         cfg_id=cfg_id,
@@ -49,46 +78,51 @@ def publish_portal_version(
         deployment_target=order.target,
         flags=flags,
         artifacts=[
-            ManifestArtifact(kind=kind, name=obj.name, key=obj.key, size=obj.size, sha256=obj.sha256, url=link_for(obj.key))
+            ManifestArtifact(
+                kind=kind,
+                name=obj.name,
+                key=obj.key,
+                size=obj.size,
+                sha256=obj.sha256,
+                url=links.artifact(claimed.version, obj.name),
+            )
             for kind, obj in artifacts
         ],
     )
-    page_key = portal_key(cfg_id, claimed.version, "index.html")
-    page_url = link_for(page_key)
-    published = deliveries.portal_versions(cfg_id)
-    history = [
-        PortalVersionSummary(
-            version=earlier.version,
-            created_at=earlier.created_at,
-            artifact_count=earlier.artifact_count or 0,
-            page_url=earlier.page_url or "",
-        )
-        for earlier in published
-        if earlier.version != claimed.version
-    ]
+    published = [v for v in deliveries.portal_versions(cfg_id) if v.version != claimed.version]
+    history = history_of(published, links)
     history.append(
         PortalVersionSummary(
-            version=claimed.version, created_at=claimed.created_at, artifact_count=len(artifacts), page_url=page_url
+            version=claimed.version,
+            created_at=claimed.created_at,
+            artifact_count=len(artifacts),
+            page_url=links.version_page(claimed.version),
         )
     )
     manifest_key = portal_key(cfg_id, claimed.version, "manifest.json")
     store.put(manifest_key, manifest_json(manifest), "application/json")
-    store.put(page_key, render_version_page(manifest=manifest, order=order, history=history).encode(), HTML)
-    # A retried older run must not turn the order's page back to its version: the page shows the newest.
-    newest = max(
-        (earlier for earlier in published if earlier.version > claimed.version), key=lambda v: v.version, default=None
-    )
-    latest = manifest
-    if newest is not None and newest.manifest_key is not None:
-        latest = Manifest.model_validate(json.loads(store.get(newest.manifest_key)))
+    page = render_version_page(manifest=manifest, order=order, history=history)
+    store.put(portal_key(cfg_id, claimed.version, "index.html"), page.encode(), HTML)
+    # A retried step of an older run must not make its version the order's "latest" again.
+    newest = max((v for v in published if v.version > claimed.version), key=lambda v: v.version, default=None)
+    latest = manifest if newest is None else load_manifest(store, cfg_id, newest.version)
     store.put(
         portal_key(cfg_id, None, "index.html"),
         render_portal_index(latest=latest, order=order, history=history).encode(),
         HTML,
     )
     deliveries.record_publication(
-        cfg_id, claimed.version, manifest_key=manifest_key, page_url=page_url, artifact_count=len(artifacts)
+        cfg_id,
+        claimed.version,
+        manifest_key=manifest_key,
+        page_url=links.version_page(claimed.version),
+        artifact_count=len(artifacts),
     )
     return PortalPublication(
-        cfg_id=cfg_id, version=claimed.version, manifest_key=manifest_key, page_url=page_url, manifest=manifest
+        cfg_id=cfg_id,
+        version=claimed.version,
+        manifest_key=manifest_key,
+        page_url=links.version_page(claimed.version),
+        portal_url=links.portal(),
+        manifest=manifest,
     )

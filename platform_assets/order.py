@@ -23,6 +23,7 @@ from resources.artifacts import ArtifactBucketResource
 from resources.delivery import DeliveryResource
 from resources.edp import EdpError, EdpResource
 from resources.platform_db import PlatformDbResource
+from resources.portal import PortalResource
 from resources.ses import SesResource
 
 ASSET_ARGS = {"key_prefix": ORDER_PREFIX, "partitions_def": orders_partitions, "group_name": "order"}
@@ -201,14 +202,16 @@ def manifest(
     apk: ChosenApk,
     platform_db: PlatformDbResource,
     artifacts: ArtifactBucketResource,
+    portal: PortalResource,
 ) -> Output[PortalPublication]:
     cfg_id = context.partition_key
-    order = _order(platform_db, cfg_id)
-    presigning = artifacts.get_presigning_store()
+    stored = platform_db.orders.get(cfg_id)
+    if stored is None:
+        raise Failure(f"order {cfg_id} is not in platform_db")
     publication = publish_portal_version(
         cfg_id=cfg_id,
         run_id=context.run_id,
-        order=order,
+        order=stored.configurator_payload(),
         flags=edp_artifacts.flags,
         artifacts=[
             *(("edp", obj) for obj in edp_artifacts.objects),
@@ -217,15 +220,17 @@ def manifest(
         ],
         store=artifacts.get_store(),
         deliveries=platform_db.deliveries,
-        link_for=presigning.presigned_url,
+        links=portal.links_for(cfg_id, stored.portal_token_generation),
     )
+    # The links carry the customer's token, so metadata names keys, not URLs.
     return Output(
         publication,
         metadata={
             "portal_version": publication.version,
             "manifest_key": MetadataValue.text(publication.manifest_key),
-            "page_url": MetadataValue.url(publication.page_url),
-            "artifacts": len(publication.manifest.artifacts),
+            "artifacts": MetadataValue.json(
+                [{"kind": a.kind, "key": a.key, "size": a.size, "sha256": a.sha256} for a in publication.manifest.artifacts]
+            ),
         },
     )
 

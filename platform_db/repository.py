@@ -43,6 +43,7 @@ class Order:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    portal_token_generation: int = 0
 
     def configurator_payload(self) -> ConfiguratorPayload:
         """The stored payload validated back into the model the website submitted."""
@@ -121,6 +122,7 @@ def _to_order(row: Row[Any]) -> Order:
         last_error=row.last_error,
         created_at=_utc(row.created_at),
         updated_at=_utc(row.updated_at),
+        portal_token_generation=row.portal_token_generation,
     )
 
 
@@ -236,6 +238,16 @@ class OrderRepository:
         Raises ``KeyError`` for an unknown ``cfg_id``.
         """
         self._update(cfg_id, edp_job_id=job_id, status=OrderStatus.EDP_PENDING.value, last_error=None)
+
+    def rotate_portal_token(self, cfg_id: str) -> int:
+        """Start a new portal token generation; links with older tokens answer 404 from now on.
+
+        Raises ``KeyError`` for an unknown ``cfg_id``.
+        """
+        self._update(cfg_id, portal_token_generation=orders.c.portal_token_generation + 1)
+        order = self.get(cfg_id)
+        assert order is not None
+        return order.portal_token_generation
 
     def dispose(self) -> None:
         """Close the pooled connections, e.g. before a process forks or exits."""

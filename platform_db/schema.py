@@ -52,6 +52,8 @@ orders = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Bumped to rotate the customer's portal link: tokens of an older generation stop working.
+    Column("portal_token_generation", Integer, nullable=False, server_default="0"),
     Index("ix_orders_status", "status"),
     sqlite_autoincrement=True,
 )

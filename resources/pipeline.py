@@ -10,6 +10,7 @@ from resources.artifacts import ArtifactBucketResource
 from resources.delivery import DeliveryResource
 from resources.edp import EdpResource
 from resources.platform_db import PlatformDbResource
+from resources.portal import PortalResource
 from resources.ses import SesResource
 from resources.settings import STANDIN_AWS_KEY, Settings
 
@@ -47,6 +48,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             retries=settings.edp.retries,
         ),
         "platform_db": PlatformDbResource(url=settings.platform_db.url),
+        "portal": PortalResource(public_url=settings.api.public_url, local_key_file=settings.portal.local_key_file),
         "delivery": DeliveryResource(stage=settings.stage, gateway_image=settings.edge.gateway_image),
         "io_manager": S3PickleIOManager(s3_resource=s3, s3_bucket=settings.artifacts.bucket, s3_prefix=IO_PREFIX),
     }

@@ -7,6 +7,8 @@ that is wrong and the file that set it, never later inside a run.
 from __future__ import annotations
 
 import os
+import secrets as secrets_module
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -80,6 +82,13 @@ class DagsterSettings(Section):
     home: str = Field(description="DAGSTER_HOME: instance config and local storage.")
 
 
+class PortalSettings(Section):
+    local_key_file: str | None = Field(
+        default=None,
+        description="Local/demo only: where a generated portal token key is kept when PORTAL_TOKEN_KEY is unset.",
+    )
+
+
 class EdgeSettings(Section):
     gateway_image: str = Field(description="Image (with tag) of the edge gateway the delivered stack runs.")
 
@@ -135,6 +144,7 @@ class Settings(Section):
     email: EmailSettings
     edp: EdpSettings
     dagster: DagsterSettings
+    portal: PortalSettings = Field(default_factory=PortalSettings)
     edge: EdgeSettings
     pipeline: PipelineSettings
     standins: StandinSettings
@@ -144,7 +154,12 @@ class Settings(Section):
     def _secrets_the_stage_needs(self) -> Settings:
         if self.api.require_token and self.secrets.API_TOKEN is None:
             raise ValueError("api.require_token is true but API_TOKEN is not set in secrets.env")
+        if self.secrets.PORTAL_TOKEN_KEY is None and self.portal.local_key_file is None:
+            raise ValueError("PORTAL_TOKEN_KEY is not set in secrets.env and portal.local_key_file is unset")
         return self
+
+    def portal_token_key(self) -> bytes:
+        return portal_token_key(self.secrets, self.portal.local_key_file)
 
     def platform_db_url(self) -> URL:
         url = make_url(self.platform_db.url)
@@ -161,6 +176,30 @@ class Settings(Section):
         if self.aws.endpoint_url is not None:
             return {"aws_access_key_id": STANDIN_AWS_KEY, "aws_secret_access_key": STANDIN_AWS_KEY}
         return {}
+
+
+def portal_token_key(secrets: Secrets, local_key_file: str | None) -> bytes:
+    """PORTAL_TOKEN_KEY, else (local/demo) a key generated once into ``local_key_file``."""
+    if secrets.PORTAL_TOKEN_KEY is not None:
+        return secrets.PORTAL_TOKEN_KEY.get_secret_value().encode()
+    if local_key_file is None:
+        raise ConfigError("PORTAL_TOKEN_KEY is not set in secrets.env")
+    path = Path(local_key_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: when the API and a Dagster run start together, one writes and both read the same key.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "w") as key_file:
+            key_file.write(secrets_module.token_hex(32))
+    for _ in range(50):
+        key = path.read_text().strip()
+        if key:
+            return key.encode()
+        time.sleep(0.02)
+    raise ConfigError(f"{path} holds no portal token key")
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -158,6 +158,7 @@ def pipeline_settings(
                 "edp": {"base_url": edp.base_url, "timeout_seconds": 2, "retries": 1},
                 "email": {"outbox_dir": str(tmp_path / "outbox")},
                 "dagster": {"home": str(tmp_path / "dagster")},
+                "portal": {"local_key_file": str(tmp_path / "portal_token.key")},
             }
         )
     )

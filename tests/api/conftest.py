@@ -28,7 +28,10 @@ def onprem_order() -> dict[str, Any]:
 def settings(tmp_path: Path) -> Settings:
     local = load_settings("local", secrets_path=tmp_path / "none.env", environ={})
     return local.model_copy(
-        update={"platform_db": local.platform_db.model_copy(update={"url": f"sqlite:///{tmp_path / 'platform.db'}"})}
+        update={
+            "platform_db": local.platform_db.model_copy(update={"url": f"sqlite:///{tmp_path / 'platform.db'}"}),
+            "portal": local.portal.model_copy(update={"local_key_file": str(tmp_path / "portal_token.key")}),
+        }
     )
 
 

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from contracts.configurator import ConfiguratorPayload
 from delivery.artifact_store import ArtifactStore, order_key
 from delivery.email_dispatch import send_delivery_email_once
+from delivery.portal_links import PortalLinks
 from delivery.portal_publication import PortalPublication, publish_portal_version
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
@@ -71,7 +72,7 @@ def mailing(pipeline_settings: Settings, tmp_path: Path) -> Iterator[Mailing]:
         artifacts=[("edp", store.put(order_key(cfg_id, "edp", "dtm.json"), b"{}", "application/json"))],
         store=store,
         deliveries=deliveries,
-        link_for=lambda key: f"https://portal.example.com/{key}",
+        links=PortalLinks(base_url="https://portal.example.com", token="t0ken"),
     )
     yield Mailing(
         settings=settings,
@@ -104,8 +105,8 @@ def test_sends_one_email_through_ses_and_writes_it_to_the_outbox(mailing: Mailin
     assert isinstance(delivered, EmailMessage)
     delivered_text = delivered.get_body(("plain",))
     delivered_html = delivered.get_body(("html",))
-    assert delivered_text is not None and mailing.publication.page_url in delivered_text.get_content()
-    assert delivered_html is not None and mailing.publication.page_url in delivered_html.get_content()
+    assert delivered_text is not None and mailing.publication.portal_url in delivered_text.get_content()
+    assert delivered_html is not None and mailing.publication.portal_url in delivered_html.get_content()
 
     files = mailing.outbox_files()
     assert [f.name for f in files] == [f"{mailing.publication.cfg_id}-v1.eml"]
@@ -113,7 +114,7 @@ def test_sends_one_email_through_ses_and_writes_it_to_the_outbox(mailing: Mailin
     assert "ada@example.com" in written["To"]
     assert "version 1" in written["Subject"]
     text = written.get_body(("plain",))
-    assert text is not None and mailing.publication.page_url in text.get_content()
+    assert text is not None and mailing.publication.portal_url in text.get_content()
     assert mailing.deliveries.email_message_id(mailing.publication.cfg_id, 1) == message_id
 
 

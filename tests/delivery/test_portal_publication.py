@@ -13,17 +13,14 @@ import pytest
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import Manifest
 from delivery.artifact_store import ArtifactStore, StoredObject, order_key
+from delivery.portal_links import PortalLinks
 from delivery.portal_publication import PortalPublication, publish_portal_version
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
 from resources.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order-cloud.json"
-PORTAL_BASE = "https://portal.example.com/dl/"
-
-
-def link_for(key: str) -> str:
-    return PORTAL_BASE + key
+LINKS = PortalLinks(base_url="https://portal.example.com", token="t0ken")
 
 
 @dataclass
@@ -43,7 +40,7 @@ class Delivery:
             artifacts=self.artifacts,  # type: ignore[arg-type]
             store=self.store,
             deliveries=self.deliveries,
-            link_for=link_for,
+            links=LINKS,
         )
 
     def manifest_in_s3(self, version: int) -> Manifest:
@@ -89,7 +86,8 @@ def test_first_publication_is_version_1(delivery: Delivery) -> None:
     assert publication.version == 1
     assert publication.cfg_id == delivery.cfg_id
     assert publication.manifest_key == f"portal/{delivery.cfg_id}/v1/manifest.json"
-    assert publication.page_url == link_for(f"portal/{delivery.cfg_id}/v1/index.html")
+    assert publication.page_url == "https://portal.example.com/portal/t0ken/v1"
+    assert publication.portal_url == "https://portal.example.com/portal/t0ken"
     assert publication.manifest.version == 1
     assert [v.version for v in delivery.deliveries.portal_versions(delivery.cfg_id)] == [1]
 
@@ -112,7 +110,7 @@ def test_manifest_in_s3_validates_and_lists_each_artifact(delivery: Delivery) ->
         data = delivery.store.get(artifact.key)
         assert len(data) == artifact.size
         assert hashlib.sha256(data).hexdigest() == artifact.sha256
-        assert artifact.url == link_for(artifact.key)
+        assert artifact.url == f"https://portal.example.com/portal/t0ken/v1/{artifact.name}"
     head = delivery.store.head(publication.manifest_key)
     assert head is not None and head["ContentType"] == "application/json"
 

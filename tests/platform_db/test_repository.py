@@ -278,3 +278,14 @@ def test_order_repr_leaves_out_the_customer_data(repo: OrderRepository, make_pay
 
     assert order.cfg_id in repr(order)
     assert "ada@example.com" not in repr(order)
+
+
+def test_rotating_the_portal_token_moves_to_the_next_generation(repo: OrderRepository, make_payload: Callable[..., ConfiguratorPayload]) -> None:
+    order, _ = repo.submit(make_payload(), None)
+    assert order.portal_token_generation == 0
+    assert repo.rotate_portal_token(order.cfg_id) == 1
+    assert repo.rotate_portal_token(order.cfg_id) == 2
+    stored = repo.get(order.cfg_id)
+    assert stored is not None and stored.portal_token_generation == 2
+    with pytest.raises(KeyError):
+        repo.rotate_portal_token("00000000-0000-0000-0000-000000000000")

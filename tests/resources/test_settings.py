@@ -13,6 +13,7 @@ local:
   email: {sender: a@example.com}
   edp: {base_url: "http://127.0.0.1:8001", timeout_seconds: 5, retries: 3}
   dagster: {host: 127.0.0.1, port: 3000, home: .local/dagster}
+  portal: {local_key_file: .local/portal_token.key}
   edge: {gateway_image: "example/gateway:1"}
   pipeline: {sensors_running: true}
   standins:
@@ -66,7 +67,7 @@ def test_env_selects_the_stage_and_local_is_the_default(defaults: Path, tmp_path
     missing = tmp_path / "none.env"
     assert load_settings(defaults_path=defaults, secrets_path=missing, environ={}).stage == "local"
     beta = load_settings(
-        defaults_path=defaults, secrets_path=missing, environ={"ENV": "beta", "API_TOKEN": "from-env"}
+        defaults_path=defaults, secrets_path=missing, environ={"ENV": "beta", "API_TOKEN": "from-env", "PORTAL_TOKEN_KEY": "k"}
     )
     assert beta.artifacts.bucket == "artifacts-beta"
 
@@ -126,7 +127,7 @@ def test_missing_customer_file_and_bad_yaml_are_reported(defaults: Path, tmp_pat
 
 
 def test_secrets_come_from_the_file_and_stay_hidden(defaults: Path, tmp_path: Path) -> None:
-    secrets = write(tmp_path, "secrets.env", "API_TOKEN=s3cr3t-value\nPLATFORM_DB_PASSWORD=pw-value\n")
+    secrets = write(tmp_path, "secrets.env", "API_TOKEN=s3cr3t-value\nPORTAL_TOKEN_KEY=k3y-value\nPLATFORM_DB_PASSWORD=pw-value\n")
     settings = load_settings("beta", defaults_path=defaults, secrets_path=secrets, environ={})
     assert settings.secrets.API_TOKEN is not None
     assert settings.secrets.API_TOKEN.get_secret_value() == "s3cr3t-value"
@@ -145,11 +146,28 @@ def test_unknown_secret_is_rejected_without_echoing_values(defaults: Path, tmp_p
 
 def test_beta_without_the_api_token_fails_at_start(defaults: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="API_TOKEN is not set"):
-        load_settings("beta", defaults_path=defaults, secrets_path=tmp_path / "none.env", environ={})
+        load_settings("beta", defaults_path=defaults, secrets_path=tmp_path / "none.env", environ={"PORTAL_TOKEN_KEY": "k" * 32})
+
+
+def test_beta_without_the_portal_token_key_fails_at_start(defaults: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="PORTAL_TOKEN_KEY is not set"):
+        load_settings("beta", defaults_path=defaults, secrets_path=tmp_path / "none.env", environ={"API_TOKEN": "t"})
+
+
+def test_local_generates_one_portal_token_key_and_keeps_it(tmp_path: Path) -> None:
+    customer = write(tmp_path, "cfg.customer.yml", f"portal:\n  local_key_file: {tmp_path / 'key'}\n")
+    settings = load_settings(customer_path=customer, secrets_path=tmp_path / "none.env", environ={})
+    first = settings.portal_token_key()
+    assert len(first) == 64 and first == settings.portal_token_key()
+    assert (tmp_path / "key").stat().st_mode & 0o077 == 0, "only the owner may read the key"
+    secret = load_settings(customer_path=customer, secrets_path=tmp_path / "none.env", environ={"PORTAL_TOKEN_KEY": "from-secrets"})
+    assert secret.portal_token_key() == b"from-secrets"
 
 
 def test_local_uses_standin_credentials_and_beta_the_default_chain(defaults: Path, tmp_path: Path) -> None:
     local = load_settings(defaults_path=defaults, secrets_path=tmp_path / "x", environ={})
     assert set(local.aws_credentials()) == {"aws_access_key_id", "aws_secret_access_key"}
-    beta = load_settings("beta", defaults_path=defaults, secrets_path=tmp_path / "x", environ={"API_TOKEN": "t"})
+    beta = load_settings(
+        "beta", defaults_path=defaults, secrets_path=tmp_path / "x", environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"}
+    )
     assert beta.aws_credentials() == {}

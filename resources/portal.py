@@ -1,0 +1,22 @@
+"""The customer portal's links as a Dagster resource."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from delivery.portal_links import PortalLinks, PortalTokens
+from resources.settings import load_secrets, portal_token_key
+
+
+class PortalResource(ConfigurableResource):
+    """Builds an order's stable portal links. The token key is read when used, never kept in config."""
+
+    public_url: str = Field(description="Base URL of the API that serves /portal/{token}.")
+    local_key_file: str | None = Field(
+        default=None, description="Local/demo: the generated key file used when PORTAL_TOKEN_KEY is unset."
+    )
+
+    def links_for(self, cfg_id: str, generation: int) -> PortalLinks:
+        tokens = PortalTokens(portal_token_key(load_secrets(), self.local_key_file))
+        return PortalLinks(base_url=self.public_url, token=tokens.token(cfg_id, generation))

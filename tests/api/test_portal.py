@@ -1,0 +1,139 @@
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from contracts.configurator import ConfiguratorPayload
+from delivery.artifact_store import ArtifactStore, order_key
+from delivery.portal_links import PortalLinks, PortalTokens
+from delivery.portal_publication import publish_portal_version
+from platform_db import OrderRepository
+from platform_db.deliveries import DeliveryRepository
+from resources.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order-cloud.json"
+
+
+class Delivered:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.orders = OrderRepository.from_url(settings.platform_db_url())
+        self.deliveries = DeliveryRepository(self.orders.engine)
+        client = boto3.client("s3", endpoint_url=settings.aws.endpoint_url, region_name=settings.aws.region, **settings.aws_credentials())
+        self.store = ArtifactStore(client, settings.artifacts.bucket)
+        payload = ConfiguratorPayload.model_validate(json.loads(EXAMPLE.read_text()))
+        payload = payload.model_copy(update={"site": payload.site.model_copy(update={"name": "<script>alert(1)</script>"})})
+        self.payload = payload
+        self.cfg_id = self.orders.submit(payload, None)[0].cfg_id
+        self.files = {"dtm.json": b'{"devices": []}', "cfn.yaml": b"Resources: {}\n"}
+
+    def links(self) -> PortalLinks:
+        order = self.orders.get(self.cfg_id)
+        assert order is not None
+        token = PortalTokens(self.settings.portal_token_key()).token(self.cfg_id, order.portal_token_generation)
+        return PortalLinks(base_url=self.settings.api.public_url, token=token)
+
+    def publish(self, run_id: str) -> int:
+        dtm = self.store.put(order_key(self.cfg_id, "edp", "dtm.json"), self.files["dtm.json"])
+        cfn = self.store.put(order_key(self.cfg_id, "cfn", "cfn.yaml"), self.files["cfn.yaml"])
+        publication = publish_portal_version(
+            cfg_id=self.cfg_id,
+            run_id=run_id,
+            order=self.payload,
+            flags={"commissioning_required": True},
+            artifacts=[("edp", dtm), ("cfn", cfn)],
+            store=self.store,
+            deliveries=self.deliveries,
+            links=self.links(),
+        )
+        return publication.version
+
+
+@pytest.fixture
+def delivered(pipeline_settings: Settings) -> Iterator[Delivered]:
+    delivered = Delivered(pipeline_settings)
+    yield delivered
+    delivered.orders.dispose()
+
+
+@pytest.fixture
+def client(delivered: Delivered) -> Iterator[TestClient]:
+    with TestClient(create_app(delivered.settings, delivered.orders), follow_redirects=False) as client:
+        yield client
+
+
+def path_of(url: str, settings: Settings) -> str:
+    return url.removeprefix(settings.api.public_url)
+
+
+def test_the_stable_link_shows_the_latest_version_and_history(delivered: Delivered, client: TestClient) -> None:
+    delivered.publish("run-1")
+    delivered.publish("run-2")
+    page = client.get(path_of(delivered.links().portal(), delivered.settings))
+    assert page.status_code == 200
+    assert "version 2" in page.text.lower()
+    assert delivered.links().version_page(1) in page.text, "the history links the earlier version"
+    assert "<script>alert(1)</script>" not in page.text and "&lt;script&gt;" in page.text
+    earlier = client.get(path_of(delivered.links().version_page(1), delivered.settings))
+    assert earlier.status_code == 200 and delivered.links().artifact(1, "cfn.yaml") in earlier.text
+
+
+def test_downloads_answer_303_to_a_fresh_presigned_url(delivered: Delivered, client: TestClient) -> None:
+    delivered.publish("run-1")
+    for name, data in delivered.files.items():
+        answer = client.get(path_of(delivered.links().artifact(1, name), delivered.settings))
+        assert answer.status_code == 303
+        location = answer.headers["location"]
+        assert location.startswith(delivered.settings.aws.public_endpoint_url or "")
+        assert "X-Amz-Signature=" in location and "X-Amz-Algorithm=AWS4-HMAC-SHA256" in location
+        downloaded = requests.get(location, timeout=10)
+        assert hashlib.sha256(downloaded.content).hexdigest() == hashlib.sha256(data).hexdigest()
+    manifest = client.get(path_of(delivered.links().artifact(1, "manifest.json"), delivered.settings)).json()
+    assert [a["url"] for a in manifest["artifacts"]] == [delivered.links().artifact(1, n) for n in delivered.files]
+
+
+def test_every_wrong_link_is_the_same_404(delivered: Delivered, client: TestClient) -> None:
+    delivered.publish("run-1")
+    links = delivered.links()
+    other = PortalTokens(b"another-key-of-32-bytes-length!!").token(delivered.cfg_id, 0)
+    stranger = PortalTokens(delivered.settings.portal_token_key()).token(str(uuid.uuid4()), 0)
+    misses: list[Any] = [
+        client.get(f"/portal/{other}"),
+        client.get(f"/portal/{stranger}"),
+        client.get("/portal/not-a-token"),
+        client.get(path_of(links.version_page(7), delivered.settings)),
+        client.get(path_of(links.artifact(1, "nothing.bin"), delivered.settings)),
+        client.get(path_of(links.artifact(7, "cfn.yaml"), delivered.settings)),
+    ]
+    assert {miss.status_code for miss in misses} == {404}
+    assert {miss.text for miss in misses} == {misses[0].text}
+
+
+def test_rotating_the_token_retires_the_old_link(delivered: Delivered, client: TestClient) -> None:
+    delivered.publish("run-1")
+    old = delivered.links()
+    rotated = client.post(f"/orders/{delivered.cfg_id}/portal-token")
+    assert rotated.status_code == 200
+    new_url = rotated.json()["portal_url"]
+    assert new_url != old.portal() and new_url == delivered.links().portal()
+    assert client.get(path_of(old.portal(), delivered.settings)).status_code == 404
+    assert client.get(path_of(old.artifact(1, "cfn.yaml"), delivered.settings)).status_code == 404
+    assert client.get(path_of(new_url, delivered.settings)).status_code == 200
+    order = client.get(f"/orders/{delivered.cfg_id}").json()
+    assert order["portal_url"] == new_url
+    assert [v["version"] for v in order["portal_versions"]] == [1]
+
+
+def test_an_order_without_a_published_version_has_no_portal(delivered: Delivered, client: TestClient) -> None:
+    assert client.get(f"/orders/{delivered.cfg_id}").json()["portal_url"] is None
+    assert client.get(path_of(delivered.links().portal(), delivered.settings)).status_code == 404

@@ -1,0 +1,49 @@
+import uuid
+
+import pytest
+
+from delivery.portal_links import PortalLinks, PortalTokens
+
+KEY = b"k" * 32
+
+
+def test_a_token_names_its_order_and_is_valid_only_for_its_generation() -> None:
+    tokens = PortalTokens(KEY)
+    cfg_id = str(uuid.uuid4())
+    token = tokens.token(cfg_id, 0)
+    assert PortalTokens.cfg_id_of(token) == cfg_id
+    assert tokens.is_valid(token, cfg_id, 0)
+    assert not tokens.is_valid(token, cfg_id, 1), "a rotated generation retires the token"
+    assert tokens.token(cfg_id, 0) == token, "the same order and generation give the same link"
+
+
+def test_tokens_differ_per_order_and_per_key() -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    tokens = PortalTokens(KEY)
+    assert tokens.token(first, 0) != tokens.token(second, 0)
+    assert PortalTokens(b"x" * 32).token(first, 0) != tokens.token(first, 0)
+    forged = PortalTokens(b"x" * 32).token(first, 0)
+    assert PortalTokens.cfg_id_of(forged) == first and not tokens.is_valid(forged, first, 0)
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "!!!!", "a" * 200])
+def test_malformed_tokens_name_no_order(garbage: str) -> None:
+    assert PortalTokens.cfg_id_of(garbage) is None
+
+
+def test_a_well_formed_guess_is_not_valid() -> None:
+    guess = "a" * 43
+    cfg_id = PortalTokens.cfg_id_of(guess)
+    assert cfg_id is not None and not PortalTokens(KEY).is_valid(guess, cfg_id, 0)
+
+
+def test_a_short_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        PortalTokens(b"short")
+
+
+def test_links_live_under_the_public_url() -> None:
+    links = PortalLinks(base_url="https://platform.example.com/", token="T")
+    assert links.portal() == "https://platform.example.com/portal/T"
+    assert links.version_page(3) == "https://platform.example.com/portal/T/v3"
+    assert links.artifact(3, "cfn.yaml") == "https://platform.example.com/portal/T/v3/cfn.yaml"
