@@ -1,22 +1,35 @@
 # The two commands: `make run` (the platform, locally) and `make test` (the whole suite).
-# Each creates or refreshes .venv itself.
+# Each creates or refreshes .venv itself; `make test` also installs the Debian tools the tests
+# run (xorriso and cloud-init check the seed ISO the way its consumer does).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# command:package pairs the tests need on the machine.
+TEST_TOOLS := xorriso:xorriso cloud-init:cloud-init
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test venv
+.PHONY: run test venv test-tools
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
+
+test-tools:
+	@missing=""; for pair in $(TEST_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 
 run: venv
 	$(PY) -m local_stack
 
-test: venv
+test: venv test-tools
 	$(PY) -m pytest

@@ -4,12 +4,23 @@
 from collections.abc import Iterator
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetIn, Failure, MaterializeResult, MetadataValue, Output, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+)
 from pydantic import BaseModel, ConfigDict
 
-from contracts.configurator import ConfiguratorPayload
+from contracts.configurator import CloudDeployment, ConfiguratorPayload
 from contracts.orders import OrderStatus
 from delivery.apk import APK_PREFIX, newest_apk
+from delivery.artifact_checks import cfn_lint_problems, manifest_artifact_problems, seed_iso_problems
 from delivery.artifact_store import StoredObject, order_key, sha256_hex
 from delivery.cfn import compose_cfn_template
 from delivery.edge_bundle import compose_file, customer_config_yaml
@@ -18,7 +29,7 @@ from delivery.email_dispatch import send_delivery_email_once
 from delivery.iso import build_seed_iso
 from delivery.order_config import canonical_config_json
 from delivery.portal_publication import PortalPublication, publish_portal_version
-from platform_assets.partitions import CONFIG, ORDER_PREFIX, orders_partitions
+from platform_assets.partitions import CFN_OR_ISO, CONFIG, MANIFEST, ORDER_PREFIX, orders_partitions
 from resources.artifacts import ArtifactBucketResource
 from resources.delivery import DeliveryResource
 from resources.edp import EdpError, EdpResource
@@ -26,6 +37,8 @@ from resources.platform_db import PlatformDbResource
 from resources.portal import PortalResource
 from resources.ses import SesResource
 
+DEPLOYABLE = "deployable"
+ARTIFACTS_MATCH = "artifacts_match_manifest"
 ASSET_ARGS = {"key_prefix": ORDER_PREFIX, "partitions_def": orders_partitions, "group_name": "order"}
 
 
@@ -138,14 +151,26 @@ def edp_artifacts(
     )
 
 
-@asset(**ASSET_ARGS, description="cfn.yaml (cloud) or iso.img (on-prem), composed from dtm.json, plus the stack bundle.")
+@asset(
+    **ASSET_ARGS,
+    # Blocking: an artifact its consumer would reject is never published or emailed.
+    check_specs=[
+        AssetCheckSpec(
+            DEPLOYABLE,
+            asset=CFN_OR_ISO,
+            blocking=True,
+            description="cfn.yaml is cfn-lint clean; iso.img reads back as a seed",
+        )
+    ],
+    description="cfn.yaml (cloud) or iso.img (on-prem), composed from dtm.json, plus the stack bundle.",
+)
 def cfn_or_iso(
     context: AssetExecutionContext,
     edp_artifacts: EdpArtifacts,
     platform_db: PlatformDbResource,
     artifacts: ArtifactBucketResource,
     delivery: DeliveryResource,
-) -> Output[BuiltArtifact]:
+) -> Iterator[Output[BuiltArtifact] | AssetCheckResult]:
     cfg_id = context.partition_key
     order = _order(platform_db, cfg_id)
     store = artifacts.get_store()
@@ -167,9 +192,20 @@ def cfn_or_iso(
         kind = "iso"
         image = build_seed_iso(cfg_id=cfg_id, order=order, bundle=bundle_files)
         built = store.put(order_key(cfg_id, "iso", "iso.img"), image, "application/octet-stream")
-    return Output(
+    yield Output(
         BuiltArtifact(kind=kind, artifact=built, bundle=bundle),
         metadata={"target": order.target, "kind": kind, **_object_metadata(built)},
+    )
+    # Checked on the bytes read back from the bucket: what the customer downloads.
+    stored = store.get(built.key)
+    if isinstance(order.deployment, CloudDeployment):
+        problems = cfn_lint_problems(stored, order.deployment.region)
+    else:
+        problems = seed_iso_problems(stored)
+    yield AssetCheckResult(
+        check_name=DEPLOYABLE,
+        passed=not problems,
+        metadata={"kind": kind, "problems": MetadataValue.json(problems)},
     )
 
 
@@ -194,7 +230,18 @@ def apk(
     yield Output(chosen, metadata={"version": candidate.version, **_object_metadata(chosen.artifact)})
 
 
-@asset(**ASSET_ARGS, description="Portal version N: manifest.json + index.html, and the order's portal index.")
+@asset(
+    **ASSET_ARGS,
+    check_specs=[
+        AssetCheckSpec(
+            ARTIFACTS_MATCH,
+            asset=MANIFEST,
+            blocking=True,
+            description="every listed object exists with its recorded sha256",
+        )
+    ],
+    description="Portal version N: manifest.json + index.html, and the order's portal index.",
+)
 def manifest(
     context: AssetExecutionContext,
     edp_artifacts: EdpArtifacts,
@@ -203,7 +250,7 @@ def manifest(
     platform_db: PlatformDbResource,
     artifacts: ArtifactBucketResource,
     portal: PortalResource,
-) -> Output[PortalPublication]:
+) -> Iterator[Output[PortalPublication] | AssetCheckResult]:
     cfg_id = context.partition_key
     stored = platform_db.orders.get(cfg_id)
     if stored is None:
@@ -223,7 +270,7 @@ def manifest(
         links=portal.links_for(cfg_id, stored.portal_token_generation),
     )
     # The links carry the customer's token, so metadata names keys, not URLs.
-    return Output(
+    yield Output(
         publication,
         metadata={
             "portal_version": publication.version,
@@ -232,6 +279,10 @@ def manifest(
                 [{"kind": a.kind, "key": a.key, "size": a.size, "sha256": a.sha256} for a in publication.manifest.artifacts]
             ),
         },
+    )
+    problems = manifest_artifact_problems(publication.manifest, artifacts.get_store())
+    yield AssetCheckResult(
+        check_name=ARTIFACTS_MATCH, passed=not problems, metadata={"problems": MetadataValue.json(problems)}
     )
 
 
