@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sqlalchemy.engine import URL
 
-from platform_db.repository import create_platform_db_engine
+from platform_db.repository import as_utc, create_platform_db_engine
 from platform_db.schema import delivery_emails, portal_versions
 
 
@@ -30,10 +30,6 @@ class PortalVersion:
     created_at: datetime
 
 
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _to_version(row: Row[Any]) -> PortalVersion:
     return PortalVersion(
         cfg_id=row.cfg_id,
@@ -42,7 +38,7 @@ def _to_version(row: Row[Any]) -> PortalVersion:
         manifest_key=row.manifest_key,
         page_url=row.page_url,
         artifact_count=row.artifact_count,
-        created_at=_as_utc(row.created_at),
+        created_at=as_utc(row.created_at),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,7 +104,7 @@ def _create_sqlite_parent_directory(url: URL) -> None:
     Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def _utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     # SQLite stores no offset and hands back naive values; they were written as UTC.
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -120,8 +121,8 @@ def _to_order(row: Row[Any]) -> Order:
         status=OrderStatus(row.status),
         edp_job_id=row.edp_job_id,
         last_error=row.last_error,
-        created_at=_utc(row.created_at),
-        updated_at=_utc(row.updated_at),
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
         portal_token_generation=row.portal_token_generation,
     )
 
@@ -231,6 +232,25 @@ class OrderRepository:
         Raises ``KeyError`` for an unknown ``cfg_id``.
         """
         self._update(cfg_id, status=OrderStatus(status).value, last_error=error)
+
+    def set_status_unless(self, cfg_id: str, status: OrderStatus, unless: Collection[OrderStatus]) -> bool:
+        """Move an order to ``status`` (clearing ``last_error``) unless it is in one of ``unless``.
+
+        One conditional UPDATE, so steps of one run that write concurrently cannot undo each
+        other. Returns whether the order moved; raises ``KeyError`` for an unknown ``cfg_id``.
+        """
+        kept = [OrderStatus(kept_status).value for kept_status in unless]
+        statement = (
+            update(orders)
+            .where(orders.c.cfg_id == cfg_id, orders.c.status.not_in(kept))
+            .values(status=OrderStatus(status).value, last_error=None, updated_at=datetime.now(UTC))
+        )
+        with self._engine.begin() as connection:
+            if connection.execute(statement).rowcount:
+                return True
+        if self.get(cfg_id) is None:
+            raise KeyError(cfg_id)
+        return False
 
     def record_edp_job(self, cfg_id: str, job_id: str) -> None:
         """Remember the EDP job that builds this order and mark the order as waiting for it.
