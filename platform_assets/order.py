@@ -129,7 +129,9 @@ def edp_artifacts(
 ) -> Output[EdpArtifacts]:
     cfg_id = context.partition_key
     client = edp.get_client()
-    platform_db.orders.set_status(cfg_id, OrderStatus.BUILDING)
+    # apk runs beside this step and may already have found no APK: "waiting_for_apk" must stay,
+    # or the order would sit in "building" and apk_sensor would never resume it.
+    platform_db.orders.set_status_unless(cfg_id, OrderStatus.BUILDING, unless=[OrderStatus.WAITING_FOR_APK])
     try:
         taken = take_over_edp_artifacts(
             cfg_id=cfg_id,

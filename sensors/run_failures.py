@@ -18,10 +18,11 @@ def record_run_failure(context: RunFailureSensorContext, platform_db: PlatformDb
     order = platform_db.orders.get(cfg_id)
     if order is None or order.status == OrderStatus.FAILED:
         return
+    # get_step_failure_events() hands back DagsterEvents (not event log entries).
     step_errors = [
-        event.dagster_event.step_failure_data.error.message.strip()
+        event.step_failure_data.error.message.strip()
         for event in context.get_step_failure_events()
-        if event.dagster_event.step_failure_data.error is not None
+        if event.step_failure_data.error is not None
     ]
     reason = "; ".join(step_errors) or context.failure_event.message or "the run failed"
     platform_db.orders.set_status(cfg_id, OrderStatus.FAILED, error=f"run {context.dagster_run.run_id}: {reason}"[:MAX_REASON])
