@@ -8,6 +8,7 @@ from dagster import (
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    in_process_executor,
     run_failure_sensor,
     sensor,
 )
@@ -57,6 +58,9 @@ def build_definitions(settings: Settings) -> Definitions:
 
     return Definitions(
         assets=ORDER_ASSETS,
+        # An order's steps run one after another anyway; in one process they skip a Python start
+        # and a definitions import (seconds each) per step.
+        executor=in_process_executor,
         sensors=[order_sensor, edp_sensor, apk_sensor, order_run_failure_sensor],
         resources=build_resources(settings),
     )

@@ -259,7 +259,7 @@ def manifest(
         raise Failure(f"order {cfg_id} is not in platform_db")
     publication = publish_portal_version(
         cfg_id=cfg_id,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         order=stored.configurator_payload(),
         flags=edp_artifacts.flags,
         artifacts=[
