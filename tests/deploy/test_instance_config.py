@@ -1,0 +1,180 @@
+"""deploy/dagster.beta.yaml and deploy/dagster.ecs.yaml, validated by Dagster itself.
+
+`dagster_instance_config` is what DagsterInstance.from_config runs before it builds anything:
+it checks the file against the instance schema without connecting to PostgreSQL. The pluggable
+classes (run coordinator, run launcher, compute logs) are then resolved and their config checked
+against each class's own config_type(), as the instance does when it first uses them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dagster._config import process_config
+from dagster._core.errors import DagsterInvalidConfigError
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster._core.storage.config import pg_config
+from dagster._core.workspace.config_schema import ensure_workspace_config
+from dagster._serdes import ConfigurableClassData, class_from_code_pointer
+from dagster_aws.ecs import EcsRunLauncher
+from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
+from dagster_postgres.utils import pg_url_from_config
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from resources.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+INSTANCE_FILES = ["dagster.beta.yaml", "dagster.ecs.yaml"]
+EDP_LIMITS = [
+    {"key": "platform/edp", "value": "submit", "limit": 4},
+    {"key": "order/edp_job_id", "limit": 4},
+]
+ECS_ENV = {
+    "PLATFORM_DB_PASSWORD": "instance-test-password",
+    "DAGSTER_ECS_RUN_TASK_DEFINITION": "platform-run",
+    "DAGSTER_ECS_RUN_CONTAINER": "run",
+    "DAGSTER_COMPUTE_LOGS_BUCKET": "platform-dagster-logs",
+}
+
+
+@pytest.fixture(autouse=True)
+def instance_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in ECS_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+def load_instance_config(filename: str) -> dict[str, Any]:
+    config, custom_instance_class = dagster_instance_config(str(DEPLOY), config_filename=filename)
+    assert custom_instance_class is None
+    return dict(config)
+
+
+def class_config(section: dict[str, Any], expected: type) -> dict[str, Any]:
+    """Resolve module/class as the instance does and validate the config against the class."""
+    resolved = class_from_code_pointer(section["module"], section["class"])
+    assert resolved is expected
+    result = process_config(resolved.config_type(), section.get("config") or {})
+    assert result.success, [error.message for error in result.errors or []]
+    return dict(result.value or {})
+
+
+@pytest.mark.parametrize("filename", INSTANCE_FILES)
+def test_storage_is_the_compose_postgres(filename: str) -> None:
+    db = load_instance_config(filename)["storage"]["postgres"]["postgres_db"]
+    assert db["hostname"] == "postgres"
+    assert db["username"] == "platform"
+    assert db["db_name"] == "dagster"
+    assert db["port"] == 5432
+    # The password is read from the environment at start, never written in the file.
+    assert db["password"] == {"env": "PLATFORM_DB_PASSWORD"}
+
+
+@pytest.mark.parametrize("filename", INSTANCE_FILES)
+def test_storage_shares_the_server_not_the_database_with_platform_db(filename: str) -> None:
+    """Same server, user and driver as platform_db.url; its own database, since platform_db's
+    migrations and Dagster's both keep their revision in an `alembic_version` table."""
+    db = load_instance_config(filename)["storage"]["postgres"]["postgres_db"]
+    secrets = {"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"}
+    url = load_settings("beta", environ=secrets, secrets_path=DEPLOY / "absent.env").platform_db_url()
+    assert (url.host, url.port, url.username, url.drivername) == (db["hostname"], db["port"], db["username"], db["scheme"])
+    assert db["db_name"] != url.database
+
+
+@pytest.mark.parametrize("filename", INSTANCE_FILES)
+def test_storage_driver_is_installed(filename: str) -> None:
+    """dagster-postgres's engine, built as at start (create_engine imports the driver, connects not)."""
+    # Resolves the password from the environment, as the instance does when it builds the storage.
+    storage = process_config(pg_config(), load_instance_config(filename)["storage"]["postgres"])
+    assert storage.success, storage.errors
+    url = make_url(pg_url_from_config(storage.value))
+    assert url.password == ECS_ENV["PLATFORM_DB_PASSWORD"]
+    assert url.drivername == "postgresql+psycopg2"
+    engine = create_engine(url)
+    try:
+        assert engine.dialect.driver == "psycopg2"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("filename", INSTANCE_FILES)
+def test_runs_wait_in_a_queue_with_edp_limits(filename: str) -> None:
+    config = load_instance_config(filename)
+    assert "run_queue" not in config
+    queue = class_config(config["run_coordinator"], QueuedRunCoordinator)
+    assert queue["max_concurrent_runs"] == 10
+    limits = [{k: v for k, v in limit.items() if v is not None} for limit in queue["tag_concurrency_limits"]]
+    assert limits == EDP_LIMITS
+    assert all(limit["limit"] < queue["max_concurrent_runs"] for limit in limits)
+
+
+def test_queue_is_built_from_the_config() -> None:
+    section = load_instance_config("dagster.beta.yaml")["run_coordinator"]
+    coordinator = ConfigurableClassData(section["module"], section["class"], yaml.safe_dump(section["config"])).rehydrate(
+        QueuedRunCoordinator
+    )
+    run_queue = coordinator.get_run_queue_config()
+    assert run_queue.max_concurrent_runs == 10
+    assert {limit["key"] for limit in run_queue.tag_concurrency_limits} == {"platform/edp", "order/edp_job_id"}
+
+
+@pytest.mark.parametrize("filename", INSTANCE_FILES)
+def test_telemetry_is_off(filename: str) -> None:
+    assert load_instance_config(filename)["telemetry"] == {"enabled": False}
+
+
+def test_beta_launches_runs_in_the_code_location() -> None:
+    config = load_instance_config("dagster.beta.yaml")
+    # No run_launcher: the default one runs each run as a subprocess of the gRPC code server.
+    assert "run_launcher" not in config
+    assert "compute_logs" not in config
+
+
+def test_ecs_run_launcher_config_validates() -> None:
+    config = load_instance_config("dagster.ecs.yaml")
+    launcher = class_config(config["run_launcher"], EcsRunLauncher)
+    assert launcher["task_definition"] == {"env": "DAGSTER_ECS_RUN_TASK_DEFINITION"}
+    # StringSource: resolved from the environment by the config system.
+    assert launcher["container_name"] == ECS_ENV["DAGSTER_ECS_RUN_CONTAINER"]
+    assert launcher["include_sidecars"] is False
+    assert launcher["secrets_tag"] is None
+    assert launcher["use_current_ecs_task_config"] is True
+    assert launcher["env_vars"] == ["ENV"]
+
+
+def test_ecs_compute_logs_go_to_s3() -> None:
+    config = load_instance_config("dagster.ecs.yaml")
+    logs = class_config(config["compute_logs"], S3ComputeLogManager)
+    assert logs["bucket"] == ECS_ENV["DAGSTER_COMPUTE_LOGS_BUCKET"]
+    assert config["run_monitoring"]["enabled"] is True
+
+
+def test_ecs_and_beta_share_storage_and_queue() -> None:
+    beta, ecs = (load_instance_config(name) for name in INSTANCE_FILES)
+    assert ecs["storage"] == beta["storage"]
+    assert ecs["run_coordinator"] == beta["run_coordinator"]
+
+
+def test_validation_rejects_wrong_keys(tmp_path: Path) -> None:
+    """The checks above are real: Dagster refuses a misspelt storage key and run-queue key."""
+    broken = yaml.safe_load((DEPLOY / "dagster.beta.yaml").read_text())
+    db = broken["storage"]["postgres"]["postgres_db"]
+    db["hostnme"] = db.pop("hostname")
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(broken))
+    with pytest.raises(DagsterInvalidConfigError):
+        dagster_instance_config(str(tmp_path))
+
+    queue = dict(load_instance_config("dagster.beta.yaml")["run_coordinator"]["config"])
+    queue["max_concurent_runs"] = queue.pop("max_concurrent_runs")
+    assert not process_config(QueuedRunCoordinator.config_type(), queue).success
+
+
+def test_workspace_points_at_the_code_location() -> None:
+    path = DEPLOY / "workspace.compose.yaml"
+    workspace = ensure_workspace_config(yaml.safe_load(path.read_text()), str(path))
+    assert workspace["load_from"] == [{"grpc_server": {"host": "code-location", "port": 4000, "location_name": "platform"}}]
