@@ -6,6 +6,7 @@ response never tells which part of a guessed link was wrong.
 
 from __future__ import annotations
 
+from botocore.exceptions import ClientError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -37,7 +38,14 @@ def _resolve(state: ApiState, token: str) -> tuple[Order, list[PortalVersion], P
 def _manifest(state: ApiState, order: Order, versions: list[PortalVersion], version: int, links: PortalLinks) -> Manifest:
     if version not in {v.version for v in versions}:
         raise Problem(404, NOT_FOUND)
-    return with_links(load_manifest(state.store, order.cfg_id, version), links)
+    try:
+        return with_links(load_manifest(state.store, order.cfg_id, version), links)
+    except ClientError as exc:
+        # The version is recorded but its manifest is gone from the bucket (e.g. the embedded
+        # S3 of a restarted local stack keeps nothing): nothing to serve, not a server error.
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise Problem(404, NOT_FOUND) from None
+        raise
 
 
 def _portal_page(state: ApiState, token: str, version: int | None) -> str:

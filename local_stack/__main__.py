@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
 
+import requests
+from botocore.exceptions import BotoCoreError, ClientError
+
+from local_stack.demo_seed import start_demo_seed
 from local_stack.services import Service, ServiceFailed, python_module
 from resources.settings import ConfigError, Settings, load_settings
 
@@ -66,7 +71,12 @@ def run(settings: Settings) -> int:
             Path(folder).mkdir(parents=True, exist_ok=True)
     prepare_dagster_home(settings)
     services = plan_services(settings)
+    logs = Path(settings.logs.dir)
+    for service in services:
+        service.log_path = logs / f"{service.name}.log"
+    print(f"logs: {logs.resolve()}", flush=True)
     stopping = False
+    seed_stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -84,10 +94,20 @@ def run(settings: Settings) -> int:
             print(f"{service.name}: {service.url}", flush=True)
         if not stopping:
             print(f"stage {settings.stage} is up; Ctrl-C stops it", flush=True)
+        if not stopping and settings.seed.enabled:
+            try:
+                start_demo_seed(settings, lambda line: print(line, flush=True), seed_stop)
+            except (OSError, requests.RequestException, BotoCoreError, ClientError) as exc:
+                # The stack stays up without its samples; the operator sees why.
+                print(f"demo seed failed: {exc}", file=sys.stderr, flush=True)
         while not stopping:
             crashed = [service for service in services if service.exited()]
             if crashed:
-                print(f"{crashed[0].name} stopped unexpectedly; stopping the stack", file=sys.stderr, flush=True)
+                print(
+                    f"{crashed[0].name} stopped unexpectedly (see {crashed[0].log_path}); stopping the stack",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 code = 1
                 break
             time.sleep(0.5)
@@ -95,6 +115,7 @@ def run(settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
+        seed_stop.set()
         for service in reversed(services):
             service.stop()
     return code

@@ -10,7 +10,8 @@ on the same directory finds the state of the first.
         cfg_id = stack.submit(payload, idempotency_key="order-1")
         stack.wait_for_status([cfg_id], "waiting_for_apk")
 
-The child's output (all services write to it) goes to ``<state_dir>/stack.log``; its tail is part
+The launcher's output goes to ``<state_dir>/stack.log`` and each service's to ``<state_dir>/logs/<name>.log``;
+the tail of the launcher's output is part
 of every error this module raises.
 """
 
@@ -156,6 +157,7 @@ class IsolatedStack:
             "edp": {"base_url": f"http://{host}:{edp_port}"},
             "dagster": {"host": host, "port": dagster_port, "home": str(self.state_dir / "dagster")},
             "portal": {"local_key_file": str(self.state_dir / "portal_token.key")},
+            "logs": {"dir": str(self.state_dir / "logs")},
             "standins": {
                 "aws": {"host": host, "port": aws_port},
                 "edp": {"host": host, "port": edp_port, "state_dir": str(self.state_dir / "edp")},
@@ -255,6 +257,17 @@ class IsolatedStack:
     def output(self) -> str:
         """The last lines the stack printed (the whole output is in ``log_path``)."""
         return "\n".join(self._tail)
+
+    def wait_for_output(self, pattern: re.Pattern[str], *, count: int = 1, timeout: float = 240.0) -> list[str]:
+        """Wait until the stack has printed ``count`` lines matching ``pattern``; those lines."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self._tail if pattern.search(line)]
+            if len(lines) >= count:
+                return lines
+            if time.monotonic() > deadline:
+                raise StackError(f"the stack printed {len(lines)} of {count} lines like {pattern.pattern!r}\n{self.output()}")
+            time.sleep(0.2)
 
     def _remember_services(self) -> None:
         # Each service runs in its own process group (its pid); after the supervisor is gone they

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 
@@ -24,20 +25,38 @@ class Service:
     url: str
     health_url: str
     env: Mapping[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        # The service's own output goes to its log file, so the terminal keeps the stack's summary.
+        log = None
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = self.log_path.open("ab")
         # Own session = own process group: a signal to the group reaches the service's children too
         # (dagster dev starts its webserver and daemon as grandchildren).
-        self.process = subprocess.Popen(
-            list(self.argv), env={**os.environ, **self.env}, start_new_session=True, stdin=subprocess.DEVNULL
-        )
+        try:
+            self.process = subprocess.Popen(
+                list(self.argv),
+                env={**os.environ, **self.env},
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT if log is not None else None,
+            )
+        finally:
+            if log is not None:
+                log.close()
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.exited():
-                raise ServiceFailed(f"{self.name} exited with code {self.process.returncode if self.process else '?'}")
+                where = f"; see {self.log_path}" if self.log_path else ""
+                raise ServiceFailed(
+                    f"{self.name} exited with code {self.process.returncode if self.process else '?'}{where}"
+                )
             try:
                 if requests.get(self.health_url, timeout=1).status_code < 500:
                     return

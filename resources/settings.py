@@ -80,6 +80,20 @@ class DagsterSettings(Section):
     host: str = Field(description="Interface the Dagster webserver binds to.")
     port: int = Field(ge=1, le=65535, description="Port of the Dagster webserver.")
     home: str = Field(description="DAGSTER_HOME: instance config and local storage.")
+    graphql_url: str | None = Field(
+        default=None,
+        description="GraphQL endpoint of the Dagster webserver as the API reaches it; unset: http://<host>:<port>/graphql.",
+    )
+
+    def webserver_graphql_url(self) -> str:
+        """Where the API sends GraphQL requests (re-delivery backfills)."""
+        if self.graphql_url:
+            return self.graphql_url
+        # A wildcard bind address is where the server listens, not an address to connect to.
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/graphql"
 
 
 class PortalSettings(Section):
@@ -87,6 +101,15 @@ class PortalSettings(Section):
         default=None,
         description="Local/demo only: where a generated portal token key is kept when PORTAL_TOKEN_KEY is unset.",
     )
+
+
+class LogSettings(Section):
+    dir: str = Field(default=".local/logs", description="make run: where each service writes its log (<name>.log).")
+
+
+class SeedSettings(Section):
+    enabled: bool = Field(default=False, description="Publish a sample APK and submit the sample orders at start (demo).")
+    apk_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$", description="Version of the sample APK.")
 
 
 class EdgeSettings(Section):
@@ -145,6 +168,8 @@ class Settings(Section):
     edp: EdpSettings
     dagster: DagsterSettings
     portal: PortalSettings = Field(default_factory=PortalSettings)
+    seed: SeedSettings = Field(default_factory=SeedSettings)
+    logs: LogSettings = Field(default_factory=LogSettings)
     edge: EdgeSettings
     pipeline: PipelineSettings
     standins: StandinSettings

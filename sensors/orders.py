@@ -8,6 +8,7 @@ from platform_assets.partitions import CONFIG, orders_partitions
 from resources.platform_db import PlatformDbResource
 
 BATCH = 100
+EDP_SUBMIT_TAG = "platform/edp"
 
 
 def order_sensor_tick(context: SensorEvaluationContext, platform_db: PlatformDbResource) -> SensorResult | SkipReason:
@@ -19,7 +20,13 @@ def order_sensor_tick(context: SensorEvaluationContext, platform_db: PlatformDbR
     return SensorResult(
         run_requests=[
             # The run key never repeats for an order: a restarted daemon does not submit twice.
-            RunRequest(partition_key=cfg_id, asset_selection=[CONFIG], run_key=f"config:{cfg_id}")
+            RunRequest(
+                partition_key=cfg_id,
+                asset_selection=[CONFIG],
+                run_key=f"config:{cfg_id}",
+                # The run queue caps how many runs submit EDP jobs at once by this tag.
+                tags={EDP_SUBMIT_TAG: "submit"},
+            )
             for cfg_id in cfg_ids
         ],
         dynamic_partitions_requests=[orders_partitions.build_add_request(cfg_ids)],
