@@ -34,6 +34,7 @@ INSTANCE_FILES = ["dagster.beta.yaml", "dagster.ecs.yaml"]
 EDP_LIMITS = [
     {"key": "platform/edp", "value": "submit", "limit": 4},
     {"key": "order/edp_job_id", "limit": 4},
+    {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
 ]
 ECS_ENV = {
     "PLATFORM_DB_PASSWORD": "instance-test-password",
@@ -120,7 +121,11 @@ def test_queue_is_built_from_the_config() -> None:
     )
     run_queue = coordinator.get_run_queue_config()
     assert run_queue.max_concurrent_runs == 10
-    assert {limit["key"] for limit in run_queue.tag_concurrency_limits} == {"platform/edp", "order/edp_job_id"}
+    assert {limit["key"] for limit in run_queue.tag_concurrency_limits} == {
+        "platform/edp",
+        "order/edp_job_id",
+        "dagster/partition",
+    }
 
 
 @pytest.mark.parametrize("filename", INSTANCE_FILES)
