@@ -57,19 +57,23 @@ def write_to_outbox(message: EmailMessage, outbox_dir: Path, name: str) -> Path:
     """Write ``<outbox_dir>/<name>.eml`` in SMTP wire format (CRLF line endings)."""
     if not OUTBOX_NAME_RE.fullmatch(name) or set(name) == {"."}:
         raise ValueError(f"outbox name must match [A-Za-z0-9._-]{{1,200}}, got {name!r}")
-    outbox_dir.mkdir(parents=True, exist_ok=True)
     target = outbox_dir / f"{name}.eml"
-    data = message.as_bytes(policy=SMTP)
-    # Write then rename, so whoever watches the outbox never picks up a half-written message.
-    fd, temp_name = tempfile.mkstemp(dir=outbox_dir, prefix=f".{name}.", suffix=".tmp")
+    # Whoever watches the outbox never picks up a half-written message.
+    write_atomically(target, message.as_bytes(policy=SMTP))
+    return target
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write then rename: readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.replace(temp_name, target)
+        os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    return target
 
 
 def _single_line(text: str) -> str:

@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -40,6 +38,7 @@ from starlette.routing import Route
 from contracts.configurator import ConfiguratorPayload, Device, DeviceType
 from contracts.dtm import DTM_SCHEMA_VERSION, DeviceTopologyModel, DtmDevice, DtmSite, Point
 from contracts.edp import EdpArtifact, EdpJob, EdpJobAccepted, EdpJobStatus
+from delivery.email import write_atomically
 from resources.settings import ConfigError, EdpStandinSettings, load_settings
 
 FailureMode = Literal["none", "job_fails", "http_500", "hang"]
@@ -198,19 +197,6 @@ def build_artifacts(payload: ConfiguratorPayload) -> dict[str, bytes]:
     }
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    # A crash mid-write must never leave a half job file that breaks the next start.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class JobStore:
     """Jobs, artifacts and the idempotency index as files under ``state_dir``.
 
@@ -251,10 +237,10 @@ class JobStore:
     def add(self, job: StoredJob, artifacts: dict[str, bytes]) -> None:
         # Artifacts first, index last: an interrupted add leaves an orphan, never a dangling index entry.
         for name, data in artifacts.items():
-            _write_atomically(self.artifacts_dir / job.job_id / name, data)
-        _write_atomically(self.jobs_dir / f"{job.job_id}.json", canonical_json(job.model_dump(mode="json")))
+            write_atomically(self.artifacts_dir / job.job_id / name, data)
+        write_atomically(self.jobs_dir / f"{job.job_id}.json", canonical_json(job.model_dump(mode="json")))
         entry = IndexEntry(idempotency_key=job.idempotency_key, job_id=job.job_id)
-        _write_atomically(self._index_path(job.idempotency_key), canonical_json(entry.model_dump(mode="json")))
+        write_atomically(self._index_path(job.idempotency_key), canonical_json(entry.model_dump(mode="json")))
 
     def artifact(self, job_id: str, name: str) -> bytes | None:
         if not self.valid_job_id(job_id) or name not in ARTIFACT_NAMES:
