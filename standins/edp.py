@@ -36,7 +36,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from contracts.configurator import ConfiguratorPayload, Device, DeviceType
-from contracts.dtm import DTM_SCHEMA_VERSION, DeviceTopologyModel, DtmDevice, DtmSite, Point
+from contracts.device_catalog import POINT_CATALOG
+from contracts.dtm import DTM_SCHEMA_VERSION, DeviceTopologyModel, DtmDevice, DtmSite
 from contracts.edp import EdpArtifact, EdpJob, EdpJobAccepted, EdpJobStatus
 from delivery.email import write_atomically
 from resources.settings import ConfigError, EdpStandinSettings, load_settings
@@ -52,26 +53,6 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 JOB_ID_LENGTH = 32
 HEX_DIGITS = frozenset("0123456789abcdef")
-
-# A small register catalog per device type: enough for the gateway to poll something real.
-# Addresses follow the common vendor layout of one 32-bit value per two registers.
-POINT_CATALOG: dict[DeviceType, tuple[Point, ...]] = {
-    "power_meter": (
-        Point(name="active_power", address=0, register_kind="input", data_type="int32", scale=1.0, unit="W"),
-        Point(name="voltage_l1", address=2, register_kind="input", data_type="uint16", scale=0.1, unit="V"),
-        Point(name="energy_import", address=4, register_kind="input", data_type="uint32", scale=0.01, unit="kWh"),
-    ),
-    "pv_inverter": (
-        Point(name="ac_power", address=0, register_kind="holding", data_type="int32", scale=1.0, unit="W"),
-        Point(name="daily_yield", address=2, register_kind="holding", data_type="uint32", scale=0.1, unit="kWh"),
-    ),
-    "battery": (
-        Point(name="state_of_charge", address=0, register_kind="holding", data_type="uint16", scale=0.1, unit="%"),
-        # Positive while charging, negative while discharging.
-        Point(name="power", address=1, register_kind="holding", data_type="int32", scale=1.0, unit="W"),
-    ),
-}
-
 
 class FaultState(BaseModel):
     """The stand-in's current fault mode and latencies."""
