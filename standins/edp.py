@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from contracts.configurator import ConfiguratorPayload, Device, DeviceType
+from contracts.configurator import ConfiguratorPayload, Device
 from contracts.device_catalog import POINT_CATALOG
 from contracts.dtm import DTM_SCHEMA_VERSION, DeviceTopologyModel, DtmDevice, DtmSite
 from contracts.edp import EdpArtifact, EdpJob, EdpJobAccepted, EdpJobStatus
