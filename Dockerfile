@@ -32,6 +32,8 @@ COPY platform_db ./platform_db
 COPY resources ./resources
 COPY sensors ./sensors
 COPY standins ./standins
+COPY edge_gateway ./edge_gateway
+COPY industrial_fixtures ./industrial_fixtures
 RUN pip install . \
     && rm -rf build ./*.egg-info
 

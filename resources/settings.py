@@ -11,7 +11,7 @@ import secrets as secrets_module
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from dotenv import dotenv_values
@@ -22,6 +22,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_PATH = PROJECT_ROOT / "cfg.defaults.yml"
 STAGES = ("local", "demo", "beta")
 Stage = Literal["local", "demo", "beta"]
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # moto accepts any credentials; the embedded stage still needs some so boto3 can sign requests.
 STANDIN_AWS_KEY = "standin"
@@ -304,13 +305,45 @@ def load_settings(
     """Load the settings of ``stage`` (default: ``ENV``, else local) and validate them."""
     environ = os.environ if environ is None else environ
     stage = stage or environ.get("ENV") or "local"
-    defaults_path = defaults_path or DEFAULTS_PATH
     if customer_path is None and environ.get("CFG_CUSTOMER_PATH"):
         customer_path = environ["CFG_CUSTOMER_PATH"]
     secrets_path = _secrets_path(secrets_path, environ)
+    # A wrong ENV is the likelier mistake than a wrong secrets.env, so it is reported first.
+    check_stage(stage)
+    secrets, secret_origins = _read_secrets(secrets_path, environ)
+    return load_layered(
+        Settings,
+        defaults_path=defaults_path or DEFAULTS_PATH,
+        stage=stage,
+        customer_path=customer_path,
+        extra={"stage": stage, "secrets": secrets},
+        extra_origins={("secrets", key): origin for key, origin in secret_origins.items()},
+    )
 
+
+def check_stage(stage: str) -> None:
     if stage not in STAGES:
         raise ConfigError(f"unknown stage ENV={stage!r}; expected one of {', '.join(STAGES)}")
+
+
+def load_layered(
+    model: type[ModelT],
+    *,
+    defaults_path: Path,
+    stage: str,
+    customer_path: Path | str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    extra_origins: Mapping[tuple[str, ...], str] | None = None,
+) -> ModelT:
+    """The seed's config rules for any service: the ``stage`` block of ``defaults_path``, the
+    customer file deep-merged over it, then ``model`` validates the result.
+
+    ``extra`` sets top-level keys after the merge (values that come from neither file, such as
+    the stage or the secrets), replacing whatever the files said there; ``extra_origins`` names
+    where its values came from. A failure raises ConfigError naming each wrong key path and the
+    file (and stage block) that set it.
+    """
+    check_stage(stage)
     defaults = _read_yaml_mapping(defaults_path, "defaults file")
     if not isinstance(defaults.get(stage), dict):
         raise ConfigError(f"{defaults_path}: no block for stage {stage!r}")
@@ -324,14 +357,15 @@ def load_settings(
         merged = deep_merge(merged, customer)
         _record_origin(customer, str(customer_path), origins)
 
-    secrets, secret_origins = _read_secrets(secrets_path, environ)
-    for key, origin in secret_origins.items():
-        origins[("secrets", key)] = origin
-    merged["stage"] = stage
-    merged["secrets"] = secrets
+    for key, value in (extra or {}).items():
+        # A replaced key no longer carries anything a file set beneath it.
+        for known in [path for path in origins if path[0] == key]:
+            del origins[known]
+        merged[key] = value
+    origins.update(extra_origins or {})
 
     try:
-        return Settings.model_validate(merged)
+        return model.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origins, block_origin)) from None
 

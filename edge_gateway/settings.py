@@ -1,0 +1,111 @@
+"""Settings of the edge gateway, loaded by the platform's layered loader.
+
+The stage block of ``edge_gateway/cfg.defaults.yml`` is read, the ``cfg.customer.yml`` that the
+platform wrote for the order (``CFG_CUSTOMER_PATH``) is deep-merged over it, and one pydantic
+model validates the result: a bad file stops the gateway at start, naming the key path and file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from contracts.configurator import OptionValue
+from resources.settings import Section, Stage, load_layered
+
+DEFAULTS_PATH = Path(__file__).resolve().parent / "cfg.defaults.yml"
+
+
+class HttpSettings(Section):
+    host: str = Field(description="Interface the gateway's HTTP API binds to.")
+    port: int = Field(ge=1, le=65535, description="Port of the gateway's HTTP API.")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Largest accepted POST /topology body.")
+
+
+class StorageSettings(Section):
+    path: str = Field(description="SQLite file of the measurements; the stored topology lives in the same directory.")
+    retention_days: float = Field(default=30, gt=0, description="Measurements older than this are deleted.")
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.path).parent
+
+
+class PollingSettings(Section):
+    interval_seconds: float = Field(gt=0, le=3600, description="Time between the starts of two polls of one device.")
+    request_timeout_seconds: float = Field(gt=0, le=60, description="Connect and response timeout of one Modbus request.")
+    backoff_initial_seconds: float = Field(gt=0, le=3600, description="Wait after a device's first failed poll.")
+    backoff_max_seconds: float = Field(gt=0, le=3600, description="Longest wait between retries of a failing device.")
+
+    @model_validator(mode="after")
+    def _backoff_range(self) -> PollingSettings:
+        if self.backoff_max_seconds < self.backoff_initial_seconds:
+            raise ValueError("backoff_max_seconds must not be smaller than backoff_initial_seconds")
+        return self
+
+
+# What the platform writes into cfg.customer.yml (delivery.edge_bundle.customer_config_yaml).
+# None of it changes how the gateway polls; it is kept so the gateway knows which order it serves.
+class CustomerInfo(Section):
+    company: str
+
+
+class SiteInfo(Section):
+    name: str
+    timezone: str
+
+
+class GatewaySettings(Section):
+    stage: Stage
+    http: HttpSettings
+    storage: StorageSettings
+    polling: PollingSettings
+    schema_version: Literal[1] | None = Field(default=None, description="Version of the platform's cfg.customer.yml.")
+    cfg_id: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="The order this installation was delivered for."
+    )
+    customer: CustomerInfo | None = None
+    site: SiteInfo | None = None
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+    flags: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def retention_days(self) -> float:
+        """How long measurements are kept: the customer's ``retention_days`` option when the order
+        chose one, else the stage's ``storage.retention_days``."""
+        chosen = self.options.get("retention_days")
+        if isinstance(chosen, (int, float)) and not isinstance(chosen, bool) and chosen > 0:
+            return float(chosen)
+        return self.storage.retention_days
+
+
+def load_gateway_settings(
+    stage: str | None = None,
+    *,
+    defaults_path: Path | None = None,
+    customer_path: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> GatewaySettings:
+    """Settings of ``stage`` (default: ``ENV``, else local) with ``CFG_CUSTOMER_PATH`` merged over them."""
+    environ = os.environ if environ is None else environ
+    stage = stage or environ.get("ENV") or "local"
+    if customer_path is None and environ.get("CFG_CUSTOMER_PATH"):
+        customer_path = environ["CFG_CUSTOMER_PATH"]
+    return load_layered(
+        GatewaySettings,
+        defaults_path=defaults_path or DEFAULTS_PATH,
+        stage=stage,
+        customer_path=customer_path,
+        extra={"stage": stage},
+    )
+
+
+def dtm_path_from(environ: Mapping[str, str] | None = None) -> Path | None:
+    """``DTM_PATH``: the DTM delivered with the stack, if any."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("DTM_PATH")
+    return Path(value) if value else None

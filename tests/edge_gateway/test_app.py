@@ -1,0 +1,288 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from starlette.testclient import TestClient
+
+from contracts.device_catalog import POINT_CATALOG
+from contracts.dtm import DeviceTopologyModel, Point
+from edge_gateway.app import create_app
+from edge_gateway.settings import GatewaySettings
+from edge_gateway.topology import STORED_TOPOLOGY_NAME, TopologyError
+from tests.edge_gateway.conftest import ModbusDeviceServer, device_document, dtm_document, free_port, wait_for
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+METER_VALUES: dict[Point, int] = dict(zip(POINT_CATALOG["power_meter"], (-15000, 2301, 123456789)))
+BATTERY_VALUES: dict[Point, int] = dict(zip(POINT_CATALOG["battery"], (875, -5000)))
+
+
+def bare_dtm() -> dict[str, Any]:
+    """What a customer's order becomes before commissioning: devices, no connections."""
+    return dtm_document(
+        [
+            device_document("meter-1", list(POINT_CATALOG["power_meter"])),
+            device_document("pv-1", list(POINT_CATALOG["pv_inverter"]), device_type="pv_inverter"),
+            device_document("battery-1", list(POINT_CATALOG["battery"]), device_type="battery"),
+        ]
+    )
+
+
+def write_json(path: Path, document: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(document))
+    return path
+
+
+@contextmanager
+def running(settings: GatewaySettings, dtm_path: Path | None) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, dtm_path=dtm_path)) as client:
+        yield client
+
+
+def count(client: TestClient) -> int:
+    return int(client.get("/measurements").json()["count"])
+
+
+def device_states(client: TestClient) -> dict[str, str]:
+    return {device_id: info["state"] for device_id, info in client.get("/healthz").json()["devices"].items()}
+
+
+def test_a_bare_deploy_serves_its_dtm_and_stays_quiet(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]
+) -> None:
+    settings = gateway_settings()
+    dtm = write_json(tmp_path / "dtm.json", bare_dtm())
+    with running(settings, dtm) as client:
+        assert client.get("/topology").json() == DeviceTopologyModel.model_validate(bare_dtm()).model_dump(mode="json")
+        time.sleep(6 * settings.polling.interval_seconds)
+        assert client.get("/measurements").json() == {"count": 0, "latest": {}}
+        health = client.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert health["connection_attempts"] == 0
+    assert health["topology_source"] == "dtm_path"
+    assert health["devices"]["meter-1"] == {
+        "state": "not_connected",
+        "consecutive_failures": 0,
+        "last_error": None,
+        "last_success_at": None,
+    }
+    assert set(health["devices"]) == {"meter-1", "pv-1", "battery-1"}
+
+
+def test_an_invalid_topology_is_422_naming_the_field_and_the_running_one_stays(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]
+) -> None:
+    settings = gateway_settings()
+    dtm = write_json(tmp_path / "dtm.json", bare_dtm())
+    bad_port = bare_dtm()
+    bad_port["devices"][0]["connection"] = {"protocol": "modbus_tcp", "host": "127.0.0.1", "port": 70000}
+    unknown_field = bare_dtm()
+    unknown_field["devices"][1]["points"][0]["signed"] = True
+    duplicate = bare_dtm()
+    duplicate["devices"][2]["id"] = "meter-1"
+    with running(settings, dtm) as client:
+        before = client.get("/topology").json()
+        answer = client.post("/topology", json=bad_port)
+        assert answer.status_code == 422
+        assert answer.json()["errors"] == [
+            {"field": "devices[0].connection.port", "message": "Input should be less than or equal to 65535"}
+        ]
+        assert "devices[0].connection.port" in answer.json()["detail"]
+        answer = client.post("/topology", json=unknown_field)
+        assert answer.status_code == 422
+        assert answer.json()["errors"] == [{"field": "devices[1].points[0].signed", "message": "unknown field"}]
+        answer = client.post("/topology", json=duplicate)
+        assert answer.status_code == 422 and "device ids must be unique" in answer.json()["errors"][0]["message"]
+        assert client.post("/topology", content=b"{", headers={"content-type": "application/json"}).status_code == 400
+        assert client.post("/topology", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
+        assert client.get("/topology").json() == before
+        health = client.get("/healthz").json()
+    assert health["connection_attempts"] == 0, "a rejected topology never reaches a device"
+    assert health["topology_source"] == "dtm_path"
+    assert not (Path(settings.storage.path).parent / STORED_TOPOLOGY_NAME).exists()
+
+
+def test_an_oversized_topology_is_refused(tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]) -> None:
+    settings = gateway_settings()
+    settings = settings.model_copy(update={"http": settings.http.model_copy(update={"max_body_bytes": 1024})})
+    with running(settings, None) as client:
+        answer = client.post("/topology", content=b" " * 2048, headers={"content-type": "application/json"})
+    assert answer.status_code == 413
+
+
+def test_commissioning_starts_polling_without_a_restart_and_removal_stops_it(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings], modbus_device: Callable[..., ModbusDeviceServer]
+) -> None:
+    meter = modbus_device(METER_VALUES, unit_id=1)
+    settings = gateway_settings()
+    dtm = write_json(tmp_path / "dtm.json", bare_dtm())
+    commissioned = bare_dtm()
+    commissioned["devices"][0]["connection"] = {"protocol": "modbus_tcp", "host": "127.0.0.1", "port": meter.port, "unit_id": 1}
+    with running(settings, dtm) as client:
+        assert count(client) == 0
+        answer = client.post("/topology", json=commissioned)
+        assert answer.status_code == 200
+        assert answer.json() == {"status": "applied", "devices": 3, "polled_devices": 1}
+        wait_for(lambda: count(client) > 0)
+        latest = client.get("/measurements").json()["latest"]["meter-1"]
+        assert latest["active_power"]["value"] == -15000 and latest["active_power"]["unit"] == "W"
+        assert latest["voltage_l1"]["value"] == pytest.approx(230.1)
+        assert latest["energy_import"]["value"] == pytest.approx(1234567.89)
+        assert device_states(client) == {"meter-1": "polling", "pv-1": "not_connected", "battery-1": "not_connected"}
+        assert client.get("/topology").json()["devices"][0]["connection"]["port"] == meter.port
+
+        # Decommissioning: the meter leaves the topology and is no longer polled.
+        without_meter = bare_dtm()
+        del without_meter["devices"][0]
+        assert client.post("/topology", json=without_meter).status_code == 200
+        settled = count(client)
+        time.sleep(5 * settings.polling.interval_seconds)
+        assert count(client) == settled
+        assert set(device_states(client)) == {"pv-1", "battery-1"}
+
+
+def test_a_posted_topology_survives_a_restart(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings], modbus_device: Callable[..., ModbusDeviceServer]
+) -> None:
+    meter = modbus_device(METER_VALUES)
+    settings = gateway_settings()
+    dtm = write_json(tmp_path / "dtm.json", bare_dtm())
+    commissioned = bare_dtm()
+    commissioned["devices"][0]["connection"] = {"protocol": "modbus_tcp", "host": "127.0.0.1", "port": meter.port}
+    with running(settings, dtm) as client:
+        assert client.post("/topology", json=commissioned).status_code == 200
+        wait_for(lambda: count(client) > 0)
+        posted = client.get("/topology").json()
+    with running(settings, dtm) as client:
+        assert client.get("/topology").json() == posted, "the posted topology wins over DTM_PATH"
+        assert client.get("/healthz").json()["topology_source"] == "stored"
+        before = count(client)
+        assert before > 0, "measurements are kept across the restart"
+        wait_for(lambda: count(client) > before)
+
+
+def test_one_dead_device_fails_alone_and_recovers_on_the_same_port(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings], modbus_device: Callable[..., ModbusDeviceServer]
+) -> None:
+    meter = modbus_device(METER_VALUES, unit_id=1)
+    battery = modbus_device(BATTERY_VALUES, unit_id=2)
+    settings = gateway_settings()
+    document = dtm_document(
+        [
+            device_document("meter-1", list(METER_VALUES), port=meter.port, unit_id=1),
+            device_document("battery-1", list(BATTERY_VALUES), port=battery.port, unit_id=2, device_type="battery"),
+        ]
+    )
+    dtm = write_json(tmp_path / "dtm.json", document)
+
+    def history(client: TestClient, device_id: str) -> str | None:
+        points = client.get("/measurements").json()["latest"].get(device_id, {})
+        return max((entry["at"] for entry in points.values()), default=None)
+
+    with running(settings, dtm) as client:
+        wait_for(lambda: device_states(client) == {"meter-1": "polling", "battery-1": "polling"} and count(client) > 10)
+        battery.stop()
+        wait_for(lambda: client.get("/healthz").json()["devices"]["battery-1"]["consecutive_failures"] >= 3)
+        health = client.get("/healthz").json()
+        assert health["status"] == "degraded"
+        assert health["devices"]["meter-1"]["state"] == "polling"
+        dead = health["devices"]["battery-1"]
+        assert dead["state"] == "failing" and dead["last_error"] and dead["last_success_at"]
+        # The meter keeps measuring while the battery is down.
+        meter_seen = history(client, "meter-1")
+        battery_seen = history(client, "battery-1")
+        wait_for(lambda: (history(client, "meter-1") or "") > (meter_seen or ""))
+        assert history(client, "battery-1") == battery_seen
+
+        battery.start()
+        wait_for(lambda: device_states(client)["battery-1"] == "polling")
+        wait_for(lambda: (history(client, "battery-1") or "") > (battery_seen or ""))
+        health = client.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert health["devices"]["battery-1"]["consecutive_failures"] == 0
+    # One connection per device, plus one per retry of the dead one (and its reconnect).
+    assert health["connection_attempts"] >= 2 + 3
+
+
+def test_without_dtm_path_there_is_no_topology_until_one_is_posted(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]
+) -> None:
+    with running(gateway_settings(), None) as client:
+        assert client.get("/topology").status_code == 404
+        assert client.get("/healthz").json() == {
+            "status": "ok",
+            "devices": {},
+            "connection_attempts": 0,
+            "topology_source": "none",
+        }
+        assert client.post("/topology", json=bare_dtm()).status_code == 200
+        assert [d["id"] for d in client.get("/topology").json()["devices"]] == ["meter-1", "pv-1", "battery-1"]
+
+
+def test_a_broken_delivered_dtm_stops_the_start(tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]) -> None:
+    document = bare_dtm()
+    document["devices"][0]["connection"] = {"protocol": "modbus_tcp", "host": "not a host"}
+    dtm = write_json(tmp_path / "dtm.json", document)
+    with pytest.raises(TopologyError, match=r"devices\[0\]\.connection\.host"):
+        create_app(gateway_settings(), dtm_path=dtm)
+
+
+@pytest.mark.slow
+def test_python_m_edge_gateway_serves_the_delivered_stack_shape(tmp_path: Path) -> None:
+    port = free_port()
+    customer = tmp_path / "cfg.customer.yml"
+    customer.write_text(yaml.safe_dump({"http": {"port": port, "host": "127.0.0.1"}, "storage": {"path": str(tmp_path / "data" / "gateway.db")}}))
+    dtm = write_json(tmp_path / "dtm.json", bare_dtm())
+    environment = {
+        **os.environ,
+        "ENV": "beta",
+        "CFG_CUSTOMER_PATH": str(customer),
+        "DTM_PATH": str(dtm),
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge_gateway"], env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        def healthy() -> bool:
+            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+                    return bool(answer.status == 200)
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=30, interval=0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/topology", timeout=2) as answer:
+            assert [d["id"] for d in json.load(answer)["devices"]] == ["meter-1", "pv-1", "battery-1"]
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=15)
+    # uvicorn shuts down gracefully on SIGTERM (docker stop), then re-raises the signal.
+    assert "Application shutdown complete" in output.decode()
+    assert (tmp_path / "data" / "gateway.db").is_file()
+
+
+def test_python_m_edge_gateway_refuses_a_bad_config_naming_the_key(tmp_path: Path) -> None:
+    customer = tmp_path / "cfg.customer.yml"
+    customer.write_text("http:\n  prot: 1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_gateway"],
+        env={**os.environ, "ENV": "local", "CFG_CUSTOMER_PATH": str(customer), "PYTHONPATH": str(PROJECT_ROOT)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"http.prot: unknown key (set in {customer})" in result.stderr
