@@ -14,6 +14,7 @@ from api.openapi import build_openapi, openapi_document
 from api.orders import OrderView, PortalTokenRotated, SubmitAccepted, get_order, rotate_portal_token, submit
 from api.portal import portal_download, portal_index, portal_version
 from api.problems import problem_response
+from api.redelivery import RedeliveryAccepted, RedeliveryRequest, redeliver
 from api.state import ApiState
 from platform_db import OrderRepository
 from resources.settings import Settings
@@ -39,6 +40,7 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
             Route("/submit", submit, methods=["POST"]),
             Route("/orders/{cfg_id}", get_order, methods=["GET"]),
             Route("/orders/{cfg_id}/portal-token", rotate_portal_token, methods=["POST"]),
+            Route("/orders/{cfg_id}/redeliver", redeliver, methods=["POST"]),
             Route("/portal/{token}", portal_index, methods=["GET"]),
             Route("/portal/{token}/v{version:int}", portal_version, methods=["GET"]),
             Route("/portal/{token}/v{version:int}/{name}", portal_download, methods=["GET"]),
@@ -48,5 +50,7 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
         exception_handlers={HTTPException: problem_response},
     )
     app.state.api = ApiState.build(settings, orders)
-    app.state.openapi = build_openapi([SubmitAccepted, OrderView, PortalTokenRotated])
+    app.state.openapi = build_openapi(
+        [SubmitAccepted, OrderView, PortalTokenRotated, RedeliveryAccepted], request_models=[RedeliveryRequest]
+    )
     return app

@@ -20,9 +20,13 @@ def _json(schema_name: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model=schema_name)}}}}
 
 
-def build_openapi(extra_models: list[type[BaseModel]]) -> dict[str, Any]:
+def build_openapi(
+    extra_models: list[type[BaseModel]], request_models: list[type[BaseModel]] | None = None
+) -> dict[str, Any]:
+    """``extra_models`` are answers (serialization schemas), ``request_models`` request bodies."""
     _, defs = models_json_schema(
-        [(model, "serialization") for model in extra_models] + [(ConfiguratorPayload, "validation")],
+        [(model, "serialization") for model in extra_models]
+        + [(model, "validation") for model in [ConfiguratorPayload, *(request_models or [])]],
         ref_template=REF,
     )
     schemas: dict[str, Any] = defs.get("$defs", {})
@@ -60,7 +64,7 @@ def build_openapi(extra_models: list[type[BaseModel]]) -> dict[str, Any]:
             },
             "/orders/{cfg_id}": {
                 "get": {
-                    "summary": "An order and its delivery status.",
+                    "summary": "An order, its delivery status and its assets in Dagster.",
                     "security": bearer,
                     "parameters": [{"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}],
                     "responses": {"200": _json("OrderView", "the order"), "401": problem, "404": problem},
@@ -72,6 +76,25 @@ def build_openapi(extra_models: list[type[BaseModel]]) -> dict[str, Any]:
                     "security": bearer,
                     "parameters": [{"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}],
                     "responses": {"200": _json("PortalTokenRotated", "the new link"), "401": problem, "404": problem},
+                }
+            },
+            "/orders/{cfg_id}/redeliver": {
+                "post": {
+                    "summary": (
+                        "Re-deliver a delivered order: a Dagster backfill of order/manifest and order/email "
+                        "(with apk: true also order/apk, to ship the newest APK); portal version N+1 is "
+                        "published and emailed. A repeated Idempotency-Key answers the same backfill."
+                    ),
+                    "security": bearer,
+                    "parameters": [
+                        {"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}},
+                        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}},
+                    ],
+                    "requestBody": {"required": False, **_json("RedeliveryRequest", "what to re-deliver (optional)")},
+                    "responses": {
+                        "202": _json("RedeliveryAccepted", "backfill launched"),
+                        **{code: problem for code in ("400", "401", "404", "409", "413", "415", "422", "503")},
+                    },
                 }
             },
             "/portal/{token}": {

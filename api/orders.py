@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.asset_status import AssetStatusView
 from api.auth import require_bearer_token
 from api.json_body import read_json_model
 from api.problems import Problem
@@ -54,9 +55,18 @@ class OrderView(BaseModel):
     portal_versions: list[PortalVersionView] = []
     error: str | None
     order: dict[str, Any]
+    # The six assets of the order's partition as Dagster sees them ("order/config", ...);
+    # None while the Dagster instance cannot be read.
+    assets: dict[str, AssetStatusView] | None = None
 
     @classmethod
-    def of(cls, order: Order, versions: list[PortalVersion], links: PortalLinks) -> OrderView:
+    def of(
+        cls,
+        order: Order,
+        versions: list[PortalVersion],
+        links: PortalLinks,
+        assets: dict[str, AssetStatusView] | None = None,
+    ) -> OrderView:
         return cls(
             portal_url=links.portal() if versions else None,
             portal_versions=[
@@ -71,6 +81,7 @@ class OrderView(BaseModel):
             edp_job_id=order.edp_job_id,
             error=order.last_error,
             order=order.payload,
+            assets=assets,
         )
 
 
@@ -103,7 +114,9 @@ def _order_or_404(state: ApiState, cfg_id: str) -> Order:
 
 def _order_view(state: ApiState, cfg_id: str) -> OrderView:
     order = _order_or_404(state, cfg_id)
-    return OrderView.of(order, state.deliveries.portal_versions(cfg_id), state.portal_links(order))
+    return OrderView.of(
+        order, state.deliveries.portal_versions(cfg_id), state.portal_links(order), state.asset_status.statuses(cfg_id)
+    )
 
 
 async def get_order(request: Request) -> JSONResponse:

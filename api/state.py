@@ -1,4 +1,4 @@
-"""What the API's endpoints share: settings, platform_db, the artifact bucket and portal tokens."""
+"""What the API's endpoints share: settings, platform_db, the artifact bucket, portal tokens and Dagster."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from typing import Any
 import boto3
 from pydantic import SecretStr
 
+from api.asset_status import AssetStatusReader
+from api.dagster_backfills import DagsterBackfills
 from delivery.artifact_store import ArtifactStore
 from delivery.portal_links import PortalLinks, PortalTokens
 from platform_db import Order, OrderRepository
 from platform_db.deliveries import DeliveryRepository
+from platform_db.redeliveries import RedeliveryRepository
 from resources.settings import Settings
 
 
@@ -31,6 +34,11 @@ class ApiState:
     # signs the host, so they come from a client of that endpoint.
     presigner: ArtifactStore
     tokens: PortalTokens
+    redeliveries: RedeliveryRepository
+    # Re-deliveries are Dagster backfills launched through the webserver's GraphQL API ...
+    backfills: DagsterBackfills
+    # ... and the assets' status is read from the Dagster instance itself.
+    asset_status: AssetStatusReader
 
     @classmethod
     def build(cls, settings: Settings, orders: OrderRepository) -> ApiState:
@@ -44,6 +52,9 @@ class ApiState:
                 _s3_client(settings, settings.aws.public_endpoint_url or settings.aws.endpoint_url), bucket
             ),
             tokens=PortalTokens(settings.portal_token_key()),
+            redeliveries=RedeliveryRepository(orders.engine),
+            backfills=DagsterBackfills(settings.dagster.webserver_graphql_url()),
+            asset_status=AssetStatusReader.for_home(settings.dagster.home),
         )
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -83,4 +84,22 @@ delivery_emails = Table(
     Column("claimed_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True), nullable=True),
     ForeignKeyConstraint(["cfg_id", "version"], ["portal_versions.cfg_id", "portal_versions.version"]),
+)
+
+# One row per re-delivery launched through the API (a Dagster backfill of one order). A request
+# claims its Idempotency-Key here before it launches anything, so a retried request answers the
+# backfill it launched before instead of launching a second one; ``backfill_id`` is NULL while the
+# claiming request is still launching.
+redeliveries = Table(
+    "redeliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # NULL for requests without an Idempotency-Key; NULLs never collide in a unique index.
+    Column("idempotency_key", String(255), nullable=True, unique=True),
+    Column("cfg_id", String(36), ForeignKey("orders.cfg_id"), nullable=False),
+    Column("apk", Boolean, nullable=False),
+    Column("backfill_id", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_redeliveries_cfg_id", "cfg_id"),
+    sqlite_autoincrement=True,
 )

@@ -1,9 +1,16 @@
+import asyncio
 import json
+import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from api.app import create_app
@@ -24,6 +31,12 @@ def onprem_order() -> dict[str, Any]:
     return json.loads((EXAMPLES / "order-onprem.json").read_text())
 
 
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     local = load_settings("local", secrets_path=tmp_path / "none.env", environ={})
@@ -31,6 +44,10 @@ def settings(tmp_path: Path) -> Settings:
         update={
             "platform_db": local.platform_db.model_copy(update={"url": f"sqlite:///{tmp_path / 'platform.db'}"}),
             "portal": local.portal.model_copy(update={"local_key_file": str(tmp_path / "portal_token.key")}),
+            # Never a developer's running stack: no Dagster home yet, and nothing at the GraphQL URL.
+            "dagster": local.dagster.model_copy(
+                update={"home": str(tmp_path / "dagster"), "graphql_url": f"http://127.0.0.1:{_closed_port()}/graphql"}
+            ),
         }
     )
 
@@ -61,3 +78,71 @@ def beta_client(settings: Settings) -> Iterator[TestClient]:
     )
     with build_client(guarded) as client:
         yield client
+
+
+# --- a stand-in for the Dagster webserver's GraphQL endpoint ------------------------------------
+
+
+@dataclass
+class StubDagster:
+    """Answers ``launchPartitionBackfill`` the way the Dagster webserver does, in the chosen ``mode``.
+
+    success: LaunchBackfillSuccess with backfill ids stub-backfill-1, -2, ...; error_result: a
+    PartitionKeysNotFoundError result; python_error: a PythonError result; graphql_error: HTTP 400
+    with GraphQL errors; bad_gateway: HTTP 502 plain text (a proxy in front of a stopped webserver);
+    slow: success after ``delay_seconds``.
+    """
+
+    url: str
+    mode: str = "success"
+    delay_seconds: float = 0.0
+    received: list[dict[str, Any]] = field(default_factory=list)
+    launched: int = 0
+
+    def backfill_params(self) -> list[dict[str, Any]]:
+        return [body["variables"]["backfillParams"] for body in self.received]
+
+
+def _stub_answer(stub: StubDagster) -> Response:
+    if stub.mode in ("success", "slow"):
+        stub.launched += 1
+        result = {"__typename": "LaunchBackfillSuccess", "backfillId": f"stub-backfill-{stub.launched}", "launchedRunIds": []}
+        return JSONResponse({"data": {"launchPartitionBackfill": result}})
+    if stub.mode == "error_result":
+        result = {"__typename": "PartitionKeysNotFoundError", "message": "Partition keys `['nope']` could not be found."}
+        return JSONResponse({"data": {"launchPartitionBackfill": result}})
+    if stub.mode == "python_error":
+        result = {"__typename": "PythonError", "message": "DagsterInvariantViolationError: no asset order/manifest\n"}
+        return JSONResponse({"data": {"launchPartitionBackfill": result}})
+    if stub.mode == "graphql_error":
+        errors = [{"message": 'Variable "$backfillParams" got invalid value', "locations": [{"line": 2, "column": 34}]}]
+        return JSONResponse({"data": None, "errors": errors}, status_code=400)
+    if stub.mode == "bad_gateway":
+        return PlainTextResponse("Bad Gateway", status_code=502)
+    raise AssertionError(f"unknown stub mode {stub.mode}")
+
+
+def create_stub_dagster_app(stub: StubDagster) -> Starlette:
+    async def graphql(request: Request) -> Response:
+        body = await request.json()
+        stub.received.append(body)
+        if stub.delay_seconds:
+            await asyncio.sleep(stub.delay_seconds)
+        return _stub_answer(stub)
+
+    return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])])
+
+
+@pytest.fixture
+def stub_dagster() -> Iterator[StubDagster]:
+    """The stand-in on a free loopback port, over real HTTP."""
+    from tests.conftest import serve_in_thread
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stub = StubDagster(url=f"{base_url}/graphql")
+    running = serve_in_thread(create_stub_dagster_app(stub), sock, base_url)
+    yield stub
+    running.stop()

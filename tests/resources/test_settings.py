@@ -171,3 +171,20 @@ def test_local_uses_standin_credentials_and_beta_the_default_chain(defaults: Pat
         "beta", defaults_path=defaults, secrets_path=tmp_path / "x", environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"}
     )
     assert beta.aws_credentials() == {}
+
+
+def test_the_dagster_graphql_url_defaults_to_the_webserver_and_beta_names_the_compose_service(
+    defaults: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "none.env"
+    local = load_settings(defaults_path=defaults, secrets_path=missing, environ={})
+    assert local.dagster.graphql_url is None
+    assert local.dagster.webserver_graphql_url() == "http://127.0.0.1:3000/graphql"
+    # A wildcard bind address is no address to connect to.
+    beta = load_settings("beta", defaults_path=defaults, secrets_path=missing, environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"})
+    assert beta.dagster.webserver_graphql_url() == "http://127.0.0.1:3000/graphql"
+    customer = write(tmp_path, "cfg.customer.yml", "dagster:\n  graphql_url: http://dagster.internal:3000/graphql\n")
+    moved = load_settings(defaults_path=defaults, customer_path=customer, secrets_path=missing, environ={})
+    assert moved.dagster.webserver_graphql_url() == "http://dagster.internal:3000/graphql"
+    bundled = load_settings("beta", environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"}, secrets_path=missing)
+    assert bundled.dagster.webserver_graphql_url() == "http://dagster-webserver:3000/graphql"

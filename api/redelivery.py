@@ -1,0 +1,131 @@
+"""Re-delivery: ``POST /orders/{cfg_id}/redeliver`` launches a Dagster backfill of the order.
+
+``{"apk": false}`` (the default) backfills ``order/manifest`` and ``order/email``: the order's
+artifacts are published again as portal version N+1 and emailed. ``{"apk": true}`` also backfills
+``order/apk`` first, so the newest APK in the bucket ships with it. The backfill runs in Dagster
+like one launched from the UI; the answer carries its id.
+
+A retried request with the same Idempotency-Key answers the backfill of the first one and launches
+nothing new (the key is claimed in platform_db before the launch).
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.auth import require_bearer_token
+from api.dagster_backfills import BackfillError
+from api.json_body import read_limited_body
+from api.orders import _idempotency_key, _order_or_404
+from api.problems import Problem
+from api.state import ApiState
+from contracts.field_errors import field_errors
+from platform_assets.partitions import AFTER_APK, REDELIVERY
+from platform_db.redeliveries import RedeliveryConflict, RedeliveryInProgress
+
+BACKFILL_TAGS = {"platform/redelivery": "api"}
+RETRY_AFTER_SECONDS = "30"
+
+
+class RedeliveryRequest(BaseModel):
+    """Optional body of the request; an empty body means ``{"apk": false}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    apk: StrictBool = False
+
+
+class RedeliveryAccepted(BaseModel):
+    cfg_id: str
+    backfill_id: str
+    # The backfilled asset keys, e.g. ["order/manifest", "order/email"].
+    assets: list[str]
+    apk: bool
+
+
+def redelivery_assets(apk: bool) -> list[list[str]]:
+    """Key paths of the assets a re-delivery backfills."""
+    return [list(key.path) for key in (AFTER_APK if apk else REDELIVERY)]
+
+
+async def _read_request(request: Request, max_bytes: int) -> RedeliveryRequest:
+    body = await read_limited_body(request, max_bytes)
+    if not body.strip():
+        return RedeliveryRequest()
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise Problem(415, f"Content-Type must be application/json, not {media_type or 'missing'!r}")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Problem(400, f"request body is not valid JSON: {exc}") from None
+    try:
+        return RedeliveryRequest.model_validate(data)
+    except ValidationError as exc:
+        errors = field_errors(exc, data)
+        fields = ", ".join(error["field"] for error in errors)
+        raise Problem(422, f"the request has {len(errors)} invalid field(s): {fields}", errors=errors) from None
+
+
+def _accepted(cfg_id: str, backfill_id: str, apk: bool) -> RedeliveryAccepted:
+    return RedeliveryAccepted(
+        cfg_id=cfg_id,
+        backfill_id=backfill_id,
+        assets=["/".join(path) for path in redelivery_assets(apk)],
+        apk=apk,
+    )
+
+
+def _redeliver(state: ApiState, cfg_id: str, apk: bool, key: str | None) -> RedeliveryAccepted:
+    _order_or_404(state, cfg_id)
+    if not state.deliveries.portal_versions(cfg_id):
+        raise Problem(
+            409,
+            "this order was never delivered (it has no portal version yet), so there is nothing to re-deliver; "
+            "its first delivery follows the pipeline (GET /orders/{cfg_id} shows where it stands)",
+        )
+    try:
+        claim, claimed = state.redeliveries.claim(cfg_id, apk, key)
+    except RedeliveryConflict:
+        raise Problem(
+            409, "this Idempotency-Key was already used for a different re-delivery (another order or apk value)"
+        ) from None
+    except RedeliveryInProgress:
+        raise Problem(
+            409,
+            "a re-delivery with this Idempotency-Key is being launched right now; retry in a few seconds",
+            headers={"Retry-After": "5"},
+        ) from None
+    if not claimed:
+        assert claim.backfill_id is not None
+        return _accepted(cfg_id, claim.backfill_id, claim.apk)
+    try:
+        launched = state.backfills.launch(
+            [cfg_id],
+            redelivery_assets(apk),
+            tags=BACKFILL_TAGS,
+            description=f"re-delivery of order {cfg_id} ({'with the newest APK' if apk else 'same APK'}) through the API",
+        )
+    except BackfillError as exc:
+        # Nothing was launched: the key is free again, so the client's retry may launch it.
+        state.redeliveries.release(claim.id)
+        raise Problem(503, f"the re-delivery was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
+    except BaseException:
+        state.redeliveries.release(claim.id)
+        raise
+    state.redeliveries.record_backfill(claim.id, launched.backfill_id)
+    return _accepted(cfg_id, launched.backfill_id, apk)
+
+
+async def redeliver(request: Request) -> JSONResponse:
+    state: ApiState = request.app.state.api
+    require_bearer_token(request, state.bearer_token)
+    key = _idempotency_key(request)
+    body = await _read_request(request, state.settings.api.max_body_bytes)
+    accepted = await run_in_threadpool(_redeliver, state, request.path_params["cfg_id"], body.apk, key)
+    return JSONResponse(accepted.model_dump(), status_code=202)

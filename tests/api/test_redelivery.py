@@ -1,0 +1,243 @@
+"""POST /orders/{cfg_id}/redeliver against a stand-in of the Dagster webserver's GraphQL API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from platform_db.deliveries import DeliveryRepository
+from platform_db.redeliveries import RedeliveryRepository
+from resources.settings import Secrets, Settings
+from tests.api.conftest import StubDagster
+
+
+def _with_graphql_url(settings: Settings, url: str) -> Settings:
+    return settings.model_copy(update={"dagster": settings.dagster.model_copy(update={"graphql_url": url})})
+
+
+@pytest.fixture
+def stub_settings(settings: Settings, stub_dagster: StubDagster) -> Settings:
+    return _with_graphql_url(settings, stub_dagster.url)
+
+
+@pytest.fixture
+def api(stub_settings: Settings, make_client: Callable[[Settings], TestClient]) -> Iterator[TestClient]:
+    with make_client(stub_settings) as client:
+        yield client
+
+
+def _deliver(settings: Settings, cfg_id: str, version: int = 1) -> None:
+    """What the manifest asset records when it publishes a portal version."""
+    deliveries = DeliveryRepository.from_url(settings.platform_db_url())
+    try:
+        claimed = deliveries.claim_portal_version(cfg_id, f"run-{version}")
+        deliveries.record_publication(
+            cfg_id,
+            claimed.version,
+            manifest_key=f"portal/{cfg_id}/v{claimed.version}/manifest.json",
+            page_url=f"https://portal.example.com/{cfg_id}/v{claimed.version}/",
+            artifact_count=3,
+        )
+    finally:
+        deliveries.dispose()
+
+
+@pytest.fixture
+def delivered(api: TestClient, stub_settings: Settings, cloud_order: dict[str, Any]) -> Callable[[], str]:
+    def make() -> str:
+        cfg_id = str(api.post("/submit", json=cloud_order).json()["cfg_id"])
+        _deliver(stub_settings, cfg_id)
+        return cfg_id
+
+    return make
+
+
+def test_redeliver_launches_a_backfill_of_manifest_and_email(
+    api: TestClient, delivered: Callable[[], str], stub_dagster: StubDagster
+) -> None:
+    cfg_id = delivered()
+
+    answer = api.post(f"/orders/{cfg_id}/redeliver")
+
+    assert answer.status_code == 202
+    assert answer.json() == {
+        "cfg_id": cfg_id,
+        "backfill_id": "stub-backfill-1",
+        "assets": ["order/manifest", "order/email"],
+        "apk": False,
+    }
+    [params] = stub_dagster.backfill_params()
+    assert params["partitionNames"] == [cfg_id]
+    assert params["assetSelection"] == [{"path": ["order", "manifest"]}, {"path": ["order", "email"]}]
+
+
+def test_with_apk_the_backfill_starts_at_the_apk(
+    api: TestClient, delivered: Callable[[], str], stub_dagster: StubDagster
+) -> None:
+    cfg_id = delivered()
+
+    answer = api.post(f"/orders/{cfg_id}/redeliver", json={"apk": True})
+
+    assert answer.status_code == 202
+    assert answer.json()["assets"] == ["order/apk", "order/manifest", "order/email"]
+    assert answer.json()["apk"] is True
+    [params] = stub_dagster.backfill_params()
+    assert params["assetSelection"] == [{"path": ["order", key]} for key in ("apk", "manifest", "email")]
+
+
+def test_a_retried_request_answers_the_same_backfill_and_launches_nothing_new(
+    api: TestClient, delivered: Callable[[], str], stub_dagster: StubDagster, stub_settings: Settings
+) -> None:
+    cfg_id = delivered()
+    headers = {"Idempotency-Key": "redeliver-42"}
+
+    first = api.post(f"/orders/{cfg_id}/redeliver", json={"apk": True}, headers=headers)
+    again = api.post(f"/orders/{cfg_id}/redeliver", json={"apk": True}, headers=headers)
+    other = api.post(f"/orders/{cfg_id}/redeliver", json={"apk": True})
+
+    assert first.status_code == again.status_code == other.status_code == 202
+    assert again.json() == first.json()
+    assert other.json()["backfill_id"] != first.json()["backfill_id"]
+    assert len(stub_dagster.received) == 2
+    stored = RedeliveryRepository.from_url(stub_settings.platform_db_url())
+    try:
+        rows = stored.for_order(cfg_id)
+    finally:
+        stored.dispose()
+    assert [(row.idempotency_key, row.backfill_id, row.apk) for row in rows] == [
+        ("redeliver-42", first.json()["backfill_id"], True),
+        (None, other.json()["backfill_id"], True),
+    ]
+
+
+def test_the_same_key_for_another_order_or_apk_value_is_a_conflict(
+    api: TestClient, delivered: Callable[[], str], stub_dagster: StubDagster
+) -> None:
+    cfg_id, other_order = delivered(), delivered()
+    headers = {"Idempotency-Key": "redeliver-7"}
+    assert api.post(f"/orders/{cfg_id}/redeliver", headers=headers).status_code == 202
+
+    for answer in (
+        api.post(f"/orders/{other_order}/redeliver", headers=headers),
+        api.post(f"/orders/{cfg_id}/redeliver", json={"apk": True}, headers=headers),
+    ):
+        assert answer.status_code == 409
+        assert "Idempotency-Key" in answer.json()["detail"]
+    assert len(stub_dagster.received) == 1
+
+
+def test_an_order_that_was_never_delivered_is_a_conflict(
+    api: TestClient, cloud_order: dict[str, Any], stub_dagster: StubDagster
+) -> None:
+    cfg_id = api.post("/submit", json=cloud_order).json()["cfg_id"]
+
+    answer = api.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": "early"})
+
+    assert answer.status_code == 409
+    assert "never delivered" in answer.json()["detail"]
+    assert stub_dagster.received == []
+
+
+@pytest.mark.parametrize("cfg_id", [str(uuid.uuid4()), "not-a-uuid"])
+def test_an_unknown_order_is_404(api: TestClient, stub_dagster: StubDagster, cfg_id: str) -> None:
+    answer = api.post(f"/orders/{cfg_id}/redeliver")
+
+    assert answer.status_code == 404
+    assert stub_dagster.received == []
+
+
+@pytest.mark.parametrize("mode", ["graphql_error", "python_error", "bad_gateway"])
+def test_a_dagster_error_is_a_503_and_the_key_stays_free_for_the_retry(
+    api: TestClient, delivered: Callable[[], str], stub_dagster: StubDagster, mode: str
+) -> None:
+    cfg_id = delivered()
+    headers = {"Idempotency-Key": f"retry-{mode}"}
+    stub_dagster.mode = mode
+
+    failed = api.post(f"/orders/{cfg_id}/redeliver", headers=headers)
+
+    assert failed.status_code == 503
+    assert failed.json()["detail"].startswith("the re-delivery was not launched: ")
+    assert "Dagster" in failed.json()["detail"]
+    assert "Traceback" not in failed.text
+    assert failed.headers["retry-after"]
+
+    stub_dagster.mode = "success"
+    retried = api.post(f"/orders/{cfg_id}/redeliver", headers=headers)
+    assert retried.status_code == 202
+    assert retried.json()["backfill_id"] == "stub-backfill-1"
+
+
+def test_an_unreachable_dagster_is_a_503(
+    settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any]
+) -> None:
+    # The settings fixture points the GraphQL URL at a port nothing listens on.
+    with make_client(settings) as client:
+        cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
+        _deliver(settings, cfg_id)
+
+        answer = client.post(f"/orders/{cfg_id}/redeliver")
+
+    assert answer.status_code == 503
+    assert "is unreachable" in answer.json()["detail"]
+
+
+def test_beta_requires_the_bearer_token(
+    stub_settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any], stub_dagster: StubDagster
+) -> None:
+    guarded = stub_settings.model_copy(
+        update={"api": stub_settings.api.model_copy(update={"require_token": True}), "secrets": Secrets(API_TOKEN="the-token")}
+    )
+    token = {"Authorization": "Bearer the-token"}
+    with make_client(guarded) as client:
+        cfg_id = client.post("/submit", json=cloud_order, headers=token).json()["cfg_id"]
+        _deliver(guarded, cfg_id)
+
+        missing = client.post(f"/orders/{cfg_id}/redeliver")
+        wrong = client.post(f"/orders/{cfg_id}/redeliver", headers={"Authorization": "Bearer nope"})
+        assert stub_dagster.received == []
+        allowed = client.post(f"/orders/{cfg_id}/redeliver", headers=token)
+
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert allowed.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        (b'{"apk": "yes"}', "application/json", 422),
+        (b'{"apk": true, "force": 1}', "application/json", 422),
+        (b'{"apk": ', "application/json", 400),
+        (b"apk=true", "application/x-www-form-urlencoded", 415),
+    ],
+)
+def test_a_bad_body_is_a_clear_4xx(
+    api: TestClient, delivered: Callable[[], str], stub_dagster: StubDagster, content: bytes, content_type: str, status: int
+) -> None:
+    cfg_id = delivered()
+
+    answer = api.post(f"/orders/{cfg_id}/redeliver", content=content, headers={"Content-Type": content_type})
+
+    assert answer.status_code == status
+    assert answer.json()["detail"]
+    assert stub_dagster.received == []
+
+
+def test_an_invalid_idempotency_key_is_400(api: TestClient, delivered: Callable[[], str]) -> None:
+    answer = api.post(f"/orders/{delivered()}/redeliver", headers={"Idempotency-Key": "has space"})
+    assert answer.status_code == 400
+
+
+def test_the_openapi_document_describes_the_endpoint(api: TestClient) -> None:
+    document = api.get("/openapi.json").json()
+    post = document["paths"]["/orders/{cfg_id}/redeliver"]["post"]
+    assert set(post["responses"]) >= {"202", "401", "404", "409", "503"}
+    schemas = document["components"]["schemas"]
+    assert set(schemas["RedeliveryAccepted"]["properties"]) == {"cfg_id", "backfill_id", "assets", "apk"}
+    assert schemas["RedeliveryRequest"]["additionalProperties"] is False
+    assert "assets" in schemas["OrderView"]["properties"]
