@@ -1,15 +1,16 @@
 # The two commands: `make run` (the platform, locally) and `make test` (the whole suite).
 # Each creates or refreshes .venv itself; `make test` also installs the Debian tools the tests
-# run (xorriso and cloud-init check the seed ISO the way its consumer does).
+# run (xorriso and cloud-init check the seed ISO the way its consumer does; iproute2 gives the
+# end-to-end scenarios their network namespaces).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # command:package pairs the tests need on the machine.
-TEST_TOOLS := xorriso:xorriso cloud-init:cloud-init
+TEST_TOOLS := xorriso:xorriso cloud-init:cloud-init ip:iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test venv test-tools
+.PHONY: run test venv test-tools e2e
 
 venv: $(STAMP)
 
@@ -33,3 +34,7 @@ run: venv
 
 test: venv test-tools
 	$(PY) -m pytest
+
+# The delivered stack's scenarios on their own (root: each run gets its own network namespace).
+e2e: venv test-tools
+	$(SUDO) $(PY) -m e2e

