@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from contracts.configurator import OptionValue
-from resources.settings import Section, Stage, load_layered
+from resources.settings import Section, Stage, load_layered, stage_and_customer_file
 
 DEFAULTS_PATH = Path(__file__).resolve().parent / "cfg.defaults.yml"
 
@@ -92,9 +92,7 @@ def load_gateway_settings(
 ) -> GatewaySettings:
     """Settings of ``stage`` (default: ``ENV``, else local) with ``CFG_CUSTOMER_PATH`` merged over them."""
     environ = os.environ if environ is None else environ
-    stage = stage or environ.get("ENV") or "local"
-    if customer_path is None and environ.get("CFG_CUSTOMER_PATH"):
-        customer_path = environ["CFG_CUSTOMER_PATH"]
+    stage, customer_path = stage_and_customer_file(stage, customer_path, environ)
     return load_layered(
         GatewaySettings,
         defaults_path=defaults_path or DEFAULTS_PATH,

@@ -294,6 +294,15 @@ def load_secrets(secrets_path: Path | str | None = None, environ: Mapping[str, s
         raise ConfigError(_describe(exc, {("secrets", k): v for k, v in origins.items()}, str(path))) from None
 
 
+def stage_and_customer_file(
+    stage: str | None, customer_path: Path | str | None, environ: Mapping[str, str]
+) -> tuple[str, Path | str | None]:
+    """The stage (argument, else ``ENV``, else local) and customer file (argument, else ``CFG_CUSTOMER_PATH``)."""
+    if customer_path is None and environ.get("CFG_CUSTOMER_PATH"):
+        customer_path = environ["CFG_CUSTOMER_PATH"]
+    return stage or environ.get("ENV") or "local", customer_path
+
+
 def load_settings(
     stage: str | None = None,
     *,
@@ -304,9 +313,7 @@ def load_settings(
 ) -> Settings:
     """Load the settings of ``stage`` (default: ``ENV``, else local) and validate them."""
     environ = os.environ if environ is None else environ
-    stage = stage or environ.get("ENV") or "local"
-    if customer_path is None and environ.get("CFG_CUSTOMER_PATH"):
-        customer_path = environ["CFG_CUSTOMER_PATH"]
+    stage, customer_path = stage_and_customer_file(stage, customer_path, environ)
     secrets_path = _secrets_path(secrets_path, environ)
     # A wrong ENV is the likelier mistake than a wrong secrets.env, so it is reported first.
     check_stage(stage)
