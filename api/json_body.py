@@ -33,19 +33,23 @@ async def read_limited_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json_model(request: Request, model: type[ModelT], max_bytes: int) -> tuple[ModelT, Any]:
-    """The validated model and the raw JSON it came from."""
+async def read_json_model(
+    request: Request, model: type[ModelT], max_bytes: int, *, when_empty: ModelT | None = None
+) -> ModelT:
+    """The validated body; ``when_empty`` answers for an empty body where the body is optional."""
+    body = await read_limited_body(request, max_bytes)
+    if when_empty is not None and not body.strip():
+        return when_empty
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise Problem(415, f"Content-Type must be application/json, not {media_type or 'missing'!r}")
-    body = await read_limited_body(request, max_bytes)
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Problem(400, f"request body is not valid JSON: {exc}") from None
     try:
-        return model.model_validate(data), data
+        return model.model_validate(data)
     except ValidationError as exc:
         errors = field_errors(exc, data)
         fields = ", ".join(error["field"] for error in errors)
-        raise Problem(422, f"the order has {len(errors)} invalid field(s): {fields}", errors=errors) from None
+        raise Problem(422, f"the request has {len(errors)} invalid field(s): {fields}", errors=errors) from None

@@ -11,20 +11,17 @@ nothing new (the key is claimed in platform_db before the launch).
 
 from __future__ import annotations
 
-import json
-
-from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.auth import require_bearer_token
 from api.dagster_backfills import BackfillError
-from api.json_body import read_limited_body
+from api.json_body import read_json_model
 from api.orders import _idempotency_key, _order_or_404
 from api.problems import Problem
 from api.state import ApiState
-from contracts.field_errors import field_errors
 from platform_assets.partitions import AFTER_APK, REDELIVERY
 from platform_db.redeliveries import RedeliveryConflict, RedeliveryInProgress
 
@@ -51,25 +48,6 @@ class RedeliveryAccepted(BaseModel):
 def redelivery_assets(apk: bool) -> list[list[str]]:
     """Key paths of the assets a re-delivery backfills."""
     return [list(key.path) for key in (AFTER_APK if apk else REDELIVERY)]
-
-
-async def _read_request(request: Request, max_bytes: int) -> RedeliveryRequest:
-    body = await read_limited_body(request, max_bytes)
-    if not body.strip():
-        return RedeliveryRequest()
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise Problem(415, f"Content-Type must be application/json, not {media_type or 'missing'!r}")
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Problem(400, f"request body is not valid JSON: {exc}") from None
-    try:
-        return RedeliveryRequest.model_validate(data)
-    except ValidationError as exc:
-        errors = field_errors(exc, data)
-        fields = ", ".join(error["field"] for error in errors)
-        raise Problem(422, f"the request has {len(errors)} invalid field(s): {fields}", errors=errors) from None
 
 
 def _accepted(cfg_id: str, backfill_id: str, apk: bool) -> RedeliveryAccepted:
@@ -126,6 +104,8 @@ async def redeliver(request: Request) -> JSONResponse:
     state: ApiState = request.app.state.api
     require_bearer_token(request, state.bearer_token)
     key = _idempotency_key(request)
-    body = await _read_request(request, state.settings.api.max_body_bytes)
+    body = await read_json_model(
+        request, RedeliveryRequest, state.settings.api.max_body_bytes, when_empty=RedeliveryRequest()
+    )
     accepted = await run_in_threadpool(_redeliver, state, request.path_params["cfg_id"], body.apk, key)
     return JSONResponse(accepted.model_dump(), status_code=202)

@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.json_body import read_limited_body
+from api.json_body import read_json_model
 from api.problems import Problem, problem_response
 from contracts.dtm import DeviceTopologyModel
-from contracts.field_errors import field_errors
 from edge_gateway.polling import PollingSupervisor
 from edge_gateway.settings import GatewaySettings
 from edge_gateway.storage import MeasurementStore, Reading
@@ -63,20 +60,7 @@ async def get_topology(request: Request) -> JSONResponse:
 
 async def post_topology(request: Request) -> JSONResponse:
     state = _state(request)
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise Problem(415, f"Content-Type must be application/json, not {media_type or 'missing'!r}")
-    body = await read_limited_body(request, state.settings.http.max_body_bytes)
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Problem(400, f"request body is not valid JSON: {exc}") from None
-    try:
-        topology = DeviceTopologyModel.model_validate(data)
-    except ValidationError as exc:
-        errors = field_errors(exc, data)
-        fields = ", ".join(error["field"] for error in errors)
-        raise Problem(422, f"the topology has {len(errors)} invalid field(s): {fields}", errors=errors) from None
+    topology = await read_json_model(request, DeviceTopologyModel, state.settings.http.max_body_bytes)
 
     async with state.topology_lock:
         try:
