@@ -2,7 +2,7 @@
 
 Both delivery paths are followed to the file the customer's machine ends up with:
 
-- cloud: the bundle files are stored in S3 under the order's prefix (an in-process moto S3), the
+- cloud: the bundle files are stored in S3 under the order's prefix (the embedded S3, moto's server on a loopback port), the
   order's CloudFormation template is composed, and each file is fetched the way its UserData
   fetches it: from the bucket and prefix substituted into the script, for each name it lists;
 - on-prem: the seed ISO is built and the files are extracted again from the ``write_files`` of
@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import boto3
 import pycdlib
 import yaml
 from cfnlint.decode.decode import decode_str
-from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
 from contracts.configurator import CloudDeployment, ConfiguratorPayload
 from contracts.dtm import DeviceTopologyModel
@@ -33,6 +34,7 @@ from delivery.cfn import compose_cfn_template
 from delivery.edge_bundle import BUNDLE_FILES, COMPOSE_NAME, DTM_NAME, STACK_DIR, EdgeImages, build_bundle
 from delivery.iso import USER_DATA_NAME, build_seed_iso
 from industrial_fixtures import fixture_dtm_bytes, load_fixture_dtm
+from resources.settings import STANDIN_AWS_KEY
 from standins.edp import build_dtm, build_flags
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -110,19 +112,28 @@ def fetch_as_user_data(*, cfg_id: str, order: ConfiguratorPayload, files: Mappin
     deployment = order.deployment
     if not isinstance(deployment, CloudDeployment):
         raise BundleError(f"the cloud path needs a cloud order, this one targets {deployment.target!r}")
-    with mock_aws():
-        client = boto3.client("s3", region_name=deployment.region)
+    port = _free_loopback_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        client = boto3.client(
+            "s3",
+            region_name=deployment.region,
+            endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id=STANDIN_AWS_KEY,
+            aws_secret_access_key=STANDIN_AWS_KEY,
+        )
+        # moto keeps its buckets per process, across servers: each run gets a bucket of its own.
+        bucket = f"{E2E_BUCKET}-{uuid.uuid4().hex[:12]}"
         if deployment.region == "us-east-1":
-            client.create_bucket(Bucket=E2E_BUCKET)
+            client.create_bucket(Bucket=bucket)
         else:
-            client.create_bucket(
-                Bucket=E2E_BUCKET, CreateBucketConfiguration={"LocationConstraint": deployment.region}
-            )
-        store = ArtifactStore(client, E2E_BUCKET)
+            client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": deployment.region})
+        store = ArtifactStore(client, bucket)
         for name, data in files.items():
             store.put(order_key(cfg_id, "bundle", name), data)
         text = compose_cfn_template(
-            cfg_id=cfg_id, order=order, bucket=E2E_BUCKET, bundle_prefix=order_key(cfg_id, "bundle") + "/"
+            cfg_id=cfg_id, order=order, bucket=bucket, bundle_prefix=order_key(cfg_id, "bundle") + "/"
         ).decode("utf-8")
         # CloudFormation YAML (short-form intrinsics such as !Equals), read as CloudFormation reads it.
         template, errors = decode_str(text)
@@ -135,7 +146,15 @@ def fetch_as_user_data(*, cfg_id: str, order: ConfiguratorPayload, files: Mappin
         for name in str(variables["BundleFiles"]).split():
             key = f"{variables['BundlePrefix']}{name}"
             fetched[name] = client.get_object(Bucket=variables["BundleBucket"], Key=key)["Body"].read()
+    finally:
+        server.stop()
     return fetched
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _user_data_variables(template: Mapping[str, Any]) -> dict[str, Any]:

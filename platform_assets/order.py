@@ -23,7 +23,7 @@ from delivery.apk import APK_PREFIX, newest_apk
 from delivery.artifact_checks import cfn_lint_problems, manifest_artifact_problems, seed_iso_problems
 from delivery.artifact_store import StoredObject, order_key, sha256_hex
 from delivery.cfn import compose_cfn_template
-from delivery.edge_bundle import compose_file, customer_config_yaml
+from delivery.edge_bundle import build_bundle, customer_config_yaml
 from delivery.edp_intake import EdpArtifactError, EdpArtifacts, parse_dtm, take_over_edp_artifacts
 from delivery.email_dispatch import send_delivery_email_once
 from delivery.iso import build_seed_iso
@@ -178,11 +178,14 @@ def cfn_or_iso(
     store = artifacts.get_store()
     dtm_bytes = store.get(edp_artifacts.dtm.key)
     dtm = parse_dtm(dtm_bytes)
-    bundle_files = {
-        "cfg.customer.yml": customer_config_yaml(cfg_id=cfg_id, order=order, flags=edp_artifacts.flags),
-        "dtm.json": dtm_bytes,
-        "compose.yaml": compose_file(dtm=dtm, images=delivery.edge_images()),
-    }
+    bundle_files = build_bundle(
+        cfg_id=cfg_id,
+        order=order,
+        dtm=dtm,
+        flags=edp_artifacts.flags,
+        images=delivery.edge_images(),
+        dtm_bytes=dtm_bytes,
+    )
     bundle = [store.put(order_key(cfg_id, "bundle", name), data) for name, data in bundle_files.items()]
     if order.target == "cloud":
         kind = "cfn"
