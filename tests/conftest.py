@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,22 @@ def pipeline_settings(
     upgrade(settings.platform_db_url())
     bootstrap(settings)
     return settings
+
+
+def run_together(workers: int, action: Callable[[int], Any]) -> list[Any]:
+    """``action(0 .. workers-1)`` in threads released at one moment; the results by index, or the first error."""
+    start = threading.Barrier(workers)
+
+    def run(index: int) -> Any:
+        start.wait(timeout=30)
+        return action(index)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run, index) for index in range(workers)]
+        return [future.result(timeout=60) for future in futures]
+
+
+@pytest.fixture
+def race() -> Callable[[int, Callable[[int], Any]], list[Any]]:
+    """Race ``workers`` calls against each other, as concurrent API requests or Dagster runs would."""
+    return run_together

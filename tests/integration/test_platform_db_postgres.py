@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -136,32 +135,9 @@ def test_set_status_unless_moves_the_order_unless_it_is_in_a_kept_status(
         repo.set_status_unless("00000000-0000-0000-0000-000000000000", OrderStatus.BUILDING, unless=[])
 
 
-def _race(workers: int, action: Callable[[int], Any]) -> tuple[list[Any], list[BaseException]]:
-    """Run ``action(index)`` in ``workers`` threads released together; results and errors."""
-    start = threading.Barrier(workers)
-    results: list[Any] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def run(index: int) -> None:
-        try:
-            start.wait()
-            result = action(index)
-            with lock:
-                results.append(result)
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller's assertion
-            with lock:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results, errors
-
-
-def test_concurrent_conditional_moves_let_exactly_one_through(migrated_url: str, make_payload: MakePayload) -> None:
+def test_concurrent_conditional_moves_let_exactly_one_through(
+    migrated_url: str, make_payload: MakePayload, race: Callable[[int, Callable[[int], Any]], list[Any]]
+) -> None:
     """PostgreSQL re-checks the WHERE of an UPDATE that waited on a row lock: one writer moves the order."""
     workers = 8
     repositories = [OrderRepository.from_url(migrated_url) for _ in range(workers)]
@@ -169,14 +145,13 @@ def test_concurrent_conditional_moves_let_exactly_one_through(migrated_url: str,
         order, _ = repositories[0].submit(make_payload(), None)
         repositories[0].set_status(order.cfg_id, OrderStatus.BUILDING)
 
-        moved, errors = _race(
+        moved = race(
             workers,
             lambda index: repositories[index].set_status_unless(
                 order.cfg_id, OrderStatus.DELIVERED, unless=[OrderStatus.DELIVERED]
             ),
         )
 
-        assert errors == []
         assert sorted(moved) == [False] * (workers - 1) + [True]
         assert repositories[0].get(order.cfg_id).status is OrderStatus.DELIVERED  # type: ignore[union-attr]
     finally:
@@ -185,14 +160,13 @@ def test_concurrent_conditional_moves_let_exactly_one_through(migrated_url: str,
 
 
 def test_concurrent_submits_without_a_key_get_distinct_increasing_seqs(
-    migrated_url: str, make_payload: MakePayload
+    migrated_url: str, make_payload: MakePayload, race: Callable[[int, Callable[[int], Any]], list[Any]]
 ) -> None:
     workers = 8
     repositories = [OrderRepository.from_url(migrated_url) for _ in range(workers)]
     try:
-        results, errors = _race(workers, lambda index: repositories[index].submit(make_payload(), None)[0])
+        results = race(workers, lambda index: repositories[index].submit(make_payload(), None)[0])
 
-        assert errors == []
         seqs = sorted(order.seq for order in results)
         assert len(set(seqs)) == workers
         # The sensors' cursor sees every one of them once, in seq order.

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 from datetime import UTC
 
 import pytest
 
 from contracts.configurator import ConfiguratorPayload
 from platform_db import OrderRepository
-from platform_db.deliveries import DeliveryRepository, PortalVersion
+from platform_db.deliveries import DeliveryRepository
 
 MakePayload = Callable[..., ConfiguratorPayload]
 
@@ -102,36 +102,18 @@ def test_a_claim_survives_a_new_connection(migrated_url: str, cfg_id: str) -> No
         after.dispose()
 
 
-def test_concurrent_runs_get_distinct_consecutive_versions(migrated_url: str, cfg_id: str) -> None:
+def test_concurrent_runs_get_distinct_consecutive_versions(
+    migrated_url: str, cfg_id: str, race: Callable[[int, Callable[[int], Any]], list[Any]]
+) -> None:
     workers = 5
     # One engine each, as separate Dagster runs would have.
     repositories = [DeliveryRepository.from_url(migrated_url) for _ in range(workers)]
-    start = threading.Barrier(workers)
-    claimed: dict[str, PortalVersion] = {}
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def claim(index: int) -> None:
-        try:
-            start.wait()
-            version = repositories[index].claim_portal_version(cfg_id, f"run-{index}")
-            with lock:
-                claimed[f"run-{index}"] = version
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            with lock:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=claim, args=(index,)) for index in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
     try:
-        assert errors == []
-        assert sorted(version.version for version in claimed.values()) == list(range(1, workers + 1))
+        claimed = race(workers, lambda index: repositories[index].claim_portal_version(cfg_id, f"run-{index}"))
+        assert sorted(version.version for version in claimed) == list(range(1, workers + 1))
         # Each run keeps the number it got.
-        for run_id, version in claimed.items():
-            assert repositories[0].claim_portal_version(cfg_id, run_id).version == version.version
+        for index, version in enumerate(claimed):
+            assert repositories[0].claim_portal_version(cfg_id, f"run-{index}").version == version.version
     finally:
         for repository in repositories:
             repository.dispose()
@@ -226,31 +208,13 @@ def test_sent_email_is_never_released(deliveries: DeliveryRepository, published:
     assert deliveries.email_message_id(published, 1) == "msg-0001"
 
 
-def test_concurrent_email_claims_let_exactly_one_sender_through(migrated_url: str, published: str) -> None:
+def test_concurrent_email_claims_let_exactly_one_sender_through(
+    migrated_url: str, published: str, race: Callable[[int, Callable[[int], Any]], list[Any]]
+) -> None:
     workers = 6
     repositories = [DeliveryRepository.from_url(migrated_url) for _ in range(workers)]
-    start = threading.Barrier(workers)
-    results: list[bool] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def claim(repository: DeliveryRepository) -> None:
-        try:
-            start.wait()
-            won = repository.claim_email(published, 1)
-            with lock:
-                results.append(won)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            with lock:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=claim, args=(repository,)) for repository in repositories]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
     try:
-        assert errors == []
+        results = race(workers, lambda index: repositories[index].claim_email(published, 1))
         assert sorted(results) == [False] * (workers - 1) + [True]
     finally:
         for repository in repositories:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 from datetime import UTC, timedelta
 
 import pytest
@@ -119,29 +119,18 @@ def test_a_stale_claim_is_taken_over_by_one_retry(
 
 
 def test_concurrent_requests_with_one_key_make_one_claim(
-    redeliveries: RedeliveryRepository, new_order: Callable[[], str]
+    redeliveries: RedeliveryRepository, new_order: Callable[[], str], race: Callable[[int, Callable[[int], Any]], list[Any]]
 ) -> None:
     cfg_id = new_order()
-    outcomes: list[str] = []
-    lock = threading.Lock()
-    start = threading.Barrier(8)
 
-    def request() -> None:
-        start.wait()
+    def request(index: int) -> str:
         try:
             _, claimed = redeliveries.claim(cfg_id, False, "key-1")
-            outcome = "claimed" if claimed else "replayed"
         except RedeliveryInProgress:
-            outcome = "in progress"
-        with lock:
-            outcomes.append(outcome)
+            return "in progress"
+        return "claimed" if claimed else "replayed"
 
-    threads = [threading.Thread(target=request) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
+    outcomes = race(8, request)
     assert outcomes.count("claimed") == 1
     assert outcomes.count("in progress") == 7
     assert len(redeliveries.for_order(cfg_id)) == 1

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC
@@ -192,33 +191,14 @@ def test_an_order_survives_a_restart(migrated_url: str, make_payload: MakePayloa
         after.dispose()
 
 
-def test_concurrent_submits_with_one_key_store_one_order(migrated_url: str, make_payload: MakePayload) -> None:
+def test_concurrent_submits_with_one_key_store_one_order(
+    migrated_url: str, make_payload: MakePayload, race: Callable[[int, Callable[[int], Any]], list[Any]]
+) -> None:
     workers = 8
     # One engine each, as separate processes (API workers, Dagster runs) would have.
     repositories = [OrderRepository.from_url(migrated_url) for _ in range(workers)]
-    start = threading.Barrier(workers)
-    results: list[tuple[Order, bool]] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def submit(repository: OrderRepository) -> None:
-        try:
-            start.wait()
-            result = repository.submit(make_payload(), "same-key")
-            with lock:
-                results.append(result)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            with lock:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=submit, args=(repository,)) for repository in repositories]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
     try:
-        assert errors == []
-        assert len(results) == workers
+        results = race(workers, lambda index: repositories[index].submit(make_payload(), "same-key"))
         assert len({order.cfg_id for order, _ in results}) == 1
         assert sum(created for _, created in results) == 1
         assert row_count(repositories[0]) == 1
