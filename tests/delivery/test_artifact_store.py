@@ -4,7 +4,6 @@ import hashlib
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import pytest
 import requests
 
@@ -15,20 +14,8 @@ from delivery.artifact_store import (
     order_key,
     portal_key,
 )
-from resources.settings import Settings
 
 CFG_ID = "0b7c3f2e-1c9a-4d7e-9a51-6f1f2b3c4d5e"
-
-
-@pytest.fixture
-def store(pipeline_settings: Settings) -> ArtifactStore:
-    client = boto3.client(
-        "s3",
-        endpoint_url=pipeline_settings.aws.endpoint_url,
-        region_name=pipeline_settings.aws.region,
-        **pipeline_settings.aws_credentials(),
-    )
-    return ArtifactStore(client, pipeline_settings.artifacts.bucket)
 
 
 # --- keys -------------------------------------------------------------------------------------

@@ -4,13 +4,11 @@ import hashlib
 import json
 from typing import Any
 
-import boto3
 import pytest
 
 from contracts.edp import EdpJob
 from delivery.artifact_store import ArtifactStore, StoredObject
 from delivery.edp_intake import EdpArtifactError, take_over_edp_artifacts
-from resources.settings import Settings
 
 CFG_ID = "0b7c3f2e-1c9a-4d7e-9a51-6f1f2b3c4d5e"
 JOB_ID = "job-42"
@@ -37,17 +35,6 @@ def dtm_bytes(document: dict[str, Any] = DTM) -> bytes:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def store(pipeline_settings: Settings) -> ArtifactStore:
-    client = boto3.client(
-        "s3",
-        endpoint_url=pipeline_settings.aws.endpoint_url,
-        region_name=pipeline_settings.aws.region,
-        **pipeline_settings.aws_credentials(),
-    )
-    return ArtifactStore(client, pipeline_settings.artifacts.bucket)
 
 
 class FakeDownloads:
