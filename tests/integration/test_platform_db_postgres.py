@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from platform_db.migrate import current_revision, upgrade
 from resources.settings import load_settings
 
 # The SQLite suite, run again on PostgreSQL. Imported names are collected as this module's tests.
-from tests.platform_db.conftest import make_payload  # noqa: F401 - fixture
+from tests.platform_db.conftest import make_payload, migrated_url, repo  # noqa: F401 - fixtures over db_url below
 from tests.platform_db.test_deliveries import (  # noqa: F401 - fixtures and tests
     cfg_id,
     deliveries,
@@ -94,19 +94,6 @@ MakePayload = Callable[..., ConfiguratorPayload]
 def db_url(platform_db_url: str) -> str:
     """The ``platform`` database on the test server, without any schema."""
     return platform_db_url
-
-
-@pytest.fixture
-def migrated_url(db_url: str) -> str:
-    upgrade(db_url)
-    return db_url
-
-
-@pytest.fixture
-def repo(migrated_url: str) -> Iterator[OrderRepository]:
-    repository = OrderRepository.from_url(migrated_url)
-    yield repository
-    repository.dispose()
 
 
 # --- what the SQLite suite has no test for -------------------------------------------------------
