@@ -33,7 +33,6 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "artifacts": ArtifactBucketResource(
             s3=s3,
             bucket=settings.artifacts.bucket,
-            public_endpoint_url=settings.aws.public_endpoint_url,
         ),
         "ses": SesResource(
             region_name=settings.aws.region,
