@@ -115,7 +115,6 @@ def publish_portal_version(
         cfg_id,
         claimed.version,
         manifest_key=manifest_key,
-        page_url=links.version_page(claimed.version),
         artifact_count=len(artifacts),
     )
     return PortalPublication(

@@ -25,7 +25,6 @@ class PortalVersion:
     version: int
     run_id: str
     manifest_key: str | None
-    page_url: str | None
     artifact_count: int | None
     created_at: datetime
 
@@ -36,7 +35,6 @@ def _to_version(row: Row[Any]) -> PortalVersion:
         version=row.version,
         run_id=row.run_id,
         manifest_key=row.manifest_key,
-        page_url=row.page_url,
         artifact_count=row.artifact_count,
         created_at=as_utc(row.created_at),
     )
@@ -72,16 +70,16 @@ class DeliveryRepository:
             except IntegrityError:
                 # Another run took this number (or this run raced itself); look again.
                 continue
-            return PortalVersion(manifest_key=None, page_url=None, artifact_count=None, **values)
+            return PortalVersion(manifest_key=None, artifact_count=None, **values)
         raise RuntimeError(f"could not claim a portal version for order {cfg_id} after {attempts} attempts")
 
     def record_publication(
-        self, cfg_id: str, version: int, *, manifest_key: str, page_url: str, artifact_count: int
+        self, cfg_id: str, version: int, *, manifest_key: str, artifact_count: int
     ) -> None:
         statement = (
             update(portal_versions)
             .where(portal_versions.c.cfg_id == cfg_id, portal_versions.c.version == version)
-            .values(manifest_key=manifest_key, page_url=page_url, artifact_count=artifact_count)
+            .values(manifest_key=manifest_key, artifact_count=artifact_count)
         )
         with self._engine.begin() as connection:
             if connection.execute(statement).rowcount == 0:

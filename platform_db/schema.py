@@ -68,7 +68,6 @@ portal_versions = Table(
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("run_id", String(64), nullable=False),
     Column("manifest_key", String(255), nullable=True),
-    Column("page_url", Text, nullable=True),
     Column("artifact_count", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("cfg_id", "run_id"),

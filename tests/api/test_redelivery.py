@@ -39,7 +39,6 @@ def _deliver(settings: Settings, cfg_id: str, version: int = 1) -> None:
             cfg_id,
             claimed.version,
             manifest_key=f"portal/{cfg_id}/v{claimed.version}/manifest.json",
-            page_url=f"https://portal.example.com/{cfg_id}/v{claimed.version}/",
             artifact_count=3,
         )
     finally:

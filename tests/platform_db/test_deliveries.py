@@ -41,7 +41,6 @@ def publish(deliveries: DeliveryRepository, cfg_id: str, version: int, artifact_
         cfg_id,
         version,
         manifest_key=f"portal/{cfg_id}/v{version}/manifest.json",
-        page_url=f"https://portal.example.com/{cfg_id}/v{version}/",
         artifact_count=artifact_count,
     )
 
@@ -131,7 +130,6 @@ def test_only_published_versions_are_listed_oldest_first(deliveries: DeliveryRep
     assert [v.version for v in listed] == [1, 3]
     assert [v.run_id for v in listed] == ["run-a", "run-c"]
     assert listed[0].manifest_key == f"portal/{cfg_id}/v1/manifest.json"
-    assert listed[0].page_url == f"https://portal.example.com/{cfg_id}/v1/"
     assert [v.artifact_count for v in listed] == [2, 5]
     assert all(v.created_at.tzinfo is not None for v in listed)
 

@@ -25,7 +25,6 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=False),
         sa.Column("manifest_key", sa.String(length=255), nullable=True),
-        sa.Column("page_url", sa.Text(), nullable=True),
         sa.Column("artifact_count", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["cfg_id"], ["orders.cfg_id"], name="fk_portal_versions_cfg_id_orders"),
