@@ -3,15 +3,25 @@
 # location under compose, ECS tasks under the ECS run launcher). docker-compose.yml picks the
 # command per service. No secret is baked in: they arrive at run time from secrets.env (compose's
 # env_file) or from the task definition.
-FROM python:3.11-slim
+#
+# Built by `make images` from the repository root: Python packages come from the wheelhouse that
+# `pip wheel` made on the build host, so nothing here reaches a package index (air-gapped sites;
+# hosts whose containers cannot use the index over HTTPS). The base image is a build argument.
+ARG PYTHON_BASE_IMAGE=python:3.11-slim
 
-# The settings loader reads cfg.defaults.yml beside the packages, so the source tree in
-# /opt/platform is the one imported (PYTHONPATH); the install below brings the dependencies and
-# the console scripts (dagster, dagster-webserver, dagster-daemon).
-ENV PYTHONDONTWRITEBYTECODE=1 \
+FROM ${PYTHON_BASE_IMAGE} AS install
+COPY wheelhouse /wheels
+# The platform's own wheel brings its dependency list and is removed again: the code runs from the
+# source tree in /opt/platform, where the settings loader finds cfg.defaults.yml beside it.
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-index --find-links /wheels --no-cache-dir --disable-pip-version-check \
+        platform-api \
+    && /opt/venv/bin/pip uninstall --yes --disable-pip-version-check platform-api
+
+FROM ${PYTHON_BASE_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/opt/platform \
     DAGSTER_HOME=/opt/dagster/home \
     ENV=beta
@@ -20,9 +30,9 @@ RUN groupadd --system --gid 10001 platform \
     && useradd --system --uid 10001 --gid platform --home-dir /opt/dagster --no-create-home \
         --shell /usr/sbin/nologin platform
 
+COPY --from=install /opt/venv /opt/venv
 WORKDIR /opt/platform
-
-COPY pyproject.toml ./
+COPY pyproject.toml cfg.defaults.yml workspace.yaml ./
 COPY api ./api
 COPY contracts ./contracts
 COPY delivery ./delivery
@@ -31,13 +41,10 @@ COPY platform_assets ./platform_assets
 COPY platform_db ./platform_db
 COPY resources ./resources
 COPY sensors ./sensors
+COPY service_kit ./service_kit
 COPY standins ./standins
 COPY edge_gateway ./edge_gateway
 COPY industrial_fixtures ./industrial_fixtures
-RUN pip install . \
-    && rm -rf build ./*.egg-info
-
-COPY cfg.defaults.yml workspace.yaml ./
 COPY deploy ./deploy
 
 # The Dagster instance: PostgreSQL storage and the run queue (deploy/dagster.beta.yaml). An

@@ -1,16 +1,17 @@
 # The two commands: `make run` (the platform, locally) and `make test` (the whole suite).
 # Each creates or refreshes .venv itself; `make test` also installs the Debian tools the tests
 # run (xorriso and cloud-init check the seed ISO the way its consumer does; iproute2 gives the
-# end-to-end scenarios their network namespaces).
+# end-to-end scenarios their network namespaces; docker.io and debootstrap give the container tiers an
+# engine and, where no registry is reachable, local base images).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # command:package pairs the tests need on the machine.
-TEST_TOOLS := xorriso:xorriso cloud-init:cloud-init ip:iproute2
+TEST_TOOLS := xorriso:xorriso cloud-init:cloud-init ip:iproute2 dockerd:docker.io debootstrap:debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test venv test-tools e2e
+.PHONY: run test venv test-tools e2e images
 
 venv: $(STAMP)
 
@@ -34,6 +35,11 @@ run: venv
 
 test: venv test-tools
 	$(PY) -m pytest
+
+# Every image (platform, edge gateway, industrial fixtures) from a wheelhouse made on this host;
+# see deploy/images/build.sh for BASE_IMAGES, PYTHON_BASE_IMAGE, POSTGRES_IMAGE, EDGE_REGISTRY.
+images: venv
+	bash deploy/images/build.sh
 
 # The delivered stack's scenarios on their own (root: each run gets its own network namespace).
 e2e: venv test-tools

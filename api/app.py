@@ -13,7 +13,7 @@ from starlette.routing import Route
 from api.openapi import build_openapi, openapi_document
 from api.orders import OrderView, PortalTokenRotated, SubmitAccepted, get_order, rotate_portal_token, submit
 from api.portal import portal_download, portal_index, portal_version
-from api.problems import problem_response
+from service_kit.problems import problem_response
 from api.redelivery import RedeliveryAccepted, RedeliveryRequest, redeliver
 from api.state import ApiState
 from platform_db import OrderRepository

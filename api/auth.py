@@ -7,7 +7,7 @@ import hmac
 from pydantic import SecretStr
 from starlette.requests import Request
 
-from api.problems import Problem
+from service_kit.problems import Problem
 
 
 def require_bearer_token(request: Request, token: SecretStr | None) -> None:

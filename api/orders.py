@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse
 
 from api.asset_status import AssetStatusView
 from api.auth import require_bearer_token
-from api.json_body import read_json_model
-from api.problems import Problem
+from service_kit.json_body import read_json_model
+from service_kit.problems import Problem
 from api.state import ApiState
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from api.problems import Problem
+from service_kit.problems import Problem
 from api.state import ApiState
 from contracts.manifest import Manifest
 from delivery.portal import render_portal_index, render_version_page

@@ -18,9 +18,9 @@ from starlette.responses import JSONResponse
 
 from api.auth import require_bearer_token
 from api.dagster_backfills import BackfillError
-from api.json_body import read_json_model
+from service_kit.json_body import read_json_model
 from api.orders import _idempotency_key, _order_or_404
-from api.problems import Problem
+from service_kit.problems import Problem
 from api.state import ApiState
 from platform_assets.partitions import AFTER_APK, REDELIVERY
 from platform_db.redeliveries import RedeliveryConflict, RedeliveryInProgress

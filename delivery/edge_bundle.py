@@ -7,7 +7,7 @@ customer's machine is the same whichever way it arrived.
 The compose file also declares the industrial fixtures (simulated Modbus devices, see
 ``industrial_fixtures``) as services of the profile ``fixtures``: a plain ``up`` never starts them,
 ``docker compose --profile fixtures up`` runs them next to the gateway under the hostnames that
-``industrial-fixtures.json`` points at, from the same image.
+``industrial-fixtures.json`` points at, from the fixtures image.
 """
 
 from __future__ import annotations
@@ -48,11 +48,25 @@ FIXTURES_MODULE = "industrial_fixtures"
 _SECRET_KEY = re.compile(r"passw|secret|token|credential|private[_-]?key|api[_-]?key|access[_-]?key", re.IGNORECASE)
 
 
+# The images `make images` builds (edge_gateway/Dockerfile, industrial_fixtures/Dockerfile), tagged
+# with the platform's release version: a delivered stack runs the edge code of the platform that
+# built it.
+GATEWAY_IMAGE_NAME = "ems-edge-gateway"
+FIXTURES_IMAGE_NAME = "ems-industrial-fixtures"
+
+
 @dataclass(frozen=True)
 class EdgeImages:
-    """Container images of the delivered stack, pinned per stage in settings."""
+    """Container images of the delivered stack."""
 
     gateway: str
+    fixtures: str
+
+    @classmethod
+    def release(cls, registry: str, version: str) -> EdgeImages:
+        """``<registry>/<name>:<version>``; an empty registry names the images as built locally."""
+        prefix = f"{registry.rstrip('/')}/" if registry else ""
+        return cls(gateway=f"{prefix}{GATEWAY_IMAGE_NAME}:{version}", fixtures=f"{prefix}{FIXTURES_IMAGE_NAME}:{version}")
 
 
 def _reject_secret_keys(tree: Any, path: str) -> None:
@@ -99,7 +113,7 @@ def fixture_services(images: EdgeImages) -> dict[str, Any]:
         if fixture.hostname == GATEWAY_SERVICE:
             raise ValueError(f"fixture hostname {fixture.hostname!r} collides with the gateway service")
         services[fixture.hostname] = {
-            "image": images.gateway,
+            "image": images.fixtures,
             "profiles": [FIXTURES_PROFILE],
             "command": [
                 "python3",

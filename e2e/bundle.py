@@ -34,7 +34,7 @@ from delivery.cfn import compose_cfn_template
 from delivery.edge_bundle import BUNDLE_FILES, COMPOSE_NAME, DTM_NAME, STACK_DIR, EdgeImages, build_bundle
 from delivery.iso import USER_DATA_NAME, build_seed_iso
 from industrial_fixtures import fixture_dtm_bytes, load_fixture_dtm
-from resources.settings import STANDIN_AWS_KEY
+from resources.settings import PROJECT_VERSION, STANDIN_AWS_KEY
 from standins.edp import build_dtm, build_flags
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -76,10 +76,10 @@ class Bundle:
         return document
 
 
-def gateway_image(stage: str = "beta") -> str:
-    """The gateway image the platform pins for ``stage`` (the delivered stack runs beta's)."""
+def edge_images(stage: str = "beta") -> EdgeImages:
+    """The edge images the platform's orders name in ``stage`` (the delivered stack runs beta's)."""
     defaults = yaml.safe_load((PROJECT_ROOT / "cfg.defaults.yml").read_text())
-    return str(defaults[stage]["edge"]["gateway_image"])
+    return EdgeImages.release(str(defaults[stage].get("edge", {}).get("registry", "")), PROJECT_VERSION)
 
 
 def load_order(path: Path) -> ConfiguratorPayload:
@@ -102,7 +102,7 @@ def bundle_files_for(order: ConfiguratorPayload, *, cfg_id: str, dtm_source: Dtm
         order=order,
         dtm=dtm,
         flags=build_flags(order),
-        images=EdgeImages(gateway=gateway_image()),
+        images=edge_images(),
         dtm_bytes=dtm_bytes,
     )
 

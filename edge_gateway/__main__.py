@@ -16,7 +16,7 @@ from edge_gateway.app import create_app
 from edge_gateway.settings import dtm_path_from, load_gateway_settings
 from edge_gateway.storage import StorageError
 from edge_gateway.topology import TopologyError
-from resources.settings import ConfigError
+from service_kit.layered_config import ConfigError
 
 
 def main() -> None:

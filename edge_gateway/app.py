@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.json_body import read_json_model
-from api.problems import Problem, problem_response
+from service_kit.json_body import read_json_model
+from service_kit.problems import Problem, problem_response
 from contracts.dtm import DeviceTopologyModel
 from edge_gateway.polling import PollingSupervisor
 from edge_gateway.settings import GatewaySettings

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from contracts.configurator import OptionValue
-from resources.settings import Section, Stage, load_layered, stage_and_customer_file
+from service_kit.layered_config import Section, Stage, load_layered, stage_and_customer_file
 
 DEFAULTS_PATH = Path(__file__).resolve().parent / "cfg.defaults.yml"
 

@@ -10,7 +10,8 @@ from delivery.edge_bundle import EdgeImages
 
 class DeliveryResource(ConfigurableResource):
     stage: str = Field(description="The stage (local, demo, beta).")
-    gateway_image: str = Field(description="Image of the edge gateway the delivered stack runs.")
+    edge_registry: str = Field(description="Registry the delivered stack pulls the edge images from ('': local names).")
+    release_version: str = Field(description="The platform's version, the tag of the edge images.")
 
     def edge_images(self) -> EdgeImages:
-        return EdgeImages(gateway=self.gateway_image)
+        return EdgeImages.release(self.edge_registry, self.release_version)

@@ -12,7 +12,7 @@ from resources.edp import EdpResource
 from resources.platform_db import PlatformDbResource
 from resources.portal import PortalResource
 from resources.ses import SesResource
-from resources.settings import STANDIN_AWS_KEY, Settings
+from resources.settings import PROJECT_VERSION, STANDIN_AWS_KEY, Settings
 
 # Assets hand each other references (keys, digests), pickled into the artifact bucket, so a run
 # never depends on another run's local disk.
@@ -48,6 +48,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         ),
         "platform_db": PlatformDbResource(url=settings.platform_db.url),
         "portal": PortalResource(public_url=settings.api.public_url, local_key_file=settings.portal.local_key_file),
-        "delivery": DeliveryResource(stage=settings.stage, gateway_image=settings.edge.gateway_image),
+        "delivery": DeliveryResource(
+            stage=settings.stage, edge_registry=settings.edge.registry, release_version=PROJECT_VERSION
+        ),
         "io_manager": S3PickleIOManager(s3_resource=s3, s3_bucket=settings.artifacts.bucket, s3_prefix=IO_PREFIX),
     }

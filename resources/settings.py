@@ -1,4 +1,4 @@
-"""The settings loader: stage block of cfg.defaults.yml, deep-merged customer file, secrets.env.
+"""The platform's settings: stage block of cfg.defaults.yml, deep-merged customer file, secrets.env.
 
 One pydantic model validates the merged result, so a bad file fails at start with the key path
 that is wrong and the file that set it, never later inside a run.
@@ -9,31 +9,34 @@ from __future__ import annotations
 import os
 import secrets as secrets_module
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from sqlalchemy.engine import URL, make_url
+
+from service_kit.layered_config import (
+    STAGES,
+    ConfigError,
+    Section,
+    Stage,
+    check_stage,
+    deep_merge,
+    describe_validation_error,
+    load_layered,
+    stage_and_customer_file,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_PATH = PROJECT_ROOT / "cfg.defaults.yml"
-STAGES = ("local", "demo", "beta")
-Stage = Literal["local", "demo", "beta"]
-ModelT = TypeVar("ModelT", bound=BaseModel)
+# The release: the tag of every image `make images` builds, and of the edge images orders name.
+PROJECT_VERSION: str = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 # moto accepts any credentials; the embedded stage still needs some so boto3 can sign requests.
 STANDIN_AWS_KEY = "standin"
-
-
-class ConfigError(ValueError):
-    """A configuration file or secret is wrong; the message names the file and the key path."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ApiSettings(Section):
@@ -114,7 +117,14 @@ class SeedSettings(Section):
 
 
 class EdgeSettings(Section):
-    gateway_image: str = Field(description="Image (with tag) of the edge gateway the delivered stack runs.")
+    registry: str = Field(
+        default="",
+        pattern=r"^([a-z0-9][a-z0-9.:-]*(/[a-z0-9._-]+)*)?$",
+        description=(
+            "Registry (host and path) the delivered stack pulls its images from: <registry>/ems-edge-gateway:<version> "
+            "and <registry>/ems-industrial-fixtures:<version>; '' names the images as `make images` builds them."
+        ),
+    )
 
 
 class PipelineSettings(Section):
@@ -228,41 +238,6 @@ def portal_token_key(secrets: Secrets, local_key_file: str | None) -> bytes:
     raise ConfigError(f"{path} holds no portal token key")
 
 
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Mappings merge key by key; lists and scalars in ``override`` replace those in ``base``."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _record_origin(tree: Mapping[str, Any], origin: str, into: dict[tuple[str, ...], str], prefix: tuple[str, ...] = ()) -> None:
-    for key, value in tree.items():
-        path = (*prefix, str(key))
-        # A replaced mapping or list is owned by the file that replaced it, all the way down.
-        for known in [p for p in into if p[: len(path)] == path]:
-            if not isinstance(value, Mapping):
-                del into[known]
-        into[path] = origin
-        if isinstance(value, Mapping):
-            _record_origin(value, origin, into, path)
-
-
-def _read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} {path} must hold a mapping at the top, not {type(data).__name__}")
-    return data
-
-
 def _read_secrets(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     values: dict[str, str] = {}
     origins: dict[str, str] = {}
@@ -291,16 +266,7 @@ def load_secrets(secrets_path: Path | str | None = None, environ: Mapping[str, s
     try:
         return Secrets.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, {("secrets", k): v for k, v in origins.items()}, str(path))) from None
-
-
-def stage_and_customer_file(
-    stage: str | None, customer_path: Path | str | None, environ: Mapping[str, str]
-) -> tuple[str, Path | str | None]:
-    """The stage (argument, else ``ENV``, else local) and customer file (argument, else ``CFG_CUSTOMER_PATH``)."""
-    if customer_path is None and environ.get("CFG_CUSTOMER_PATH"):
-        customer_path = environ["CFG_CUSTOMER_PATH"]
-    return stage or environ.get("ENV") or "local", customer_path
+        raise ConfigError(describe_validation_error(exc, {("secrets", k): v for k, v in origins.items()}, str(path))) from None
 
 
 def load_settings(
@@ -328,62 +294,15 @@ def load_settings(
     )
 
 
-def check_stage(stage: str) -> None:
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage ENV={stage!r}; expected one of {', '.join(STAGES)}")
-
-
-def load_layered(
-    model: type[ModelT],
-    *,
-    defaults_path: Path,
-    stage: str,
-    customer_path: Path | str | None = None,
-    extra: Mapping[str, Any] | None = None,
-    extra_origins: Mapping[tuple[str, ...], str] | None = None,
-) -> ModelT:
-    """The seed's config rules for any service: the ``stage`` block of ``defaults_path``, the
-    customer file deep-merged over it, then ``model`` validates the result.
-
-    ``extra`` sets top-level keys after the merge (values that come from neither file, such as
-    the stage or the secrets), replacing whatever the files said there; ``extra_origins`` names
-    where its values came from. A failure raises ConfigError naming each wrong key path and the
-    file (and stage block) that set it.
-    """
-    check_stage(stage)
-    defaults = _read_yaml_mapping(defaults_path, "defaults file")
-    if not isinstance(defaults.get(stage), dict):
-        raise ConfigError(f"{defaults_path}: no block for stage {stage!r}")
-
-    origins: dict[tuple[str, ...], str] = {}
-    block_origin = f"{defaults_path} [{stage}]"
-    merged: dict[str, Any] = dict(defaults[stage])
-    _record_origin(merged, block_origin, origins)
-    if customer_path is not None:
-        customer = _read_yaml_mapping(Path(customer_path), "customer file")
-        merged = deep_merge(merged, customer)
-        _record_origin(customer, str(customer_path), origins)
-
-    for key, value in (extra or {}).items():
-        # A replaced key no longer carries anything a file set beneath it.
-        for known in [path for path in origins if path[0] == key]:
-            del origins[known]
-        merged[key] = value
-    origins.update(extra_origins or {})
-
-    try:
-        return model.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, origins, block_origin)) from None
-
-
-def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str], block_origin: str) -> str:
-    lines = [f"invalid configuration ({exc.error_count()} error(s)):"]
-    for error in exc.errors():
-        path = tuple(str(part) for part in error["loc"])
-        origin = next((origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origins), block_origin)
-        key = ".".join(path) or "(top level)"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        # Secrets are named, never echoed: the input of a failed secret stays out of the message.
-        lines.append(f"  {key}: {message} (set in {origin})")
-    return "\n".join(lines)
+__all__ = [
+    "STAGES",
+    "PROJECT_VERSION",
+    "ConfigError",
+    "Section",
+    "Settings",
+    "Stage",
+    "deep_merge",
+    "load_secrets",
+    "load_settings",
+    "stage_and_customer_file",
+]

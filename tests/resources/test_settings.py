@@ -14,7 +14,7 @@ local:
   edp: {base_url: "http://127.0.0.1:8001", timeout_seconds: 5, retries: 3}
   dagster: {host: 127.0.0.1, port: 3000, home: .local/dagster}
   portal: {local_key_file: .local/portal_token.key}
-  edge: {gateway_image: "example/gateway:1"}
+  edge: {registry: "registry.example.com/ems"}
   pipeline: {sensors_running: true}
   standins:
     aws: {enabled: true}
@@ -27,7 +27,7 @@ beta:
   email: {sender: a@example.com}
   edp: {base_url: "https://edp.example.com", timeout_seconds: 5, retries: 3}
   dagster: {host: 0.0.0.0, port: 3000, home: /opt/dagster}
-  edge: {gateway_image: "example/gateway:1"}
+  edge: {registry: "registry.example.com/ems"}
   pipeline: {sensors_running: false}
   standins:
     aws: {enabled: false}

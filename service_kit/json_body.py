@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from api.problems import Problem
+from service_kit.problems import Problem
 from contracts.field_errors import field_errors
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
