@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+from dagster import ConfigurableIOManagerFactory, ConfigurableResource, InitResourceContext, IOManagerDefinition, ResourceDefinition
 from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
 from resources.artifacts import ArtifactBucketResource
@@ -19,7 +21,46 @@ from resources.settings import PROJECT_VERSION, STANDIN_AWS_KEY, Settings
 IO_PREFIX = "dagster-io"
 
 
+def bound_to_settings(resource: ConfigurableResource) -> ResourceDefinition:
+    """``resource`` as the settings built it, with an empty config schema.
+
+    A Pythonic resource's fields are launch-time config: the launchpad could send a run with
+    another ``portal.public_url`` (mailing the real token to another host) or another EDP URL.
+    With no schema, such run config is refused ("unexpected config entry") before the run starts.
+    """
+
+    def resource_fn(context: InitResourceContext) -> Iterator[ConfigurableResource]:
+        # A copy per initialisation: sensors and runs set resources up concurrently, and
+        # setup_for_execution keeps per-use state (platform_db's engine) on the instance.
+        instance = resource.model_copy()
+        instance.setup_for_execution(context)
+        try:
+            yield instance
+        finally:
+            instance.teardown_after_execution(context)
+
+    return ResourceDefinition(resource_fn=resource_fn, config_schema={}, description=type(resource).__doc__)
+
+
+def io_manager_bound_to_settings(factory: ConfigurableIOManagerFactory) -> IOManagerDefinition:
+    """The IO manager ``factory`` makes, with an empty config schema (see ``bound_to_settings``)."""
+    return IOManagerDefinition(
+        resource_fn=factory.create_io_manager, config_schema={}, description=type(factory).__doc__
+    )
+
+
 def build_resources(settings: Settings) -> dict[str, Any]:
+    """Every resource of the pipeline, fixed by the settings: a run cannot override any of them."""
+    configurable = configurable_resources(settings)
+    io_manager = configurable.pop("io_manager")
+    assert isinstance(io_manager, ConfigurableIOManagerFactory)
+    return {
+        **{name: bound_to_settings(resource) for name, resource in configurable.items()},
+        "io_manager": io_manager_bound_to_settings(io_manager),
+    }
+
+
+def configurable_resources(settings: Settings) -> dict[str, ConfigurableResource | ConfigurableIOManagerFactory]:
     # Only the embedded stand-in gets explicit (placeholder) keys: real keys would show in the
     # Dagster UI, so beta takes them from the environment or the instance/task role.
     standin_keys: dict[str, str] = (
