@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 TEST_TOOLS := xorriso:xorriso cloud-init:cloud-init ip:iproute2 dockerd:docker.io debootstrap:debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test venv test-tools e2e images
+.PHONY: run test venv test-tools e2e e2e-docker images
 
 venv: $(STAMP)
 
@@ -44,3 +44,8 @@ images: venv
 # The delivered stack's scenarios on their own (root: each run gets its own network namespace).
 e2e: venv test-tools
 	$(SUDO) $(PY) -m e2e
+
+# The same scenarios on the delivered containers: docker compose of each bundle (a Docker engine and
+# the images of `make images`; no root, nothing pulled).
+e2e-docker: venv
+	$(PY) -m e2e --docker

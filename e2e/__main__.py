@@ -1,14 +1,24 @@
-"""``python -m e2e``: the delivered edge stack's e2e scenarios, without Docker.
+"""``python -m e2e``: the delivered edge stack's e2e scenarios.
 
 By default both delivery paths produce their bundles from the example orders (cloud: S3 and the
 UserData fetch; on-prem: the seed ISO's user-data) and the scenarios fixtures, bare and
 commissioning run on them; ``--bundle-dir`` runs the fitting scenarios on a bundle as given.
-Needs root and iproute2: every run lives in a network namespace of its own.
+
+Two stacks run them, chosen explicitly rather than by probing for an engine, so that one command
+always tests the same thing and a broken engine fails instead of silently falling back:
+
+- default: the gateway and the fixtures as processes of this tree, in a network namespace of their
+  own per run (``e2e.stack``); needs root and iproute2, no Docker;
+- ``--docker``: the delivered containers, ``docker compose --profile fixtures up`` of each bundle
+  (``e2e.container_stack``); needs a Docker engine and the images ``make images`` built, which are
+  tagged for the run with the names the bundles give them (beta: ``ghcr.io/example/...``).
+  Nothing is pulled.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -23,6 +33,8 @@ from e2e.netns import NamespaceError, require_root_and_iproute2
 
 if TYPE_CHECKING:
     from e2e.bundle import Bundle, DeliveryPath
+    from e2e.container_stack import DeliveredImages
+    from e2e.runner import StackFactory
     from e2e.scenarios import ScenarioResult
 
 DELIVERY_PATHS: tuple[DeliveryPath, ...] = ("cloud", "onprem")
@@ -33,7 +45,8 @@ DEFAULT_SCENARIOS = ("fixtures", "bare", "commissioning")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m e2e",
-        description="The delivered edge stack's e2e scenarios (ENV=beta), run without Docker in a network namespace.",
+        description="The delivered edge stack's e2e scenarios (ENV=beta): as processes in a network namespace,"
+        " or with --docker as the delivered containers.",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--path", choices=[*DELIVERY_PATHS, "all"], default="all", help="delivery path(s) to follow")
@@ -44,6 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--fault", action="store_true", help="also run the fault scenario (a fixture killed mid-run)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (bundles, logs) after the run")
+    parser.add_argument(
+        "--docker", action="store_true",
+        help="run the delivered containers (docker compose --profile fixtures up of each bundle) instead of processes",
+    )
     return parser.parse_args(argv)
 
 
@@ -59,6 +76,25 @@ def _announce(bundle: Bundle, scenarios: Sequence[str]) -> None:
     print(f"bundle: {bundle.origin}: {', '.join(scenarios) or 'no fitting scenario'}", flush=True)
 
 
+def _container_stacks(bundle_dir: Path | None, images: DeliveredImages) -> StackFactory:
+    """Compose stacks of the bundles, their images named as the bundles name them."""
+    from functools import partial
+
+    from e2e.bundle import edge_images, existing_bundle
+    from e2e.container_stack import ContainerStack, compose_command, require_engine, service_images
+
+    require_engine()
+    compose = compose_command()
+    if bundle_dir is not None:
+        names = service_images(existing_bundle(bundle_dir).compose())
+    else:
+        names = [edge_images().gateway, edge_images().fixtures]
+    for name in images.point(names):
+        print(f"image: {name} = {images.source_of(name)} (this tree's build)", flush=True)
+    print(f"stack: containers, {' '.join(compose)} per bundle", flush=True)
+    return partial(ContainerStack, compose=compose)
+
+
 def _terminate(signum: int, _frame: FrameType | None) -> None:
     # Turn SIGTERM into an exception, so the stacks' clean-up runs.
     raise KeyboardInterrupt(f"signal {signum}")
@@ -69,30 +105,41 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = list(args.scenarios or DEFAULT_SCENARIOS)
     if args.fault and "fault" not in scenarios:
         scenarios.append("fault")
-    try:
-        require_root_and_iproute2()
-    except NamespaceError as exc:
-        print(f"e2e: {exc}", file=sys.stderr)
-        return 2
+    if not args.docker:
+        try:
+            require_root_and_iproute2()
+        except NamespaceError as exc:
+            print(f"e2e: {exc}", file=sys.stderr)
+            return 2
+    from delivery.edge_bundle import EdgeImages
     from e2e.bundle import BundleError, existing_bundle
     from e2e.compose import ComposeError
+    from e2e.container_stack import DeliveredImages
     from e2e.runner import bundle_kind, run_bundle, run_delivery_path, scenarios_for
-    from e2e.stack import StackError
+    from e2e.stack import Stack, StackError
+    from resources.settings import PROJECT_VERSION
 
     signal.signal(signal.SIGTERM, _terminate)
+    # The cloud path runs boto3 against moto's server on loopback: nothing may ask for EC2 instance metadata.
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     workdir = Path(tempfile.mkdtemp(prefix="ems-e2e-"))
     results: list[ScenarioResult] = []
+    # What `make images` tags on this machine: the images the containers run.
+    built = EdgeImages.release("", PROJECT_VERSION)
+    images = DeliveredImages([built.gateway, built.fixtures])
     try:
-        if args.bundle_dir is not None:
-            bundle = existing_bundle(args.bundle_dir)
-            names = scenarios_for(bundle_kind(bundle), scenarios)
-            _announce(bundle, names)
-            if names:
-                results = run_bundle(bundle, names, workdir / "run", _report)
-        else:
-            paths: tuple[DeliveryPath, ...] = DELIVERY_PATHS if args.path == "all" else (args.path,)
-            for path in paths:
-                results += run_delivery_path(path, scenarios, workdir / path, _report, _announce)
+        with images:
+            stacks: StackFactory = _container_stacks(args.bundle_dir, images) if args.docker else Stack
+            if args.bundle_dir is not None:
+                bundle = existing_bundle(args.bundle_dir)
+                names = scenarios_for(bundle_kind(bundle), scenarios)
+                _announce(bundle, names)
+                if names:
+                    results = run_bundle(bundle, names, workdir / "run", _report, stacks)
+            else:
+                paths: tuple[DeliveryPath, ...] = DELIVERY_PATHS if args.path == "all" else (args.path,)
+                for path in paths:
+                    results += run_delivery_path(path, scenarios, workdir / path, _report, _announce, stacks)
     except (BundleError, ComposeError, NamespaceError, StackError) as exc:
         print(f"e2e: {exc}", file=sys.stderr)
         for log in sorted(workdir.rglob("logs/*.log")):

@@ -1,8 +1,9 @@
-"""The e2e scenarios of the delivered stack (ENV=beta), run against a started ``Stack``.
+"""The e2e scenarios of the delivered stack (ENV=beta), run against a started ``EdgeStack``.
 
 | scenario      | DTM                                 | expected                                              |
 | ------------- | ----------------------------------- | ----------------------------------------------------- |
-| fixtures      | industrial-fixtures.json            | measurements > 0 within 30 s of the gateway's start   |
+| fixtures      | industrial-fixtures.json            | measurements > 0, of every device, within 30 s of the |
+|               |                                     | gateway's start                                       |
 | bare          | customer-shape DTM (no connections) | 0 measurements after a few poll intervals, GET        |
 |               |                                     | /topology equals the DTM, 0 connection attempts       |
 | commissioning | bare, then POST /topology           | measurements > 0 after the POST                       |
@@ -10,18 +11,25 @@
 |               |                                     | health says failing; restarted: it recovers           |
 
 Each scenario returns a ``ScenarioResult`` with its verdict, its timing and what it observed; a
-failed one carries the tail of the gateway's log.
+failed one carries the tail of the gateway's log. A stack is anything with ``EdgeStack``'s
+members: ``e2e.stack.Stack`` (processes in a network namespace) or
+``e2e.container_stack.ContainerStack`` (the bundle's compose file on a Docker engine).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from contracts.dtm import DeviceTopologyModel
-from e2e.stack import Stack, StackError
+from e2e.bundle import Bundle
+from e2e.compose import FixtureCommand
+from e2e.stack import StackError
+
+if TYPE_CHECKING:
+    from edge_gateway.settings import GatewaySettings
 
 FIXTURES_DEADLINE_SECONDS = 30.0
 COMMISSIONING_DEADLINE_SECONDS = 30.0
@@ -49,6 +57,42 @@ class ScenarioFailed(AssertionError):
     pass
 
 
+class EdgeStack(Protocol):
+    """What the scenarios use of a started stack; its methods raise ``StackError`` when it cannot answer."""
+
+    @property
+    def bundle(self) -> Bundle: ...
+
+    @property
+    def settings(self) -> GatewaySettings: ...
+
+    @property
+    def fixture_commands(self) -> Mapping[str, FixtureCommand]:
+        """Per fixture hostname (a compose service name), what it simulates; in compose file order."""
+        ...
+
+    @property
+    def gateway_started_at(self) -> float:
+        """``time.monotonic()`` when the gateway process started."""
+        ...
+
+    def wait_ready(self) -> float: ...
+
+    def measurements(self) -> dict[str, Any]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def topology(self) -> DeviceTopologyModel: ...
+
+    def post_topology(self, topology: DeviceTopologyModel) -> tuple[int, Any]: ...
+
+    def kill_fixture(self, hostname: str) -> None: ...
+
+    def start_fixture(self, hostname: str) -> object: ...
+
+    def gateway_log(self) -> str: ...
+
+
 def _wait_for(condition: Callable[[], Any], deadline: float, what: str) -> Any:
     """Poll ``condition`` until it returns something truthy; ScenarioFailed at ``deadline`` (monotonic)."""
     while True:
@@ -60,7 +104,7 @@ def _wait_for(condition: Callable[[], Any], deadline: float, what: str) -> Any:
         time.sleep(POLL_SECONDS)
 
 
-def _run(name: str, stack: Stack, body: Callable[[dict[str, Any]], tuple[float, str]]) -> ScenarioResult:
+def _run(name: str, stack: EdgeStack, body: Callable[[dict[str, Any]], tuple[float, str]]) -> ScenarioResult:
     observations: dict[str, Any] = {}
     started = time.monotonic()
     try:
@@ -74,16 +118,21 @@ def _run(name: str, stack: Stack, body: Callable[[dict[str, Any]], tuple[float, 
     return result
 
 
-def _measurement_count(stack: Stack) -> int:
+def _measurement_count(stack: EdgeStack) -> int:
     return int(stack.measurements()["count"])
 
 
-def fixtures(stack: Stack, deadline_seconds: float = FIXTURES_DEADLINE_SECONDS) -> ScenarioResult:
-    """Measurements > 0 within ``deadline_seconds`` of the gateway's start; timed from that start."""
+def fixtures(stack: EdgeStack, deadline_seconds: float = FIXTURES_DEADLINE_SECONDS) -> ScenarioResult:
+    """Measurements > 0, and of every connected device, within ``deadline_seconds`` of the gateway's start.
+
+    Timed from that start. Nothing orders the gateway after the fixtures (compose starts them
+    together): a fixture that is not listening yet fails the gateway's first poll and is retried
+    with backoff, so "every device" gets the same deadline as "a measurement".
+    """
 
     def body(seen: dict[str, Any]) -> tuple[float, str]:
-        assert stack.gateway is not None
-        started = stack.gateway.started_at
+        started = stack.gateway_started_at
+        expected = sorted(device.id for device in stack.bundle.dtm().devices if device.connection is not None)
         seen["ready_after_s"] = round(stack.wait_ready(), 2)
         count = _wait_for(
             lambda: _measurement_count(stack), started + deadline_seconds,
@@ -92,13 +141,26 @@ def fixtures(stack: Stack, deadline_seconds: float = FIXTURES_DEADLINE_SECONDS) 
         elapsed = time.monotonic() - started
         seen["measurements"] = count
         seen["first_measurement_after_s"] = round(elapsed, 2)
-        seen["devices_measured"] = sorted(stack.measurements()["latest"])
-        return elapsed, f"{count} measurement(s), the first {elapsed:.1f} s after the gateway started"
+
+        def every_device_measured() -> list[str]:
+            seen["devices_measured"] = sorted(stack.measurements()["latest"])
+            return seen["devices_measured"] if set(expected) <= set(seen["devices_measured"]) else []
+
+        _wait_for(
+            every_device_measured, started + deadline_seconds,
+            f"not every device ({', '.join(expected)}) was measured"
+            f" within {deadline_seconds:.0f} s of the gateway's start",
+        )
+        seen["every_device_after_s"] = round(time.monotonic() - started, 2)
+        return elapsed, (
+            f"{count} measurement(s), the first {elapsed:.1f} s after the gateway started;"
+            f" all {len(expected)} devices by {seen['every_device_after_s']:.1f} s"
+        )
 
     return _run("fixtures", stack, body)
 
 
-def bare(stack: Stack) -> ScenarioResult:
+def bare(stack: EdgeStack) -> ScenarioResult:
     """A customer-shape DTM: the gateway serves it and stays quiet."""
 
     def body(seen: dict[str, Any]) -> tuple[float, str]:
@@ -134,15 +196,14 @@ def bare(stack: Stack) -> ScenarioResult:
     return _run("bare", stack, body)
 
 
-def commissioned_topology(stack: Stack) -> tuple[DeviceTopologyModel, str, str]:
+def commissioned_topology(stack: EdgeStack) -> tuple[DeviceTopologyModel, str, str]:
     """The bare DTM with its first device that a fixture can play connected to that fixture."""
     dtm = stack.bundle.dtm()
     for index, device in enumerate(dtm.devices):
-        for hostname, fixture in stack.fixtures.items():
-            if fixture.command.device_type == device.type:
+        for hostname, command in stack.fixture_commands.items():
+            if command.device_type == device.type:
                 connection = {
-                    "protocol": "modbus_tcp", "host": hostname, "port": fixture.command.port,
-                    "unit_id": fixture.command.unit_id,
+                    "protocol": "modbus_tcp", "host": hostname, "port": command.port, "unit_id": command.unit_id,
                 }
                 data = dtm.model_dump(mode="json")
                 data["devices"][index]["connection"] = connection
@@ -150,7 +211,7 @@ def commissioned_topology(stack: Stack) -> tuple[DeviceTopologyModel, str, str]:
     raise StackError("no device of the DTM has a fixture of its type")
 
 
-def commissioning(stack: Stack, deadline_seconds: float = COMMISSIONING_DEADLINE_SECONDS) -> ScenarioResult:
+def commissioning(stack: EdgeStack, deadline_seconds: float = COMMISSIONING_DEADLINE_SECONDS) -> ScenarioResult:
     """POST /topology with a real connection; measurements > 0 after it, timed from the POST."""
 
     def body(seen: dict[str, Any]) -> tuple[float, str]:
@@ -183,13 +244,13 @@ def commissioning(stack: Stack, deadline_seconds: float = COMMISSIONING_DEADLINE
     return _run("commissioning", stack, body)
 
 
-def _latest_at(stack: Stack) -> dict[str, str]:
+def _latest_at(stack: EdgeStack) -> dict[str, str]:
     """Per device, the newest reading's timestamp."""
     latest = stack.measurements()["latest"]
     return {device: max(point["at"] for point in points.values()) for device, points in latest.items() if points}
 
 
-def fault(stack: Stack, victim: str | None = None, recovery_seconds: float = 90.0) -> ScenarioResult:
+def fault(stack: EdgeStack, victim: str | None = None, recovery_seconds: float = 90.0) -> ScenarioResult:
     """Kill one fixture mid-run: the others keep measuring, it shows failing; restarted, it recovers."""
 
     def body(seen: dict[str, Any]) -> tuple[float, str]:
@@ -197,7 +258,7 @@ def fault(stack: Stack, victim: str | None = None, recovery_seconds: float = 90.
         stack.wait_ready()
         dtm = stack.bundle.dtm()
         by_host = {device.connection.host: device.id for device in dtm.devices if device.connection}
-        hostname = victim or list(stack.fixtures)[-1]
+        hostname = victim or list(stack.fixture_commands)[-1]
         dead_device = by_host[hostname]
         others = sorted(device for host, device in by_host.items() if host != hostname)
         _wait_for(lambda: set(by_host.values()) <= set(_latest_at(stack)), started + FIXTURES_DEADLINE_SECONDS,
@@ -255,7 +316,7 @@ def fault(stack: Stack, victim: str | None = None, recovery_seconds: float = 90.
     return _run("fault", stack, body)
 
 
-SCENARIOS: dict[str, Callable[[Stack], ScenarioResult]] = {
+SCENARIOS: dict[str, Callable[[EdgeStack], ScenarioResult]] = {
     "fixtures": fixtures,
     "bare": bare,
     "commissioning": commissioning,

