@@ -11,12 +11,11 @@ ARG PYTHON_BASE_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_BASE_IMAGE} AS install
 COPY wheelhouse /wheels
-# The platform's own wheel brings its dependency list and is removed again: the code runs from the
-# source tree in /opt/platform, where the settings loader finds cfg.defaults.yml beside it.
+# The dependencies only (pyproject.toml's, written there by deploy/images/build.sh): the code runs
+# from the source tree in /opt/platform, where the settings loader finds cfg.defaults.yml beside it.
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-index --find-links /wheels --no-cache-dir --disable-pip-version-check \
-        platform-api \
-    && /opt/venv/bin/pip uninstall --yes --disable-pip-version-check platform-api
+        -r /wheels/platform-requirements.txt
 
 FROM ${PYTHON_BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \

@@ -72,9 +72,15 @@ if [ "$BASE_IMAGES" = local ]; then
 fi
 
 stage "wheelhouse (pip wheel on this host)"
+mkdir -p wheelhouse
+# The platform's dependencies as a requirements file: the project's own code is copied as source,
+# and the wheelhouse holds only what is downloaded, so its bytes (and the image layers installed
+# from it) stay the same from build to build until a dependency changes.
+"$PYTHON" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+  >wheelhouse/platform-requirements.txt
 "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir wheelhouse \
-  . -r edge_gateway/requirements.txt -r industrial_fixtures/requirements.txt >build/wheelhouse.log 2>&1 \
-  || { tail -30 build/wheelhouse.log >&2; exit 1; }
+  -r wheelhouse/platform-requirements.txt -r edge_gateway/requirements.txt -r industrial_fixtures/requirements.txt \
+  >build/wheelhouse.log 2>&1 || { tail -30 build/wheelhouse.log >&2; exit 1; }
 stage_done
 
 PLATFORM_IMAGE=platform-api:$VERSION
