@@ -8,14 +8,14 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contracts.dtm import DeviceTopologyModel
-from contracts.edp import EdpJob
+from contracts.edp import EdpArtifact, EdpJob
 from delivery.artifact_store import ArtifactStore, StoredObject, order_key, sha256_hex
+from delivery.edp_artifact_policy import DTM_NAME, ByteLimit, EdpArtifactError, EdpArtifactPolicy
 
-DTM_NAME = "dtm.json"
+# The artifact and the most bytes it may have -> its bytes (EdpArtifactDownloader.download).
+Download = Callable[[EdpArtifact, ByteLimit], bytes]
 
-
-class EdpArtifactError(RuntimeError):
-    """EDP delivered something the pipeline cannot build from; the message says what."""
+__all__ = ["DTM_NAME", "Download", "EdpArtifactError", "EdpArtifacts", "parse_dtm", "take_over_edp_artifacts"]
 
 
 class EdpArtifacts(BaseModel):
@@ -43,17 +43,31 @@ def parse_dtm(data: bytes) -> DeviceTopologyModel:
 
 
 def take_over_edp_artifacts(
-    *, cfg_id: str, job_id: str, job: EdpJob, download: Callable[[str], bytes], store: ArtifactStore
+    *,
+    cfg_id: str,
+    job_id: str,
+    job: EdpJob,
+    policy: EdpArtifactPolicy,
+    download: Download,
+    store: ArtifactStore,
 ) -> EdpArtifacts:
-    """Copy every artifact of a complete job into ``orders/<cfg_id>/edp/`` with its sha256."""
+    """Copy every artifact of a complete job into ``orders/<cfg_id>/edp/`` with its sha256, under ``policy``."""
     if job.status != "complete":
         raise EdpArtifactError(f"EDP job {job_id} is {job.status}, not complete")
     names = [artifact.name for artifact in job.edp_artifacts]
     if DTM_NAME not in names:
         raise EdpArtifactError(f"EDP job {job_id} delivered no {DTM_NAME} (artifacts: {', '.join(names) or 'none'})")
+    # The whole list first: a job the policy refuses leaves nothing fetched and nothing stored.
+    policy.check_listing(job_id, job.edp_artifacts)
     objects: list[StoredObject] = []
+    job_bytes = 0
     for artifact in job.edp_artifacts:
-        data = download(artifact.url)
+        limit = policy.byte_limit(artifact.name, job_bytes)
+        data = download(artifact, limit)
+        # The downloader stops at the limit already; this holds for any download function.
+        if len(data) > limit.max_bytes:
+            raise limit.refusal(artifact.name)
+        job_bytes += len(data)
         if artifact.sha256 is not None and sha256_hex(data) != artifact.sha256:
             raise EdpArtifactError(f"EDP artifact {artifact.name}: sha256 does not match what EDP announced")
         if artifact.name == DTM_NAME:

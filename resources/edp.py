@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from dagster import ConfigurableResource
-from pydantic import Field
-from requests import Session
+from pydantic import BaseModel, Field, ValidationError
+from requests import RequestException, Response, Session
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.edp import EdpJob, EdpJobAccepted
+from delivery.edp_artifact_policy import EdpArtifactDownloader, EdpArtifactPolicy, readable_reason
+
+# Enough of a malformed answer's field errors to see what is wrong with it.
+MAX_FIELD_ERRORS = 5
+
+Answer = TypeVar("Answer", bound=BaseModel)
 
 
 class EdpError(RuntimeError):
-    """EDP answered something the pipeline cannot use."""
+    """EDP answered something the pipeline cannot use.
+
+    Never with EDP's response body: the message becomes the order's ``last_error``, which
+    ``GET /orders/{cfg_id}`` returns, and a body may hold anything.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(readable_reason(reason))
+
+
+def _answer(model: type[Answer], response: Response, what: str) -> Answer:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        # Field paths and messages only: pydantic's own text would quote the body back.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(body)'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)[:MAX_FIELD_ERRORS]
+        )
+        raise EdpError(f"{what}: the answer is not what the EDP API promises ({problems})") from None
 
 
 class EdpClient:
@@ -37,33 +64,61 @@ class EdpClient:
         self.session.mount("https://", HTTPAdapter(max_retries=retry))
 
     def submit_job(self, payload: ConfiguratorPayload, idempotency_key: str) -> EdpJobAccepted:
-        response = self.session.post(
-            f"{self.base_url}/edp-api/jobs",
-            data=payload.model_dump_json(),
-            headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key},
-            timeout=self.timeout,
-        )
+        try:
+            response = self.session.post(
+                f"{self.base_url}/edp-api/jobs",
+                data=payload.model_dump_json(),
+                headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key},
+                timeout=self.timeout,
+            )
+        except RequestException as exc:
+            # requests' text names the URL; the kind of failure is what an operator acts on.
+            raise EdpError(f"EDP did not take the job: {type(exc).__name__}") from None
         if response.status_code not in (200, 201, 202):
-            raise EdpError(f"EDP refused the job: HTTP {response.status_code}: {response.text[:500]}")
-        return EdpJobAccepted.model_validate_json(response.content)
+            raise EdpError(f"EDP refused the job: HTTP {response.status_code}")
+        return _answer(EdpJobAccepted, response, "EDP accepted the job")
 
     def get_job(self, job_id: str) -> EdpJob:
-        response = self.session.get(f"{self.base_url}/edp-api/jobs/{job_id}", timeout=self.timeout)
+        try:
+            response = self.session.get(f"{self.base_url}/edp-api/jobs/{job_id}", timeout=self.timeout)
+        except RequestException as exc:
+            raise EdpError(f"EDP job {job_id}: {type(exc).__name__}") from None
         if response.status_code != 200:
-            raise EdpError(f"EDP job {job_id}: HTTP {response.status_code}: {response.text[:500]}")
-        return EdpJob.model_validate_json(response.content)
-
-    def download(self, url: str) -> bytes:
-        response = self.session.get(url, timeout=self.timeout)
-        if response.status_code != 200:
-            raise EdpError(f"EDP artifact {url}: HTTP {response.status_code}")
-        return response.content
+            raise EdpError(f"EDP job {job_id}: HTTP {response.status_code}")
+        return _answer(EdpJob, response, f"EDP job {job_id}")
 
 
 class EdpResource(ConfigurableResource):
     base_url: str = Field(description="Base URL of the EDP API (before /edp-api).")
     timeout_seconds: float = Field(description="Connect and read timeout of one request.")
     retries: int = Field(description="Retries with backoff for failed requests.")
+    # The artifact policy (delivery.edp_artifact_policy); settings edp.* describe each.
+    artifact_hosts: list[str] = Field(description="Hosts besides EDP's own that artifact URLs may name.")
+    allow_private_artifact_hosts: bool = Field(description="Artifact hosts may resolve to non-public addresses.")
+    max_artifacts: int = Field(description="Most artifacts one job may list.")
+    max_artifact_bytes: int = Field(description="Largest artifact.")
+    max_dtm_bytes: int = Field(description="Largest dtm.json.")
+    max_job_bytes: int = Field(description="Most bytes of one job's artifacts together.")
+    max_artifact_redirects: int = Field(description="Most redirects one artifact download follows.")
+    download_deadline_seconds: float = Field(description="Longest one artifact download may take.")
 
     def get_client(self) -> EdpClient:
         return EdpClient(self.base_url, self.timeout_seconds, self.retries)
+
+    def artifact_policy(self) -> EdpArtifactPolicy:
+        return EdpArtifactPolicy(
+            edp_base_url=self.base_url,
+            artifact_hosts=tuple(self.artifact_hosts),
+            allow_private_hosts=self.allow_private_artifact_hosts,
+            max_artifacts=self.max_artifacts,
+            max_artifact_bytes=self.max_artifact_bytes,
+            max_dtm_bytes=self.max_dtm_bytes,
+            max_job_bytes=self.max_job_bytes,
+            max_redirects=self.max_artifact_redirects,
+            download_deadline_seconds=self.download_deadline_seconds,
+            timeout_seconds=self.timeout_seconds,
+            retries=self.retries,
+        )
+
+    def artifact_downloader(self) -> EdpArtifactDownloader:
+        return EdpArtifactDownloader(self.artifact_policy())

@@ -7,6 +7,7 @@ import time
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason
 
 from contracts.orders import OrderStatus
+from delivery.edp_artifact_policy import readable_reason
 from platform_assets.partitions import AFTER_EDP
 from resources.edp import EdpClient, EdpError, EdpResource
 from resources.platform_db import PlatformDbResource
@@ -45,7 +46,9 @@ def edp_sensor_tick(
                 )
             )
         elif job.status == "failed":
-            reason = f"EDP job {order.edp_job_id} failed: {job.error or 'no reason given'}"
+            # EDP's own reason, as the order's last_error: without URLs' queries (presigned
+            # credentials) or control characters, and capped, since GET /orders returns it.
+            reason = readable_reason(f"EDP job {order.edp_job_id} failed: {job.error or 'no reason given'}")
             platform_db.orders.set_status(order.cfg_id, OrderStatus.FAILED, error=reason)
             context.log.warning(f"order {order.cfg_id}: {reason}")
     if not requests:

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +189,51 @@ def run_together(workers: int, action: Callable[[int], Any]) -> list[Any]:
 def race() -> Callable[[int, Callable[[int], Any]], list[Any]]:
     """Race ``workers`` calls against each other, as concurrent API requests or Dagster runs would."""
     return run_together
+
+
+@dataclass
+class ScriptedEdp:
+    """An EDP whose answers the test writes: what a broken or hostile EDP might send.
+
+    ``POST /edp-api/jobs`` accepts every order as ``job_id``; ``GET /edp-api/jobs/{job_id}``
+    answers ``job_answer``; ``GET /files/<name>`` answers ``files[name]`` (status, headers, body).
+    """
+
+    base_url: str
+    job_id: str = "job-1"
+    job_answer: tuple[int, bytes] = (200, b'{"status": "queued"}')
+    files: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
+
+
+@pytest.fixture
+def scripted_edp() -> Iterator[ScriptedEdp]:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    edp = ScriptedEdp(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}")
+
+    async def create_job(request: Request) -> Response:
+        return JSONResponse({"job_id": edp.job_id, "edp_artifact_urls": []}, status_code=202)
+
+    async def get_job(request: Request) -> Response:
+        status_code, body = edp.job_answer
+        return Response(body, status_code=status_code, media_type="application/json")
+
+    async def get_file(request: Request) -> Response:
+        status_code, headers, body = edp.files.get(request.path_params["name"], (404, {}, b"unknown"))
+        return Response(body, status_code=status_code, headers=headers)
+
+    app = Starlette(
+        routes=[
+            Route("/edp-api/jobs", create_job, methods=["POST"]),
+            Route("/edp-api/jobs/{job_id}", get_job, methods=["GET"]),
+            Route("/files/{name}", get_file, methods=["GET"]),
+        ]
+    )
+    running = serve_in_thread(app, sock, edp.base_url)
+    yield edp
+    running.stop()

@@ -2,17 +2,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from contracts.edp import EdpJob
+from contracts.edp import EdpArtifact, EdpJob
 from delivery.artifact_store import ArtifactStore, StoredObject
+from delivery.edp_artifact_policy import ByteLimit, EdpArtifactDownloader, EdpArtifactPolicy
 from delivery.edp_intake import EdpArtifactError, take_over_edp_artifacts
+from tests.delivery.conftest import QUERY, QUERY_SECRETS, ArtifactServer, artifact_policy
 
 CFG_ID = "0b7c3f2e-1c9a-4d7e-9a51-6f1f2b3c4d5e"
 JOB_ID = "job-42"
-BASE = "http://edp.example.com/edp-api/jobs/job-42/artifacts"
+EDP = "http://edp.example.com"
+BASE = f"{EDP}/edp-api/jobs/job-42/artifacts"
+# Generous caps: the tests of the caps set their own.
+POLICY = artifact_policy(EDP, max_artifact_bytes=10_000, max_dtm_bytes=10_000, max_job_bytes=100_000)
 
 DTM: dict[str, Any] = {
     "schema_version": 1,
@@ -38,23 +44,27 @@ def sha(data: bytes) -> str:
 
 
 class FakeDownloads:
-    """EDP's artifact URLs served from a dict; remembers what was fetched."""
+    """EDP's artifact URLs served from a dict, whatever the limit; remembers what was fetched."""
 
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = {f"{BASE}/{name}": data for name, data in files.items()}
         self.fetched: list[str] = []
+        self.limits: list[ByteLimit] = []
 
-    def __call__(self, url: str) -> bytes:
-        self.fetched.append(url)
-        return self.files[url]
+    def __call__(self, artifact: EdpArtifact, limit: ByteLimit) -> bytes:
+        self.fetched.append(artifact.url)
+        self.limits.append(limit)
+        return self.files[artifact.url]
 
 
-def job_for(files: dict[str, bytes], *, status: str = "complete", with_sha: bool = True, **extra: Any) -> EdpJob:
+def job_for(
+    files: dict[str, bytes], *, status: str = "complete", with_sha: bool = True, base: str = BASE, **extra: Any
+) -> EdpJob:
     return EdpJob.model_validate(
         {
             "status": status,
             "edp_artifacts": [
-                {"name": name, "url": f"{BASE}/{name}", **({"sha256": sha(data)} if with_sha else {})}
+                {"name": name, "url": f"{base}/{name}", **({"sha256": sha(data)} if with_sha else {})}
                 for name, data in files.items()
             ],
             **extra,
@@ -62,8 +72,18 @@ def job_for(files: dict[str, bytes], *, status: str = "complete", with_sha: bool
     )
 
 
-def take_over(job: EdpJob, downloads: FakeDownloads, store: ArtifactStore) -> Any:
-    return take_over_edp_artifacts(cfg_id=CFG_ID, job_id=JOB_ID, job=job, download=downloads, store=store)
+def take_over(
+    job: EdpJob, downloads: Callable[[EdpArtifact, ByteLimit], bytes], store: ArtifactStore, policy: EdpArtifactPolicy = POLICY
+) -> Any:
+    return take_over_edp_artifacts(cfg_id=CFG_ID, job_id=JOB_ID, job=job, policy=policy, download=downloads, store=store)
+
+
+def assert_readable(error: pytest.ExceptionInfo[EdpArtifactError], *expected: str) -> None:
+    message = str(error.value)
+    for part in expected:
+        assert part in message, message
+    for secret in QUERY_SECRETS:
+        assert secret not in message, message
 
 
 @pytest.mark.slow
@@ -194,3 +214,101 @@ def test_dtm_with_duplicate_device_ids_is_refused(store: ArtifactStore) -> None:
 
     with pytest.raises(EdpArtifactError, match="unique"):
         take_over(job_for(files), FakeDownloads(files), store)
+
+
+# --- the artifact policy, applied to a job ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_too_many_artifacts_are_refused_before_any_is_fetched(store: ArtifactStore) -> None:
+    files = {"dtm.json": dtm_bytes(), **{f"part-{n}.bin": b"x" for n in range(4)}}
+    downloads = FakeDownloads(files)
+
+    with pytest.raises(EdpArtifactError) as caught:
+        take_over(job_for(files), downloads, store, artifact_policy(EDP, max_artifacts=4))
+
+    assert_readable(caught, JOB_ID, "5 artifacts", "edp.max_artifacts")
+    assert downloads.fetched == []
+    assert store.keys(f"orders/{CFG_ID}/") == []
+
+
+@pytest.mark.slow
+def test_one_foreign_url_refuses_the_job_before_anything_is_fetched(store: ArtifactStore) -> None:
+    files = {"dtm.json": dtm_bytes(), "notes.txt": b"notes"}
+    job = EdpJob.model_validate(
+        {
+            "status": "complete",
+            "edp_artifacts": [
+                {"name": "dtm.json", "url": f"{BASE}/dtm.json{QUERY}"},
+                {"name": "notes.txt", "url": f"http://127.0.0.1:5000/platform-artifacts-local/secret{QUERY}"},
+            ],
+        }
+    )
+    downloads = FakeDownloads(files)
+
+    with pytest.raises(EdpArtifactError) as caught:
+        take_over(job, downloads, store)
+
+    assert_readable(caught, "notes.txt", "127.0.0.1:5000", "edp.artifact_hosts")
+    assert downloads.fetched == []
+    assert store.keys(f"orders/{CFG_ID}/") == []
+
+
+@pytest.mark.slow
+def test_the_job_total_bounds_each_next_artifact(store: ArtifactStore) -> None:
+    files = {"dtm.json": dtm_bytes(), "a.bin": b"a" * 600, "b.bin": b"b" * 600}
+    downloads = FakeDownloads(files)
+    policy = artifact_policy(EDP, max_artifact_bytes=1000, max_dtm_bytes=1000, max_job_bytes=len(files["dtm.json"]) + 1000)
+
+    with pytest.raises(EdpArtifactError) as caught:
+        take_over(job_for(files), downloads, store, policy)
+
+    # The fake ignores its limit; the intake holds the job to it all the same.
+    assert_readable(caught, "b.bin", "edp.max_job_bytes")
+    assert [limit.max_bytes for limit in downloads.limits] == [1000, 1000, 400]
+    assert store.head(f"orders/{CFG_ID}/edp/b.bin") is None
+
+
+@pytest.mark.slow
+def test_a_dtm_over_its_own_cap_is_refused_while_it_streams(store: ArtifactStore, edp_host: ArtifactServer) -> None:
+    big_dtm = dtm_bytes({**DTM, "devices": DTM["devices"] * 1}) + b" " * 2000
+    edp_host.stream("/artifacts/dtm.json", total=len(big_dtm))
+    policy = artifact_policy(edp_host.base_url, max_artifact_bytes=100_000, max_dtm_bytes=1000, max_job_bytes=100_000)
+    job = job_for({"dtm.json": big_dtm}, base=f"{edp_host.base_url}/artifacts", with_sha=False)
+
+    with pytest.raises(EdpArtifactError) as caught:
+        take_over(job, EdpArtifactDownloader(policy).download, store, policy)
+
+    assert_readable(caught, "dtm.json", "1000 bytes", "edp.max_dtm_bytes")
+    assert store.keys(f"orders/{CFG_ID}/") == []
+
+
+@pytest.mark.slow
+def test_a_download_whose_sha256_differs_is_refused(store: ArtifactStore, edp_host: ArtifactServer) -> None:
+    files = {"dtm.json": dtm_bytes(), "firmware.bin": b"the real firmware"}
+    for name, data in files.items():
+        edp_host.body(f"/artifacts/{name}", data)
+    edp_host.body("/artifacts/firmware.bin", b"a swapped firmware")
+    policy = artifact_policy(edp_host.base_url, max_artifact_bytes=10_000, max_dtm_bytes=10_000, max_job_bytes=100_000)
+    job = job_for(files, base=f"{edp_host.base_url}/artifacts")
+
+    with pytest.raises(EdpArtifactError) as caught:
+        take_over(job, EdpArtifactDownloader(policy).download, store, policy)
+
+    assert_readable(caught, "firmware.bin", "sha256")
+    assert store.head(f"orders/{CFG_ID}/edp/firmware.bin") is None
+
+
+@pytest.mark.slow
+def test_artifacts_over_real_http_are_taken_over(store: ArtifactStore, edp_host: ArtifactServer) -> None:
+    files = {"dtm.json": dtm_bytes(), "register-map.csv": b"name,address\nactive_power,3059\n"}
+    # EDP hands out a URL that redirects to its storage on the same host, as presigned ones do.
+    edp_host.redirect("/artifacts/dtm.json", f"/storage/dtm.json{QUERY}")
+    edp_host.body("/storage/dtm.json", files["dtm.json"])
+    edp_host.body("/artifacts/register-map.csv", files["register-map.csv"])
+    policy = artifact_policy(edp_host.base_url, max_artifact_bytes=10_000, max_dtm_bytes=10_000, max_job_bytes=100_000)
+
+    result = take_over(job_for(files, base=f"{edp_host.base_url}/artifacts"), EdpArtifactDownloader(policy).download, store, policy)
+
+    assert [obj.sha256 for obj in result.objects] == [sha(data) for data in files.values()]
+    assert store.get(f"orders/{CFG_ID}/edp/dtm.json") == files["dtm.json"]

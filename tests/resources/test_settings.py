@@ -188,3 +188,22 @@ def test_the_dagster_graphql_url_defaults_to_the_webserver_and_beta_names_the_co
     assert moved.dagster.webserver_graphql_url() == "http://dagster.internal:3000/graphql"
     bundled = load_settings("beta", environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"}, secrets_path=missing)
     assert bundled.dagster.webserver_graphql_url() == "http://dagster-webserver:3000/graphql"
+
+
+def test_edp_artifact_policy_allows_private_hosts_only_where_the_stand_in_runs(tmp_path: Path) -> None:
+    secrets = write(tmp_path, "secrets.env", "API_TOKEN=t0ken\nPORTAL_TOKEN_KEY=k3y\n")
+    by_stage = {stage: load_settings(stage, secrets_path=secrets, environ={}).edp for stage in ("local", "demo", "beta")}
+
+    assert by_stage["local"].allow_private_artifact_hosts and by_stage["demo"].allow_private_artifact_hosts
+    assert not by_stage["beta"].allow_private_artifact_hosts
+    assert by_stage["beta"].artifact_hosts == []
+    for edp in by_stage.values():
+        assert edp.max_dtm_bytes <= edp.max_artifact_bytes <= edp.max_job_bytes
+        assert edp.download_deadline_seconds > edp.timeout_seconds
+
+
+def test_an_artifact_host_that_is_not_host_or_host_port_fails_at_load(defaults: Path, tmp_path: Path) -> None:
+    customer = write(tmp_path, "cfg.customer.yml", "edp:\n  artifact_hosts: ['https://files.example.com/x']\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(defaults_path=defaults, customer_path=customer, secrets_path=tmp_path / "x", environ={})
+    assert "edp.artifact_hosts.0:" in str(error.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from platform_assets.definitions import build_definitions
 from platform_assets.partitions import APK, CFN_OR_ISO, EDP_ARTIFACTS, EMAIL, MANIFEST
 
 if TYPE_CHECKING:
+    from tests.conftest import ScriptedEdp
     from tests.sensors.conftest import Platform
 
 
@@ -162,3 +164,49 @@ def test_a_hanging_edp_never_lets_a_tick_outlast_its_budget(platform: Platform) 
     # Four orders at one timeout each would take 4 x timeout (8 s); the budget stops polling well before.
     assert elapsed < budget + 2
     assert all(platform.status_of(order.cfg_id) == OrderStatus.EDP_PENDING for order in orders)
+
+
+def test_edps_reason_reaches_the_order_without_url_queries_and_capped(
+    platform: Platform, scripted_edp: ScriptedEdp
+) -> None:
+    settings = platform.settings
+    defs = build_definitions(
+        settings.model_copy(update={"edp": settings.edp.model_copy(update={"base_url": scripted_edp.base_url})})
+    )
+    order = platform.submit_order()
+    platform.add_partitions(order.cfg_id)
+    platform.orders.record_edp_job(order.cfg_id, scripted_edp.job_id)
+    reason = (
+        "upload to https://bucket.s3.amazonaws.com/jobs/1/dtm.json?X-Amz-Credential=AKIDSECRET&X-Amz-Signature=f00d"
+        " failed\n" + "detail " * 500
+    )
+    scripted_edp.job_answer = (200, json.dumps({"status": "failed", "error": reason}).encode())
+
+    platform.tick("edp_sensor", defs=defs)
+
+    stored = platform.orders.get(order.cfg_id)
+    assert stored is not None and stored.status == OrderStatus.FAILED
+    assert stored.last_error is not None
+    assert stored.last_error.startswith(
+        f"EDP job {scripted_edp.job_id} failed: upload to https://bucket.s3.amazonaws.com/jobs/1/dtm.json failed detail"
+    )
+    assert "AKIDSECRET" not in stored.last_error and "X-Amz" not in stored.last_error
+    assert len(stored.last_error) <= 500
+
+
+def test_an_edp_answer_that_is_not_a_job_leaves_the_order_waiting(
+    platform: Platform, scripted_edp: ScriptedEdp
+) -> None:
+    settings = platform.settings
+    defs = build_definitions(
+        settings.model_copy(update={"edp": settings.edp.model_copy(update={"base_url": scripted_edp.base_url})})
+    )
+    order = platform.submit_order()
+    platform.add_partitions(order.cfg_id)
+    platform.orders.record_edp_job(order.cfg_id, scripted_edp.job_id)
+    scripted_edp.job_answer = (200, b'{"status": "SECRET-BODY"}')
+
+    data = platform.tick("edp_sensor", defs=defs)
+
+    assert data.run_requests == []
+    assert platform.status_of(order.cfg_id) == OrderStatus.EDP_PENDING

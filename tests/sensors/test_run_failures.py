@@ -54,6 +54,8 @@ def test_a_config_run_that_edp_refuses_fails_the_order_with_the_reason(platform:
     assert stored.status == OrderStatus.FAILED
     assert stored.last_error is not None
     assert "EDP refused the job: HTTP 500" in stored.last_error
+    # EDP's body ({"error": "EDP stand-in: injected fault http_500"}) stays out: GET /orders returns last_error.
+    assert "injected fault" not in stored.last_error
     assert result.run_id in stored.last_error
 
 
