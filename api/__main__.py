@@ -7,6 +7,7 @@ import sys
 import uvicorn
 
 from api.app import create_app
+from api.server import uvicorn_config
 from platform_db import OrderRepository
 from platform_db.migrate import upgrade
 from resources.settings import ConfigError, load_settings
@@ -21,7 +22,7 @@ def main() -> None:
     # Idempotent: a fresh database gets its schema, an older one is upgraded before serving.
     upgrade(url)
     app = create_app(settings, OrderRepository.from_url(url))
-    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="info", access_log=True)
+    uvicorn.Server(uvicorn_config(settings, app)).run()
 
 
 if __name__ == "__main__":

@@ -6,13 +6,14 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api.openapi import build_openapi, openapi_document
 from api.orders import OrderView, PortalTokenRotated, SubmitAccepted, get_order, rotate_portal_token, submit
-from api.portal import portal_download, portal_index, portal_version
+from api.portal import PortalSecurityHeaders, portal_download, portal_index, portal_version
 from service_kit.problems import problem_response
 from api.redelivery import RedeliveryAccepted, RedeliveryRequest, redeliver
 from api.state import ApiState
@@ -48,6 +49,7 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
             Route("/openapi.json", openapi_document, methods=["GET"]),
         ],
         exception_handlers={HTTPException: problem_response},
+        middleware=[Middleware(PortalSecurityHeaders)],
     )
     app.state.api = ApiState.build(settings, orders)
     app.state.openapi = build_openapi(

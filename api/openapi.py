@@ -9,11 +9,18 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.orders import IDEMPOTENCY_KEY_RE
 from contracts.configurator import ConfiguratorPayload
 
 REF = "#/components/schemas/{model}"
 TOKEN = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
 VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_RE.pattern, "maxLength": 255},
+}
 
 
 def _json(schema_name: str, description: str) -> dict[str, Any]:
@@ -52,13 +59,11 @@ def build_openapi(
                 "post": {
                     "summary": "Submit an order (ConfiguratorPayload); it is stored before the answer.",
                     "security": bearer,
-                    "parameters": [
-                        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}}
-                    ],
+                    "parameters": [IDEMPOTENCY_KEY],
                     "requestBody": {"required": True, **_json("ConfiguratorPayload", "the order")},
                     "responses": {
                         "200": _json("SubmitAccepted", "order stored"),
-                        **{code: problem for code in ("400", "401", "409", "413", "415", "422")},
+                        **{code: problem for code in ("400", "401", "408", "409", "413", "415", "422")},
                     },
                 }
             },
@@ -88,12 +93,12 @@ def build_openapi(
                     "security": bearer,
                     "parameters": [
                         {"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}},
-                        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}},
+                        IDEMPOTENCY_KEY,
                     ],
                     "requestBody": {"required": False, **_json("RedeliveryRequest", "what to re-deliver (optional)")},
                     "responses": {
                         "202": _json("RedeliveryAccepted", "backfill launched"),
-                        **{code: problem for code in ("400", "401", "404", "409", "413", "415", "422", "503")},
+                        **{code: problem for code in ("400", "401", "404", "408", "409", "413", "415", "422", "429", "503")},
                     },
                 }
             },
@@ -118,7 +123,15 @@ def build_openapi(
                     "responses": {"303": {"description": "redirect to the download"}, "404": problem},
                 }
             },
-            "/healthz": {"get": {"summary": "Liveness and platform_db reachability.", "responses": {"200": {"description": "ok"}}}},
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness and platform_db reachability.",
+                    "responses": {"200": {"description": "ok"}, "503": {"description": "platform_db unreachable"}},
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document.", "responses": {"200": {"description": "the OpenAPI document"}}}
+            },
         },
     }
 

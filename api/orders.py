@@ -96,7 +96,10 @@ async def submit(request: Request) -> JSONResponse:
     state: ApiState = request.app.state.api
     require_bearer_token(request, state.bearer_token)
     key = _idempotency_key(request)
-    payload = await read_json_model(request, ConfiguratorPayload, state.settings.api.max_body_bytes)
+    api = state.settings.api
+    payload = await read_json_model(
+        request, ConfiguratorPayload, api.max_body_bytes, read_timeout_seconds=api.body_read_timeout_seconds
+    )
     try:
         # Committed to platform_db before the answer: an accepted order is never lost.
         order, _created = await run_in_threadpool(state.orders.submit, payload, key)

@@ -2,14 +2,21 @@
 
 Every miss (unknown or rotated token, unknown version or artifact) is the same 404, so a
 response never tells which part of a guessed link was wrong.
+
+The token in the path is the credential, so every answer under ``/portal/`` (pages, downloads,
+404s) carries :data:`PORTAL_HEADERS`: no Referer to the sites the customer goes on to (S3 after a
+redirect, too), nothing cached, nothing framed, and a CSP that allows only what the pages use: their
+one inline ``<style>`` element; no scripts, images, fonts or forms.
 """
 
 from __future__ import annotations
 
 from botocore.exceptions import ClientError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service_kit.problems import Problem
 from api.state import ApiState
@@ -21,7 +28,39 @@ from platform_db import Order
 from platform_db.deliveries import PortalVersion
 
 NOT_FOUND = "not found"
-NO_STORE = {"Cache-Control": "no-store"}
+PORTAL_PATH = "/portal"
+PORTAL_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    # For browsers that predate CSP's frame-ancestors.
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+class PortalSecurityHeaders:
+    """ASGI middleware: :data:`PORTAL_HEADERS` on every response under ``/portal``, errors included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path != PORTAL_PATH and not path.startswith(f"{PORTAL_PATH}/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in PORTAL_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _resolve(state: ApiState, token: str) -> tuple[Order, list[PortalVersion], PortalLinks]:
@@ -52,33 +91,43 @@ def _portal_page(state: ApiState, token: str, version: int | None) -> str:
     order, versions, links = _resolve(state, token)
     history = history_of(versions, links)
     payload = order.configurator_payload()
+    # Shown on the live pages the portal link opens, never in the email.
+    commissioning_token = state.tokens.commissioning_token(order.cfg_id)
     if version is None:
         latest = _manifest(state, order, versions, versions[-1].version, links)
-        return render_portal_index(latest=latest, order=payload, history=history)
-    return render_version_page(manifest=_manifest(state, order, versions, version, links), order=payload, history=history)
+        return render_portal_index(
+            latest=latest, order=payload, history=history, commissioning_token=commissioning_token
+        )
+    return render_version_page(
+        manifest=_manifest(state, order, versions, version, links),
+        order=payload,
+        history=history,
+        commissioning_token=commissioning_token,
+    )
 
 
 async def portal_index(request: Request) -> Response:
     state: ApiState = request.app.state.api
     page = await run_in_threadpool(_portal_page, state, request.path_params["token"], None)
-    return HTMLResponse(page, headers=NO_STORE)
+    return HTMLResponse(page)
 
 
 async def portal_version(request: Request) -> Response:
     state: ApiState = request.app.state.api
     page = await run_in_threadpool(_portal_page, state, request.path_params["token"], request.path_params["version"])
-    return HTMLResponse(page, headers=NO_STORE)
+    return HTMLResponse(page)
 
 
 def _download(state: ApiState, token: str, version: int, name: str) -> Response:
     order, versions, links = _resolve(state, token)
     manifest = _manifest(state, order, versions, version, links)
     if name == "manifest.json":
-        return JSONResponse(manifest.model_dump(mode="json"), headers=NO_STORE)
+        return JSONResponse(manifest.model_dump(mode="json"))
     artifact = next((a for a in manifest.artifacts if a.name == name), None)
     if artifact is None:
         raise Problem(404, NOT_FOUND)
-    return RedirectResponse(state.presigner.presigned_url(artifact.key), status_code=303, headers=NO_STORE)
+    url = state.presigner.presigned_url(artifact.key, expires_seconds=state.settings.portal.presign_seconds)
+    return RedirectResponse(url, status_code=303)
 
 
 async def portal_download(request: Request) -> Response:

@@ -7,9 +7,16 @@ like one launched from the UI; the answer carries its id.
 
 A retried request with the same Idempotency-Key answers the backfill of the first one and launches
 nothing new (the key is claimed in platform_db before the launch).
+
+Each re-delivery publishes a portal version and sends an email, so each new key is bounded per order:
+``api.max_redeliveries_per_order`` in all and ``api.max_redeliveries_per_order_per_day`` within 24
+hours; past either the answer is 429 naming the limit. A retry of an accepted key still answers its
+backfill.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, StrictBool
 from starlette.concurrency import run_in_threadpool
@@ -23,10 +30,11 @@ from api.orders import _idempotency_key, _order_or_404
 from service_kit.problems import Problem
 from api.state import ApiState
 from platform_assets.partitions import AFTER_APK, REDELIVERY
-from platform_db.redeliveries import RedeliveryConflict, RedeliveryInProgress
+from platform_db.redeliveries import Redelivery, RedeliveryConflict, RedeliveryInProgress
 
 BACKFILL_TAGS = {"platform/redelivery": "api"}
 RETRY_AFTER_SECONDS = "30"
+LIMIT_WINDOW = timedelta(days=1)
 
 
 class RedeliveryRequest(BaseModel):
@@ -59,6 +67,38 @@ def _accepted(cfg_id: str, backfill_id: str, apk: bool) -> RedeliveryAccepted:
     )
 
 
+def _over_the_limit(state: ApiState, claim: Redelivery) -> Problem | None:
+    """429 when the order's earlier re-deliveries use up a limit, else None.
+
+    Counted after the claim, over the claims before it (launched or still launching): of two
+    concurrent requests at the limit, the later claim is refused, whatever the timing.
+    """
+    api = state.settings.api
+    earlier = [row for row in state.redeliveries.for_order(claim.cfg_id) if row.id < claim.id]
+    if len(earlier) >= api.max_redeliveries_per_order:
+        return Problem(
+            429,
+            f"this order was already re-delivered {len(earlier)} time(s) through the API, the limit per order "
+            f"(api.max_redeliveries_per_order = {api.max_redeliveries_per_order}); each re-delivery adds a portal "
+            "version and an email, so further ones go through an operator (the Dagster UI)",
+        )
+    per_day = api.max_redeliveries_per_order_per_day
+    now = datetime.now(UTC)
+    recent = sorted(row.created_at for row in earlier if row.created_at > now - LIMIT_WINDOW)
+    if len(recent) < per_day:
+        return None
+    detail = (
+        f"this order was already re-delivered {len(recent)} time(s) within the last 24 hours, the limit "
+        f"(api.max_redeliveries_per_order_per_day = {per_day})"
+    )
+    if per_day == 0:
+        return Problem(429, detail)
+    # A slot frees when the oldest of the re-deliveries that fill the window is a day old.
+    frees_at = recent[len(recent) - per_day] + LIMIT_WINDOW
+    retry_after = max(1, int((frees_at - now).total_seconds()) + 1)
+    return Problem(429, f"{detail}; retry in {retry_after} seconds", headers={"Retry-After": str(retry_after)})
+
+
 def _redeliver(state: ApiState, cfg_id: str, apk: bool, key: str | None) -> RedeliveryAccepted:
     _order_or_404(state, cfg_id)
     if not state.deliveries.portal_versions(cfg_id):
@@ -82,6 +122,10 @@ def _redeliver(state: ApiState, cfg_id: str, apk: bool, key: str | None) -> Rede
     if not claimed:
         assert claim.backfill_id is not None
         return _accepted(cfg_id, claim.backfill_id, claim.apk)
+    over_limit = _over_the_limit(state, claim)
+    if over_limit is not None:
+        state.redeliveries.release(claim.id)
+        raise over_limit
     try:
         launched = state.backfills.launch(
             [cfg_id],
@@ -104,8 +148,13 @@ async def redeliver(request: Request) -> JSONResponse:
     state: ApiState = request.app.state.api
     require_bearer_token(request, state.bearer_token)
     key = _idempotency_key(request)
+    api = state.settings.api
     body = await read_json_model(
-        request, RedeliveryRequest, state.settings.api.max_body_bytes, when_empty=RedeliveryRequest()
+        request,
+        RedeliveryRequest,
+        api.max_body_bytes,
+        when_empty=RedeliveryRequest(),
+        read_timeout_seconds=api.body_read_timeout_seconds,
     )
     accepted = await run_in_threadpool(_redeliver, state, request.path_params["cfg_id"], body.apk, key)
     return JSONResponse(accepted.model_dump(), status_code=202)

@@ -7,11 +7,13 @@ website's form never silently drops a customer's choice.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import zoneinfo
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+import email_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 SCHEMA_VERSION = 1
 
@@ -22,15 +24,95 @@ HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0
 
 DeviceType = Literal["power_meter", "pv_inverter", "battery"]
 
+# Secrets belong in the delivered stack's secrets.env, never in an order: its options are mailed,
+# archived and written into cfg.customer.yml. One rule for the intake (422 at /submit) and the
+# edge bundle (which also checks EDP's flags).
+SECRET_LOOKING_KEY = re.compile(
+    r"passw|secret|token|credential|private[_-]?key|api[_-]?key|access[_-]?key", re.IGNORECASE
+)
+OPTION_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+MAX_OPTIONS = 100
+MAX_OPTION_TEXT = 1000
+# Options travel to EDP and into YAML; a 64-bit integer is what every consumer reads without loss.
+OPTION_INT_MIN, OPTION_INT_MAX = -(2**63), 2**63 - 1
+
+
+def looks_like_secret(key: str) -> bool:
+    return SECRET_LOOKING_KEY.search(key) is not None
+
+
+def _ses_deliverable(value: str) -> str:
+    # SES sends no SMTPUTF8, so a non-ASCII local part would pass here and fail at the email step,
+    # after EDP did its work. No DNS look-up: intake must not depend on the customer's DNS.
+    try:
+        checked = email_validator.validate_email(
+            value,
+            allow_smtputf8=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            globally_deliverable=True,
+            check_deliverability=False,
+        )
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"not an email address that can be delivered to: {exc}") from None
+    # An internationalized domain is kept in its ASCII (punycode) form: the same mailbox, and
+    # every header and SES call after this takes it as it is.
+    return checked.ascii_email
+
+
+DeliverableEmail = Annotated[
+    str,
+    Field(max_length=254),
+    AfterValidator(_ses_deliverable),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]
+
+
+def _not_secret_looking(key: str) -> str:
+    if looks_like_secret(key):
+        raise ValueError("the option name looks like a secret; secrets never go into an order")
+    return key
+
+
+def _option_value_within_limits(value: Any) -> Any:
+    # Before the union: one clear error naming options.<key>, instead of one per union member.
+    if not isinstance(value, bool | int | float | str):
+        raise ValueError("must be a boolean, a number or a string")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and not OPTION_INT_MIN <= value <= OPTION_INT_MAX:
+        raise ValueError("must be a 64-bit integer")
+    if isinstance(value, str) and len(value) > MAX_OPTION_TEXT:
+        raise ValueError(f"must be at most {MAX_OPTION_TEXT} characters")
+    return value
+
+
+OptionKey = Annotated[str, Field(pattern=OPTION_KEY_PATTERN), AfterValidator(_not_secret_looking)]
+OptionValue = Annotated[
+    bool | int | float | str,
+    BeforeValidator(_option_value_within_limits),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "boolean"},
+                {"type": "integer", "minimum": OPTION_INT_MIN, "maximum": OPTION_INT_MAX},
+                {"type": "number"},
+                {"type": "string", "maxLength": MAX_OPTION_TEXT},
+            ]
+        }
+    ),
+]
+
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+    # NaN and infinities are no values an order can mean, and PostgreSQL's jsonb cannot store them.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True, allow_inf_nan=False)
 
 
 class Customer(StrictModel):
     name: FreeText
     company: FreeText
-    email: EmailStr
+    email: DeliverableEmail
 
 
 class CloudDeployment(StrictModel):
@@ -91,9 +173,6 @@ class Device(StrictModel):
     connection: ModbusTcpConnection | None = None
 
 
-OptionValue = bool | int | float | str
-
-
 class ConfiguratorPayload(StrictModel):
     """The customer's order form, version 1."""
 
@@ -102,9 +181,7 @@ class ConfiguratorPayload(StrictModel):
     deployment: Deployment
     site: Site
     devices: list[Device] = Field(default_factory=list, max_length=5000)
-    options: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], OptionValue] = Field(
-        default_factory=dict, max_length=100
-    )
+    options: dict[OptionKey, OptionValue] = Field(default_factory=dict, max_length=MAX_OPTIONS)
 
     @field_validator("devices")
     @classmethod

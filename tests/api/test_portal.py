@@ -137,3 +137,64 @@ def test_rotating_the_token_retires_the_old_link(delivered: Delivered, client: T
 def test_an_order_without_a_published_version_has_no_portal(delivered: Delivered, client: TestClient) -> None:
     assert client.get(f"/orders/{delivered.cfg_id}").json()["portal_url"] is None
     assert client.get(path_of(delivered.links().portal(), delivered.settings)).status_code == 404
+
+
+def _expires_seconds(url: str) -> int:
+    from urllib.parse import parse_qs, urlsplit
+
+    return int(parse_qs(urlsplit(url).query)["X-Amz-Expires"][0])
+
+
+def test_downloads_are_presigned_for_minutes_not_days(delivered: Delivered, client: TestClient) -> None:
+    delivered.publish("run-1")
+    answer = client.get(path_of(delivered.links().artifact(1, "cfn.yaml"), delivered.settings))
+    assert answer.status_code == 303
+    # Each click presigns anew, so the URL only has to outlive the redirect.
+    assert delivered.settings.portal.presign_seconds == 300
+    assert _expires_seconds(answer.headers["location"]) == 300
+
+
+EXPECTED_PORTAL_HEADERS = {
+    "referrer-policy": "no-referrer",
+    "content-security-policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "cache-control": "no-store",
+}
+
+
+def test_every_portal_answer_carries_the_security_headers(delivered: Delivered, client: TestClient) -> None:
+    delivered.publish("run-1")
+    links = delivered.links()
+    answers = {
+        "index": client.get(path_of(links.portal(), delivered.settings)),
+        "version": client.get(path_of(links.version_page(1), delivered.settings)),
+        "download": client.get(path_of(links.artifact(1, "cfn.yaml"), delivered.settings)),
+        "manifest": client.get(path_of(links.artifact(1, "manifest.json"), delivered.settings)),
+        "miss": client.get("/portal/not-a-token"),
+        "unrouted": client.get(f"/portal/{'a' * 20}/v1/x/y/z"),
+    }
+    assert [answer.status_code for answer in answers.values()] == [200, 200, 303, 200, 404, 404]
+    for name, answer in answers.items():
+        assert {key: answer.headers.get(key) for key in EXPECTED_PORTAL_HEADERS} == EXPECTED_PORTAL_HEADERS, name
+    # The page needs no more than the CSP allows: one inline <style>, no scripts, images or forms.
+    page = answers["index"].text.lower()
+    assert "<style>" in page
+    for needs_more in ("<script", "<img", "<link", "<form", "<iframe", " style=", "url("):
+        assert needs_more not in page, needs_more
+    # The API's other answers are not the portal's business.
+    assert "content-security-policy" not in client.get("/healthz").headers
+
+
+def test_the_portal_page_shows_the_commissioning_token_the_bundle_carries(delivered: Delivered, client: TestClient) -> None:
+    delivered.publish("run-1")
+    token = PortalTokens(delivered.settings.portal_token_key()).commissioning_token(delivered.cfg_id)
+    for link in (delivered.links().portal(), delivered.links().version_page(1)):
+        page = client.get(path_of(link, delivered.settings))
+        assert page.status_code == 200 and token in page.text
+        assert "Authorization: Bearer" in page.text
+    # The pages stored beside the manifests in the bucket are no place for a credential.
+    for key in (f"portal/{delivered.cfg_id}/index.html", f"portal/{delivered.cfg_id}/v1/index.html"):
+        assert token.encode() not in delivered.store.get(key)

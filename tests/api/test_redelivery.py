@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -235,8 +236,102 @@ def test_an_invalid_idempotency_key_is_400(api: TestClient, delivered: Callable[
 def test_the_openapi_document_describes_the_endpoint(api: TestClient) -> None:
     document = api.get("/openapi.json").json()
     post = document["paths"]["/orders/{cfg_id}/redeliver"]["post"]
-    assert set(post["responses"]) >= {"202", "401", "404", "409", "503"}
+    assert set(post["responses"]) >= {"202", "401", "404", "409", "429", "503"}
     schemas = document["components"]["schemas"]
     assert set(schemas["RedeliveryAccepted"]["properties"]) == {"cfg_id", "backfill_id", "assets", "apk"}
     assert schemas["RedeliveryRequest"]["additionalProperties"] is False
     assert "assets" in schemas["OrderView"]["properties"]
+
+
+def _limited(settings: Settings, total: int, per_day: int) -> Settings:
+    api = settings.api.model_copy(update={"max_redeliveries_per_order": total, "max_redeliveries_per_order_per_day": per_day})
+    return settings.model_copy(update={"api": api})
+
+
+def test_redeliveries_per_order_are_bounded(
+    stub_settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any], stub_dagster: StubDagster
+) -> None:
+    limited = _limited(stub_settings, total=3, per_day=100)
+    with make_client(limited) as client:
+        cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
+        other = client.post("/submit", json={**cloud_order, "site": {"name": "Other", "timezone": "UTC"}}).json()["cfg_id"]
+        _deliver(limited, cfg_id)
+        _deliver(limited, other)
+        accepted = [client.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": f"k-{n}"}) for n in range(3)]
+        refused = client.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": "k-3"})
+        retried = client.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": "k-1"})
+        elsewhere = client.post(f"/orders/{other}/redeliver")
+
+    assert [answer.status_code for answer in accepted] == [202, 202, 202]
+    assert refused.status_code == 429
+    assert "api.max_redeliveries_per_order = 3" in refused.json()["detail"]
+    assert "already re-delivered 3 time(s)" in refused.json()["detail"]
+    # A retry of an accepted key still answers its backfill; other orders have their own count.
+    assert retried.status_code == 202 and retried.json() == accepted[1].json()
+    assert elsewhere.status_code == 202
+    assert stub_dagster.launched == 4
+    stored = RedeliveryRepository.from_url(limited.platform_db_url())
+    try:
+        # The refused claim was given back: the key k-3 is not spent.
+        assert [row.idempotency_key for row in stored.for_order(cfg_id)] == ["k-0", "k-1", "k-2"]
+    finally:
+        stored.dispose()
+
+
+def test_redeliveries_per_day_are_bounded_with_a_retry_after(
+    stub_settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any], stub_dagster: StubDagster
+) -> None:
+    from sqlalchemy import update
+
+    from platform_db.repository import create_platform_db_engine
+    from platform_db.schema import redeliveries
+
+    limited = _limited(stub_settings, total=20, per_day=2)
+    with make_client(limited) as client:
+        cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
+        _deliver(limited, cfg_id)
+        assert [client.post(f"/orders/{cfg_id}/redeliver").status_code for _ in range(2)] == [202, 202]
+        refused = client.post(f"/orders/{cfg_id}/redeliver")
+
+        assert refused.status_code == 429
+        assert "api.max_redeliveries_per_order_per_day = 2" in refused.json()["detail"]
+        assert 23 * 3600 < int(refused.headers["retry-after"]) <= 24 * 3600 + 1
+
+        # A day later the window has room again.
+        engine = create_platform_db_engine(limited.platform_db_url())
+        try:
+            with engine.begin() as connection:
+                connection.execute(update(redeliveries).values(created_at=datetime.now(UTC) - timedelta(hours=25)))
+        finally:
+            engine.dispose()
+        assert client.post(f"/orders/{cfg_id}/redeliver").status_code == 202
+    assert stub_dagster.launched == 3
+
+
+def test_concurrent_redeliveries_at_the_limit_launch_one(
+    stub_settings: Settings,
+    make_client: Callable[[Settings], TestClient],
+    cloud_order: dict[str, Any],
+    stub_dagster: StubDagster,
+    race: Callable[[int, Callable[[int], Any]], list[Any]],
+) -> None:
+    from api.redelivery import _redeliver
+    from service_kit.problems import Problem
+
+    limited = _limited(stub_settings, total=1, per_day=1)
+    with make_client(limited) as client:
+        cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
+        _deliver(limited, cfg_id)
+        state = client.app.state.api  # type: ignore[attr-defined]
+
+        def request(index: int) -> int:
+            try:
+                _redeliver(state, cfg_id, False, f"racing-{index}")
+            except Problem as problem:
+                return problem.status_code
+            return 202
+
+        outcomes = race(4, request)
+
+    assert sorted(outcomes) == [202, 429, 429, 429]
+    assert stub_dagster.launched == 1
