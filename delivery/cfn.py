@@ -42,7 +42,7 @@ from troposphere.iam import InstanceProfile, Policy, Role
 from troposphere.policies import CreationPolicy, ResourceSignal
 
 from contracts.configurator import CloudDeployment, ConfiguratorPayload
-from delivery.edge_bundle import BUNDLE_FILES, HMI_PORT, STACK_DIR
+from delivery.edge_bundle import BUNDLE_FILES, HMI_PORT, SECRETS_NAME, STACK_DIR
 
 TEMPLATE_FORMAT_VERSION = "2010-09-09"
 INSTANCE_LOGICAL_ID = "EdgeInstance"
@@ -89,6 +89,7 @@ install -d -m 0755 ${StackDir}
 for name in ${BundleFiles}; do
   aws s3 cp --only-show-errors s3://${BundleBucket}/${BundlePrefix}$name ${StackDir}/$name
 done
+chmod 0600 ${StackDir}/${SecretsFile}
 cd ${StackDir}
 docker compose up -d --wait --wait-timeout 600
 """
@@ -127,6 +128,7 @@ def _user_data(*, cfg_id: str, bucket: str, bundle_prefix: str) -> AWSHelperFn:
             ComposeVersion=COMPOSE_VERSION,
             StackDir=STACK_DIR,
             BundleFiles=" ".join(BUNDLE_FILES),
+            SecretsFile=SECRETS_NAME,
             BundleBucket=bucket,
             BundlePrefix=bundle_prefix,
         )

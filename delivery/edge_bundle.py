@@ -21,14 +21,18 @@ from typing import Any
 
 import yaml
 
-from contracts.configurator import ConfiguratorPayload
+from contracts.configurator import ConfiguratorPayload, looks_like_secret
 from contracts.dtm import DeviceTopologyModel
 from industrial_fixtures import load_manifest
 
 CUSTOMER_CONFIG_NAME = "cfg.customer.yml"
 DTM_NAME = "dtm.json"
 COMPOSE_NAME = "compose.yaml"
-BUNDLE_FILES = (CUSTOMER_CONFIG_NAME, DTM_NAME, COMPOSE_NAME)
+# The stack's secrets (the commissioning token), passed to the gateway as compose's env_file.
+SECRETS_NAME = "secrets.env"
+BUNDLE_FILES = (CUSTOMER_CONFIG_NAME, DTM_NAME, COMPOSE_NAME, SECRETS_NAME)
+# Files of the bundle only root may read on the customer's machine.
+SECRET_FILES = frozenset({SECRETS_NAME})
 
 HMI_PORT = 8080
 # Where the host keeps the bundle; compose resolves the relative bind mounts against it.
@@ -43,10 +47,6 @@ CUSTOMER_CONFIG_SCHEMA_VERSION = 1
 # Compose profile of the simulated devices; their service names are the fixtures' hostnames.
 FIXTURES_PROFILE = "fixtures"
 FIXTURES_MODULE = "industrial_fixtures"
-
-# Secrets belong in the stack's secrets.env, never in a file that is mailed, mounted and archived.
-_SECRET_KEY = re.compile(r"passw|secret|token|credential|private[_-]?key|api[_-]?key|access[_-]?key", re.IGNORECASE)
-
 
 # The images `make images` builds (edge_gateway/Dockerfile, industrial_fixtures/Dockerfile), tagged
 # with the platform's release version: a delivered stack runs the edge code of the platform that
@@ -73,7 +73,9 @@ def _reject_secret_keys(tree: Any, path: str) -> None:
     if isinstance(tree, Mapping):
         for key, value in tree.items():
             key_path = f"{path}.{key}"
-            if _SECRET_KEY.search(str(key)):
+            # The intake rejects such option keys already (the same rule); EDP's flags are checked
+            # only here. Secrets belong in the stack's secrets.env, never in a mailed, archived file.
+            if looks_like_secret(str(key)):
                 raise ValueError(f"{key_path}: looks like a secret; secrets never go into {CUSTOMER_CONFIG_NAME}")
             _reject_secret_keys(value, key_path)
     elif isinstance(tree, list):
@@ -155,6 +157,8 @@ def compose_file(*, dtm: DeviceTopologyModel, images: EdgeImages) -> bytes:
                     "CFG_CUSTOMER_PATH": f"{CONTAINER_CONFIG_DIR}/{CUSTOMER_CONFIG_NAME}",
                     "DTM_PATH": f"{CONTAINER_CONFIG_DIR}/{DTM_NAME}",
                 },
+                # COMMISSIONING_TOKEN: in the environment, not a mounted file the HMI could read.
+                "env_file": [f"./{SECRETS_NAME}"],
                 # A bind-mounted file that changed does not make compose recreate the container;
                 # a label that does change with the topology does.
                 "labels": {"ems.dtm.sha256": hashlib.sha256(dtm_json(dtm)).hexdigest()},
@@ -191,6 +195,7 @@ def build_bundle(
     dtm: DeviceTopologyModel,
     flags: dict[str, Any],
     images: EdgeImages,
+    commissioning_token: str,
     dtm_bytes: bytes | None = None,
 ) -> dict[str, bytes]:
     """All of ``BUNDLE_FILES`` for one order; ``dtm_bytes`` keeps EDP's own file when given."""
@@ -198,4 +203,13 @@ def build_bundle(
         CUSTOMER_CONFIG_NAME: customer_config_yaml(cfg_id=cfg_id, order=order, flags=flags),
         DTM_NAME: dtm_bytes if dtm_bytes is not None else dtm_json(dtm),
         COMPOSE_NAME: compose_file(dtm=dtm, images=images),
+        SECRETS_NAME: stack_secrets_env(commissioning_token),
     }
+
+
+def stack_secrets_env(commissioning_token: str) -> bytes:
+    """The stack's ``secrets.env``: the token ``POST /topology`` of the gateway requires."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", commissioning_token):
+        # Never echoed: it is a credential.
+        raise ValueError("the commissioning token must be 16 to 128 URL-safe characters")
+    return f"COMMISSIONING_TOKEN={commissioning_token}\n".encode("ascii")

@@ -26,7 +26,7 @@ import pycdlib.pycdlib
 import yaml
 
 from contracts.configurator import ConfiguratorPayload, OnpremDeployment
-from delivery.edge_bundle import BUNDLE_FILES, COMPOSE_NAME, STACK_DIR
+from delivery.edge_bundle import BUNDLE_FILES, COMPOSE_NAME, SECRET_FILES, STACK_DIR
 
 VOLUME_ID = "cidata"
 USER_DATA_NAME = "user-data"
@@ -114,7 +114,7 @@ def _user_data(order: ConfiguratorPayload, bundle: Mapping[str, bytes]) -> bytes
                 "encoding": "b64",
                 "content": base64.b64encode(bundle[name]).decode("ascii"),
                 "owner": "root:root",
-                "permissions": "0644",
+                "permissions": "0600" if name in SECRET_FILES else "0644",
             }
             for name in BUNDLE_FILES
         ],

@@ -42,21 +42,39 @@ def manifest_json(manifest: Manifest) -> bytes:
     return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def render_version_page(*, manifest: Manifest, order: ConfiguratorPayload, history: list[PortalVersionSummary]) -> str:
-    """The page of one portal version (``portal/<cfg_id>/v<N>/index.html``)."""
+def render_version_page(
+    *,
+    manifest: Manifest,
+    order: ConfiguratorPayload,
+    history: list[PortalVersionSummary],
+    commissioning_token: str | None = None,
+) -> str:
+    """The page of one portal version (``portal/<cfg_id>/v<N>/index.html``).
+
+    ``commissioning_token`` only where the customer's stable link is the reader (the API's live
+    pages), never in a page stored in the bucket.
+    """
     return template_environment().get_template("portal_version.html.j2").render(
         manifest=manifest,
         order=order,
         history=_newest_first(history),
+        commissioning_token=commissioning_token,
     )
 
 
-def render_portal_index(*, latest: Manifest, order: ConfiguratorPayload, history: list[PortalVersionSummary]) -> str:
+def render_portal_index(
+    *,
+    latest: Manifest,
+    order: ConfiguratorPayload,
+    history: list[PortalVersionSummary],
+    commissioning_token: str | None = None,
+) -> str:
     """The order's landing page (``portal/<cfg_id>/index.html``): the latest version and the history."""
     return template_environment().get_template("portal_index.html.j2").render(
         manifest=latest,
         order=order,
         history=_newest_first(history),
+        commissioning_token=commissioning_token,
     )
 
 

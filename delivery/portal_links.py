@@ -46,6 +46,13 @@ class PortalTokens:
     def is_valid(self, token: str, cfg_id: str, generation: int) -> bool:
         return hmac.compare_digest(token, self.token(cfg_id, generation))
 
+    def commissioning_token(self, cfg_id: str) -> str:
+        """The order's gateway commissioning token: derived, so every rebuild of the bundle (and
+        of the seed ISO) carries the same one and the portal shows it without storing it."""
+        message = f"commissioning:{uuid.UUID(cfg_id)}".encode()
+        mac = hmac.new(self._key, message, hashlib.sha256).digest()[:MAC_BYTES]
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
 
 @dataclass(frozen=True)
 class PortalLinks:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import secrets
 import socket
 import uuid
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from typing import Any, Literal
 import boto3
 import pycdlib
 import yaml
+from dotenv import dotenv_values
 from cfnlint.decode.decode import decode_str
 from moto.server import ThreadedMotoServer
 
@@ -31,7 +33,7 @@ from contracts.configurator import CloudDeployment, ConfiguratorPayload
 from contracts.dtm import DeviceTopologyModel
 from delivery.artifact_store import ArtifactStore, order_key
 from delivery.cfn import compose_cfn_template
-from delivery.edge_bundle import BUNDLE_FILES, COMPOSE_NAME, DTM_NAME, STACK_DIR, EdgeImages, build_bundle
+from delivery.edge_bundle import BUNDLE_FILES, COMPOSE_NAME, DTM_NAME, SECRETS_NAME, STACK_DIR, EdgeImages, build_bundle
 from delivery.iso import USER_DATA_NAME, build_seed_iso
 from industrial_fixtures import fixture_dtm_bytes, load_fixture_dtm
 from resources.settings import PROJECT_VERSION, STANDIN_AWS_KEY
@@ -56,7 +58,7 @@ class BundleError(RuntimeError):
 
 @dataclass(frozen=True)
 class Bundle:
-    """The three bundle files side by side in ``directory``, and where they came from."""
+    """The bundle files side by side in ``directory``, and where they came from."""
 
     directory: Path
     origin: str
@@ -68,6 +70,13 @@ class Bundle:
 
     def dtm(self) -> DeviceTopologyModel:
         return DeviceTopologyModel.model_validate(json.loads(self.read(DTM_NAME)))
+
+    def commissioning_headers(self) -> dict[str, str]:
+        """The bearer token the bundle's gateway requires for POST /topology and GET /status."""
+        token = dotenv_values(self.directory / SECRETS_NAME).get("COMMISSIONING_TOKEN")
+        if not token:
+            raise BundleError(f"{self.directory / SECRETS_NAME} holds no COMMISSIONING_TOKEN")
+        return {"Authorization": f"Bearer {token}"}
 
     def compose(self) -> dict[str, Any]:
         document = yaml.safe_load(self.read(COMPOSE_NAME))
@@ -103,6 +112,8 @@ def bundle_files_for(order: ConfiguratorPayload, *, cfg_id: str, dtm_source: Dtm
         dtm=dtm,
         flags=build_flags(order),
         images=edge_images(),
+        # The scenarios commission with the token the bundle carries, as a customer would.
+        commissioning_token=secrets.token_urlsafe(16),
         dtm_bytes=dtm_bytes,
     )
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
+
 from delivery.edge_bundle import FIXTURES_PROFILE, GATEWAY_SERVICE
 
 
@@ -84,6 +86,21 @@ def _mounts(raw: Any, service: str, project_dir: Path, named: set[str]) -> tuple
     return binds, volumes
 
 
+def _env_files(raw: Any, service: str, project_dir: Path) -> dict[str, str]:
+    """What ``env_file`` adds to the environment (the service's ``environment`` wins, as in compose)."""
+    entries = [raw] if isinstance(raw, str) else list(raw or [])
+    values: dict[str, str] = {}
+    for index, entry in enumerate(entries):
+        path = entry if isinstance(entry, str) else entry.get("path") if isinstance(entry, Mapping) else None
+        if not path:
+            raise ComposeError(f"services.{service}.env_file[{index}]: neither a path nor a mapping with one")
+        file = (project_dir / str(path)).resolve()
+        if not file.is_file():
+            raise ComposeError(f"services.{service}.env_file[{index}]: {file} does not exist")
+        values.update({key: value or "" for key, value in dotenv_values(file).items()})
+    return values
+
+
 def _ports(raw: Any, service: str) -> tuple[int, ...]:
     ports: list[int] = []
     for entry in raw or []:
@@ -106,7 +123,10 @@ def read_services(compose: Mapping[str, Any], project_dir: Path) -> dict[str, Se
             raise ComposeError(f"services.{name}.command: use the exec (list) form")
         services[name] = Service(
             name=name,
-            environment=_environment(spec.get("environment"), name),
+            environment={
+                **_env_files(spec.get("env_file"), name, project_dir),
+                **_environment(spec.get("environment"), name),
+            },
             binds=tuple(binds),
             volumes=tuple(volumes),
             ports=_ports(spec.get("ports"), name),

@@ -487,12 +487,18 @@ class ContainerStack:
     # -- talking to the gateway --------------------------------------------------------------------
 
     def request(
-        self, method: str, path: str, body: Any = None, *, timeout: float = HTTP_TIMEOUT_SECONDS
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = HTTP_TIMEOUT_SECONDS,
     ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode("utf-8")
         outgoing = urllib.request.Request(
             f"{self.base_url}{path}", data=data, method=method,
-            headers={"Content-Type": "application/json"} if data is not None else {},
+            headers={**({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})},
         )
         try:
             with urllib.request.urlopen(outgoing, timeout=timeout) as response:
@@ -517,9 +523,10 @@ class ContainerStack:
         return result
 
     def health(self) -> dict[str, Any]:
-        status, body = self.request("GET", "/healthz")
-        if status not in (200, 503):
-            raise StackError(f"GET /healthz answered {status}: {body}")
+        """Per-device health: GET /status with the bundle's commissioning token."""
+        status, body = self.request("GET", "/status", headers=self.bundle.commissioning_headers())
+        if status != 200:
+            raise StackError(f"GET /status answered {status}: {body}")
         result: dict[str, Any] = body
         return result
 
@@ -527,4 +534,6 @@ class ContainerStack:
         return DeviceTopologyModel.model_validate(self.get_json("/topology"))
 
     def post_topology(self, topology: DeviceTopologyModel) -> tuple[int, Any]:
-        return self.request("POST", "/topology", topology.model_dump(mode="json"))
+        return self.request(
+            "POST", "/topology", topology.model_dump(mode="json"), headers=self.bundle.commissioning_headers()
+        )

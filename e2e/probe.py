@@ -2,7 +2,7 @@
 
 Reads one JSON request per line from stdin and answers one JSON line on stdout:
 
-- ``{"op": "http", "method": "GET", "url": "...", "body": <json or null>, "timeout": 5}``
+- ``{"op": "http", "method": "GET", "url": "...", "body": <json or null>, "headers": {...}, "timeout": 5}``
   -> ``{"status": 200, "body": "<text>"}``
 - ``{"op": "tcp", "host": "meter-1", "port": 502, "timeout": 1}`` -> ``{"open": true}``
   (the name resolves through the namespace's hosts file, as the gateway's lookups do)
@@ -27,7 +27,7 @@ def http(request: dict[str, Any]) -> dict[str, Any]:
         request["url"],
         data=data,
         method=request.get("method", "GET"),
-        headers={"Content-Type": "application/json"} if data is not None else {},
+        headers={**({"Content-Type": "application/json"} if data is not None else {}), **request.get("headers", {})},
     )
     try:
         with urllib.request.urlopen(outgoing, timeout=float(request.get("timeout", 5))) as response:

@@ -409,8 +409,15 @@ class Stack:
             raise StackError("the stack is not started")
         return self.probe.ask(request)
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        answer = self.ask({"op": "http", "method": method, "url": f"{self.base_url}{path}", "body": body, "timeout": 5})
+    def request(
+        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
+        answer = self.ask(
+            {
+                "op": "http", "method": method, "url": f"{self.base_url}{path}", "body": body,
+                "headers": dict(headers or {}), "timeout": 5,
+            }
+        )
         if "error" in answer:
             raise StackError(f"{method} {path}: {answer['error']}")
         text = answer.get("body", "")
@@ -430,9 +437,10 @@ class Stack:
         return result
 
     def health(self) -> dict[str, Any]:
-        status, body = self.request("GET", "/healthz")
-        if status not in (200, 503):
-            raise StackError(f"GET /healthz answered {status}: {body}")
+        """Per-device health: GET /status with the bundle's commissioning token."""
+        status, body = self.request("GET", "/status", headers=self.bundle.commissioning_headers())
+        if status != 200:
+            raise StackError(f"GET /status answered {status}: {body}")
         result: dict[str, Any] = body
         return result
 
@@ -440,7 +448,9 @@ class Stack:
         return DeviceTopologyModel.model_validate(self.get_json("/topology"))
 
     def post_topology(self, topology: DeviceTopologyModel) -> tuple[int, Any]:
-        return self.request("POST", "/topology", topology.model_dump(mode="json"))
+        return self.request(
+            "POST", "/topology", topology.model_dump(mode="json"), headers=self.bundle.commissioning_headers()
+        )
 
     def gateway_log(self, lines: int = LOG_TAIL_LINES) -> str:
         return tail(self.logs_dir / "gateway.log", lines)

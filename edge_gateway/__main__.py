@@ -33,7 +33,19 @@ def main() -> None:
         app = create_app(settings, dtm_path=dtm_path_from())
     except (ConfigError, TopologyError, StorageError) as exc:
         sys.exit(str(exc))
-    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="info", access_log=False)
+    http = settings.http
+    uvicorn.run(
+        app,
+        host=http.host,
+        port=http.port,
+        log_level="info",
+        access_log=False,
+        # h11: h11_max_incomplete_event_size applies to it alone.
+        http="h11",
+        timeout_keep_alive=http.timeout_keep_alive_seconds,
+        limit_concurrency=http.limit_concurrency,
+        h11_max_incomplete_event_size=http.h11_max_incomplete_event_size,
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The edge gateway's HTTP API: the topology it runs, its measurements and its health.
 
-``POST /topology`` is commissioning: a valid DTM is stored durably and applied at once (pollers
-of removed devices stop, new ones start); an invalid one is answered 422 naming the field and
-changes nothing.
+``POST /topology`` is commissioning: with the order's commissioning token, a valid DTM is stored
+durably and applied at once (pollers of removed devices stop, new ones start); an invalid one is
+answered 422 naming the field and changes nothing. ``GET /healthz`` tells anyone on the LAN no
+more than the HMI needs (overall state and counts); which device fails, and how often the gateway
+tried, is ``GET /status`` behind the same token.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service_kit.json_body import read_json_model
-from service_kit.problems import Problem, problem_response
 from contracts.dtm import DeviceTopologyModel
+from edge_gateway.commissioning import check_posted_topology, require_commissioning_token
 from edge_gateway.polling import PollingSupervisor
 from edge_gateway.settings import GatewaySettings
 from edge_gateway.storage import MeasurementStore, Reading
 from edge_gateway.topology import TopologySource, TopologyStore
+from service_kit.json_body import read_json_model
+from service_kit.problems import Problem, problem_response
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,12 @@ async def get_topology(request: Request) -> JSONResponse:
 
 async def post_topology(request: Request) -> JSONResponse:
     state = _state(request)
-    topology = await read_json_model(request, DeviceTopologyModel, state.settings.http.max_body_bytes)
+    require_commissioning_token(request, state.settings)
+    http = state.settings.http
+    topology = await read_json_model(
+        request, DeviceTopologyModel, http.max_body_bytes, read_timeout_seconds=http.body_read_timeout_seconds
+    )
+    await check_posted_topology(topology, state.settings)
 
     async with state.topology_lock:
         try:
@@ -94,6 +102,20 @@ async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "unavailable", "storage": "unreadable"}, status_code=503)
     # A failing device is the field's problem, not the gateway's: degraded still answers 200, so
     # the container's healthcheck does not flag a gateway that works as designed.
+    degraded = any(health.state == "failing" for health in devices.values())
+    states = [health.state for health in devices.values()]
+    return JSONResponse(
+        {
+            "status": "degraded" if degraded else "ok",
+            "devices": {state_name: states.count(state_name) for state_name in ("polling", "failing", "not_connected")},
+        }
+    )
+
+
+async def get_status(request: Request) -> JSONResponse:
+    state = _state(request)
+    require_commissioning_token(request, state.settings)
+    devices = state.supervisor.device_health()
     degraded = any(health.state == "failing" for health in devices.values())
     return JSONResponse(
         {
@@ -155,6 +177,7 @@ def create_app(settings: GatewaySettings, *, dtm_path: Path | None = None) -> St
             Route("/topology", post_topology, methods=["POST"]),
             Route("/measurements", get_measurements, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/status", get_status, methods=["GET"]),
         ],
         exception_handlers={HTTPException: problem_response},
         lifespan=lifespan,

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from contracts.configurator import OptionValue
 from service_kit.layered_config import Section, Stage, load_layered, stage_and_customer_file
@@ -24,6 +24,17 @@ class HttpSettings(Section):
     host: str = Field(description="Interface the gateway's HTTP API binds to.")
     port: int = Field(ge=1, le=65535, description="Port of the gateway's HTTP API.")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Largest accepted POST /topology body.")
+    # What one client on the LAN may hold of the gateway (uvicorn's defaults bound none of it).
+    timeout_keep_alive_seconds: int = Field(default=5, ge=1, le=300, description="Idle keep-alive connection lifetime.")
+    limit_concurrency: int = Field(
+        default=50, ge=1, description="Connections and requests in progress at once; beyond it the answer is 503."
+    )
+    h11_max_incomplete_event_size: int = Field(
+        default=16 * 1024, ge=1024, description="Largest request line plus headers buffered (bytes)."
+    )
+    body_read_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=300, description="Deadline for a whole POST /topology body; slower clients get 408."
+    )
 
 
 class StorageSettings(Section):
@@ -48,6 +59,25 @@ class PollingSettings(Section):
         return self
 
 
+class CommissioningSettings(Section):
+    max_devices: int = Field(
+        default=500, ge=1, le=5000, description="Largest number of devices a posted topology may have."
+    )
+    allow_loopback_hosts: bool = Field(
+        default=False,
+        description="Accept loopback device hosts in a posted topology: for a gateway and devices on one test machine only.",
+    )
+
+
+class GatewaySecrets(Section):
+    """From the stack's secrets.env (compose's env_file), never from a file that is mounted or mailed."""
+
+    COMMISSIONING_TOKEN: SecretStr | None = Field(
+        default=None,
+        description="Bearer token POST /topology and GET /status require; generated per order by the platform.",
+    )
+
+
 # What the platform writes into cfg.customer.yml (delivery.edge_bundle.customer_config_yaml).
 # None of it changes how the gateway polls; it is kept so the gateway knows which order it serves.
 class CustomerInfo(Section):
@@ -64,6 +94,8 @@ class GatewaySettings(Section):
     http: HttpSettings
     storage: StorageSettings
     polling: PollingSettings
+    commissioning: CommissioningSettings = Field(default_factory=CommissioningSettings)
+    secrets: GatewaySecrets = Field(default_factory=GatewaySecrets)
     schema_version: Literal[1] | None = Field(default=None, description="Version of the platform's cfg.customer.yml.")
     cfg_id: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
         default=None, description="The order this installation was delivered for."
@@ -93,12 +125,14 @@ def load_gateway_settings(
     """Settings of ``stage`` (default: ``ENV``, else local) with ``CFG_CUSTOMER_PATH`` merged over them."""
     environ = os.environ if environ is None else environ
     stage, customer_path = stage_and_customer_file(stage, customer_path, environ)
+    secrets = {name: environ[name] for name in GatewaySecrets.model_fields if environ.get(name)}
     return load_layered(
         GatewaySettings,
         defaults_path=defaults_path or DEFAULTS_PATH,
         stage=stage,
         customer_path=customer_path,
-        extra={"stage": stage},
+        extra={"stage": stage, "secrets": secrets},
+        extra_origins={("secrets", name): f"environment variable {name}" for name in secrets},
     )
 
 

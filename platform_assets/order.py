@@ -129,6 +129,7 @@ def edp_artifacts(
 ) -> Output[EdpArtifacts]:
     cfg_id = context.partition_key
     client = edp.get_client()
+    downloader = edp.artifact_downloader()
     # apk runs beside this step and may already have found no APK: "waiting_for_apk" must stay,
     # or the order would sit in "building" and apk_sensor would never resume it.
     platform_db.orders.set_status_unless(cfg_id, OrderStatus.BUILDING, unless=[OrderStatus.WAITING_FOR_APK])
@@ -137,9 +138,11 @@ def edp_artifacts(
             cfg_id=cfg_id,
             job_id=order_config.edp_job_id,
             job=client.get_job(order_config.edp_job_id),
-            download=client.download,
+            policy=downloader.policy,
+            download=downloader.download,
             store=artifacts.get_store(),
         )
+    # Both kinds are built without URLs' queries or EDP's bodies, and capped: fit for last_error.
     except (EdpArtifactError, EdpError) as exc:
         platform_db.orders.set_status(cfg_id, OrderStatus.FAILED, error=str(exc))
         raise Failure(str(exc)) from None
@@ -172,6 +175,7 @@ def cfn_or_iso(
     platform_db: PlatformDbResource,
     artifacts: ArtifactBucketResource,
     delivery: DeliveryResource,
+    portal: PortalResource,
 ) -> Iterator[Output[BuiltArtifact] | AssetCheckResult]:
     cfg_id = context.partition_key
     order = _order(platform_db, cfg_id)
@@ -184,6 +188,7 @@ def cfn_or_iso(
         dtm=dtm,
         flags=edp_artifacts.flags,
         images=delivery.edge_images(),
+        commissioning_token=portal.commissioning_token(cfg_id),
         dtm_bytes=dtm_bytes,
     )
     bundle = [store.put(order_key(cfg_id, "bundle", name), data) for name, data in bundle_files.items()]

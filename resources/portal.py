@@ -17,6 +17,12 @@ class PortalResource(ConfigurableResource):
         default=None, description="Local/demo: the generated key file used when PORTAL_TOKEN_KEY is unset."
     )
 
+    def _tokens(self) -> PortalTokens:
+        return PortalTokens(portal_token_key(load_secrets(), self.local_key_file))
+
     def links_for(self, cfg_id: str, generation: int) -> PortalLinks:
-        tokens = PortalTokens(portal_token_key(load_secrets(), self.local_key_file))
-        return PortalLinks(base_url=self.public_url, token=tokens.token(cfg_id, generation))
+        return PortalLinks(base_url=self.public_url, token=self._tokens().token(cfg_id, generation))
+
+    def commissioning_token(self, cfg_id: str) -> str:
+        """The token the order's gateway requires for commissioning (in its bundle's secrets.env)."""
+        return self._tokens().commissioning_token(cfg_id)

@@ -18,6 +18,7 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from sqlalchemy.engine import URL, make_url
 
+from delivery.edp_artifact_policy import ArtifactHost
 from service_kit.layered_config import (
     STAGES,
     ConfigError,
@@ -45,6 +46,29 @@ class ApiSettings(Section):
     public_url: str = Field(description="Base URL customers and the website reach the API at; portal links start here.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest accepted request body.")
     require_token: bool = Field(description="Whether POST endpoints need the bearer token API_TOKEN from secrets.env.")
+    # What one client may hold of the server: uvicorn's defaults keep slow or idle connections
+    # open for as long as the client likes and accept any number of them.
+    timeout_keep_alive_seconds: int = Field(
+        default=5, ge=1, le=300, description="How long uvicorn keeps an idle keep-alive connection open."
+    )
+    limit_concurrency: int = Field(
+        default=100, ge=1, description="Connections and requests in progress at once; beyond it uvicorn answers 503."
+    )
+    h11_max_incomplete_event_size: int = Field(
+        default=16 * 1024, ge=1024, description="Largest request line plus headers uvicorn buffers (bytes)."
+    )
+    body_read_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="Deadline for receiving a whole request body; a slower client gets 408 and the connection closes.",
+    )
+    max_redeliveries_per_order: int = Field(
+        default=20, ge=0, description="Re-deliveries POST /orders/{cfg_id}/redeliver launches per order at most, ever."
+    )
+    max_redeliveries_per_order_per_day: int = Field(
+        default=5, ge=0, description="Re-deliveries the API launches per order within any 24 hours."
+    )
 
 
 class PlatformDbSettings(Section):
@@ -78,6 +102,41 @@ class EdpSettings(Section):
     base_url: str = Field(description="Base URL of the EDP API (the part before /edp-api).")
     timeout_seconds: float = Field(gt=0, le=60, description="Connect and read timeout of one EDP request.")
     retries: int = Field(ge=0, le=10, description="Retries with backoff for failed EDP requests.")
+    # The EDP artifact policy (delivery/edp_artifact_policy.py): EDP's artifact URLs are fetched
+    # from inside the platform and published to the customer, so where, how much and how long.
+    artifact_hosts: list[ArtifactHost] = Field(
+        default_factory=list,
+        description=(
+            "Hosts besides EDP's own (host and port of base_url) that artifact URLs and their redirects may name: "
+            "'host' (the scheme's default port) or 'host:port', matched exactly."
+        ),
+    )
+    allow_private_artifact_hosts: bool = Field(
+        default=False,
+        description=(
+            "Let artifact hosts resolve to loopback, private, link-local or reserved addresses "
+            "(local/demo: the EDP stand-in is on 127.0.0.1); false refuses them."
+        ),
+    )
+    max_artifacts: int = Field(default=32, ge=1, le=1000, description="Most artifacts one EDP job may list.")
+    max_artifact_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest EDP artifact (bytes).")
+    max_dtm_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1,
+        description="Largest dtm.json (bytes); it is base64'd into the seed ISO's user-data.",
+    )
+    max_job_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="Most bytes of one EDP job's artifacts together."
+    )
+    max_artifact_redirects: int = Field(
+        default=3, ge=0, le=10, description="Redirects one artifact download follows, each hop checked like the URL."
+    )
+    download_deadline_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="Longest one artifact download may take, redirects, retries and every read included.",
+    )
 
 
 class DagsterSettings(Section):
@@ -104,6 +163,11 @@ class PortalSettings(Section):
     local_key_file: str | None = Field(
         default=None,
         description="Local/demo only: where a generated portal token key is kept when PORTAL_TOKEN_KEY is unset.",
+    )
+    # Every click on a download link presigns again, so a URL only has to outlive the redirect
+    # and a slow start of the download; a leaked one is useless soon after.
+    presign_seconds: int = Field(
+        default=300, ge=30, le=7 * 24 * 3600, description="Lifetime of the presigned S3 URL a download link answers with."
     )
 
 

@@ -31,7 +31,7 @@ def test_a_composed_template_passes_and_a_broken_one_is_reported() -> None:
 
 
 def test_a_built_seed_iso_passes_and_garbage_is_reported() -> None:
-    bundle = {"cfg.customer.yml": b"site: {}\n", "dtm.json": b"{}", "compose.yaml": b"services: {}\n"}
+    bundle = {"cfg.customer.yml": b"site: {}\n", "dtm.json": b"{}", "compose.yaml": b"services: {}\n", "secrets.env": b""}
     image = build_seed_iso(cfg_id=CFG_ID, order=order("onprem"), bundle=bundle)
     assert seed_iso_problems(image) == []
     assert seed_iso_problems(b"\0" * 70000)

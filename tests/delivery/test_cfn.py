@@ -108,10 +108,13 @@ def test_user_data_is_small_secret_free_and_fetches_the_bundle() -> None:
 
     assert len(script.encode()) < USER_DATA_LIMIT
     assert len(base64.b64encode(script.encode())) < USER_DATA_LIMIT
-    assert not SECRET_LOOKING.search(script)
+    # The script names the bundle's secrets.env (it fetches it and makes it root's alone), no value.
+    assert not SECRET_LOOKING.search(script.replace("secrets.env", "<bundle file>"))
+    assert "COMMISSIONING_TOKEN" not in script
     assert "Plant Nord" not in script and "ada@example.com" not in script
-    for name in ("cfg.customer.yml", "dtm.json", "compose.yaml"):
+    for name in ("cfg.customer.yml", "dtm.json", "compose.yaml", "secrets.env"):
         assert name in script
+    assert "chmod 0600 /opt/ems/secrets.env" in script
     assert f"aws s3 cp --only-show-errors s3://{BUCKET}/{PREFIX}$name /opt/ems/$name" in script
     assert "docker compose up -d" in script
     assert "/opt/aws/bin/cfn-signal --exit-code $?" in script

@@ -24,6 +24,7 @@ from resources.settings import deep_merge
 
 CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
 IMAGES = EdgeImages.release("ghcr.io/example", "0.1.0")
+TOKEN = "bundle-test-commissioning-1"
 FLAGS = {"commissioning_required": True, "device_count": 2}
 
 
@@ -65,7 +66,7 @@ def compose_of(order: ConfiguratorPayload) -> dict[str, Any]:
 
 
 def test_constants_name_the_bundle() -> None:
-    assert BUNDLE_FILES == ("cfg.customer.yml", "dtm.json", "compose.yaml")
+    assert BUNDLE_FILES == ("cfg.customer.yml", "dtm.json", "compose.yaml", "secrets.env")
     assert HMI_PORT == 8080
 
 
@@ -82,6 +83,8 @@ def test_compose_file_runs_the_gateway_with_its_config_mounted_read_only() -> No
         "CFG_CUSTOMER_PATH": "/etc/ems/cfg.customer.yml",
         "DTM_PATH": "/etc/ems/dtm.json",
     }
+    # The commissioning token reaches the gateway from the stack's secrets.env, never from a mount.
+    assert gateway["env_file"] == ["./secrets.env"]
     binds = {mount["source"]: mount for mount in gateway["volumes"] if mount["type"] == "bind"}
     assert binds == {
         "./cfg.customer.yml": {
@@ -169,13 +172,17 @@ def test_customer_config_deep_merges_over_the_stage_block() -> None:
 def test_build_bundle_has_every_file() -> None:
     order = make_order()
     dtm = make_dtm(order)
-    bundle = build_bundle(cfg_id=CFG_ID, order=order, dtm=dtm, flags=FLAGS, images=IMAGES)
+    bundle = build_bundle(cfg_id=CFG_ID, order=order, dtm=dtm, flags=FLAGS, images=IMAGES, commissioning_token=TOKEN)
 
     assert tuple(bundle) == BUNDLE_FILES
+    assert bundle["secrets.env"] == f"COMMISSIONING_TOKEN={TOKEN}\n".encode()
+    assert TOKEN.encode() not in bundle["cfg.customer.yml"] + bundle["compose.yaml"] + bundle["dtm.json"]
     assert DeviceTopologyModel.model_validate(json.loads(bundle["dtm.json"])) == dtm
     assert bundle["dtm.json"] == dtm_json(dtm)
     edp_bytes = b'{"schema_version": 1}'
-    assert build_bundle(cfg_id=CFG_ID, order=order, dtm=dtm, flags=FLAGS, images=IMAGES, dtm_bytes=edp_bytes)[
+    assert build_bundle(
+        cfg_id=CFG_ID, order=order, dtm=dtm, flags=FLAGS, images=IMAGES, commissioning_token=TOKEN, dtm_bytes=edp_bytes
+    )[
         "dtm.json"
     ] == edp_bytes
 
@@ -213,7 +220,9 @@ def test_compose_renders_the_fixtures_only_with_their_profile(
     tmp_path: Path, profile_args: tuple[str, ...], expected: set[str] | None
 ) -> None:
     order = make_order()
-    bundle = build_bundle(cfg_id=CFG_ID, order=order, dtm=make_dtm(order), flags=FLAGS, images=IMAGES)
+    bundle = build_bundle(
+        cfg_id=CFG_ID, order=order, dtm=make_dtm(order), flags=FLAGS, images=IMAGES, commissioning_token=TOKEN
+    )
     for name, data in bundle.items():
         (tmp_path / name).write_bytes(data)
 
@@ -229,3 +238,11 @@ def test_compose_renders_the_fixtures_only_with_their_profile(
     assert result.returncode == 0, result.stderr
     services = set(json.loads(result.stdout)["services"])
     assert services == (expected or {"gateway", *(fixture.hostname for fixture in load_manifest().fixtures)})
+
+
+@pytest.mark.parametrize("token", ["short", "has space in it 12345", "line\nbreak-0123456789", "x" * 129])
+def test_a_malformed_commissioning_token_is_refused_without_echoing_it(token: str) -> None:
+    order = make_order()
+    with pytest.raises(ValueError, match="commissioning token must be") as refused:
+        build_bundle(cfg_id=CFG_ID, order=order, dtm=make_dtm(order), flags=FLAGS, images=IMAGES, commissioning_token=token)
+    assert token not in str(refused.value)

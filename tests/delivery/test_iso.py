@@ -40,6 +40,7 @@ def make_bundle(devices: int = 1) -> dict[str, bytes]:
         "cfg.customer.yml": f"cfg_id: {CFG_ID}\nsite:\n  name: Werk Süd\n".encode(),
         "dtm.json": json.dumps(dtm).encode(),
         "compose.yaml": b"services:\n  gateway:\n    image: ghcr.io/example/ems-edge-gateway:0.1.0\n",
+        "secrets.env": b"COMMISSIONING_TOKEN=seed-iso-test-token-0001\n",
     }
 
 
@@ -102,11 +103,15 @@ def test_user_data_writes_the_bundle_and_starts_the_stack() -> None:
     assert user_data.startswith("#cloud-config\n")
     config = yaml.safe_load(user_data)
     written = {entry["path"]: entry for entry in config["write_files"]}
-    assert set(written) == {"/opt/ems/cfg.customer.yml", "/opt/ems/dtm.json", "/opt/ems/compose.yaml"}
+    assert set(written) == {
+        "/opt/ems/cfg.customer.yml", "/opt/ems/dtm.json", "/opt/ems/compose.yaml", "/opt/ems/secrets.env",
+    }
     for name, data in bundle.items():
         entry = written[f"/opt/ems/{name}"]
         assert entry["encoding"] == "b64"
         assert base64.b64decode(entry["content"]) == data
+        # The commissioning token is root's alone on the appliance.
+        assert entry["permissions"] == ("0600" if name == "secrets.env" else "0644")
     assert ["docker", "compose", "-f", "/opt/ems/compose.yaml", "up", "-d"] in config["runcmd"]
     assert config["timezone"] == "Europe/Vienna"
 

@@ -47,3 +47,15 @@ def test_links_live_under_the_public_url() -> None:
     assert links.portal() == "https://platform.example.com/portal/T"
     assert links.version_page(3) == "https://platform.example.com/portal/T/v3"
     assert links.artifact(3, "cfn.yaml") == "https://platform.example.com/portal/T/v3/cfn.yaml"
+
+
+def test_the_commissioning_token_is_per_order_stable_and_not_the_portal_token() -> None:
+    tokens = PortalTokens(b"k" * 32)
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    token = tokens.commissioning_token(first)
+    # Stable: every rebuild of the order's bundle and seed ISO carries the same one.
+    assert token == PortalTokens(b"k" * 32).commissioning_token(first)
+    assert token != tokens.commissioning_token(second)
+    assert token != PortalTokens(b"o" * 32).commissioning_token(first)
+    assert token not in tokens.token(first, 0)
+    assert len(token) == 22

@@ -20,6 +20,7 @@ from contracts.dtm import Point
 from edge_gateway.settings import GatewaySettings, load_gateway_settings
 
 REGISTERS = 64
+COMMISSIONING_TOKEN = "test-commissioning-token"
 START_TIMEOUT = 10.0
 _STRUCT = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I"}
 
@@ -151,9 +152,15 @@ def device_document(
 
 @pytest.fixture
 def gateway_settings(tmp_path: Path) -> Callable[..., GatewaySettings]:
-    """Local-stage gateway settings with a tmp database and fast polling, via a customer file."""
+    """Local-stage gateway settings with a tmp database and fast polling, via a customer file.
 
-    def make(**polling: float) -> GatewaySettings:
+    The gateway has ``COMMISSIONING_TOKEN`` (``token``; None: unset) and, since the test devices
+    listen on 127.0.0.1, accepts loopback hosts unless ``commissioning`` says otherwise.
+    """
+
+    def make(
+        *, token: str | None = COMMISSIONING_TOKEN, commissioning: dict[str, Any] | None = None, **polling: float
+    ) -> GatewaySettings:
         customer = tmp_path / "gateway.cfg.customer.yml"
         customer.write_text(
             yaml.safe_dump(
@@ -166,10 +173,12 @@ def gateway_settings(tmp_path: Path) -> Callable[..., GatewaySettings]:
                         "backoff_max_seconds": 0.2,
                         **polling,
                     },
+                    "commissioning": {"allow_loopback_hosts": True, **(commissioning or {})},
                 }
             )
         )
-        return load_gateway_settings("local", customer_path=customer, environ={})
+        environ = {"COMMISSIONING_TOKEN": token} if token is not None else {}
+        return load_gateway_settings("local", customer_path=customer, environ=environ)
 
     return make
 

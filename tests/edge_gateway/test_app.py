@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 import yaml
 from starlette.testclient import TestClient
 
@@ -20,7 +24,14 @@ from contracts.dtm import DeviceTopologyModel, Point
 from edge_gateway.app import create_app
 from edge_gateway.settings import GatewaySettings
 from edge_gateway.topology import STORED_TOPOLOGY_NAME, TopologyError
-from tests.edge_gateway.conftest import ModbusDeviceServer, device_document, dtm_document, free_port, wait_for
+from tests.edge_gateway.conftest import (
+    COMMISSIONING_TOKEN,
+    ModbusDeviceServer,
+    device_document,
+    dtm_document,
+    free_port,
+    wait_for,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 METER_VALUES: dict[Point, int] = dict(zip(POINT_CATALOG["power_meter"], (-15000, 2301, 123456789)))
@@ -45,7 +56,9 @@ def write_json(path: Path, document: dict[str, Any]) -> Path:
 
 @contextmanager
 def running(settings: GatewaySettings, dtm_path: Path | None) -> Iterator[TestClient]:
+    """The gateway; the client commissions with the order's token unless a test removes it."""
     with TestClient(create_app(settings, dtm_path=dtm_path)) as client:
+        client.headers["Authorization"] = f"Bearer {COMMISSIONING_TOKEN}"
         yield client
 
 
@@ -54,7 +67,7 @@ def count(client: TestClient) -> int:
 
 
 def device_states(client: TestClient) -> dict[str, str]:
-    return {device_id: info["state"] for device_id, info in client.get("/healthz").json()["devices"].items()}
+    return {device_id: info["state"] for device_id, info in client.get("/status").json()["devices"].items()}
 
 
 def test_a_bare_deploy_serves_its_dtm_and_stays_quiet(
@@ -66,7 +79,7 @@ def test_a_bare_deploy_serves_its_dtm_and_stays_quiet(
         assert client.get("/topology").json() == DeviceTopologyModel.model_validate(bare_dtm()).model_dump(mode="json")
         time.sleep(6 * settings.polling.interval_seconds)
         assert client.get("/measurements").json() == {"count": 0, "latest": {}}
-        health = client.get("/healthz").json()
+        health = client.get("/status").json()
     assert health["status"] == "ok"
     assert health["connection_attempts"] == 0
     assert health["topology_source"] == "dtm_path"
@@ -106,7 +119,7 @@ def test_an_invalid_topology_is_422_naming_the_field_and_the_running_one_stays(
         assert client.post("/topology", content=b"{", headers={"content-type": "application/json"}).status_code == 400
         assert client.post("/topology", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
         assert client.get("/topology").json() == before
-        health = client.get("/healthz").json()
+        health = client.get("/status").json()
     assert health["connection_attempts"] == 0, "a rejected topology never reaches a device"
     assert health["topology_source"] == "dtm_path"
     assert not (Path(settings.storage.path).parent / STORED_TOPOLOGY_NAME).exists()
@@ -165,7 +178,7 @@ def test_a_posted_topology_survives_a_restart(
         posted = client.get("/topology").json()
     with running(settings, dtm) as client:
         assert client.get("/topology").json() == posted, "the posted topology wins over DTM_PATH"
-        assert client.get("/healthz").json()["topology_source"] == "stored"
+        assert client.get("/status").json()["topology_source"] == "stored"
         before = count(client)
         assert before > 0, "measurements are kept across the restart"
         wait_for(lambda: count(client) > before)
@@ -192,8 +205,8 @@ def test_one_dead_device_fails_alone_and_recovers_on_the_same_port(
     with running(settings, dtm) as client:
         wait_for(lambda: device_states(client) == {"meter-1": "polling", "battery-1": "polling"} and count(client) > 10)
         battery.stop()
-        wait_for(lambda: client.get("/healthz").json()["devices"]["battery-1"]["consecutive_failures"] >= 3)
-        health = client.get("/healthz").json()
+        wait_for(lambda: client.get("/status").json()["devices"]["battery-1"]["consecutive_failures"] >= 3)
+        health = client.get("/status").json()
         assert health["status"] == "degraded"
         assert health["devices"]["meter-1"]["state"] == "polling"
         dead = health["devices"]["battery-1"]
@@ -207,7 +220,7 @@ def test_one_dead_device_fails_alone_and_recovers_on_the_same_port(
         battery.start()
         wait_for(lambda: device_states(client)["battery-1"] == "polling")
         wait_for(lambda: (history(client, "battery-1") or "") > (battery_seen or ""))
-        health = client.get("/healthz").json()
+        health = client.get("/status").json()
     assert health["status"] == "ok"
     assert health["devices"]["battery-1"]["consecutive_failures"] == 0
     # One connection per device, plus one per retry of the dead one (and its reconnect).
@@ -219,7 +232,7 @@ def test_without_dtm_path_there_is_no_topology_until_one_is_posted(
 ) -> None:
     with running(gateway_settings(), None) as client:
         assert client.get("/topology").status_code == 404
-        assert client.get("/healthz").json() == {
+        assert client.get("/status").json() == {
             "status": "ok",
             "devices": {},
             "connection_attempts": 0,
@@ -286,3 +299,140 @@ def test_python_m_edge_gateway_refuses_a_bad_config_naming_the_key(tmp_path: Pat
     )
     assert result.returncode == 1
     assert f"http.prot: unknown key (set in {customer})" in result.stderr
+
+
+# --- commissioning is for the order's token holder, and only towards hosts a site can have -------
+
+
+def connected_to(host: str, port: int = 502) -> dict[str, Any]:
+    device = device_document("meter-1", list(POINT_CATALOG["power_meter"]), port=port)
+    device["connection"]["host"] = host
+    return dtm_document([device])
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [(None, 401), ("Bearer wrong-token", 401), (f"Basic {COMMISSIONING_TOKEN}", 401), (f"Bearer {COMMISSIONING_TOKEN}", 200)],
+)
+def test_commissioning_needs_the_orders_token(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings], authorization: str | None, status: int
+) -> None:
+    dtm_path = write_json(tmp_path / "dtm.json", bare_dtm())
+    with running(gateway_settings(), dtm_path) as client:
+        headers = {} if authorization is None else {"Authorization": authorization}
+        del client.headers["Authorization"]
+        answer = client.post("/topology", json=connected_to("192.0.2.10"), headers=headers)
+        assert answer.status_code == status, answer.text
+        if status == 401:
+            assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+            assert "commissioning token" in answer.json()["detail"]
+            # Nothing changed: the delivered topology still runs.
+            assert [d.get("connection") for d in client.get("/topology").json()["devices"]] == [None, None, None]
+            assert client.get("/status", headers=headers).status_code == 401
+
+
+def test_a_gateway_without_a_token_refuses_all_commissioning(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]
+) -> None:
+    with running(gateway_settings(token=None), None) as client:
+        answer = client.post("/topology", json=bare_dtm())
+    assert answer.status_code == 403
+    assert "COMMISSIONING_TOKEN" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("localhost", "names this machine"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+    ],
+)
+def test_a_posted_topology_may_not_point_at_this_machine_or_link_local(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings], host: str, reason: str
+) -> None:
+    with running(gateway_settings(commissioning={"allow_loopback_hosts": False}), None) as client:
+        answer = client.post("/topology", json=connected_to(host))
+        assert answer.status_code == 422, answer.text
+        (error,) = answer.json()["errors"]
+        assert error["field"] == "devices[0].connection.host"
+        assert reason in error["message"]
+        assert client.get("/status").json()["connection_attempts"] == 0
+
+
+def test_a_site_address_is_accepted(tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]) -> None:
+    with running(gateway_settings(commissioning={"allow_loopback_hosts": False}), None) as client:
+        for host in ("10.20.0.5", "192.168.1.40", "meter-7.plant.example"):
+            assert client.post("/topology", json=connected_to(host, port=1502)).status_code == 200, host
+
+
+def test_a_topology_over_the_device_cap_is_refused(tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]) -> None:
+    points = list(POINT_CATALOG["power_meter"])
+    devices = [device_document(f"meter-{n}", points) for n in range(4)]
+    with running(gateway_settings(commissioning={"max_devices": 3}), None) as client:
+        answer = client.post("/topology", json=dtm_document(devices))
+        assert answer.status_code == 422
+        assert "at most 3" in answer.json()["detail"]
+        assert client.get("/topology").status_code == 404
+
+
+def test_healthz_tells_the_lan_only_counts(tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]) -> None:
+    dtm_path = write_json(tmp_path / "dtm.json", bare_dtm())
+    with running(gateway_settings(), dtm_path) as client:
+        del client.headers["Authorization"]
+        health = client.get("/healthz").json()
+    assert health == {"status": "ok", "devices": {"polling": 0, "failing": 0, "not_connected": 3}}
+
+
+@pytest.mark.slow
+def test_a_topology_body_that_drips_in_is_cut_off(tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]) -> None:
+    """A real uvicorn: the test client would buffer the body before the app saw any of it."""
+    settings = gateway_settings()
+    settings = settings.model_copy(update={"http": settings.http.model_copy(update={"body_read_timeout_seconds": 0.5})})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=10)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(
+                f"POST /topology HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {COMMISSIONING_TOKEN}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{".encode()
+            )
+            started = time.monotonic()
+            answer = b""
+            while not answer.endswith(b"}") and time.monotonic() - started < 5:
+                conn.sendall(b" ")  # never idle: only a whole-body deadline ends it
+                readable, _, _ = select.select([conn], [], [], 0.1)
+                if readable:
+                    answer += conn.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert time.monotonic() - started < 3
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_python_m_edge_gateway_serves_with_the_connection_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge_gateway.__main__ as entry
+
+    customer = tmp_path / "cfg.customer.yml"
+    customer.write_text(yaml.safe_dump({"storage": {"path": str(tmp_path / "gateway.db")}, "http": {"limit_concurrency": 7}}))
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **options: served.update(options))
+    monkeypatch.setattr(sys, "argv", ["edge_gateway"])
+    monkeypatch.setenv("ENV", "beta")
+    monkeypatch.setenv("CFG_CUSTOMER_PATH", str(customer))
+    monkeypatch.delenv("DTM_PATH", raising=False)
+    entry.main()
+    assert served["limit_concurrency"] == 7
+    assert served["timeout_keep_alive"] == 5
+    assert served["h11_max_incomplete_event_size"] == 16384
+    assert served["http"] == "h11"
