@@ -36,11 +36,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contracts.dtm import DeviceTopologyModel
 from delivery.edge_bundle import COMPOSE_NAME, FIXTURES_PROFILE, GATEWAY_SERVICE
 from e2e.bundle import Bundle
 from e2e.compose import FixtureCommand, fixture_services, gateway_service, parse_fixture_command, read_services
-from e2e.stack import LOG_TAIL_LINES, READY_TIMEOUT_SECONDS, StackError, checked_http_port, gateway_settings, tail
+from e2e.stack import (
+    LOG_TAIL_LINES,
+    READY_TIMEOUT_SECONDS,
+    GatewayApi,
+    StackError,
+    checked_http_port,
+    gateway_settings,
+    tail,
+)
 
 if TYPE_CHECKING:
     from edge_gateway.settings import GatewaySettings
@@ -230,7 +237,7 @@ def _monotonic_of(timestamp: str) -> float:
     return time.monotonic() - (time.time() - (whole + fraction))
 
 
-class ContainerStack:
+class ContainerStack(GatewayApi):
     """One compose project of a bundle; use as a context manager so that it is always brought down."""
 
     def __init__(
@@ -512,28 +519,3 @@ class ContainerStack:
         except json.JSONDecodeError:
             return status, text
 
-    def get_json(self, path: str) -> Any:
-        status, body = self.request("GET", path)
-        if status != 200:
-            raise StackError(f"GET {path} answered {status}: {body}")
-        return body
-
-    def measurements(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.get_json("/measurements")
-        return result
-
-    def health(self) -> dict[str, Any]:
-        """Per-device health: GET /status with the bundle's commissioning token."""
-        status, body = self.request("GET", "/status", headers=self.bundle.commissioning_headers())
-        if status != 200:
-            raise StackError(f"GET /status answered {status}: {body}")
-        result: dict[str, Any] = body
-        return result
-
-    def topology(self) -> DeviceTopologyModel:
-        return DeviceTopologyModel.model_validate(self.get_json("/topology"))
-
-    def post_topology(self, topology: DeviceTopologyModel) -> tuple[int, Any]:
-        return self.request(
-            "POST", "/topology", topology.model_dump(mode="json"), headers=self.bundle.commissioning_headers()
-        )

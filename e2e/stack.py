@@ -186,7 +186,44 @@ class Fixture:
     command: FixtureCommand
 
 
-class Stack:
+class GatewayApi:
+    """What the scenarios ask of the gateway, over whatever transport a stack's ``request`` uses."""
+
+    bundle: Bundle
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    def get_json(self, path: str) -> Any:
+        status, body = self.request("GET", path)
+        if status != 200:
+            raise StackError(f"GET {path} answered {status}: {body}")
+        return body
+
+    def measurements(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get_json("/measurements")
+        return result
+
+    def health(self) -> dict[str, Any]:
+        """Per-device health: GET /status with the bundle's commissioning token."""
+        status, body = self.request("GET", "/status", headers=self.bundle.commissioning_headers())
+        if status != 200:
+            raise StackError(f"GET /status answered {status}: {body}")
+        result: dict[str, Any] = body
+        return result
+
+    def topology(self) -> DeviceTopologyModel:
+        return DeviceTopologyModel.model_validate(self.get_json("/topology"))
+
+    def post_topology(self, topology: DeviceTopologyModel) -> tuple[int, Any]:
+        return self.request(
+            "POST", "/topology", topology.model_dump(mode="json"), headers=self.bundle.commissioning_headers()
+        )
+
+
+class Stack(GatewayApi):
     """One run of a bundle's stack; use as a context manager so that it is always torn down."""
 
     def __init__(self, bundle: Bundle, workdir: Path, *, python: str = sys.executable) -> None:
@@ -410,7 +447,7 @@ class Stack:
         return self.probe.ask(request)
 
     def request(
-        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+        self, method: str, path: str, body: Any = None, *, headers: Mapping[str, str] | None = None
     ) -> tuple[int, Any]:
         answer = self.ask(
             {
@@ -425,32 +462,6 @@ class Stack:
             return int(answer["status"]), json.loads(text) if text else None
         except json.JSONDecodeError:
             return int(answer["status"]), text
-
-    def get_json(self, path: str) -> Any:
-        status, body = self.request("GET", path)
-        if status != 200:
-            raise StackError(f"GET {path} answered {status}: {body}")
-        return body
-
-    def measurements(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.get_json("/measurements")
-        return result
-
-    def health(self) -> dict[str, Any]:
-        """Per-device health: GET /status with the bundle's commissioning token."""
-        status, body = self.request("GET", "/status", headers=self.bundle.commissioning_headers())
-        if status != 200:
-            raise StackError(f"GET /status answered {status}: {body}")
-        result: dict[str, Any] = body
-        return result
-
-    def topology(self) -> DeviceTopologyModel:
-        return DeviceTopologyModel.model_validate(self.get_json("/topology"))
-
-    def post_topology(self, topology: DeviceTopologyModel) -> tuple[int, Any]:
-        return self.request(
-            "POST", "/topology", topology.model_dump(mode="json"), headers=self.bundle.commissioning_headers()
-        )
 
     def gateway_log(self, lines: int = LOG_TAIL_LINES) -> str:
         return tail(self.logs_dir / "gateway.log", lines)

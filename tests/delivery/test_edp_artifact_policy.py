@@ -17,7 +17,6 @@ from delivery.edp_artifact_policy import (
     ByteLimit,
     EdpArtifactDownloader,
     EdpArtifactError,
-    EdpArtifactPolicy,
     address_refusal,
     readable_reason,
 )
