@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 
 from contracts.configurator import ConfiguratorPayload
-from contracts.orders import OrderStatus
+from contracts.orders import OrderStatus, allowed_from
 from platform_db.schema import orders
 
 # Writers on SQLite take turns on one file lock; an API request waits this long for a Dagster run's
@@ -45,6 +44,12 @@ class Order:
     created_at: datetime
     updated_at: datetime
     portal_token_generation: int = 0
+    # Bumped by a retry after a failed EDP job: part of the EDP Idempotency-Key, so the retry
+    # submits a new job instead of getting the failed one back.
+    edp_attempt: int = 0
+    # Why the latest attempt on an already delivered order (a re-delivery) failed; the order
+    # itself stays delivered. Cleared by the next delivery.
+    attempt_error: str | None = None
 
     def configurator_payload(self) -> ConfiguratorPayload:
         """The stored payload validated back into the model the website submitted."""
@@ -124,6 +129,8 @@ def _to_order(row: Row[Any]) -> Order:
         created_at=as_utc(row.created_at),
         updated_at=as_utc(row.updated_at),
         portal_token_generation=row.portal_token_generation,
+        edp_attempt=row.edp_attempt,
+        attempt_error=row.attempt_error,
     )
 
 
@@ -226,38 +233,76 @@ class OrderRepository:
         with self._engine.connect() as connection:
             return [_to_order(row) for row in connection.execute(query)]
 
-    def set_status(self, cfg_id: str, status: OrderStatus, *, error: str | None = None) -> None:
-        """Move an order to ``status``; ``last_error`` becomes ``error`` (a stale reason is cleared).
+    def move(self, cfg_id: str, to: OrderStatus, *, error: str | None = None) -> bool:
+        """Move an order to ``to`` if the lifecycle (``contracts.orders.TRANSITIONS``) allows it.
 
+        One conditional UPDATE, so concurrent writers cannot make a move the lifecycle forbids.
+        ``last_error`` becomes ``error`` (a stale reason is cleared); reaching ``delivered`` also
+        clears ``attempt_error``. Returns whether the order moved; raises ``KeyError`` for an
+        unknown ``cfg_id``.
+        """
+        to = OrderStatus(to)
+        values: dict[str, Any] = {"status": to.value, "last_error": error}
+        if to is OrderStatus.DELIVERED:
+            values["attempt_error"] = None
+        return self._move(cfg_id, to, values)
+
+    def fail(self, cfg_id: str, reason: str) -> OrderStatus:
+        """Record that an attempt on the order failed; returns the order's status afterwards.
+
+        An order not yet delivered becomes ``failed`` with ``reason``. One already delivered (or
+        whose email outcome is unknown) keeps its status: the reason goes to ``attempt_error``.
         Raises ``KeyError`` for an unknown ``cfg_id``.
         """
-        self._update(cfg_id, status=OrderStatus(status).value, last_error=error)
+        if self.move(cfg_id, OrderStatus.FAILED, error=reason):
+            return OrderStatus.FAILED
+        self._update(cfg_id, attempt_error=reason)
+        order = self.get(cfg_id)
+        assert order is not None
+        return order.status
 
-    def set_status_unless(self, cfg_id: str, status: OrderStatus, unless: Collection[OrderStatus]) -> bool:
-        """Move an order to ``status`` (clearing ``last_error``) unless it is in one of ``unless``.
+    def record_edp_job(self, cfg_id: str, job_id: str) -> bool:
+        """Remember the EDP job that builds this order and mark the order as waiting for it.
 
-        One conditional UPDATE, so steps of one run that write concurrently cannot undo each
-        other. Returns whether the order moved; raises ``KeyError`` for an unknown ``cfg_id``.
+        Returns whether the order moved (a delivered order keeps its status and its job).
+        Raises ``KeyError`` for an unknown ``cfg_id``.
         """
-        kept = [OrderStatus(kept_status).value for kept_status in unless]
+        values = {"edp_job_id": job_id, "status": OrderStatus.EDP_PENDING.value, "last_error": None}
+        return self._move(cfg_id, OrderStatus.EDP_PENDING, values)
+
+    def start_retry(self, cfg_id: str, to: OrderStatus, *, new_edp_job: bool) -> bool:
+        """Put a failed order back on its way at ``to``; ``new_edp_job`` bumps ``edp_attempt``.
+
+        Only a ``failed`` order moves (one UPDATE, so two concurrent retries move it once).
+        Returns whether it moved; raises ``KeyError`` for an unknown ``cfg_id``.
+        """
+        values: dict[str, Any] = {"status": OrderStatus(to).value, "last_error": None}
+        if new_edp_job:
+            values["edp_attempt"] = orders.c.edp_attempt + 1
+            values["edp_job_id"] = None
         statement = (
             update(orders)
-            .where(orders.c.cfg_id == cfg_id, orders.c.status.not_in(kept))
-            .values(status=OrderStatus(status).value, last_error=None, updated_at=datetime.now(UTC))
+            .where(orders.c.cfg_id == cfg_id, orders.c.status == OrderStatus.FAILED.value)
+            .values(updated_at=datetime.now(UTC), **values)
         )
+        return self._execute_move(cfg_id, statement)
+
+    def _move(self, cfg_id: str, to: OrderStatus, values: dict[str, Any]) -> bool:
+        sources = sorted(status.value for status in allowed_from(to))
+        statement = (
+            update(orders)
+            .where(orders.c.cfg_id == cfg_id, orders.c.status.in_(sources))
+            .values(updated_at=datetime.now(UTC), **values)
+        )
+        return self._execute_move(cfg_id, statement)
+
+    def _execute_move(self, cfg_id: str, statement: Any) -> bool:
         with self._engine.begin() as connection:
             if connection.execute(statement).rowcount:
                 return True
         if self.get(cfg_id) is None:
             raise KeyError(cfg_id)
         return False
-
-    def record_edp_job(self, cfg_id: str, job_id: str) -> None:
-        """Remember the EDP job that builds this order and mark the order as waiting for it.
-
-        Raises ``KeyError`` for an unknown ``cfg_id``.
-        """
-        self._update(cfg_id, edp_job_id=job_id, status=OrderStatus.EDP_PENDING.value, last_error=None)
 
     def rotate_portal_token(self, cfg_id: str) -> int:
         """Start a new portal token generation; links with older tokens answer 404 from now on.

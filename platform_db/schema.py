@@ -55,6 +55,10 @@ orders = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # Bumped to rotate the customer's portal link: tokens of an older generation stop working.
     Column("portal_token_generation", Integer, nullable=False, server_default="0"),
+    # Part of the EDP Idempotency-Key: a retry after a failed EDP job bumps it to get a new job.
+    Column("edp_attempt", Integer, nullable=False, server_default="0"),
+    # The failure of the latest attempt on an order that stays delivered (a failed re-delivery).
+    Column("attempt_error", Text, nullable=True),
     Index("ix_orders_status", "status"),
     sqlite_autoincrement=True,
 )
@@ -82,7 +86,37 @@ delivery_emails = Table(
     Column("message_id", String(255), nullable=True),
     Column("claimed_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True), nullable=True),
+    # platform_db.deliveries.EmailState: sending (claimed, request under way), sent, unknown (the
+    # request may have reached SES, its answer was lost), marked_sent (an operator confirmed it),
+    # resend_requested (an operator released it for one more attempt).
+    Column("state", String(16), nullable=False, server_default="sending"),
+    # Why the outcome is unknown, in words fit for GET /orders (no URL queries, capped).
+    Column("reason", Text, nullable=True),
+    # The operator's resolution of an unknown outcome ("mark_sent" or "resend") and when.
+    Column("resolution", String(16), nullable=True),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
     ForeignKeyConstraint(["cfg_id", "version"], ["portal_versions.cfg_id", "portal_versions.version"]),
+    Index("ix_delivery_emails_state", "state"),
+)
+
+# One row per operator resolution of an unknown email outcome (POST /orders/{cfg_id}/email): the
+# audit of who-did-what is in the API log, what was done is here. A request claims its
+# Idempotency-Key in the same transaction that changes the email's state, so a retried request
+# answers what the first one did; ``backfill_id`` (resend only) is NULL while it is being launched.
+email_resolutions = Table(
+    "email_resolutions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # NULL for requests without an Idempotency-Key; NULLs never collide in a unique index.
+    Column("idempotency_key", String(255), nullable=True, unique=True),
+    Column("cfg_id", String(36), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("backfill_id", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(["cfg_id", "version"], ["portal_versions.cfg_id", "portal_versions.version"]),
+    Index("ix_email_resolutions_cfg_id_version", "cfg_id", "version"),
+    sqlite_autoincrement=True,
 )
 
 # One row per re-delivery launched through the API (a Dagster backfill of one order). A request
@@ -100,5 +134,24 @@ redeliveries = Table(
     Column("backfill_id", String(64), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_redeliveries_cfg_id", "cfg_id"),
+    sqlite_autoincrement=True,
+)
+
+# One row per retry of a failed order launched through the API (POST /orders/{cfg_id}/retry: a
+# Dagster backfill from where the order stopped). Claimed like a re-delivery before the launch;
+# ``assets``, ``new_edp_job`` and ``backfill_id`` are NULL while the claiming request is launching.
+order_retries = Table(
+    "order_retries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # NULL for requests without an Idempotency-Key; NULLs never collide in a unique index.
+    Column("idempotency_key", String(255), nullable=True, unique=True),
+    Column("cfg_id", String(36), ForeignKey("orders.cfg_id"), nullable=False),
+    # The backfilled asset keys, e.g. ["order/config"], and whether the retry asked EDP for a new job.
+    Column("assets", JSON(none_as_null=True), nullable=True),
+    Column("new_edp_job", Boolean, nullable=True),
+    Column("backfill_id", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_order_retries_cfg_id", "cfg_id"),
     sqlite_autoincrement=True,
 )

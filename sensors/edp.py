@@ -36,7 +36,7 @@ def edp_sensor_tick(
             context.log.warning(f"EDP job {order.edp_job_id} of order {order.cfg_id}: {type(exc).__name__}")
             continue
         if job.status == "complete":
-            platform_db.orders.set_status(order.cfg_id, OrderStatus.BUILDING)
+            platform_db.orders.move(order.cfg_id, OrderStatus.BUILDING)
             requests.append(
                 RunRequest(
                     partition_key=order.cfg_id,
@@ -49,7 +49,7 @@ def edp_sensor_tick(
             # EDP's own reason, as the order's last_error: without URLs' queries (presigned
             # credentials) or control characters, and capped, since GET /orders returns it.
             reason = readable_reason(f"EDP job {order.edp_job_id} failed: {job.error or 'no reason given'}")
-            platform_db.orders.set_status(order.cfg_id, OrderStatus.FAILED, error=reason)
+            platform_db.orders.fail(order.cfg_id, reason)
             context.log.warning(f"order {order.cfg_id}: {reason}")
     if not requests:
         return SkipReason(f"{len(waiting)} order(s) still wait on EDP")

@@ -76,7 +76,7 @@ from tests.platform_db.test_repository import (  # noqa: F401 - tests
     test_rotating_the_portal_token_moves_to_the_next_generation,
     test_same_key_and_payload_returns_the_existing_order,
     test_same_key_with_another_payload_is_a_conflict,
-    test_set_status_keeps_the_error_and_clears_it_on_the_next_change,
+    test_a_failure_keeps_its_reason_until_a_retry_moves_the_order_on,
     test_stored_payload_validates_back_into_the_model,
     test_submit_stores_a_received_order,
     test_without_key_every_submit_is_a_new_order,
@@ -99,29 +99,6 @@ def db_url(platform_db_url: str) -> str:
 # --- what the SQLite suite has no test for -------------------------------------------------------
 
 
-def test_set_status_unless_moves_the_order_unless_it_is_in_a_kept_status(
-    repo: OrderRepository, make_payload: MakePayload
-) -> None:
-    order, _ = repo.submit(make_payload(), None)
-    repo.set_status(order.cfg_id, OrderStatus.FAILED, error="stale reason")
-
-    assert repo.set_status_unless(order.cfg_id, OrderStatus.BUILDING, unless=[OrderStatus.WAITING_FOR_APK]) is True
-    building = repo.get(order.cfg_id)
-    assert building is not None
-    assert building.status is OrderStatus.BUILDING and building.last_error is None
-
-    repo.set_status(order.cfg_id, OrderStatus.WAITING_FOR_APK)
-    assert repo.set_status_unless(order.cfg_id, OrderStatus.BUILDING, unless=[OrderStatus.WAITING_FOR_APK]) is False
-    assert repo.get(order.cfg_id).status is OrderStatus.WAITING_FOR_APK  # type: ignore[union-attr]
-
-    # No kept status at all: an unconditional move.
-    assert repo.set_status_unless(order.cfg_id, OrderStatus.DELIVERED, unless=[]) is True
-    assert repo.get(order.cfg_id).status is OrderStatus.DELIVERED  # type: ignore[union-attr]
-
-    with pytest.raises(KeyError):
-        repo.set_status_unless("00000000-0000-0000-0000-000000000000", OrderStatus.BUILDING, unless=[])
-
-
 def test_concurrent_conditional_moves_let_exactly_one_through(
     migrated_url: str, make_payload: MakePayload, race: Callable[[int, Callable[[int], Any]], list[Any]]
 ) -> None:
@@ -130,17 +107,18 @@ def test_concurrent_conditional_moves_let_exactly_one_through(
     repositories = [OrderRepository.from_url(migrated_url) for _ in range(workers)]
     try:
         order, _ = repositories[0].submit(make_payload(), None)
-        repositories[0].set_status(order.cfg_id, OrderStatus.BUILDING)
+        repositories[0].fail(order.cfg_id, "EDP job failed")
 
+        # Two operators retry the same failed order at once: one retry starts, with one new EDP attempt.
         moved = race(
             workers,
-            lambda index: repositories[index].set_status_unless(
-                order.cfg_id, OrderStatus.DELIVERED, unless=[OrderStatus.DELIVERED]
-            ),
+            lambda index: repositories[index].start_retry(order.cfg_id, OrderStatus.RECEIVED, new_edp_job=True),
         )
 
         assert sorted(moved) == [False] * (workers - 1) + [True]
-        assert repositories[0].get(order.cfg_id).status is OrderStatus.DELIVERED  # type: ignore[union-attr]
+        retried = repositories[0].get(order.cfg_id)
+        assert retried is not None
+        assert retried.status is OrderStatus.RECEIVED and retried.edp_attempt == 1
     finally:
         for repository in repositories:
             repository.dispose()

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus
 from platform_db import IdempotencyConflict, Order, OrderRepository
+from tests.order_lifecycle import walk_to
 from platform_db.migrate import upgrade
 from platform_db.repository import SQLITE_BUSY_TIMEOUT_MS
 from platform_db.schema import orders
@@ -119,7 +120,7 @@ def test_orders_after_rejects_an_empty_page(repo: OrderRepository) -> None:
 def test_orders_with_status(repo: OrderRepository, make_payload: MakePayload) -> None:
     received, pending, failed = (repo.submit(make_payload(), None)[0] for _ in range(3))
     repo.record_edp_job(pending.cfg_id, "job-1")
-    repo.set_status(failed.cfg_id, OrderStatus.FAILED, error="boom")
+    repo.fail(failed.cfg_id, "boom")
 
     assert [o.cfg_id for o in repo.orders_with_status(OrderStatus.EDP_PENDING)] == [pending.cfg_id]
     assert [o.cfg_id for o in repo.orders_with_status(OrderStatus.RECEIVED, OrderStatus.FAILED)] == [
@@ -130,12 +131,12 @@ def test_orders_with_status(repo: OrderRepository, make_payload: MakePayload) ->
     assert repo.orders_with_status() == []
 
 
-def test_set_status_keeps_the_error_and_clears_it_on_the_next_change(
+def test_a_failure_keeps_its_reason_until_a_retry_moves_the_order_on(
     repo: OrderRepository, make_payload: MakePayload
 ) -> None:
     order, _ = repo.submit(make_payload(), None)
 
-    repo.set_status(order.cfg_id, OrderStatus.FAILED, error="EDP job failed: no devices")
+    assert repo.fail(order.cfg_id, "EDP job failed: no devices") is OrderStatus.FAILED
     failed = repo.get(order.cfg_id)
     assert failed is not None
     assert failed.status is OrderStatus.FAILED
@@ -143,7 +144,7 @@ def test_set_status_keeps_the_error_and_clears_it_on_the_next_change(
     assert failed.updated_at >= order.updated_at and failed.updated_at.tzinfo == UTC
     assert failed.created_at == order.created_at
 
-    repo.set_status(order.cfg_id, OrderStatus.BUILDING)
+    assert repo.move(order.cfg_id, OrderStatus.BUILDING)
     building = repo.get(order.cfg_id)
     assert building is not None
     assert building.status is OrderStatus.BUILDING
@@ -164,10 +165,12 @@ def test_record_edp_job(repo: OrderRepository, make_payload: MakePayload) -> Non
 @pytest.mark.parametrize(
     "change",
     [
-        lambda repo, cfg_id: repo.set_status(cfg_id, OrderStatus.BUILDING),
+        lambda repo, cfg_id: repo.move(cfg_id, OrderStatus.BUILDING),
+        lambda repo, cfg_id: repo.fail(cfg_id, "boom"),
+        lambda repo, cfg_id: repo.start_retry(cfg_id, OrderStatus.RECEIVED, new_edp_job=True),
         lambda repo, cfg_id: repo.record_edp_job(cfg_id, "job-1"),
     ],
-    ids=["set_status", "record_edp_job"],
+    ids=["move", "fail", "start_retry", "record_edp_job"],
 )
 def test_changing_an_unknown_order_is_a_key_error(
     repo: OrderRepository, change: Callable[[OrderRepository, str], None]
@@ -269,3 +272,46 @@ def test_rotating_the_portal_token_moves_to_the_next_generation(repo: OrderRepos
     assert stored is not None and stored.portal_token_generation == 2
     with pytest.raises(KeyError):
         repo.rotate_portal_token("00000000-0000-0000-0000-000000000000")
+
+
+def test_a_delivered_order_is_never_downgraded_and_keeps_the_failed_attempt_beside_it(
+    repo: OrderRepository, make_payload: MakePayload
+) -> None:
+    order, _ = repo.submit(make_payload(), None)
+    walk_to(repo, order.cfg_id, OrderStatus.DELIVERED)
+
+    assert repo.fail(order.cfg_id, "run r2: order/manifest: NoSuchKey") is OrderStatus.DELIVERED
+    assert repo.move(order.cfg_id, OrderStatus.WAITING_FOR_APK) is False
+    assert repo.move(order.cfg_id, OrderStatus.BUILDING) is False
+    assert repo.record_edp_job(order.cfg_id, "job-2") is False
+    stored = repo.get(order.cfg_id)
+    assert stored is not None
+    assert stored.status is OrderStatus.DELIVERED
+    assert stored.attempt_error == "run r2: order/manifest: NoSuchKey"
+    assert stored.last_error is None
+
+    # The next delivery clears the failed attempt.
+    assert repo.move(order.cfg_id, OrderStatus.DELIVERED)
+    assert repo.get(order.cfg_id).attempt_error is None  # type: ignore[union-attr]
+
+
+def test_only_a_failed_order_starts_a_retry_and_a_new_edp_attempt_forgets_the_old_job(
+    repo: OrderRepository, make_payload: MakePayload
+) -> None:
+    order, _ = repo.submit(make_payload(), None)
+    repo.record_edp_job(order.cfg_id, "job-1")
+    assert repo.start_retry(order.cfg_id, OrderStatus.RECEIVED, new_edp_job=True) is False
+
+    repo.fail(order.cfg_id, "EDP job job-1 failed: topology invalid")
+    assert repo.start_retry(order.cfg_id, OrderStatus.RECEIVED, new_edp_job=True) is True
+    retried = repo.get(order.cfg_id)
+    assert retried is not None
+    assert (retried.status, retried.edp_attempt, retried.edp_job_id, retried.last_error) == (
+        OrderStatus.RECEIVED,
+        1,
+        None,
+        None,
+    )
+    # Already on its way again: a second retry request moves nothing.
+    assert repo.start_retry(order.cfg_id, OrderStatus.RECEIVED, new_edp_job=True) is False
+    assert repo.get(order.cfg_id).edp_attempt == 1  # type: ignore[union-attr]

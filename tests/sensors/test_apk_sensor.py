@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from contracts.orders import OrderStatus
+from tests.order_lifecycle import walk_to
 from platform_assets.partitions import APK, EMAIL, MANIFEST
 from standins.hmi_ci import publish_sample_apk
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 def _waiting_order(platform: Platform, target: str = "cloud") -> str:
     order = platform.submit_order(target)
     platform.add_partitions(order.cfg_id)
-    platform.orders.set_status(order.cfg_id, OrderStatus.WAITING_FOR_APK)
+    walk_to(platform.orders, order.cfg_id, OrderStatus.WAITING_FOR_APK)
     return order.cfg_id
 
 
@@ -57,7 +58,7 @@ def test_orders_not_waiting_for_an_apk_are_left_alone(platform: Platform) -> Non
     platform.orders.record_edp_job(pending.cfg_id, "job-1")
     delivered = platform.submit_order("onprem")
     platform.add_partitions(delivered.cfg_id)
-    platform.orders.set_status(delivered.cfg_id, OrderStatus.DELIVERED)
+    walk_to(platform.orders, delivered.cfg_id, OrderStatus.DELIVERED)
     publish_sample_apk(platform.s3(), platform.settings.artifacts.bucket, "1.0.0")
 
     data = platform.tick("apk_sensor")
