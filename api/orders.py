@@ -21,7 +21,7 @@ from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus
 from delivery.portal_links import PortalLinks
 from platform_db import IdempotencyConflict, Order
-from platform_db.deliveries import PortalVersion
+from platform_db.deliveries import DeliveryEmail, EmailAction, EmailState, PortalVersion
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -33,10 +33,41 @@ class SubmitAccepted(BaseModel):
     cfg_id: str
 
 
+class EmailView(BaseModel):
+    """A portal version's delivery email: see platform_db.deliveries.EmailState."""
+
+    # sending, sent, unknown (SES may or may not have sent it: an operator resolves it with
+    # POST /orders/{cfg_id}/email), marked_sent or resend_requested. A claim whose sender died
+    # mid-send shows as unknown.
+    state: EmailState
+    message_id: str | None = None
+    claimed_at: datetime
+    sent_at: datetime | None = None
+    # Why the outcome is unknown (kept after an operator marked it sent).
+    reason: str | None = None
+    # The operator's resolution (mark_sent or resend) and when.
+    resolution: EmailAction | None = None
+    resolved_at: datetime | None = None
+
+    @classmethod
+    def of(cls, email: DeliveryEmail) -> EmailView:
+        return cls(
+            state=email.outcome,
+            message_id=email.message_id,
+            claimed_at=email.claimed_at,
+            sent_at=email.sent_at,
+            reason=email.outcome_reason,
+            resolution=email.resolution,
+            resolved_at=email.resolved_at,
+        )
+
+
 class PortalVersionView(BaseModel):
     version: int
     created_at: datetime
     url: str
+    # null while no attempt to send it is recorded.
+    email: EmailView | None = None
 
 
 class PortalTokenRotated(BaseModel):
@@ -54,6 +85,8 @@ class OrderView(BaseModel):
     portal_url: str | None = None
     portal_versions: list[PortalVersionView] = []
     error: str | None
+    # Why the latest attempt on a delivered order (a re-delivery) failed; the order stays delivered.
+    last_attempt_error: str | None = None
     order: dict[str, Any]
     # The six assets of the order's partition as Dagster sees them ("order/config", ...);
     # None while the Dagster instance cannot be read.
@@ -66,11 +99,18 @@ class OrderView(BaseModel):
         versions: list[PortalVersion],
         links: PortalLinks,
         assets: dict[str, AssetStatusView] | None = None,
+        emails: dict[int, DeliveryEmail] | None = None,
     ) -> OrderView:
+        emails = emails or {}
         return cls(
             portal_url=links.portal() if versions else None,
             portal_versions=[
-                PortalVersionView(version=v.version, created_at=v.created_at, url=links.version_page(v.version))
+                PortalVersionView(
+                    version=v.version,
+                    created_at=v.created_at,
+                    url=links.version_page(v.version),
+                    email=EmailView.of(emails[v.version]) if v.version in emails else None,
+                )
                 for v in versions
             ],
             cfg_id=order.cfg_id,
@@ -80,6 +120,7 @@ class OrderView(BaseModel):
             updated_at=order.updated_at,
             edp_job_id=order.edp_job_id,
             error=order.last_error,
+            last_attempt_error=order.attempt_error,
             order=order.payload,
             assets=assets,
         )
@@ -118,7 +159,11 @@ def _order_or_404(state: ApiState, cfg_id: str) -> Order:
 def _order_view(state: ApiState, cfg_id: str) -> OrderView:
     order = _order_or_404(state, cfg_id)
     return OrderView.of(
-        order, state.deliveries.portal_versions(cfg_id), state.portal_links(order), state.asset_status.statuses(cfg_id)
+        order,
+        state.deliveries.portal_versions(cfg_id),
+        state.portal_links(order),
+        state.asset_status.statuses(cfg_id),
+        emails=state.deliveries.emails(cfg_id),
     )
 
 

@@ -80,6 +80,10 @@ def configurable_resources(settings: Settings) -> dict[str, ConfigurableResource
             endpoint_url=settings.aws.endpoint_url,
             sender=settings.email.sender,
             outbox_dir=settings.email.outbox_dir,
+            send_attempts=settings.email.send_attempts,
+            send_backoff_seconds=settings.email.send_backoff_seconds,
+            connect_timeout_seconds=settings.email.connect_timeout_seconds,
+            read_timeout_seconds=settings.email.read_timeout_seconds,
             **standin_keys,
         ),
         "edp": EdpResource(
