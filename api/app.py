@@ -11,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api.email_outcome import EmailResolutionAnswer, EmailResolutionRequest, resolve_email
 from api.openapi import build_openapi, openapi_document
+from api.order_retry import OrderRetryAccepted, retry_order
 from api.orders import OrderView, PortalTokenRotated, SubmitAccepted, get_order, rotate_portal_token, submit
 from api.portal import PortalSecurityHeaders, portal_download, portal_index, portal_version
 from service_kit.problems import problem_response
@@ -42,6 +44,8 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
             Route("/orders/{cfg_id}", get_order, methods=["GET"]),
             Route("/orders/{cfg_id}/portal-token", rotate_portal_token, methods=["POST"]),
             Route("/orders/{cfg_id}/redeliver", redeliver, methods=["POST"]),
+            Route("/orders/{cfg_id}/retry", retry_order, methods=["POST"]),
+            Route("/orders/{cfg_id}/email", resolve_email, methods=["POST"]),
             Route("/portal/{token}", portal_index, methods=["GET"]),
             Route("/portal/{token}/v{version:int}", portal_version, methods=["GET"]),
             Route("/portal/{token}/v{version:int}/{name}", portal_download, methods=["GET"]),
@@ -53,6 +57,7 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
     )
     app.state.api = ApiState.build(settings, orders)
     app.state.openapi = build_openapi(
-        [SubmitAccepted, OrderView, PortalTokenRotated, RedeliveryAccepted], request_models=[RedeliveryRequest]
+        [SubmitAccepted, OrderView, PortalTokenRotated, RedeliveryAccepted, EmailResolutionAnswer, OrderRetryAccepted],
+        request_models=[RedeliveryRequest, EmailResolutionRequest],
     )
     return app

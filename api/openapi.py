@@ -102,6 +102,47 @@ def build_openapi(
                     },
                 }
             },
+            "/orders/{cfg_id}/retry": {
+                "post": {
+                    "summary": (
+                        "Retry a failed order from where it stopped (the Dagster instance's asset statuses): "
+                        "order/config with a new EDP job when EDP or its artifacts failed (the order is received), "
+                        "else a Dagster backfill of the first of order/cfn_or_iso, order/apk, order/manifest, "
+                        "order/email not materialized and everything after it (the order is building). A repeated "
+                        "Idempotency-Key answers the same backfill; 409 unless the order is failed."
+                    ),
+                    "security": bearer,
+                    "parameters": [
+                        {"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}},
+                        IDEMPOTENCY_KEY,
+                    ],
+                    "responses": {
+                        "202": _json("OrderRetryAccepted", "backfill launched"),
+                        **{code: problem for code in ("400", "401", "404", "409", "503")},
+                    },
+                }
+            },
+            "/orders/{cfg_id}/email": {
+                "post": {
+                    "summary": (
+                        "Resolve a delivery email whose outcome is unknown (SES may or may not have sent it): "
+                        "mark_sent (200; the order moves from email_unknown to delivered once no email of it is "
+                        "unknown) or resend (202; newest portal version only: a Dagster backfill of order/email "
+                        "sends it once more). A repeated Idempotency-Key answers what the first request did."
+                    ),
+                    "security": bearer,
+                    "parameters": [
+                        {"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}},
+                        IDEMPOTENCY_KEY,
+                    ],
+                    "requestBody": {"required": True, **_json("EmailResolutionRequest", "the version and the action")},
+                    "responses": {
+                        "200": _json("EmailResolutionAnswer", "marked sent"),
+                        "202": _json("EmailResolutionAnswer", "resend backfill launched"),
+                        **{code: problem for code in ("400", "401", "404", "408", "409", "413", "415", "422", "503")},
+                    },
+                }
+            },
             "/portal/{token}": {
                 "get": {
                     "summary": "The customer's portal: the latest version and the history (HTML).",

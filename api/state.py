@@ -14,6 +14,7 @@ from delivery.artifact_store import ArtifactStore
 from delivery.portal_links import PortalLinks, PortalTokens
 from platform_db import Order, OrderRepository
 from platform_db.deliveries import DeliveryRepository
+from platform_db.order_retries import OrderRetryRepository
 from platform_db.redeliveries import RedeliveryRepository
 from resources.settings import Settings
 
@@ -35,7 +36,8 @@ class ApiState:
     presigner: ArtifactStore
     tokens: PortalTokens
     redeliveries: RedeliveryRepository
-    # Re-deliveries are Dagster backfills launched through the webserver's GraphQL API ...
+    order_retries: OrderRetryRepository
+    # Re-deliveries and retries are Dagster backfills launched through the webserver's GraphQL API ...
     backfills: DagsterBackfills
     # ... and the assets' status is read from the Dagster instance itself.
     asset_status: AssetStatusReader
@@ -53,6 +55,7 @@ class ApiState:
             ),
             tokens=PortalTokens(settings.portal_token_key()),
             redeliveries=RedeliveryRepository(orders.engine),
+            order_retries=OrderRetryRepository(orders.engine),
             backfills=DagsterBackfills(settings.dagster.webserver_graphql_url()),
             asset_status=AssetStatusReader.for_home(settings.dagster.home),
         )

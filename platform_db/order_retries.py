@@ -1,0 +1,76 @@
+"""Retries of failed orders launched through the API, in platform_db.
+
+A retry is a Dagster backfill of one order from where it stopped, launched by
+``POST /orders/{cfg_id}/retry``. Its row is claimed before anything moves (like a re-delivery's:
+:mod:`platform_db.claims`), so a retried request with the same Idempotency-Key answers the
+backfill the first request launched and launches nothing new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+from platform_db.claims import BackfillClaims, ClaimInProgress, KeyConflict
+from platform_db.repository import as_utc
+from platform_db.schema import order_retries
+
+
+@dataclass(frozen=True)
+class OrderRetry:
+    id: int
+    idempotency_key: str | None
+    cfg_id: str
+    # What the retry launched; all three None while the claiming request is still launching.
+    assets: tuple[str, ...] | None
+    new_edp_job: bool | None
+    backfill_id: str | None
+    created_at: datetime
+
+
+class OrderRetryConflict(KeyConflict):
+    """The Idempotency-Key was used before for a retry of another order."""
+
+    what = "retry"
+
+
+class OrderRetryInProgress(ClaimInProgress):
+    """Another request with this Idempotency-Key is launching its retry right now."""
+
+    what = "retry"
+
+
+class OrderRetryRepository(BackfillClaims[OrderRetry]):
+    """The ``order_retries`` table, behind methods that each commit before they return."""
+
+    table = order_retries
+    conflict = OrderRetryConflict
+    in_progress = OrderRetryInProgress
+
+    def claim(self, cfg_id: str, idempotency_key: str | None) -> tuple[OrderRetry, bool]:
+        """Claim a retry of ``cfg_id``, or find the one an earlier request with the key claimed.
+
+        Returns ``(retry, claimed)``. ``claimed`` True: the caller moves the order and launches
+        the backfill, then calls :meth:`record_backfill` (or :meth:`release`). False: the earlier
+        request's retry is the answer. Raises :class:`OrderRetryConflict` when the key was used for
+        another order, :class:`OrderRetryInProgress` while the earlier request is still launching.
+        """
+        return self._claim(idempotency_key, {"cfg_id": cfg_id})
+
+    def record_backfill(self, claim_id: int, backfill_id: str, assets: list[str], new_edp_job: bool) -> OrderRetry:
+        """The claimed retry was launched as Dagster backfill ``backfill_id`` of ``assets``."""
+        return self._record(claim_id, backfill_id, assets=list(assets), new_edp_job=new_edp_job)
+
+    def _to_claim(self, row: Row[Any]) -> OrderRetry:
+        return OrderRetry(
+            id=row.id,
+            idempotency_key=row.idempotency_key,
+            cfg_id=row.cfg_id,
+            assets=None if row.assets is None else tuple(row.assets),
+            new_edp_job=None if row.new_edp_job is None else bool(row.new_edp_job),
+            backfill_id=row.backfill_id,
+            created_at=as_utc(row.created_at),
+        )
