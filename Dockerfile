@@ -38,6 +38,7 @@ COPY delivery ./delivery
 COPY local_stack ./local_stack
 COPY platform_assets ./platform_assets
 COPY platform_db ./platform_db
+COPY platform_instance ./platform_instance
 COPY resources ./resources
 COPY sensors ./sensors
 COPY service_kit ./service_kit

@@ -1,9 +1,11 @@
-"""deploy/dagster.beta.yaml and deploy/dagster.ecs.yaml, validated by Dagster itself.
+"""deploy/dagster.beta.yaml, deploy/dagster.ecs.yaml and local_stack/dagster.local.yaml, validated by Dagster itself.
 
 `dagster_instance_config` is what DagsterInstance.from_config runs before it builds anything:
 it checks the file against the instance schema without connecting to PostgreSQL. The pluggable
 classes (run coordinator, run launcher, compute logs) are then resolved and their config checked
-against each class's own config_type(), as the instance does when it first uses them.
+against each class's own config_type(), as the instance does when it first uses them. Every file
+is also loaded into a real DagsterInstance (storage swapped for SQLite under a tmp dir), which
+builds the run launcher and reads run monitoring and run retries as the daemon does.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import pytest
 import yaml
 from dagster._config import process_config
 from dagster._core.errors import DagsterInvalidConfigError
+from dagster._core.instance import DagsterInstance
 from dagster._core.instance.config import dagster_instance_config
+from dagster._core.launcher import RunLauncher
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.config import pg_config
 from dagster._core.workspace.config_schema import ensure_workspace_config
@@ -26,11 +30,26 @@ from dagster_postgres.utils import pg_url_from_config
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from platform_instance.run_launcher import (
+    QUIET_SECONDS,
+    UNREACHABLE_CHECKS_TO_FAIL,
+    MonitoredDefaultRunLauncher,
+)
 from resources.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 INSTANCE_FILES = ["dagster.beta.yaml", "dagster.ecs.yaml"]
+# Every instance the platform runs under: the local/demo stage's (SQLite, `dagster dev`) too.
+ALL_INSTANCE_PATHS = {
+    "local": ROOT / "local_stack" / "dagster.local.yaml",
+    "beta": DEPLOY / "dagster.beta.yaml",
+    "ecs": DEPLOY / "dagster.ecs.yaml",
+}
+# The stages whose runs are subprocesses of a code server (the platform's launcher).
+CODE_SERVER_STAGES = ["local", "beta"]
+# An order's run normally ends within a minute or two; the ceiling is generous, never unbounded.
+MAX_RUNTIME_RANGE = (300, 3600)
 EDP_LIMITS = [
     {"key": "platform/edp", "value": "submit", "limit": 4},
     {"key": "order/edp_job_id", "limit": 4},
@@ -50,10 +69,15 @@ def instance_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
-def load_instance_config(filename: str) -> dict[str, Any]:
-    config, custom_instance_class = dagster_instance_config(str(DEPLOY), config_filename=filename)
+def load_instance_config(filename: str, directory: Path = DEPLOY) -> dict[str, Any]:
+    config, custom_instance_class = dagster_instance_config(str(directory), config_filename=filename)
     assert custom_instance_class is None
     return dict(config)
+
+
+def load_stage_config(stage: str) -> dict[str, Any]:
+    path = ALL_INSTANCE_PATHS[stage]
+    return load_instance_config(path.name, path.parent)
 
 
 def class_config(section: dict[str, Any], expected: type) -> dict[str, Any]:
@@ -135,9 +159,71 @@ def test_telemetry_is_off(filename: str) -> None:
 
 def test_beta_launches_runs_in_the_code_location() -> None:
     config = load_instance_config("dagster.beta.yaml")
-    # No run_launcher: the default one runs each run as a subprocess of the gRPC code server.
-    assert "run_launcher" not in config
+    # Dagster's default launcher (each run a subprocess of the gRPC code server) with health checks.
+    class_config(config["run_launcher"], MonitoredDefaultRunLauncher)
     assert "compute_logs" not in config
+
+
+@pytest.mark.parametrize("stage", CODE_SERVER_STAGES)
+def test_code_server_stages_launch_with_worker_health_checks(stage: str) -> None:
+    section = load_stage_config(stage)["run_launcher"]
+    # The same (empty) config as Dagster's DefaultRunLauncher.
+    assert class_config(section, MonitoredDefaultRunLauncher) == {}
+    launcher = ConfigurableClassData(section["module"], section["class"], yaml.safe_dump(section.get("config") or {})).rehydrate(
+        RunLauncher
+    )
+    assert type(launcher) is MonitoredDefaultRunLauncher
+    assert launcher.supports_check_run_worker_health
+    assert not launcher.supports_resume_run
+
+
+@pytest.mark.parametrize("stage", ALL_INSTANCE_PATHS)
+def test_run_monitoring_bounds_every_run(stage: str) -> None:
+    """A run whose worker died, never started or hangs ends failed in bounded time."""
+    monitoring = load_stage_config(stage)["run_monitoring"]
+    assert monitoring["enabled"] is True
+    assert MAX_RUNTIME_RANGE[0] <= monitoring["max_runtime_seconds"] <= MAX_RUNTIME_RANGE[1]
+    assert monitoring["start_timeout_seconds"] > 0
+    assert monitoring["cancel_timeout_seconds"] > 0
+    assert monitoring["poll_interval_seconds"] > 0
+    # Resume is not supported by either launcher: a run with a dead worker is failed, then retried.
+    assert monitoring.get("max_resume_run_attempts", 0) == 0
+
+
+def test_an_orphaned_run_is_failed_in_bounded_time() -> None:
+    """Local: the daemon sees the worker's pid, the first check after the restart decides (within
+    about a minute, the restart included). Beta: the run's silence, or a code server unreachable on
+    several checks in a row, decides (within about 3 minutes)."""
+    local = load_stage_config("local")["run_monitoring"]["poll_interval_seconds"]
+    assert local <= 20
+    beta = load_stage_config("beta")["run_monitoring"]["poll_interval_seconds"]
+    assert max(QUIET_SECONDS + beta, UNREACHABLE_CHECKS_TO_FAIL * beta) <= 180
+
+
+@pytest.mark.parametrize("stage", ALL_INSTANCE_PATHS)
+def test_only_crashed_runs_are_retried_automatically(stage: str) -> None:
+    retries = load_stage_config(stage)["run_retries"]
+    assert retries == {"enabled": True, "max_retries": 1, "retry_on_asset_or_op_failure": False}
+
+
+@pytest.mark.parametrize("stage", ALL_INSTANCE_PATHS)
+def test_instance_loads_with_monitoring_and_retries(stage: str, tmp_path: Path) -> None:
+    """The file as a DagsterInstance reads it (storage and compute logs on SQLite/local disk)."""
+    config = yaml.safe_load(ALL_INSTANCE_PATHS[stage].read_text())
+    config.pop("storage", None)
+    config.pop("compute_logs", None)
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_runtime_seconds == config["run_monitoring"]["max_runtime_seconds"]
+        assert instance.run_monitoring_poll_interval_seconds == config["run_monitoring"]["poll_interval_seconds"]
+        assert instance.run_monitoring_max_resume_run_attempts == 0
+        assert instance.run_retries_enabled
+        assert instance.run_retries_max_retries == 1
+        assert instance.run_retries_retry_on_asset_or_op_failure is False
+        if stage in CODE_SERVER_STAGES:
+            assert type(instance.run_launcher) is MonitoredDefaultRunLauncher
+            assert instance.run_launcher.supports_check_run_worker_health
 
 
 def test_ecs_run_launcher_config_validates() -> None:
@@ -150,6 +236,8 @@ def test_ecs_run_launcher_config_validates() -> None:
     assert launcher["secrets_tag"] is None
     assert launcher["use_current_ecs_task_config"] is True
     assert launcher["env_vars"] == ["ENV"]
+    # The ECS launcher checks its tasks itself (DescribeTasks): run monitoring needs no help there.
+    assert EcsRunLauncher.supports_check_run_worker_health.fget is not RunLauncher.supports_check_run_worker_health.fget
 
 
 def test_ecs_compute_logs_go_to_s3() -> None:
