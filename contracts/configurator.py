@@ -115,10 +115,34 @@ class Customer(StrictModel):
     email: DeliverableEmail
 
 
+# The regions the delivered CloudFormation template is checked against (cfn-lint's list, the
+# commercial and GovCloud partitions): an order for any other region would fail in cfn_or_iso,
+# so intake refuses it. A test keeps this equal to the installed cfn-lint's list.
+CLOUD_REGIONS = frozenset(
+    {
+        "af-south-1", "ap-east-1", "ap-east-2", "ap-northeast-1", "ap-northeast-2",
+        "ap-northeast-3", "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2",
+        "ap-southeast-3", "ap-southeast-4", "ap-southeast-5", "ap-southeast-6",
+        "ap-southeast-7", "ca-central-1", "ca-west-1", "cn-north-1", "cn-northwest-1",
+        "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2", "eu-west-1",
+        "eu-west-2", "eu-west-3", "il-central-1", "me-central-1", "me-south-1", "mx-central-1",
+        "sa-east-1", "us-east-1", "us-east-2", "us-gov-east-1", "us-gov-west-1", "us-west-1",
+        "us-west-2"
+    }
+)
+
+
 class CloudDeployment(StrictModel):
     target: Literal["cloud"]
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$", examples=["eu-central-1"])]
     instance_size: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*\.[a-z0-9]+$", examples=["t3.medium"])]
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        if value not in CLOUD_REGIONS:
+            raise ValueError(f"{value!r} is not an AWS region the platform delivers to (e.g. eu-central-1)")
+        return value
 
 
 class StaticNetwork(StrictModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
-from contracts.configurator import MAX_OPTION_TEXT, MAX_OPTIONS, ConfiguratorPayload, looks_like_secret
+from contracts.configurator import CLOUD_REGIONS, CloudDeployment, MAX_OPTION_TEXT, MAX_OPTIONS, ConfiguratorPayload, looks_like_secret
 from contracts.field_errors import field_errors
 from contracts.manifest import Manifest
 from delivery import edge_bundle
@@ -127,3 +128,22 @@ def test_the_model_refuses_non_finite_floats(cloud_order: dict[str, Any], value:
     with pytest.raises(ValidationError) as raised:
         ConfiguratorPayload.model_validate(order)
     assert field_errors(raised.value, order) == [{"field": "options.gain", "message": "Value error, must be a finite number"}]
+
+
+@pytest.mark.parametrize("region", ["xx-nowhere-9", "eu-nowhere-1", "us-gov-mars-1"])
+def test_a_region_the_template_checks_do_not_know_is_refused(
+    client: TestClient, cloud_order: dict[str, Any], region: str
+) -> None:
+    order = copy.deepcopy(cloud_order)
+    order["deployment"]["region"] = region
+    errors = _errors(client.post("/submit", json=order))
+    assert list(errors) == ["deployment.region"]
+    assert region in errors["deployment.region"]
+
+
+def test_the_regions_intake_accepts_are_the_ones_cfn_lint_checks_templates_for() -> None:
+    from cfnlint.helpers import REGIONS
+
+    # The commercial and GovCloud partitions: the region names the field's pattern admits.
+    pattern = re.compile(CloudDeployment.model_fields["region"].metadata[0].pattern)
+    assert CLOUD_REGIONS == {region for region in REGIONS if pattern.fullmatch(region)}
