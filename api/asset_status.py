@@ -32,6 +32,7 @@ from dagster import (
 )
 from pydantic import BaseModel
 
+from platform_assets.step_errors import step_failure_cause
 from platform_assets.partitions import APK, CFN_OR_ISO, CONFIG, EDP_ARTIFACTS, EMAIL, MANIFEST
 
 logger = logging.getLogger(__name__)
@@ -81,18 +82,9 @@ def _clip(text: str) -> str:
 
 def _step_error(entry: EventLogEntry) -> str:
     event = entry.dagster_event
-    data = event.step_failure_data if event is not None else None
-    if data is None:
+    if event is None or event.step_failure_data is None:
         return entry.message or "the step failed"
-    if data.user_failure_data is not None and data.user_failure_data.description:
-        return _clip(data.user_failure_data.description)
-    error = data.error
-    if error is None:
-        return "the step failed"
-    # Dagster wraps the asset's own exception; its cause is what the operator needs to read.
-    while error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
-        error = error.cause
-    return _clip(error.message)
+    return _clip(step_failure_cause(event))
 
 
 def _run_error(entry: EventLogEntry) -> str:

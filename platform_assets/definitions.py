@@ -1,7 +1,9 @@
 """The one Definitions of the platform, loaded by workspace.yaml."""
 
+from datetime import timedelta
 
 from dagster import (
+    AssetsDefinition,
     DefaultSensorStatus,
     Definitions,
     RunFailureSensorContext,
@@ -13,7 +15,8 @@ from dagster import (
     sensor,
 )
 
-from platform_assets.order import apk, cfn_or_iso, config, edp_artifacts, email, manifest
+from delivery.order_sweep import StuckLimits
+from platform_assets.order import build_order_assets, step_retry_policy
 from resources.artifacts import ArtifactBucketResource
 from resources.edp import EdpResource
 from resources.pipeline import build_resources
@@ -23,33 +26,57 @@ from sensors.apk import apk_sensor_tick
 from sensors.edp import edp_sensor_tick
 from sensors.orders import order_sensor_tick
 from sensors.run_failures import record_run_failure
+from sensors.stuck_orders import stuck_order_sensor_tick
 
-ORDER_ASSETS = [config, edp_artifacts, cfn_or_iso, apk, manifest, email]
+
+
+def order_assets(settings: Settings) -> list[AssetsDefinition]:
+    """The order's six assets with the stage's step retries."""
+    pipeline = settings.pipeline
+    return build_order_assets(step_retry_policy(pipeline.step_retries, pipeline.step_retry_delay_seconds))
 
 
 def build_definitions(settings: Settings) -> Definitions:
+    assets = order_assets(settings)
     interval = settings.pipeline.sensor_interval_seconds
     status = DefaultSensorStatus.RUNNING if settings.pipeline.sensors_running else DefaultSensorStatus.STOPPED
     budget = settings.pipeline.edp_poll_budget_seconds
 
-    @sensor(name="order_sensor", target=ORDER_ASSETS, minimum_interval_seconds=interval, default_status=status)
+    @sensor(name="order_sensor", target=assets, minimum_interval_seconds=interval, default_status=status)
     def order_sensor(context: SensorEvaluationContext, platform_db: PlatformDbResource) -> SensorResult | SkipReason:
         """New orders in platform_db -> partitions and a config run each."""
         return order_sensor_tick(context, platform_db)
 
-    @sensor(name="edp_sensor", target=ORDER_ASSETS, minimum_interval_seconds=interval, default_status=status)
+    @sensor(name="edp_sensor", target=assets, minimum_interval_seconds=interval, default_status=status)
     def edp_sensor(
         context: SensorEvaluationContext, platform_db: PlatformDbResource, edp: EdpResource
     ) -> SensorResult | SkipReason:
         """Orders waiting on EDP: complete -> build and deliver; failed -> order failed with EDP's reason."""
         return edp_sensor_tick(context, platform_db, edp, budget)
 
-    @sensor(name="apk_sensor", target=ORDER_ASSETS, minimum_interval_seconds=interval, default_status=status)
+    @sensor(name="apk_sensor", target=assets, minimum_interval_seconds=interval, default_status=status)
     def apk_sensor(
         context: SensorEvaluationContext, platform_db: PlatformDbResource, artifacts: ArtifactBucketResource
     ) -> SensorResult | SkipReason:
         """The apk/ prefix: an APK there resumes orders waiting for one."""
         return apk_sensor_tick(context, platform_db, artifacts)
+
+    sweep_limits = StuckLimits(
+        received=timedelta(seconds=settings.pipeline.stuck_received_seconds),
+        building=timedelta(seconds=settings.pipeline.stuck_building_seconds),
+        edp_job=timedelta(seconds=settings.pipeline.edp_job_timeout_seconds),
+        max_resumes=settings.pipeline.stuck_max_resumes,
+    )
+
+    @sensor(
+        name="stuck_order_sensor",
+        target=assets,
+        minimum_interval_seconds=settings.pipeline.sweep_interval_seconds,
+        default_status=status,
+    )
+    def stuck_order_sensor(context: SensorEvaluationContext, platform_db: PlatformDbResource) -> SensorResult | SkipReason:
+        """Orders standing still with no run left in Dagster: resumed a bounded number of times, then failed."""
+        return stuck_order_sensor_tick(context, platform_db, sweep_limits)
 
     @run_failure_sensor(name="order_run_failure_sensor", minimum_interval_seconds=interval, default_status=status)
     def order_run_failure_sensor(context: RunFailureSensorContext, platform_db: PlatformDbResource) -> None:
@@ -57,11 +84,11 @@ def build_definitions(settings: Settings) -> Definitions:
         record_run_failure(context, platform_db)
 
     return Definitions(
-        assets=ORDER_ASSETS,
+        assets=assets,
         # An order's steps run one after another anyway; in one process they skip a Python start
         # and a definitions import (seconds each) per step.
         executor=in_process_executor,
-        sensors=[order_sensor, edp_sensor, apk_sensor, order_run_failure_sensor],
+        sensors=[order_sensor, edp_sensor, apk_sensor, stuck_order_sensor, order_run_failure_sensor],
         resources=build_resources(settings),
     )
 

@@ -9,12 +9,15 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AssetsDefinition,
     Failure,
     MaterializeResult,
     MetadataValue,
     Output,
+    RetryPolicy,
     asset,
 )
+from dagster import Backoff, Jitter
 from pydantic import BaseModel, ConfigDict
 
 from contracts.configurator import CloudDeployment, ConfiguratorPayload
@@ -25,21 +28,34 @@ from delivery.artifact_store import StoredObject, order_key, sha256_hex
 from delivery.cfn import compose_cfn_template
 from delivery.edge_bundle import build_bundle, customer_config_yaml
 from delivery.edp_intake import EdpArtifactError, EdpArtifacts, parse_dtm, take_over_edp_artifacts
-from delivery.email_dispatch import send_delivery_email_once
+from delivery.email_dispatch import EmailNotSent, send_delivery_email_once
 from delivery.iso import build_seed_iso
 from delivery.order_config import canonical_config_json
 from delivery.portal_publication import PortalPublication, publish_portal_version
-from platform_assets.partitions import CFN_OR_ISO, CONFIG, MANIFEST, ORDER_PREFIX, orders_partitions
+from platform_assets.partitions import CFN_OR_ISO, CONFIG, EMAIL, MANIFEST, ORDER_PREFIX, orders_partitions
 from resources.artifacts import ArtifactBucketResource
 from resources.delivery import DeliveryResource
 from resources.edp import EdpError, EdpResource
 from resources.platform_db import PlatformDbResource
 from resources.portal import PortalResource
+from platform_db.deliveries import EmailState
 from resources.ses import SesResource
 
 DEPLOYABLE = "deployable"
 ARTIFACTS_MATCH = "artifacts_match_manifest"
+EMAIL_SENT = "email_sent"
 ASSET_ARGS = {"key_prefix": ORDER_PREFIX, "partitions_def": orders_partitions, "group_name": "order"}
+
+
+def step_retry_policy(retries: int, first_delay_seconds: float) -> RetryPolicy:
+    """Retries of the steps safe to repeat, so they ride out a transient S3 or EDP outage.
+
+    Every write of those steps is keyed (S3 keys, the EDP Idempotency-Key, the portal version
+    claimed per run), so a repeat changes nothing already done. Delays double: 5 retries from 5 s
+    wait 5, 10, 20, 40, 80 s (+/- jitter), about 2.5 minutes in all. The email step has none: SES
+    is called at most once (delivery.email_dispatch).
+    """
+    return RetryPolicy(max_retries=retries, delay=first_delay_seconds, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
 class OrderConfig(BaseModel):
@@ -65,11 +81,37 @@ class ChosenApk(BaseModel):
     version: str
 
 
+class ApkChoice(BaseModel):
+    """What ``apk`` hands on: the newest APK, or none yet (then the run publishes nothing)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    chosen: ChosenApk | None
+
+
+def edp_idempotency_key(cfg_id: str, attempt: int) -> str:
+    """The EDP Idempotency-Key of an order's job: a retried step gets the job it already made,
+    a retry after a failed job (a new attempt) gets a new one."""
+    return cfg_id if attempt == 0 else f"{cfg_id}:attempt-{attempt}"
+
+
 def _order(platform_db: PlatformDbResource, cfg_id: str) -> ConfiguratorPayload:
     order = platform_db.orders.get(cfg_id)
     if order is None:
-        raise Failure(f"order {cfg_id} is not in platform_db")
+        raise Failure(f"order {cfg_id} is not in platform_db", allow_retries=False)
     return order.configurator_payload()
+
+
+def _edp_unavailable(context: AssetExecutionContext, platform_db: PlatformDbResource, error: EdpError) -> Failure:
+    """The step's Failure when EDP is down or answers 5xx: retried by the policy until the last try,
+    which also fails the order with EDP's reason (not only the run failure sensor, later)."""
+    policy = context.op_def.retry_policy
+    retries = policy.max_retries if policy is not None else 0
+    if context.retry_number < retries:
+        context.log.warning(f"{error}; retry {context.retry_number + 1} of {retries} follows")
+        return Failure(str(error))
+    platform_db.orders.fail(context.partition_key, str(error))
+    return Failure(str(error), allow_retries=False)
 
 
 def _object_metadata(obj: StoredObject) -> dict[str, MetadataValue]:
@@ -80,7 +122,6 @@ def _object_metadata(obj: StoredObject) -> dict[str, MetadataValue]:
     }
 
 
-@asset(**ASSET_ARGS, description="Canonical config.json and cfg.customer.yml in S3; the EDP job submitted.")
 def config(
     context: AssetExecutionContext,
     platform_db: PlatformDbResource,
@@ -88,7 +129,10 @@ def config(
     edp: EdpResource,
 ) -> Output[OrderConfig]:
     cfg_id = context.partition_key
-    order = _order(platform_db, cfg_id)
+    stored = platform_db.orders.get(cfg_id)
+    if stored is None:
+        raise Failure(f"order {cfg_id} is not in platform_db", allow_retries=False)
+    order = stored.configurator_payload()
     store = artifacts.get_store()
     config_json = store.put(order_key(cfg_id, "config.json"), canonical_config_json(cfg_id, order), "application/json")
     customer_yml = store.put(
@@ -97,10 +141,10 @@ def config(
         "application/yaml",
     )
     try:
-        # Idempotency-Key = cfg_id: a retried step gets the job it already made, never a second one.
-        accepted = edp.get_client().submit_job(order, idempotency_key=cfg_id)
+        accepted = edp.get_client().submit_job(order, idempotency_key=edp_idempotency_key(cfg_id, stored.edp_attempt))
     except EdpError as exc:
-        raise Failure(str(exc)) from None
+        # EDP down or answering 5xx: the retry policy tries again with the same key.
+        raise _edp_unavailable(context, platform_db, exc) from None
     platform_db.orders.record_edp_job(cfg_id, accepted.job_id)
     return Output(
         OrderConfig(config_json=config_json, customer_yml=customer_yml, edp_job_id=accepted.job_id),
@@ -115,11 +159,6 @@ def config(
 
 
 # "config" is a reserved parameter name in Dagster (run config), so the upstream asset comes in as order_config.
-@asset(
-    **ASSET_ARGS,
-    ins={"order_config": AssetIn(key=CONFIG)},
-    description="Every EDP artifact copied into S3 with its sha256; dtm.json validated.",
-)
 def edp_artifacts(
     context: AssetExecutionContext,
     order_config: OrderConfig,
@@ -130,22 +169,26 @@ def edp_artifacts(
     cfg_id = context.partition_key
     client = edp.get_client()
     downloader = edp.artifact_downloader()
-    # apk runs beside this step and may already have found no APK: "waiting_for_apk" must stay,
-    # or the order would sit in "building" and apk_sensor would never resume it.
-    platform_db.orders.set_status_unless(cfg_id, OrderStatus.BUILDING, unless=[OrderStatus.WAITING_FOR_APK])
+    # A delivered order being rebuilt (a backfill) stays delivered: the lifecycle refuses the move.
+    platform_db.orders.move(cfg_id, OrderStatus.BUILDING)
+    try:
+        job = client.get_job(order_config.edp_job_id)
+    except EdpError as exc:
+        raise _edp_unavailable(context, platform_db, exc) from None
     try:
         taken = take_over_edp_artifacts(
             cfg_id=cfg_id,
             job_id=order_config.edp_job_id,
-            job=client.get_job(order_config.edp_job_id),
+            job=job,
             policy=downloader.policy,
             download=downloader.download,
             store=artifacts.get_store(),
         )
-    # Both kinds are built without URLs' queries or EDP's bodies, and capped: fit for last_error.
-    except (EdpArtifactError, EdpError) as exc:
-        platform_db.orders.set_status(cfg_id, OrderStatus.FAILED, error=str(exc))
-        raise Failure(str(exc)) from None
+    # Built without URLs' queries or EDP's bodies, and capped: fit for last_error. What EDP made is
+    # wrong (a failed job, an invalid dtm.json): repeating the step would get the same.
+    except EdpArtifactError as exc:
+        platform_db.orders.fail(cfg_id, str(exc))
+        raise Failure(str(exc), allow_retries=False) from None
     return Output(
         taken,
         metadata={
@@ -156,19 +199,6 @@ def edp_artifacts(
     )
 
 
-@asset(
-    **ASSET_ARGS,
-    # Blocking: an artifact its consumer would reject is never published or emailed.
-    check_specs=[
-        AssetCheckSpec(
-            DEPLOYABLE,
-            asset=CFN_OR_ISO,
-            blocking=True,
-            description="cfn.yaml is cfn-lint clean; iso.img reads back as a seed",
-        )
-    ],
-    description="cfn.yaml (cloud) or iso.img (on-prem), composed from dtm.json, plus the stack bundle.",
-)
 def cfn_or_iso(
     context: AssetExecutionContext,
     edp_artifacts: EdpArtifacts,
@@ -219,44 +249,24 @@ def cfn_or_iso(
     )
 
 
-@asset(
-    **ASSET_ARGS,
-    output_required=False,
-    description="The newest HMI APK under apk/ (written by the HMI CI); without one the order waits.",
-)
-def apk(
-    context: AssetExecutionContext, platform_db: PlatformDbResource, artifacts: ArtifactBucketResource
-) -> Iterator[Output[ChosenApk]]:
-    cfg_id = context.partition_key
+def apk(context: AssetExecutionContext, artifacts: ArtifactBucketResource) -> Output[ApkChoice]:
+    # Always an output, even without an APK: a skipped optional output next to a failed step makes
+    # the in-process executor spin forever (tests/platform_assets/test_no_apk_yet.py).
     store = artifacts.get_store()
     candidate = newest_apk(store.keys(APK_PREFIX))
     if candidate is None:
-        # No output: manifest and email of this run are skipped; apk_sensor resumes the order.
-        platform_db.orders.set_status(cfg_id, OrderStatus.WAITING_FOR_APK)
         context.log.info("no HMI APK under apk/ yet; the order waits for the HMI CI")
-        return
+        return Output(ApkChoice(chosen=None), metadata={"version": "none yet"})
     data = store.get(candidate.key)
     chosen = ChosenApk(artifact=StoredObject(key=candidate.key, size=len(data), sha256=sha256_hex(data)), version=candidate.version)
-    yield Output(chosen, metadata={"version": candidate.version, **_object_metadata(chosen.artifact)})
+    return Output(ApkChoice(chosen=chosen), metadata={"version": candidate.version, **_object_metadata(chosen.artifact)})
 
 
-@asset(
-    **ASSET_ARGS,
-    check_specs=[
-        AssetCheckSpec(
-            ARTIFACTS_MATCH,
-            asset=MANIFEST,
-            blocking=True,
-            description="every listed object exists with its recorded sha256",
-        )
-    ],
-    description="Portal version N: manifest.json + index.html, and the order's portal index.",
-)
 def manifest(
     context: AssetExecutionContext,
     edp_artifacts: EdpArtifacts,
     cfn_or_iso: BuiltArtifact,
-    apk: ChosenApk,
+    apk: ApkChoice,
     platform_db: PlatformDbResource,
     artifacts: ArtifactBucketResource,
     portal: PortalResource,
@@ -264,7 +274,27 @@ def manifest(
     cfg_id = context.partition_key
     stored = platform_db.orders.get(cfg_id)
     if stored is None:
-        raise Failure(f"order {cfg_id} is not in platform_db")
+        raise Failure(f"order {cfg_id} is not in platform_db", allow_retries=False)
+    if apk.chosen is None:
+        # apk_sensor resumes the order when the HMI CI publishes one; a delivered order being
+        # re-delivered stays delivered (the lifecycle refuses the move).
+        platform_db.orders.move(cfg_id, OrderStatus.WAITING_FOR_APK)
+        context.log.info("no HMI APK yet: no portal version is published and no email sent")
+        # A check's result is due whenever the step ends; it says that nothing was published.
+        yield AssetCheckResult(
+            check_name=ARTIFACTS_MATCH, passed=True, metadata={"published": False, "reason": "no HMI APK yet"}
+        )
+        return
+    listed = [*edp_artifacts.objects, cfn_or_iso.artifact, apk.chosen.artifact]
+    store = artifacts.get_store()
+    missing = [obj.key for obj in listed if store.head(obj.key) is None]
+    if missing:
+        # Publishing would give the customer links that answer 404; rebuilding is an operator's call.
+        raise Failure(
+            f"{len(missing)} artifact(s) of this delivery are gone from the bucket ({', '.join(missing[:3])}); "
+            "nothing was published: rebuild them with a backfill from order/edp_artifacts",
+            allow_retries=False,
+        )
     publication = publish_portal_version(
         cfg_id=cfg_id,
         run_id=context.run.run_id,
@@ -273,9 +303,9 @@ def manifest(
         artifacts=[
             *(("edp", obj) for obj in edp_artifacts.objects),
             (cfn_or_iso.kind, cfn_or_iso.artifact),
-            ("apk", apk.artifact),
+            ("apk", apk.chosen.artifact),
         ],
-        store=artifacts.get_store(),
+        store=store,
         deliveries=platform_db.deliveries,
         links=portal.links_for(cfg_id, stored.portal_token_generation),
     )
@@ -296,7 +326,6 @@ def manifest(
     )
 
 
-@asset(**ASSET_ARGS, description="The delivery email with the portal link, at most once per portal version.")
 def email(
     context: AssetExecutionContext,
     manifest: PortalPublication,
@@ -305,21 +334,101 @@ def email(
 ) -> MaterializeResult:
     cfg_id = context.partition_key
     order = _order(platform_db, cfg_id)
-    message_id, sent_now = send_delivery_email_once(
-        publication=manifest,
-        order=order,
-        sender=ses.sender,
-        ses_client=ses.get_client(),
-        deliveries=platform_db.deliveries,
-        outbox_dir=Path(ses.outbox_dir) if ses.outbox_dir else None,
-    )
-    platform_db.orders.set_status(cfg_id, OrderStatus.DELIVERED)
-    if not sent_now:
-        context.log.info(f"portal version {manifest.version} was already emailed; nothing sent again")
+    try:
+        outcome = send_delivery_email_once(
+            publication=manifest,
+            order=order,
+            sender=ses.sender,
+            ses_client=ses.get_client(),
+            deliveries=platform_db.deliveries,
+            outbox_dir=Path(ses.outbox_dir) if ses.outbox_dir else None,
+            policy=ses.send_policy(),
+        )
+    except EmailNotSent as exc:
+        # Nothing was sent (SES refused it, or throttled every attempt): SES's reason, no retry.
+        raise Failure(str(exc), allow_retries=False) from None
+    version = manifest.version
+    if outcome.state is EmailState.SENDING:
+        # Another attempt holds a fresh claim and is sending: not this step's email to decide on.
+        raise Failure(f"portal version {version}: {outcome.reason}", allow_retries=False)
+    known = outcome.state in (EmailState.SENT, EmailState.MARKED_SENT)
+    if known:
+        platform_db.orders.move(cfg_id, OrderStatus.DELIVERED)
+    else:
+        # Never resent on its own: an operator resolves it (POST /orders/{cfg_id}/email).
+        platform_db.orders.move(cfg_id, OrderStatus.EMAIL_UNKNOWN, error=f"portal version {version}: {outcome.reason}")
+        context.log.warning(f"portal version {version}: whether SES sent the email is unknown: {outcome.reason}")
+    if known and not outcome.sent_now:
+        context.log.info(f"portal version {version} was already emailed; nothing sent again")
     return MaterializeResult(
         metadata={
-            "portal_version": manifest.version,
-            "ses_message_id": message_id or "",
-            "sent_now": sent_now,
+            "portal_version": version,
+            "email_state": outcome.state.value,
+            "ses_message_id": outcome.message_id or "",
+            "sent_now": outcome.sent_now,
         },
+        # Non-blocking: the materialization stands (the portal is published); the failed check is
+        # what the Dagster UI shows for an email an operator must resolve.
+        check_results=[
+            AssetCheckResult(
+                check_name=EMAIL_SENT,
+                passed=known,
+                metadata={"email_state": outcome.state.value, "reason": outcome.reason or ""},
+            )
+        ],
     )
+
+
+def build_order_assets(step_retries: RetryPolicy) -> list[AssetsDefinition]:
+    """The six assets of an order; ``step_retries`` on every step but the email (settings pipeline.step_*)."""
+    retried = {**ASSET_ARGS, "retry_policy": step_retries}
+    return [
+        asset(**retried, description="Canonical config.json and cfg.customer.yml in S3; the EDP job submitted.")(config),
+        asset(
+            **retried,
+            ins={"order_config": AssetIn(key=CONFIG)},
+            description="Every EDP artifact copied into S3 with its sha256; dtm.json validated.",
+        )(edp_artifacts),
+        asset(
+            **retried,
+            # Blocking: an artifact its consumer would reject is never published or emailed.
+            check_specs=[
+                AssetCheckSpec(
+                    DEPLOYABLE,
+                    asset=CFN_OR_ISO,
+                    blocking=True,
+                    description="cfn.yaml is cfn-lint clean; iso.img reads back as a seed",
+                )
+            ],
+            description="cfn.yaml (cloud) or iso.img (on-prem), composed from dtm.json, plus the stack bundle.",
+        )(cfn_or_iso),
+        asset(
+            **retried,
+            description="The newest HMI APK under apk/ (written by the HMI CI), or none yet: then the order waits.",
+        )(apk),
+        asset(
+            **retried,
+            # Nothing is published while there is no APK; the email step is then skipped too.
+            output_required=False,
+            check_specs=[
+                AssetCheckSpec(
+                    ARTIFACTS_MATCH,
+                    asset=MANIFEST,
+                    blocking=True,
+                    description="every listed object exists with its recorded sha256",
+                )
+            ],
+            description="Portal version N: manifest.json + index.html, and the order's portal index.",
+        )(manifest),
+        asset(
+            **ASSET_ARGS,
+            check_specs=[
+                AssetCheckSpec(
+                    EMAIL_SENT,
+                    asset=EMAIL,
+                    description="SES confirmed the email (or an operator did); fails while its outcome is unknown",
+                )
+            ],
+            description="The delivery email with the portal link, at most once per portal version.",
+        )(email),
+    ]

@@ -1,28 +1,42 @@
-"""order_run_failure_sensor: a failed run of an order marks the order failed, with the reason."""
+"""order_run_failure_sensor: a failed run of an order records the failure on the order, with the cause.
+
+The cause is what a person can act on (SES's, S3's, EDP's or a validation's own words), not
+Dagster's wrapper ("Error occurred while executing op ..."): the wrapper's chain of causes is
+followed to the error the step's code raised.
+"""
 
 from __future__ import annotations
 
 from dagster import RunFailureSensorContext
 
 from contracts.orders import OrderStatus
+from delivery.edp_artifact_policy import readable_reason
+from platform_assets.step_errors import step_failure_cause
 from resources.platform_db import PlatformDbResource
 
 PARTITION_TAG = "dagster/partition"
+# Set by Dagster on a run its daemon will retry (run_retries: a worker that died).
+WILL_RETRY_TAG = "dagster/will_retry"
 MAX_REASON = 2000
 
 
 def record_run_failure(context: RunFailureSensorContext, platform_db: PlatformDbResource) -> None:
-    cfg_id = context.dagster_run.tags.get(PARTITION_TAG)
-    if cfg_id is None:
+    tags = context.dagster_run.tags
+    if tags.get(WILL_RETRY_TAG) == "true":
+        # The retry run takes the order on; its own failure, if any, is recorded then.
+        context.log.info(f"run {context.dagster_run.run_id} will be retried; the order keeps its status")
         return
-    order = platform_db.orders.get(cfg_id)
+    cfg_id = tags.get(PARTITION_TAG)
+    order = platform_db.orders.get(cfg_id) if cfg_id is not None else None
+    # A step that failed the order itself (EDP's reason, an invalid dtm.json) said it best.
     if order is None or order.status == OrderStatus.FAILED:
         return
     # get_step_failure_events() hands back DagsterEvents (not event log entries).
     step_errors = [
-        event.step_failure_data.error.message.strip()
+        # Step "order__apk" is asset order/apk, as the UI and GET /orders name it.
+        f"{(event.step_key or '').replace('__', '/')}: {step_failure_cause(event)}"
         for event in context.get_step_failure_events()
-        if event.step_failure_data.error is not None
     ]
     reason = "; ".join(step_errors) or context.failure_event.message or "the run failed"
-    platform_db.orders.set_status(cfg_id, OrderStatus.FAILED, error=f"run {context.dagster_run.run_id}: {reason}"[:MAX_REASON])
+    # Presigned query strings and control characters out, capped: GET /orders returns it.
+    platform_db.orders.fail(order.cfg_id, readable_reason(f"run {context.dagster_run.run_id}: {reason}", MAX_REASON))

@@ -163,6 +163,8 @@ def pipeline_settings(
                 "email": {"outbox_dir": str(tmp_path / "outbox")},
                 "dagster": {"home": str(tmp_path / "dagster")},
                 "portal": {"local_key_file": str(tmp_path / "portal_token.key")},
+                # A step failure is retried once, at once: tests of transient outages set their own.
+                "pipeline": {"step_retries": 1, "step_retry_delay_seconds": 0.1},
             }
         )
     )

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 
 from contracts.orders import OrderStatus
 from delivery.artifact_store import order_key, portal_key
-from platform_assets.definitions import ORDER_ASSETS, build_definitions
+from platform_assets.definitions import build_definitions, order_assets
 from platform_assets.partitions import AFTER_EDP, CONFIG, EMAIL, REDELIVERY
 from platform_db import OrderRepository
 from platform_db.migrate import upgrade
@@ -84,7 +84,7 @@ class PostgresPipeline:
             self.flow.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         return [
             materialize(
-                ORDER_ASSETS,
+                order_assets(self.settings),
                 selection=list(request.asset_selection or []),
                 partition_key=request.partition_key,
                 resources=build_resources(self.settings),

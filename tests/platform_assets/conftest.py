@@ -26,7 +26,7 @@ from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import Manifest
 from contracts.orders import OrderStatus
 from delivery.artifact_store import portal_key
-from platform_assets.definitions import ORDER_ASSETS
+from platform_assets.definitions import order_assets
 from platform_db import Order, OrderRepository
 from resources.edp import EdpClient
 from resources.pipeline import build_resources
@@ -76,14 +76,17 @@ class OrderFlow:
         self.instance.add_dynamic_partitions("orders", [order.cfg_id])
         return order.cfg_id
 
-    def materialize(self, cfg_id: str, selection: Sequence[AssetKey]) -> ExecuteInProcessResult:
+    def materialize(
+        self, cfg_id: str, selection: Sequence[AssetKey], *, raise_on_error: bool = True
+    ) -> ExecuteInProcessResult:
         """One run over ``selection`` of the order, with the stage's resources (a fresh set per run, as in a run worker)."""
         return materialize(
-            ORDER_ASSETS,
+            order_assets(self.settings),
             selection=list(selection),
             partition_key=cfg_id,
             resources=build_resources(self.settings),
             instance=self.instance,
+            raise_on_error=raise_on_error,
         )
 
     def order(self, cfg_id: str) -> Order:
@@ -94,12 +97,12 @@ class OrderFlow:
     def status(self, cfg_id: str) -> OrderStatus:
         return self.order(cfg_id).status
 
-    def wait_for_edp(self, cfg_id: str) -> None:
+    def wait_for_edp(self, cfg_id: str, ends: str = "complete") -> None:
         job_id = self.order(cfg_id).edp_job_id
         assert job_id is not None, "the config step recorded no EDP job"
         client = EdpClient(self.settings.edp.base_url, 2, 0)
         deadline = time.monotonic() + EDP_DONE_TIMEOUT
-        while (status := client.get_job(job_id).status) != "complete":
+        while (status := client.get_job(job_id).status) != ends:
             assert status in ("queued", "running"), f"EDP job {job_id} ended {status}"
             assert time.monotonic() < deadline, f"EDP job {job_id} still {status}"
             time.sleep(0.05)

@@ -15,7 +15,7 @@ import requests
 from dagster import materialize
 
 from contracts.orders import OrderStatus
-from platform_assets.definitions import ORDER_ASSETS
+from platform_assets.definitions import order_assets
 from platform_assets.partitions import CONFIG, EDP_ARTIFACTS
 from resources.pipeline import build_resources
 from resources.settings import Settings
@@ -93,7 +93,7 @@ def test_a_refused_edp_answer_fails_the_order_readably_and_without_secrets(
 
     def run(selection: list[Any]) -> Any:
         return materialize(
-            ORDER_ASSETS,
+            order_assets(settings),
             selection=selection,
             partition_key=cfg_id,
             resources=build_resources(settings),

@@ -1,0 +1,34 @@
+"""The cause of a failed step in words a person can act on, for the order's ``error`` and the API.
+
+Dagster wraps what a step's code raised ("Error occurred while executing op ..."); the cause is
+below the wrapper: SES's, S3's or EDP's own reason, or the platform's ``Failure`` description.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dagster import DagsterEvent
+from dagster._utils.error import SerializableErrorInfo
+
+# Dagster's wrapper around the error a step's code raised.
+_WRAPPER = re.compile(r"^(?:[\w.]+: )?Error occurred while")
+# "botocore.exceptions.EndpointConnectionError: ..." -> "EndpointConnectionError: ..."
+_QUALIFIED_CLASS = re.compile(r"^(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)(?=: )")
+
+
+def error_cause(error: SerializableErrorInfo) -> str:
+    """The innermost error below Dagster's wrappers, as ``Class: message``."""
+    while error.cause is not None and _WRAPPER.match(error.message.strip()):
+        error = error.cause
+    return _QUALIFIED_CLASS.sub(r"\1", error.message.strip())
+
+
+def step_failure_cause(event: DagsterEvent) -> str:
+    """Why a STEP_FAILURE event's step failed: a ``Failure``'s description, else the raised error."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description.strip()
+    if data.error is None:
+        return "the step failed"
+    return error_cause(data.error)
