@@ -8,6 +8,9 @@ followed to the error the step's code raised.
 from __future__ import annotations
 
 from dagster import RunFailureSensorContext
+from dagster._core.execution.retries import auto_reexecution_should_retry_run
+from dagster._core.events import RunFailureReason
+from dagster._core.storage.tags import RUN_FAILURE_REASON_TAG, WILL_RETRY_TAG
 
 from contracts.orders import OrderStatus
 from delivery.edp_artifact_policy import readable_reason
@@ -15,14 +18,26 @@ from platform_assets.step_errors import step_failure_cause
 from resources.platform_db import PlatformDbResource
 
 PARTITION_TAG = "dagster/partition"
-# Set by Dagster on a run its daemon will retry (run_retries: a worker that died).
-WILL_RETRY_TAG = "dagster/will_retry"
 MAX_REASON = 2000
+
+
+def _will_be_retried(context: RunFailureSensorContext) -> bool:
+    """Whether Dagster's run retries take the run on (a worker that died, not a failed step)."""
+    instance = context.instance
+    run = instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+    if WILL_RETRY_TAG in run.tags:
+        return run.tags[WILL_RETRY_TAG] == "true"
+    if not instance.run_retries_enabled:
+        return False
+    # Dagster tags the run just after storing its failure event: a tick in between decides the
+    # same way Dagster will.
+    reason = run.tags.get(RUN_FAILURE_REASON_TAG)
+    return auto_reexecution_should_retry_run(instance, run, RunFailureReason(reason) if reason else None)
 
 
 def record_run_failure(context: RunFailureSensorContext, platform_db: PlatformDbResource) -> None:
     tags = context.dagster_run.tags
-    if tags.get(WILL_RETRY_TAG) == "true":
+    if _will_be_retried(context):
         # The retry run takes the order on; its own failure, if any, is recorded then.
         context.log.info(f"run {context.dagster_run.run_id} will be retried; the order keeps its status")
         return
