@@ -1,6 +1,8 @@
 """``python -m local_stack`` (what ``make run`` calls): start the stage's services and print ``NAME: URL``.
 
-Ctrl-C or SIGTERM stops every service it started.
+A service that exits unexpectedly is restarted (within ``supervisor.max_restarts`` per
+``supervisor.restart_window_seconds``; see local_stack/supervisor.py). Ctrl-C or SIGTERM stops
+every service it started.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 
@@ -17,9 +18,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from local_stack.demo_seed import start_demo_seed
 from local_stack.services import Service, ServiceFailed, python_module
+from local_stack.supervisor import HEALTH_TIMEOUT_SECONDS, Supervisor
 from resources.settings import ConfigError, Settings, load_settings
 
-HEALTH_TIMEOUT_SECONDS = 180.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 INSTANCE_TEMPLATE = Path(__file__).resolve().parent / "dagster.local.yaml"
@@ -84,40 +85,31 @@ def run(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    supervisor = Supervisor(
+        services,
+        max_restarts=settings.supervisor.max_restarts,
+        window_seconds=settings.supervisor.restart_window_seconds,
+        should_stop=lambda: stopping,
+        health_timeout=HEALTH_TIMEOUT_SECONDS,
+    )
     code = 0
     try:
-        for service in services:
-            if stopping:
-                break
-            service.start()
-            service.wait_healthy(HEALTH_TIMEOUT_SECONDS)
-            print(f"{service.name}: {service.url}", flush=True)
-        if not stopping:
+        if supervisor.start_all():
             print(f"stage {settings.stage} is up; Ctrl-C stops it", flush=True)
-        if not stopping and settings.seed.enabled:
-            try:
-                start_demo_seed(settings, lambda line: print(line, flush=True), seed_stop)
-            except (OSError, requests.RequestException, BotoCoreError, ClientError) as exc:
-                # The stack stays up without its samples; the operator sees why.
-                print(f"demo seed failed: {exc}", file=sys.stderr, flush=True)
-        while not stopping:
-            crashed = [service for service in services if service.exited()]
-            if crashed:
-                print(
-                    f"{crashed[0].name} stopped unexpectedly (see {crashed[0].log_path}); stopping the stack",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                code = 1
-                break
-            time.sleep(0.5)
+            if settings.seed.enabled and not stopping:
+                try:
+                    start_demo_seed(settings, lambda line: print(line, flush=True), seed_stop)
+                except (OSError, requests.RequestException, BotoCoreError, ClientError) as exc:
+                    # The stack stays up without its samples; the operator sees why.
+                    print(f"demo seed failed: {exc}", file=sys.stderr, flush=True)
+            # Until Ctrl-C/SIGTERM (0), restarting crashed services; 1 once one crashed too often.
+            code = supervisor.watch()
     except ServiceFailed as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
         seed_stop.set()
-        for service in reversed(services):
-            service.stop()
+        supervisor.stop_all()
     return code
 
 

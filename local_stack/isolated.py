@@ -1,8 +1,8 @@
 """The whole local stack (``python -m local_stack``) in a subprocess, on free ports and in its own folder.
 
 For end-to-end tests and benchmarks: every port is a free loopback port and every piece of state
-(platform_db, Dagster's home, the email outbox, the EDP stand-in's jobs, the generated portal
-token key) lives under one directory,
+(platform_db, Dagster's home, the email outbox, the EDP stand-in's jobs, the embedded S3/SES, the
+generated portal token key) lives under one directory,
 so a run never touches ``.local/`` or the fixed ports of ``make run``, and a second stack started
 on the same directory finds the state of the first.
 
@@ -159,7 +159,7 @@ class IsolatedStack:
             "portal": {"local_key_file": str(self.state_dir / "portal_token.key")},
             "logs": {"dir": str(self.state_dir / "logs")},
             "standins": {
-                "aws": {"host": host, "port": aws_port},
+                "aws": {"host": host, "port": aws_port, "state_dir": str(self.state_dir / "aws")},
                 "edp": {"host": host, "port": edp_port, "state_dir": str(self.state_dir / "edp")},
             },
         }

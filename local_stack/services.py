@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +49,13 @@ class Service:
             if log is not None:
                 log.close()
 
-    def wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float, should_stop: Callable[[], bool] | None = None) -> bool:
+        """True once the health URL answers; False when ``should_stop`` says the stack is stopping."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # Checked on every poll, so Ctrl-C during a slow start (or a restart) is not held up.
+            if should_stop is not None and should_stop():
+                return False
             if self.exited():
                 where = f"; see {self.log_path}" if self.log_path else ""
                 raise ServiceFailed(
@@ -59,7 +63,7 @@ class Service:
                 )
             try:
                 if requests.get(self.health_url, timeout=1).status_code < 500:
-                    return
+                    return True
             except requests.RequestException:
                 pass
             time.sleep(0.2)
@@ -67,6 +71,10 @@ class Service:
 
     def exited(self) -> bool:
         return self.process is not None and self.process.poll() is not None
+
+    def group_alive(self) -> bool:
+        """Whether any process of the service's group is left (its leader or what it started)."""
+        return self.process is not None and process_group_alive(self.process.pid)
 
     def signal_group(self, signum: int) -> None:
         if self.process is None:
@@ -90,6 +98,37 @@ class Service:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+        # Until the killed grandchildren are really gone they still hold their ports, and a
+        # restart of the service would fail to bind them.
+        deadline = time.monotonic() + 5
+        while self.group_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def process_group_alive(pgid: int) -> bool:
+    """Whether a process other than a zombie is left in process group ``pgid``."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        # No procfs (macOS): the signal-0 probe, which also counts zombies not yet reaped.
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # there, only not ours to signal
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may contain spaces and parentheses; the fields after the last ")" do not.
+        fields = raw[raw.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def python_module(module: str, *args: str) -> list[str]:

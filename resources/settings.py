@@ -38,6 +38,9 @@ PROJECT_VERSION: str = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text
 
 # moto accepts any credentials; the embedded stage still needs some so boto3 can sign requests.
 STANDIN_AWS_KEY = "standin"
+# The longest one delivery email may take (all attempts, timeouts and backoffs); well below
+# platform_db.deliveries.STALE_SENDING, after which a "sending" claim counts as abandoned.
+MAX_EMAIL_SEND_SECONDS = 300
 
 
 class ApiSettings(Section):
@@ -96,6 +99,37 @@ class EmailSettings(Section):
     outbox_dir: str | None = Field(
         default=None, description="When set, every sent email is also written here as an .eml file."
     )
+    # The SES client makes one attempt per request (an SDK retry could send an email twice when
+    # only SES's answer was lost); delivery/email_dispatch.py retries what certainly did not reach SES.
+    send_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=10,
+        description="SES requests per email at most, retried only when the earlier ones certainly did not reach SES.",
+    )
+    send_backoff_seconds: float = Field(
+        default=1.0, ge=0, le=30, description="Wait before the 2nd SES request; doubled before each further one."
+    )
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60, description="Connect timeout of one SES request.")
+    read_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="Read timeout of one SES request; past it the email's outcome is unknown (no resend).",
+    )
+
+    @model_validator(mode="after")
+    def _send_fits_the_claim(self) -> EmailSettings:
+        # A claim still "sending" after platform_db.deliveries.STALE_SENDING (10 min) counts as a
+        # sender that died mid-send, so one send must end well within it.
+        backoffs = sum(self.send_backoff_seconds * 2**n for n in range(self.send_attempts - 1))
+        worst = self.send_attempts * (self.connect_timeout_seconds + self.read_timeout_seconds) + backoffs
+        if worst > MAX_EMAIL_SEND_SECONDS:
+            raise ValueError(
+                f"one email may take up to {worst:g} s with these send_attempts, send_backoff_seconds and timeouts; "
+                f"at most {MAX_EMAIL_SEND_SECONDS} s"
+            )
+        return self
 
 
 class EdpSettings(Section):
@@ -197,12 +231,34 @@ class PipelineSettings(Section):
     edp_poll_budget_seconds: float = Field(
         default=30.0, gt=0, le=50, description="Time one edp_sensor tick may spend polling EDP (Dagster stops a tick at 60 s)."
     )
+    step_retries: int = Field(
+        default=5, ge=0, le=10, description="Retries of a step that failed (all but the email), e.g. S3 or EDP briefly down."
+    )
+    step_retry_delay_seconds: float = Field(
+        default=5.0, ge=0, le=600, description="Wait before a step's first retry; each further retry waits twice as long."
+    )
+    # The sweeper (stuck_order_sensor): an order standing still this long with no run left in
+    # Dagster is resumed (up to stuck_max_resumes times), then failed with the reason.
+    stuck_received_seconds: int = Field(default=600, ge=60, description="Longest an order may stay received with no run.")
+    stuck_building_seconds: int = Field(default=1800, ge=60, description="Longest an order may stay building with no run.")
+    edp_job_timeout_seconds: int = Field(
+        default=21600, ge=60, description="Longest an EDP job may take; past it the order fails and a retry submits a new job."
+    )
+    stuck_max_resumes: int = Field(default=2, ge=0, le=10, description="Automatic resumes of one stuck order before it is failed.")
+    sweep_interval_seconds: int = Field(default=60, ge=5, le=3600, description="How often the sweeper looks.")
 
 
 class AwsStandinSettings(Section):
     enabled: bool = Field(description="Start the embedded S3/SES (moto server mode).")
     host: str = "127.0.0.1"
     port: int = Field(default=5000, ge=1, le=65535)
+    state_dir: str | None = Field(
+        default=None,
+        description=(
+            "Where the embedded S3/SES keeps its objects and sent messages across restarts "
+            "(written through before each change is answered); unset or '' keeps them in memory."
+        ),
+    )
 
 
 class EdpStandinSettings(Section):
@@ -216,6 +272,19 @@ class EdpStandinSettings(Section):
         default="none", description="Fault to inject: jobs fail, every request answers 500, or requests hang."
     )
     hang_seconds: float = Field(default=30.0, ge=0, description="How long a request hangs in failure mode 'hang'.")
+
+
+class SupervisorSettings(Section):
+    # make run restarts a crashed service instead of stopping the stack, but a service that keeps
+    # crashing (a bad config, a port taken for good) must end the stack rather than loop forever.
+    max_restarts: int = Field(
+        default=5,
+        ge=0,
+        description="make run: restarts of one crashed service within restart_window_seconds before the stack stops (0: never restart).",
+    )
+    restart_window_seconds: float = Field(
+        default=600.0, gt=0, description="make run: the window max_restarts counts restarts of one service in."
+    )
 
 
 class StandinSettings(Section):
@@ -245,6 +314,7 @@ class Settings(Section):
     portal: PortalSettings = Field(default_factory=PortalSettings)
     seed: SeedSettings = Field(default_factory=SeedSettings)
     logs: LogSettings = Field(default_factory=LogSettings)
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     edge: EdgeSettings
     pipeline: PipelineSettings
     standins: StandinSettings
