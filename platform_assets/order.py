@@ -8,7 +8,6 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetIn,
     AssetsDefinition,
     Failure,
     MaterializeResult,
@@ -158,10 +157,8 @@ def config(
     )
 
 
-# "config" is a reserved parameter name in Dagster (run config), so the upstream asset comes in as order_config.
 def edp_artifacts(
     context: AssetExecutionContext,
-    order_config: OrderConfig,
     platform_db: PlatformDbResource,
     artifacts: ArtifactBucketResource,
     edp: EdpResource,
@@ -169,16 +166,22 @@ def edp_artifacts(
     cfg_id = context.partition_key
     client = edp.get_client()
     downloader = edp.artifact_downloader()
+    # The job comes from platform_db, not from config's output: a config run killed after EDP took
+    # the job (and before its output was stored) must not leave the order's build without input.
+    stored = platform_db.orders.get(cfg_id)
+    if stored is None or stored.edp_job_id is None:
+        raise Failure(f"order {cfg_id} has no EDP job yet: order/config submits it", allow_retries=False)
+    job_id = stored.edp_job_id
     # A delivered order being rebuilt (a backfill) stays delivered: the lifecycle refuses the move.
     platform_db.orders.move(cfg_id, OrderStatus.BUILDING)
     try:
-        job = client.get_job(order_config.edp_job_id)
+        job = client.get_job(job_id)
     except EdpError as exc:
         raise _edp_unavailable(context, platform_db, exc) from None
     try:
         taken = take_over_edp_artifacts(
             cfg_id=cfg_id,
-            job_id=order_config.edp_job_id,
+            job_id=job_id,
             job=job,
             policy=downloader.policy,
             download=downloader.download,
@@ -386,7 +389,7 @@ def build_order_assets(step_retries: RetryPolicy) -> list[AssetsDefinition]:
         asset(**retried, description="Canonical config.json and cfg.customer.yml in S3; the EDP job submitted.")(config),
         asset(
             **retried,
-            ins={"order_config": AssetIn(key=CONFIG)},
+            deps=[CONFIG],
             description="Every EDP artifact copied into S3 with its sha256; dtm.json validated.",
         )(edp_artifacts),
         asset(

@@ -11,17 +11,21 @@ import re
 from dagster import DagsterEvent
 from dagster._utils.error import SerializableErrorInfo
 
-# Dagster's wrapper around the error a step's code raised.
+# Dagster's wrappers around the error a step's code raised: the step's own, and the retry
+# policy's when the last retry failed too.
 _WRAPPER = re.compile(r"^(?:[\w.]+: )?Error occurred while")
+_RETRIES_USED_UP = re.compile(r"^Exceeded max_retries of (\d+)")
 # "botocore.exceptions.EndpointConnectionError: ..." -> "EndpointConnectionError: ..."
 _QUALIFIED_CLASS = re.compile(r"^(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)(?=: )")
 
 
 def error_cause(error: SerializableErrorInfo) -> str:
-    """The innermost error below Dagster's wrappers, as ``Class: message``."""
-    while error.cause is not None and _WRAPPER.match(error.message.strip()):
+    """The innermost error below Dagster's wrappers, as ``Class: message`` (and the retries it took)."""
+    retries = _RETRIES_USED_UP.match(error.message.strip())
+    while error.cause is not None and (_WRAPPER.match(error.message.strip()) or _RETRIES_USED_UP.match(error.message.strip())):
         error = error.cause
-    return _QUALIFIED_CLASS.sub(r"\1", error.message.strip())
+    cause = _QUALIFIED_CLASS.sub(r"\1", error.message.strip())
+    return f"{cause} (still failing after {retries.group(1)} retries)" if retries else cause
 
 
 def step_failure_cause(event: DagsterEvent) -> str:
