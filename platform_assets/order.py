@@ -57,14 +57,6 @@ def step_retry_policy(retries: int, first_delay_seconds: float) -> RetryPolicy:
     return RetryPolicy(max_retries=retries, delay=first_delay_seconds, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
-class OrderConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    config_json: StoredObject
-    customer_yml: StoredObject
-    edp_job_id: str
-
-
 class BuiltArtifact(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -126,7 +118,8 @@ def config(
     platform_db: PlatformDbResource,
     artifacts: ArtifactBucketResource,
     edp: EdpResource,
-) -> Output[OrderConfig]:
+) -> MaterializeResult:
+    # No output: what comes after reads the EDP job from platform_db and the files from S3.
     cfg_id = context.partition_key
     stored = platform_db.orders.get(cfg_id)
     if stored is None:
@@ -145,8 +138,7 @@ def config(
         # EDP down or answering 5xx: the retry policy tries again with the same key.
         raise _edp_unavailable(context, platform_db, exc) from None
     platform_db.orders.record_edp_job(cfg_id, accepted.job_id)
-    return Output(
-        OrderConfig(config_json=config_json, customer_yml=customer_yml, edp_job_id=accepted.job_id),
+    return MaterializeResult(
         metadata={
             "target": order.target,
             "edp_job_id": accepted.job_id,
@@ -166,8 +158,8 @@ def edp_artifacts(
     cfg_id = context.partition_key
     client = edp.get_client()
     downloader = edp.artifact_downloader()
-    # The job comes from platform_db, not from config's output: a config run killed after EDP took
-    # the job (and before its output was stored) must not leave the order's build without input.
+    # The job comes from platform_db (config has no output): a config run killed after EDP took the
+    # job still leaves the order's build its input.
     stored = platform_db.orders.get(cfg_id)
     if stored is None or stored.edp_job_id is None:
         raise Failure(f"order {cfg_id} has no EDP job yet: order/config submits it", allow_retries=False)
