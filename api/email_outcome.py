@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.auth import require_bearer_token
-from api.dagster_backfills import BackfillError
+from api.dagster_graphql import DagsterLaunchError
 from api.orders import EmailView, _idempotency_key, _order_or_404
 from api.state import ApiState
 from contracts.orders import OrderStatus
@@ -202,7 +202,7 @@ def _launch_resend(state: ApiState, resolution: EmailResolution) -> EmailResolut
                 "(its outcome was unknown) through the API"
             ),
         )
-    except BackfillError as exc:
+    except DagsterLaunchError as exc:
         # Nothing was launched: the email is unknown again and the key free for the client's retry.
         state.deliveries.undo_resend(resolution.id)
         raise Problem(503, f"the resend was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}) from None

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse
 
 from api.asset_status import AssetStatusView
 from api.auth import require_bearer_token
-from api.dagster_backfills import BackfillError
+from api.dagster_graphql import DagsterLaunchError
 from api.orders import _idempotency_key, _order_or_404
 from api.state import ApiState
 from contracts.orders import DELIVERED_ONCE, OrderStatus
@@ -171,7 +171,7 @@ def _launch(state: ApiState, order: Order, plan: RestartPlan) -> str:
     except BaseException as exc:
         # Nothing was launched: the order is failed again, with the reason it had.
         state.orders.fail(cfg_id, order.last_error or "the order failed (no reason was recorded)")
-        if isinstance(exc, BackfillError):
+        if isinstance(exc, DagsterLaunchError):
             raise Problem(503, f"the retry was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
         raise
     return launched.backfill_id

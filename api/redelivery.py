@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.auth import require_bearer_token
-from api.dagster_backfills import BackfillError
+from api.dagster_graphql import DagsterLaunchError
 from service_kit.json_body import read_json_model
 from api.orders import _idempotency_key, _order_or_404
 from service_kit.problems import Problem
@@ -133,7 +133,7 @@ def _redeliver(state: ApiState, cfg_id: str, apk: bool, key: str | None) -> Rede
             tags=BACKFILL_TAGS,
             description=f"re-delivery of order {cfg_id} ({'with the newest APK' if apk else 'same APK'}) through the API",
         )
-    except BackfillError as exc:
+    except DagsterLaunchError as exc:
         # Nothing was launched: the key is free again, so the client's retry may launch it.
         state.redeliveries.release(claim.id)
         raise Problem(503, f"the re-delivery was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}) from None

@@ -9,7 +9,8 @@ import boto3
 from pydantic import SecretStr
 
 from api.asset_status import AssetStatusReader
-from api.dagster_backfills import DagsterBackfills
+from api.dagster_graphql import DagsterGraphQL
+from api.order_runs import FirstRunStarter
 from delivery.artifact_store import ArtifactStore
 from delivery.portal_links import PortalLinks, PortalTokens
 from platform_db import Order, OrderRepository
@@ -38,13 +39,16 @@ class ApiState:
     redeliveries: RedeliveryRepository
     order_retries: OrderRetryRepository
     # Re-deliveries and retries are Dagster backfills launched through the webserver's GraphQL API ...
-    backfills: DagsterBackfills
+    backfills: DagsterGraphQL
+    # An order's first run is queued right after its commit, over the same GraphQL API.
+    first_runs: FirstRunStarter
     # ... and the assets' status is read from the Dagster instance itself.
     asset_status: AssetStatusReader
 
     @classmethod
     def build(cls, settings: Settings, orders: OrderRepository) -> ApiState:
         bucket = settings.artifacts.bucket
+        dagster = DagsterGraphQL(settings.dagster.webserver_graphql_url())
         return cls(
             settings=settings,
             orders=orders,
@@ -56,7 +60,8 @@ class ApiState:
             tokens=PortalTokens(settings.portal_token_key()),
             redeliveries=RedeliveryRepository(orders.engine),
             order_retries=OrderRetryRepository(orders.engine),
-            backfills=DagsterBackfills(settings.dagster.webserver_graphql_url()),
+            backfills=dagster,
+            first_runs=FirstRunStarter(orders, dagster, settings.pipeline.edp_wait_in_run_seconds),
             asset_status=AssetStatusReader.for_home(settings.dagster.home),
         )
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 
 import pycdlib
-from cfnlint.api import ManualArgs, lint
 
 from contracts.manifest import Manifest
 from delivery.artifact_store import ArtifactStore, sha256_hex
@@ -33,6 +32,9 @@ def manifest_artifact_problems(manifest: Manifest, store: ArtifactStore) -> list
 
 def cfn_lint_problems(template: bytes, region: str) -> list[str]:
     """cfn-lint's errors and warnings, as its own messages."""
+    # Imported here: about 1 s per process, and only a cloud order's check needs it.
+    from cfnlint.api import ManualArgs, lint
+
     matches = lint(template.decode("utf-8"), config=ManualArgs(regions=[region]))
     return [str(match) for match in matches]
 

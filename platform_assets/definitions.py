@@ -17,6 +17,7 @@ from dagster import (
 
 from delivery.order_sweep import StuckLimits
 from platform_assets.order import build_order_assets, step_retry_policy
+from platform_assets.partitions import first_run_selection
 from resources.artifacts import ArtifactBucketResource
 from resources.edp import EdpResource
 from resources.pipeline import build_resources
@@ -41,11 +42,12 @@ def build_definitions(settings: Settings) -> Definitions:
     interval = settings.pipeline.sensor_interval_seconds
     status = DefaultSensorStatus.RUNNING if settings.pipeline.sensors_running else DefaultSensorStatus.STOPPED
     budget = settings.pipeline.edp_poll_budget_seconds
+    first_run = first_run_selection(settings.pipeline.edp_wait_in_run_seconds)
 
     @sensor(name="order_sensor", target=assets, minimum_interval_seconds=interval, default_status=status)
     def order_sensor(context: SensorEvaluationContext, platform_db: PlatformDbResource) -> SensorResult | SkipReason:
-        """New orders in platform_db -> partitions and a config run each."""
-        return order_sensor_tick(context, platform_db)
+        """Received orders whose first run the API did not start -> partitions and a run each."""
+        return order_sensor_tick(context, platform_db, first_run)
 
     @sensor(name="edp_sensor", target=assets, minimum_interval_seconds=interval, default_status=status)
     def edp_sensor(

@@ -26,6 +26,7 @@ from delivery.artifact_checks import cfn_lint_problems, manifest_artifact_proble
 from delivery.artifact_store import StoredObject, order_key, sha256_hex
 from delivery.cfn import compose_cfn_template
 from delivery.edge_bundle import build_bundle, customer_config_yaml
+from delivery.edp_wait import failed_job_reason, wait_for_edp_job
 from delivery.edp_intake import EdpArtifactError, EdpArtifacts, parse_dtm, take_over_edp_artifacts
 from delivery.email_dispatch import EmailNotSent, send_delivery_email_once
 from delivery.iso import build_seed_iso
@@ -154,7 +155,7 @@ def edp_artifacts(
     platform_db: PlatformDbResource,
     artifacts: ArtifactBucketResource,
     edp: EdpResource,
-) -> Output[EdpArtifacts]:
+) -> Iterator[Output[EdpArtifacts]]:
     cfg_id = context.partition_key
     client = edp.get_client()
     downloader = edp.artifact_downloader()
@@ -164,12 +165,21 @@ def edp_artifacts(
     if stored is None or stored.edp_job_id is None:
         raise Failure(f"order {cfg_id} has no EDP job yet: order/config submits it", allow_retries=False)
     job_id = stored.edp_job_id
-    # A delivered order being rebuilt (a backfill) stays delivered: the lifecycle refuses the move.
-    platform_db.orders.move(cfg_id, OrderStatus.BUILDING)
     try:
-        job = client.get_job(job_id)
+        job = wait_for_edp_job(client.get_job, job_id, wait_seconds=edp.job_wait_seconds, transient=(EdpError,))
     except EdpError as exc:
         raise _edp_unavailable(context, platform_db, exc) from None
+    if job is None:
+        # Nothing materialized, so the rest of this run is skipped; the order stays edp_pending and
+        # edp_sensor starts the build once the job is done.
+        context.log.info(f"EDP job {job_id} still runs after {edp.job_wait_seconds:g} s; edp_sensor takes it from here")
+        return
+    if job.status == "failed":
+        reason = failed_job_reason(job_id, job)
+        platform_db.orders.fail(cfg_id, reason)
+        raise Failure(reason, allow_retries=False)
+    # A delivered order being rebuilt (a backfill) stays delivered: the lifecycle refuses the move.
+    platform_db.orders.move(cfg_id, OrderStatus.BUILDING)
     try:
         taken = take_over_edp_artifacts(
             cfg_id=cfg_id,
@@ -184,7 +194,7 @@ def edp_artifacts(
     except EdpArtifactError as exc:
         platform_db.orders.fail(cfg_id, str(exc))
         raise Failure(str(exc), allow_retries=False) from None
-    return Output(
+    yield Output(
         taken,
         metadata={
             "edp_job_id": taken.job_id,
@@ -382,6 +392,8 @@ def build_order_assets(step_retries: RetryPolicy) -> list[AssetsDefinition]:
         asset(
             **retried,
             deps=[CONFIG],
+            # Nothing while the EDP job still runs after the wait: the rest of the run is skipped.
+            output_required=False,
             description="Every EDP artifact copied into S3 with its sha256; dtm.json validated.",
         )(edp_artifacts),
         asset(

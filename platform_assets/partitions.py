@@ -16,3 +16,11 @@ EMAIL = AssetKey([ORDER_PREFIX, "email"])
 AFTER_EDP = [EDP_ARTIFACTS, CFN_OR_ISO, APK, MANIFEST, EMAIL]
 AFTER_APK = [APK, MANIFEST, EMAIL]
 REDELIVERY = [MANIFEST, EMAIL]
+EVERY_STEP = [CONFIG, *AFTER_EDP]
+
+
+def first_run_selection(edp_wait_in_run_seconds: float) -> list[AssetKey]:
+    """What an order's first run materializes: the whole order when ``order/edp_artifacts`` may
+    wait for EDP inside the run (one run per order), else ``order/config`` alone, and ``edp_sensor``
+    starts the rest once EDP is done (EDP taking hours, as on beta)."""
+    return list(EVERY_STEP) if edp_wait_in_run_seconds > 0 else [CONFIG]

@@ -224,6 +224,39 @@ class OrderRepository:
         with self._engine.connect() as connection:
             return [_to_order(row) for row in connection.execute(query)]
 
+    def orders_without_first_run(self, limit: int = 100) -> list[Order]:
+        """Received orders nobody has claimed to start the first run of yet, oldest first."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = (
+            select(orders)
+            .where(orders.c.status == OrderStatus.RECEIVED.value, orders.c.first_run_requested_at.is_(None))
+            .order_by(orders.c.seq)
+            .limit(limit)
+        )
+        with self._engine.connect() as connection:
+            return [_to_order(row) for row in connection.execute(query)]
+
+    def claim_first_run(self, cfg_id: str) -> bool:
+        """Claim starting the order's first run; only one caller ever gets True (one conditional UPDATE)."""
+        statement = (
+            update(orders)
+            .where(orders.c.cfg_id == cfg_id, orders.c.first_run_requested_at.is_(None))
+            .values(first_run_requested_at=datetime.now(UTC))
+        )
+        with self._engine.begin() as connection:
+            return bool(connection.execute(statement).rowcount)
+
+    def release_first_run(self, cfg_id: str) -> None:
+        """Give the claim back (the launch failed), so order_sensor starts the run instead."""
+        statement = (
+            update(orders)
+            .where(orders.c.cfg_id == cfg_id, orders.c.status == OrderStatus.RECEIVED.value)
+            .values(first_run_requested_at=None)
+        )
+        with self._engine.begin() as connection:
+            connection.execute(statement)
+
     def orders_with_status(self, *statuses: OrderStatus) -> list[Order]:
         """Orders in any of ``statuses``, oldest first."""
         if not statuses:

@@ -59,6 +59,9 @@ orders = Table(
     Column("edp_attempt", Integer, nullable=False, server_default="0"),
     # The failure of the latest attempt on an order that stays delivered (a failed re-delivery).
     Column("attempt_error", Text, nullable=True),
+    # When the API (right after the commit) or order_sensor (its safety net) claimed starting the
+    # order's first run: whoever sets it starts the run, so an order never gets two.
+    Column("first_run_requested_at", DateTime(timezone=True), nullable=True),
     Index("ix_orders_status", "status"),
     sqlite_autoincrement=True,
 )

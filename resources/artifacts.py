@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dagster import ConfigurableResource
-from dagster_aws.s3 import S3Resource
+from resources.s3 import S3Resource
 from pydantic import Field
 
 from delivery.artifact_store import ArtifactStore

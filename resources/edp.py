@@ -101,6 +101,9 @@ class EdpResource(ConfigurableResource):
     max_job_bytes: int = Field(description="Most bytes of one job's artifacts together.")
     max_artifact_redirects: int = Field(description="Most redirects one artifact download follows.")
     download_deadline_seconds: float = Field(description="Longest one artifact download may take.")
+    job_wait_seconds: float = Field(
+        default=0.0, description="How long order/edp_artifacts waits for a pending job (pipeline.edp_wait_in_run_seconds)."
+    )
 
     def get_client(self) -> EdpClient:
         return EdpClient(self.base_url, self.timeout_seconds, self.retries)

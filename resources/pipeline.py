@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dagster import ConfigurableIOManagerFactory, ConfigurableResource, InitResourceContext, IOManagerDefinition, ResourceDefinition
-from dagster_aws.s3 import S3PickleIOManager, S3Resource
+from resources.s3 import S3PickleIOManager, S3Resource
 
 from resources.artifacts import ArtifactBucketResource
 from resources.delivery import DeliveryResource
@@ -89,6 +89,7 @@ def configurable_resources(settings: Settings) -> dict[str, ConfigurableResource
         "edp": EdpResource(
             base_url=settings.edp.base_url,
             timeout_seconds=settings.edp.timeout_seconds,
+            job_wait_seconds=settings.pipeline.edp_wait_in_run_seconds,
             retries=settings.edp.retries,
             artifact_hosts=list(settings.edp.artifact_hosts),
             allow_private_artifact_hosts=settings.edp.allow_private_artifact_hosts,

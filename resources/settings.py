@@ -231,6 +231,19 @@ class PipelineSettings(Section):
     edp_poll_budget_seconds: float = Field(
         default=30.0, gt=0, le=50, description="Time one edp_sensor tick may spend polling EDP (Dagster stops a tick at 60 s)."
     )
+    api_starts_first_run: bool = Field(
+        default=True,
+        description="The API queues an order's first run right after the commit (order_sensor remains the safety net).",
+    )
+    edp_wait_in_run_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=600,
+        description=(
+            "How long order/edp_artifacts waits inside the order's first run for its EDP job; "
+            "0: the first run only submits the job and edp_sensor starts the build once EDP is done."
+        ),
+    )
     step_retries: int = Field(
         default=5, ge=0, le=10, description="Retries of a step that failed (all but the email), e.g. S3 or EDP briefly down."
     )

@@ -7,10 +7,11 @@ import time
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason
 
 from contracts.orders import OrderStatus
-from delivery.edp_artifact_policy import readable_reason
+from delivery.edp_wait import failed_job_reason
 from platform_assets.partitions import AFTER_EDP
 from resources.edp import EdpClient, EdpError, EdpResource
 from resources.platform_db import PlatformDbResource
+from sensors.order_runs import has_active_run
 
 
 def edp_sensor_tick(
@@ -28,7 +29,8 @@ def edp_sensor_tick(
         if time.monotonic() + client.timeout > deadline:
             context.log.info("EDP poll budget used up; the remaining orders wait for the next tick")
             break
-        if order.edp_job_id is None:
+        # The order's own run waits for its job (order/edp_artifacts), or a build already runs.
+        if order.edp_job_id is None or has_active_run(context.instance, order.cfg_id):
             continue
         try:
             job = client.get_job(order.edp_job_id)
@@ -46,9 +48,7 @@ def edp_sensor_tick(
                 )
             )
         elif job.status == "failed":
-            # EDP's own reason, as the order's last_error: without URLs' queries (presigned
-            # credentials) or control characters, and capped, since GET /orders returns it.
-            reason = readable_reason(f"EDP job {order.edp_job_id} failed: {job.error or 'no reason given'}")
+            reason = failed_job_reason(order.edp_job_id, job)
             platform_db.orders.fail(order.cfg_id, reason)
             context.log.warning(f"order {order.cfg_id}: {reason}")
     if not requests:

@@ -1,34 +1,42 @@
-"""order_sensor: new orders in platform_db become partitions and a ``config`` run each."""
+"""order_sensor: received orders whose first run nobody started become partitions and a run each.
+
+The API starts an order's first run itself right after the commit (api/order_runs.py); this
+sensor is the safety net for an order the API could not start (Dagster unreachable, the API
+stopped in between). Both claim the start in platform_db first, so an order never gets two.
+"""
 
 from __future__ import annotations
 
-from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason
+from collections.abc import Sequence
 
-from platform_assets.partitions import CONFIG, orders_partitions
+from dagster import AssetKey, RunRequest, SensorEvaluationContext, SensorResult, SkipReason
+
+from platform_assets.partitions import orders_partitions
 from resources.platform_db import PlatformDbResource
 
 BATCH = 100
 EDP_SUBMIT_TAG = "platform/edp"
+# The run queue caps how many runs submit EDP jobs at once by this tag.
+FIRST_RUN_TAGS = {EDP_SUBMIT_TAG: "submit"}
 
 
-def order_sensor_tick(context: SensorEvaluationContext, platform_db: PlatformDbResource) -> SensorResult | SkipReason:
-    after = int(context.cursor or 0)
-    new_orders = platform_db.orders.orders_after(after, limit=BATCH)
-    if not new_orders:
-        return SkipReason(f"no orders after seq {after}")
-    cfg_ids = [order.cfg_id for order in new_orders]
+def first_run_key(cfg_id: str) -> str:
+    return f"config:{cfg_id}"
+
+
+def order_sensor_tick(
+    context: SensorEvaluationContext, platform_db: PlatformDbResource, selection: Sequence[AssetKey]
+) -> SensorResult | SkipReason:
+    waiting = platform_db.orders.orders_without_first_run(limit=BATCH)
+    cfg_ids = [order.cfg_id for order in waiting if platform_db.orders.claim_first_run(order.cfg_id)]
+    if not cfg_ids:
+        return SkipReason("no received order without a first run")
+    context.log.info(f"starting the first run of {len(cfg_ids)} order(s) the API did not start")
     return SensorResult(
         run_requests=[
             # The run key never repeats for an order: a restarted daemon does not submit twice.
-            RunRequest(
-                partition_key=cfg_id,
-                asset_selection=[CONFIG],
-                run_key=f"config:{cfg_id}",
-                # The run queue caps how many runs submit EDP jobs at once by this tag.
-                tags={EDP_SUBMIT_TAG: "submit"},
-            )
+            RunRequest(partition_key=cfg_id, asset_selection=list(selection), run_key=first_run_key(cfg_id), tags=FIRST_RUN_TAGS)
             for cfg_id in cfg_ids
         ],
         dynamic_partitions_requests=[orders_partitions.build_add_request(cfg_ids)],
-        cursor=str(new_orders[-1].seq),
     )

@@ -9,24 +9,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dagster import DagsterRunStatus, RunRequest, RunsFilter, SensorEvaluationContext, SensorResult, SkipReason
+from dagster import RunRequest, RunsFilter, SensorEvaluationContext, SensorResult, SkipReason
 
 from contracts.orders import IN_FLIGHT
 from delivery.order_sweep import StuckLimits, SweepAction, plan_sweep
 from platform_assets.partitions import AFTER_EDP, CONFIG
 from resources.platform_db import PlatformDbResource
+from sensors.order_runs import PARTITION_TAG, has_active_run
 from sensors.orders import EDP_SUBMIT_TAG
 
-PARTITION_TAG = "dagster/partition"
 SWEEP_TAG = "platform/sweep"
 RESUME_KINDS = ("resume_config", "resume_build")
-ACTIVE_STATUSES = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-]
 
 
 def _run_request(action: SweepAction, edp_job_id: str | None) -> RunRequest:
@@ -50,11 +43,10 @@ def stuck_order_sensor_tick(
     active: set[str] = set()
     resumes: dict[str, int] = {}
     for order in in_flight:
-        partition = {PARTITION_TAG: order.cfg_id}
-        if instance.get_run_records(RunsFilter(tags=partition, statuses=ACTIVE_STATUSES), limit=1):
+        if has_active_run(instance, order.cfg_id):
             active.add(order.cfg_id)
             continue
-        resumed = instance.get_run_records(RunsFilter(tags={**partition, SWEEP_TAG: list(RESUME_KINDS)}))
+        resumed = instance.get_run_records(RunsFilter(tags={PARTITION_TAG: order.cfg_id, SWEEP_TAG: list(RESUME_KINDS)}))
         resumes[order.cfg_id] = len(resumed)
     actions = plan_sweep(in_flight, now=datetime.now(UTC), limits=limits, active=frozenset(active), resumes=resumes)
     by_id = {order.cfg_id: order for order in in_flight}

@@ -48,6 +48,9 @@ def settings(tmp_path: Path) -> Settings:
             "dagster": local.dagster.model_copy(
                 update={"home": str(tmp_path / "dagster"), "graphql_url": f"http://127.0.0.1:{_closed_port()}/graphql"}
             ),
+            # A submit's own run start is tested on its own (test_order_runs.py); elsewhere the
+            # stub's received requests are the backfills alone.
+            "pipeline": local.pipeline.model_copy(update={"api_starts_first_run": False}),
         }
     )
 
@@ -103,7 +106,25 @@ class StubDagster:
         return [body["variables"]["backfillParams"] for body in self.received]
 
 
-def _stub_answer(stub: StubDagster) -> Response:
+REPOSITORY = {"name": "__repository__", "location": {"name": "platform_assets.definitions"}, "jobs": [{"name": "__ASSET_JOB"}]}
+
+
+def _stub_run_answer(stub: StubDagster, query: str) -> Response | None:
+    """The answers of an order's first run start (repositories, addDynamicPartition, launchRun)."""
+    if "repositoriesOrError" in query:
+        return JSONResponse({"data": {"repositoriesOrError": {"__typename": "RepositoryConnection", "nodes": [REPOSITORY]}}})
+    if "addDynamicPartition" in query:
+        return JSONResponse({"data": {"addDynamicPartition": {"__typename": "AddDynamicPartitionSuccess"}}})
+    if "launchRun" in query:
+        stub.launched += 1
+        result = {"__typename": "LaunchRunSuccess", "run": {"runId": f"stub-run-{stub.launched}"}}
+        return JSONResponse({"data": {"launchRun": result}})
+    return None
+
+
+def _stub_answer(stub: StubDagster, query: str) -> Response:
+    if stub.mode in ("success", "slow") and (run_answer := _stub_run_answer(stub, query)) is not None:
+        return run_answer
     if stub.mode in ("success", "slow"):
         stub.launched += 1
         result = {"__typename": "LaunchBackfillSuccess", "backfillId": f"stub-backfill-{stub.launched}", "launchedRunIds": []}
@@ -128,7 +149,7 @@ def create_stub_dagster_app(stub: StubDagster) -> Starlette:
         stub.received.append(body)
         if stub.delay_seconds:
             await asyncio.sleep(stub.delay_seconds)
-        return _stub_answer(stub)
+        return _stub_answer(stub, str(body.get("query", "")))
 
     return Starlette(routes=[Route("/graphql", graphql, methods=["POST"])])
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from api.dagster_backfills import DagsterBackfills
+from api.dagster_graphql import DagsterGraphQL
 from local_stack.isolated import PROJECT_ROOT, IsolatedStack
 from resources.settings import Settings
 
@@ -127,7 +127,7 @@ def redelivery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redelivery]
 
         # One backfill over both orders, as an operator launches it from the Dagster UI.
         graphql_url = _settings(stack).dagster.webserver_graphql_url()
-        backfill = DagsterBackfills(graphql_url).launch(cfg_ids, MANIFEST_AND_EMAIL)
+        backfill = DagsterGraphQL(graphql_url).launch(cfg_ids, MANIFEST_AND_EMAIL)
         after_backfill = wait.versions(cfg_ids, [1, 2])
         wait.backfill_done(backfill.backfill_id)
         outbox_after_backfill = sorted(path.name for path in stack.outbox_dir.glob("*.eml"))

@@ -7,10 +7,10 @@ import socket
 import pytest
 from graphql import parse, validate
 
-from api.dagster_backfills import (
+from api.dagster_graphql import (
     LAUNCH_PARTITION_BACKFILL,
-    BackfillRejected,
-    DagsterBackfills,
+    DagsterRejected,
+    DagsterGraphQL,
     DagsterUnreachable,
 )
 
@@ -26,7 +26,7 @@ def test_the_mutation_is_valid_against_the_installed_dagster_graphql_schema() ->
 
 
 def test_a_launched_backfill_answers_its_id_and_asks_for_exactly_the_partition_and_assets(stub_dagster) -> None:
-    client = DagsterBackfills(stub_dagster.url)
+    client = DagsterGraphQL(stub_dagster.url)
 
     launched = client.launch([CFG_ID], ASSETS, tags={"platform/redelivery": "api"}, description="again")
 
@@ -52,8 +52,8 @@ def test_a_launched_backfill_answers_its_id_and_asks_for_exactly_the_partition_a
 def test_an_error_answer_is_a_rejection_with_dagsters_message(stub_dagster, mode: str, says: str) -> None:
     stub_dagster.mode = mode
 
-    with pytest.raises(BackfillRejected) as raised:
-        DagsterBackfills(stub_dagster.url).launch([CFG_ID], ASSETS)
+    with pytest.raises(DagsterRejected) as raised:
+        DagsterGraphQL(stub_dagster.url).launch([CFG_ID], ASSETS)
 
     assert says in str(raised.value)
 
@@ -62,7 +62,7 @@ def test_an_answer_that_is_no_graphql_result_means_dagster_is_unreachable(stub_d
     stub_dagster.mode = "bad_gateway"
 
     with pytest.raises(DagsterUnreachable, match="answered HTTP 502 without a GraphQL result"):
-        DagsterBackfills(stub_dagster.url).launch([CFG_ID], ASSETS)
+        DagsterGraphQL(stub_dagster.url).launch([CFG_ID], ASSETS)
 
 
 def test_a_webserver_that_does_not_listen_is_unreachable() -> None:
@@ -72,7 +72,7 @@ def test_a_webserver_that_does_not_listen_is_unreachable() -> None:
     url = f"http://127.0.0.1:{port}/graphql"
 
     with pytest.raises(DagsterUnreachable, match=f"the Dagster webserver at {url} is unreachable"):
-        DagsterBackfills(url, connect_timeout=1).launch([CFG_ID], ASSETS)
+        DagsterGraphQL(url, connect_timeout=1).launch([CFG_ID], ASSETS)
 
 
 def test_a_webserver_that_does_not_answer_in_time_is_unreachable(stub_dagster) -> None:
@@ -80,11 +80,11 @@ def test_a_webserver_that_does_not_answer_in_time_is_unreachable(stub_dagster) -
     stub_dagster.delay_seconds = 2.0
 
     with pytest.raises(DagsterUnreachable, match="did not answer in time"):
-        DagsterBackfills(stub_dagster.url, read_timeout=0.3).launch([CFG_ID], ASSETS)
+        DagsterGraphQL(stub_dagster.url, read_timeout=0.3).launch([CFG_ID], ASSETS)
 
 
 def test_a_backfill_needs_a_partition_and_an_asset() -> None:
-    client = DagsterBackfills("http://127.0.0.1:1/graphql")
+    client = DagsterGraphQL("http://127.0.0.1:1/graphql")
     with pytest.raises(ValueError):
         client.launch([], ASSETS)
     with pytest.raises(ValueError):

@@ -1,0 +1,45 @@
+"""An order's first run, started by the API right after the order is committed.
+
+Without it an order waits for ``order_sensor``'s next tick (Dagster ticks sensors at most every
+5 s) before anything happens. The API claims the start in platform_db, asks Dagster over GraphQL
+to add the order's partition and queue its run, and gives the claim back if Dagster cannot be
+reached: ``order_sensor`` then starts the run at its next tick. The claim is what keeps the two
+from both starting one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from api.dagster_graphql import DagsterGraphQL, DagsterLaunchError
+from platform_assets.partitions import first_run_selection, orders_partitions
+from platform_db import OrderRepository
+from sensors.orders import FIRST_RUN_TAGS, first_run_key
+
+logger = logging.getLogger(__name__)
+
+
+class FirstRunStarter:
+    def __init__(self, orders: OrderRepository, dagster: DagsterGraphQL, edp_wait_in_run_seconds: float) -> None:
+        self._orders = orders
+        self._dagster = dagster
+        self._selection = [key.path for key in first_run_selection(edp_wait_in_run_seconds)]
+
+    def start(self, cfg_id: str) -> str | None:
+        """Queue the order's first run unless someone already did; the run id, or None."""
+        if not self._orders.claim_first_run(cfg_id):
+            return None
+        try:
+            run_id = self._dagster.launch_partition_run(
+                cfg_id,
+                orders_partitions.name,
+                self._selection,
+                # The same run key order_sensor would give it, so the run reads the same in the UI.
+                tags={**FIRST_RUN_TAGS, "dagster/run_key": first_run_key(cfg_id)},
+            )
+        except DagsterLaunchError as exc:
+            self._orders.release_first_run(cfg_id)
+            logger.warning("order %s: first run not started (%s); order_sensor starts it", cfg_id, exc)
+            return None
+        logger.info("order %s: first run %s queued", cfg_id, run_id)
+        return run_id
