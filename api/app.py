@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -37,8 +40,15 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "stage": state.settings.stage})
 
 
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    app.state.api.first_runs.close()
+
+
 def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/submit", submit, methods=["POST"]),
             Route("/orders/{cfg_id}", get_order, methods=["GET"]),

@@ -10,6 +10,7 @@ from both starting one.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from api.dagster_graphql import DagsterGraphQL, DagsterLaunchError
 from platform_assets.partitions import first_run_selection, orders_partitions
@@ -18,12 +19,25 @@ from sensors.orders import FIRST_RUN_TAGS, first_run_key
 
 logger = logging.getLogger(__name__)
 
+# Launches wait on the webserver (about 0.2 s each, seconds under load); on threads of their own they
+# never hold the request threads a burst of submits needs to commit its orders.
+LAUNCH_THREADS = 2
+
 
 class FirstRunStarter:
     def __init__(self, orders: OrderRepository, dagster: DagsterGraphQL, edp_wait_in_run_seconds: float) -> None:
         self._orders = orders
         self._dagster = dagster
         self._selection = [key.path for key in first_run_selection(edp_wait_in_run_seconds)]
+        self._launches = ThreadPoolExecutor(max_workers=LAUNCH_THREADS, thread_name_prefix="first-run")
+
+    def enqueue(self, cfg_id: str) -> None:
+        """Start the order's first run soon, on the launch threads; returns at once."""
+        self._launches.submit(self.start, cfg_id)
+
+    def close(self) -> None:
+        """Drop the launches not begun: their orders are unclaimed, so order_sensor starts them."""
+        self._launches.shutdown(wait=False, cancel_futures=True)
 
     def start(self, cfg_id: str) -> str | None:
         """Queue the order's first run unless someone already did; the run id, or None."""

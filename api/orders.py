@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -147,10 +146,11 @@ async def submit(request: Request) -> JSONResponse:
         order, _created = await run_in_threadpool(state.orders.submit, payload, key)
     except IdempotencyConflict:
         raise Problem(409, "this Idempotency-Key was already used for a different order") from None
-    # After the answer: the website never waits on Dagster, and an order Dagster cannot take now
-    # is started by order_sensor.
-    start = BackgroundTask(state.first_runs.start, order.cfg_id) if state.settings.pipeline.api_starts_first_run else None
-    return JSONResponse(SubmitAccepted(cfg_id=order.cfg_id).model_dump(), background=start)
+    # Not in the answer's path: the website never waits on Dagster, and an order Dagster cannot
+    # take now is started by order_sensor.
+    if state.settings.pipeline.api_starts_first_run:
+        state.first_runs.enqueue(order.cfg_id)
+    return JSONResponse(SubmitAccepted(cfg_id=order.cfg_id).model_dump())
 
 
 def _order_or_404(state: ApiState, cfg_id: str) -> Order:

@@ -6,6 +6,7 @@ local-stack tests, where every order is started this way.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,6 +35,14 @@ def orders(settings: Settings) -> Iterator[OrderRepository]:
     repository.dispose()
 
 
+def _eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """The launches run on the API's own threads, after the answer."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the API did not launch in time"
+        time.sleep(0.05)
+
+
 def test_a_submitted_order_gets_its_partition_and_one_run(
     settings: Settings,
     stub_dagster: StubDagster,
@@ -47,6 +56,9 @@ def test_a_submitted_order_gets_its_partition_and_one_run(
         # The same order submitted again (same Idempotency-Key) starts nothing more.
         client.post("/submit", json=cloud_order, headers={"Idempotency-Key": "k-1"})
         client.post("/submit", json=cloud_order, headers={"Idempotency-Key": "k-1"})
+        _eventually(lambda: stub_dagster.launched == 2)
+        # A replay finds the order claimed: nothing more is launched.
+        time.sleep(0.5)
 
     added = [body["variables"]["key"] for body in stub_dagster.received if "addDynamicPartition" in body["query"]]
     assert added[0] == cfg_id and len(added) == 2
@@ -74,6 +86,7 @@ def test_an_order_dagster_cannot_take_is_left_to_order_sensor(
     # settings' GraphQL URL is a closed port: Dagster is down.
     with make_client(_starting(settings, settings.dagster.webserver_graphql_url())) as client:
         answer = client.post("/submit", json=cloud_order)
+        _eventually(lambda: "order_sensor starts it" in caplog.text)
 
     assert answer.status_code == 200
     cfg_id = answer.json()["cfg_id"]
