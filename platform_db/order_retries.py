@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Row, func, select
 
 from platform_db.claims import BackfillClaims, ClaimInProgress, KeyConflict
 from platform_db.repository import as_utc
@@ -63,6 +63,13 @@ class OrderRetryRepository(BackfillClaims[OrderRetry]):
     def record_backfill(self, claim_id: int, backfill_id: str, assets: list[str], new_edp_job: bool) -> OrderRetry:
         """The claimed retry was launched as Dagster backfill ``backfill_id`` of ``assets``."""
         return self._record(claim_id, backfill_id, assets=list(assets), new_edp_job=new_edp_job)
+
+    def latest_at(self, cfg_id: str) -> datetime | None:
+        """When the order's newest retry was asked for; None if it never was."""
+        query = select(func.max(order_retries.c.created_at)).where(order_retries.c.cfg_id == cfg_id)
+        with self._engine.connect() as connection:
+            latest = connection.execute(query).scalar_one_or_none()
+        return None if latest is None else as_utc(latest)
 
     def _to_claim(self, row: Row[Any]) -> OrderRetry:
         return OrderRetry(

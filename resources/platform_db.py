@@ -8,6 +8,7 @@ from sqlalchemy.engine import make_url
 
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
+from platform_db.order_retries import OrderRetryRepository
 from platform_db.repository import create_platform_db_engine
 from resources.settings import load_secrets
 
@@ -23,6 +24,7 @@ class PlatformDbResource(ConfigurableResource):
 
     _orders: OrderRepository | None = PrivateAttr(default=None)
     _deliveries: DeliveryRepository | None = PrivateAttr(default=None)
+    _order_retries: OrderRetryRepository | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         url = make_url(self.url)
@@ -32,6 +34,7 @@ class PlatformDbResource(ConfigurableResource):
         engine = create_platform_db_engine(url)
         self._orders = OrderRepository(engine)
         self._deliveries = DeliveryRepository(engine)
+        self._order_retries = OrderRetryRepository(engine)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._orders is not None:
@@ -42,6 +45,12 @@ class PlatformDbResource(ConfigurableResource):
         if self._orders is None:
             raise RuntimeError("PlatformDbResource used outside of a run or sensor")
         return self._orders
+
+    @property
+    def order_retries(self) -> OrderRetryRepository:
+        if self._order_retries is None:
+            raise RuntimeError("PlatformDbResource used outside of a run or sensor")
+        return self._order_retries
 
     @property
     def deliveries(self) -> DeliveryRepository:

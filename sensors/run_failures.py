@@ -35,6 +35,17 @@ def _will_be_retried(context: RunFailureSensorContext) -> bool:
     return auto_reexecution_should_retry_run(instance, run, RunFailureReason(reason) if reason else None)
 
 
+def _retried_since(context: RunFailureSensorContext, platform_db: PlatformDbResource, cfg_id: str) -> bool:
+    retried_at = platform_db.order_retries.latest_at(cfg_id)
+    if retried_at is None:
+        return False
+    record = context.instance.get_run_record_by_id(context.dagster_run.run_id)
+    if record is None:
+        return False
+    began = record.start_time or record.create_timestamp.timestamp()
+    return retried_at.timestamp() > began
+
+
 def record_run_failure(context: RunFailureSensorContext, platform_db: PlatformDbResource) -> None:
     tags = context.dagster_run.tags
     if _will_be_retried(context):
@@ -45,6 +56,11 @@ def record_run_failure(context: RunFailureSensorContext, platform_db: PlatformDb
     order = platform_db.orders.get(cfg_id) if cfg_id is not None else None
     # A step that failed the order itself (EDP's reason, an invalid dtm.json) said it best.
     if order is None or order.status == OrderStatus.FAILED:
+        return
+    if _retried_since(context, platform_db, order.cfg_id):
+        # The step failed the order, an operator retried it, and only then did this tick see the
+        # run: the failure is the one the retry answers, not news about the retry.
+        context.log.info(f"order {order.cfg_id} was retried after run {context.dagster_run.run_id} began")
         return
     # get_step_failure_events() hands back DagsterEvents (not event log entries).
     step_errors = [

@@ -9,6 +9,7 @@ from dagster import ExecuteInProcessResult, Failure, asset, build_run_status_sen
 from contracts.orders import OrderStatus
 from platform_assets.definitions import order_assets
 from platform_assets.partitions import CONFIG, ORDER_PREFIX, orders_partitions
+from platform_db.order_retries import OrderRetryRepository
 
 if TYPE_CHECKING:
     from tests.sensors.conftest import Platform
@@ -104,3 +105,37 @@ def test_a_failed_run_of_an_unknown_order_changes_nothing(platform: Platform) ->
 
     assert platform.orders.get(unknown) is None
     assert platform.status_of(bystander.cfg_id) == OrderStatus.RECEIVED
+
+
+def test_a_failure_the_operator_already_retried_does_not_fail_the_retry(platform: Platform) -> None:
+    """The step failed the order, the operator retried at once, and the sensor saw the run only then."""
+    order = platform.submit_order()
+    platform.add_partitions(order.cfg_id)
+    platform.set_edp_faults(failure="http_500")
+    result = _materialize_config(platform, order.cfg_id)
+    assert platform.orders.get(order.cfg_id).status == OrderStatus.FAILED  # type: ignore[union-attr]
+    retries = OrderRetryRepository(platform.orders.engine)
+    retries.claim(order.cfg_id, "retry-1")
+    assert platform.orders.start_retry(order.cfg_id, OrderStatus.RECEIVED, new_edp_job=True)
+
+    _report_failure(platform, result)
+
+    stored = platform.orders.get(order.cfg_id)
+    assert stored is not None
+    assert stored.status == OrderStatus.RECEIVED
+    assert stored.last_error is None
+
+
+def test_a_run_that_began_after_the_retry_still_fails_the_order(platform: Platform) -> None:
+    order = platform.submit_order()
+    platform.add_partitions(order.cfg_id)
+    OrderRetryRepository(platform.orders.engine).claim(order.cfg_id, "retry-earlier")
+
+    @asset(key_prefix=ORDER_PREFIX, partitions_def=orders_partitions)
+    def broken() -> None:
+        raise Failure("S3 is down")
+
+    result = materialize([broken], partition_key=order.cfg_id, instance=platform.instance, raise_on_error=False)
+    _report_failure(platform, result)
+
+    assert platform.orders.get(order.cfg_id).status == OrderStatus.FAILED  # type: ignore[union-attr]
