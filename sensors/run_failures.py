@@ -8,31 +8,19 @@ followed to the error the step's code raised.
 from __future__ import annotations
 
 from dagster import RunFailureSensorContext
-from dagster._core.execution.retries import auto_reexecution_should_retry_run
-from dagster._core.events import RunFailureReason
-from dagster._core.storage.tags import RUN_FAILURE_REASON_TAG, WILL_RETRY_TAG
 
 from contracts.orders import OrderStatus
 from delivery.edp_artifact_policy import readable_reason
 from platform_assets.step_errors import step_failure_cause
 from resources.platform_db import PlatformDbResource
+from sensors.order_runs import PARTITION_TAG, will_be_retried
 
-PARTITION_TAG = "dagster/partition"
 MAX_REASON = 2000
 
 
 def _will_be_retried(context: RunFailureSensorContext) -> bool:
-    """Whether Dagster's run retries take the run on (a worker that died, not a failed step)."""
-    instance = context.instance
-    run = instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
-    if WILL_RETRY_TAG in run.tags:
-        return run.tags[WILL_RETRY_TAG] == "true"
-    if not instance.run_retries_enabled:
-        return False
-    # Dagster tags the run just after storing its failure event: a tick in between decides the
-    # same way Dagster will.
-    reason = run.tags.get(RUN_FAILURE_REASON_TAG)
-    return auto_reexecution_should_retry_run(instance, run, RunFailureReason(reason) if reason else None)
+    run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+    return will_be_retried(context.instance, run)
 
 
 def _retried_since(context: RunFailureSensorContext, platform_db: PlatformDbResource, cfg_id: str) -> bool:

@@ -6,6 +6,9 @@ import json
 import time
 from typing import TYPE_CHECKING
 
+from dagster import DagsterRun, DagsterRunStatus
+from dagster._core.storage.tags import WILL_RETRY_TAG
+
 from contracts.orders import OrderStatus
 from platform_assets.definitions import build_definitions
 from platform_assets.partitions import APK, CFN_OR_ISO, EDP_ARTIFACTS, EMAIL, MANIFEST
@@ -66,6 +69,44 @@ def test_a_complete_job_requests_the_build_and_delivery(platform: Platform) -> N
     assert set(request.asset_selection) == {EDP_ARTIFACTS, CFN_OR_ISO, APK, MANIFEST, EMAIL}
     assert order.cfg_id in request.run_key and job_id in request.run_key
     assert platform.status_of(order.cfg_id) == OrderStatus.BUILDING
+
+
+def test_an_order_whose_own_run_waits_for_edp_is_left_to_that_run(platform: Platform) -> None:
+    """One run per order: order/edp_artifacts waits for the job inside the run, which builds it."""
+    order = platform.submit_order()
+    platform.add_partitions(order.cfg_id)
+    job_id = platform.submit_edp_job(order)
+    platform.wait_for_edp_status(job_id, "complete")
+    platform.instance.add_run(
+        DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED, tags={"dagster/partition": order.cfg_id})
+    )
+
+    data = platform.tick("edp_sensor")
+
+    assert data.run_requests == []
+    assert platform.status_of(order.cfg_id) == OrderStatus.EDP_PENDING
+
+
+def test_an_order_whose_crashed_run_dagster_will_retry_is_left_to_the_retry(platform: Platform) -> None:
+    """Run monitoring failed the run of a dead worker; run_retries runs it again, with the build."""
+    order = platform.submit_order()
+    platform.add_partitions(order.cfg_id)
+    job_id = platform.submit_edp_job(order)
+    platform.wait_for_edp_status(job_id, "complete")
+    crashed = platform.instance.add_run(
+        DagsterRun(
+            job_name="__ASSET_JOB",
+            status=DagsterRunStatus.FAILURE,
+            tags={"dagster/partition": order.cfg_id, WILL_RETRY_TAG: "true"},
+        )
+    )
+
+    assert platform.tick("edp_sensor").run_requests == []
+
+    # Dagster decided against a retry (or it already ran and failed for good): the sensor builds.
+    platform.instance.add_run_tags(crashed.run_id, {WILL_RETRY_TAG: "false"})
+    [request] = platform.tick("edp_sensor").run_requests
+    assert request.partition_key == order.cfg_id
 
 
 def test_only_the_finished_of_several_orders_is_requested(platform: Platform) -> None:
