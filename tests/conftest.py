@@ -164,7 +164,8 @@ def pipeline_settings(
                 "dagster": {"home": str(tmp_path / "dagster")},
                 "portal": {"local_key_file": str(tmp_path / "portal_token.key")},
                 # A step failure is retried once, at once: tests of transient outages set their own.
-                "pipeline": {"step_retries": 1, "step_retry_delay_seconds": 0.1},
+                # Runs are started by the tests (sensor ticks, materialize), not by the API.
+                "pipeline": {"step_retries": 1, "step_retry_delay_seconds": 0.1, "api_starts_first_run": False},
             }
         )
     )

@@ -142,6 +142,8 @@ def pipeline(
     settings = pipeline_settings.model_copy(
         update={
             "api": pipeline_settings.api.model_copy(update={"public_url": public_url}),
+            # Beta's shape: the first run submits the EDP job, edp_sensor starts the build.
+            "pipeline": pipeline_settings.pipeline.model_copy(update={"edp_wait_in_run_seconds": 0}),
             "platform_db": PlatformDbSettings(url=postgres.url(with_password=False).render_as_string()),
             "secrets": load_secrets(),
         }

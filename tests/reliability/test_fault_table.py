@@ -195,7 +195,11 @@ def test_a_failed_edp_job_then_a_fixed_edp_is_one_retry_call(faults: FaultStack)
         [failed] = faults.wait_until([cfg_id], {"failed", "delivered"}).values()
         assert failed["status"] == "failed" and "EDP job" in (failed["error"] or ""), failed
         faults.edp_faults(failure="none")
-        answer = faults.post(f"/orders/{cfg_id}/retry", {}, f"retry-{cfg_id}")
+        # The step failed the order while its run was still ending: the API asks to wait for it.
+        deadline = time.monotonic() + END_BOUND
+        while (answer := faults.post(f"/orders/{cfg_id}/retry", {}, f"retry-{cfg_id}")).status_code == 409:
+            assert "still in progress" in answer.text and time.monotonic() < deadline, answer.text
+            time.sleep(1)
         assert answer.status_code == 202, answer.text
         assert answer.json()["new_edp_job"] is True
         [delivered] = faults.wait_until([cfg_id], {"delivered", "failed"}).values()
