@@ -80,6 +80,28 @@ def test_orders_wait_for_an_apk_then_are_delivered(flow: Flow) -> None:
     assert flow.outbox_before_apk == []
 
 
+RUNS_OF_ORDER = """
+query($key: String!) { runsOrError(filter: {tags: [{key: "dagster/partition", value: $key}]}) {
+  ... on Runs { results { runId status tags { key value } } } } }
+"""
+
+
+def test_the_api_queued_each_orders_first_run_itself(flow: Flow) -> None:
+    """No sensor tick before an order's first run: the API launched it over GraphQL after the commit."""
+    for cfg_id in flow.cfg_ids.values():
+        answer = requests.post(
+            f"{flow.stack.urls['dagster']}/graphql", json={"query": RUNS_OF_ORDER, "variables": {"key": cfg_id}}, timeout=30
+        )
+        runs = answer.json()["data"]["runsOrError"]["results"]
+        # Newest first: the first run, then apk_sensor's resume once the APK was published.
+        first, resumed = runs[-1], runs[:-1]
+        tags = {tag["key"]: tag["value"] for tag in first["tags"]}
+        assert tags["dagster/run_key"] == f"config:{cfg_id}"
+        assert "dagster/sensor_name" not in tags
+        assert first["status"] == "SUCCESS"
+        assert [{tag["key"]: tag["value"] for tag in run["tags"]}.get("dagster/sensor_name") for run in resumed] == ["apk_sensor"]
+
+
 def _read_email(path: Path) -> EmailMessage:
     message = email.message_from_bytes(path.read_bytes(), policy=default_policy)
     assert isinstance(message, EmailMessage)
