@@ -31,15 +31,16 @@ def edp_settings(tmp_path: Path) -> EdpStandinSettings:
     )
 
 
-def _waiting(flow: OrderFlow, seconds: float) -> OrderFlow:
-    pipeline = flow.settings.pipeline.model_copy(update={"edp_wait_in_run_seconds": seconds})
-    return dataclasses.replace(flow, settings=flow.settings.model_copy(update={"pipeline": pipeline}))
+def _order_with_an_apk(flow: OrderFlow, target: str, *, wait_seconds: float) -> tuple[OrderFlow, str]:
+    """The flow with ``edp_wait_in_run_seconds`` set, an APK published and one order submitted."""
+    pipeline = flow.settings.pipeline.model_copy(update={"edp_wait_in_run_seconds": wait_seconds})
+    waiting = dataclasses.replace(flow, settings=flow.settings.model_copy(update={"pipeline": pipeline}))
+    publish_sample_apk(waiting.s3(), waiting.settings.artifacts.bucket, "1.0.0")
+    return waiting, waiting.submit(target)
 
 
 def test_an_order_is_delivered_in_one_run_when_edp_finishes_within_the_wait(flow: OrderFlow) -> None:
-    publish_sample_apk(flow.s3(), flow.settings.artifacts.bucket, "1.0.0")
-    one_run = _waiting(flow, 30)
-    cfg_id = one_run.submit("cloud")
+    one_run, cfg_id = _order_with_an_apk(flow, "cloud", wait_seconds=30)
 
     result = one_run.materialize(cfg_id, EVERY_STEP)
 
@@ -50,9 +51,7 @@ def test_an_order_is_delivered_in_one_run_when_edp_finishes_within_the_wait(flow
 
 
 def test_a_job_outlasting_the_wait_ends_the_run_and_edp_sensor_builds_the_order(flow: OrderFlow) -> None:
-    publish_sample_apk(flow.s3(), flow.settings.artifacts.bucket, "1.0.0")
-    short = _waiting(flow, 0.5)
-    cfg_id = short.submit("onprem")
+    short, cfg_id = _order_with_an_apk(flow, "onprem", wait_seconds=0.5)
 
     first = short.materialize(cfg_id, EVERY_STEP)
 

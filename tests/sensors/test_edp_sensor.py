@@ -10,6 +10,7 @@ from dagster import DagsterRun, DagsterRunStatus
 from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from contracts.orders import OrderStatus
+from platform_db import Order
 from platform_assets.definitions import build_definitions
 from platform_assets.partitions import APK, CFN_OR_ISO, EDP_ARTIFACTS, EMAIL, MANIFEST
 
@@ -55,6 +56,14 @@ def test_a_running_job_is_still_waited_for(platform: Platform) -> None:
     assert platform.status_of(order.cfg_id) == OrderStatus.EDP_PENDING
 
 
+def _with_a_complete_job(platform: Platform) -> Order:
+    order = platform.submit_order()
+    platform.add_partitions(order.cfg_id)
+    job_id = platform.submit_edp_job(order)
+    platform.wait_for_edp_status(job_id, "complete")
+    return order
+
+
 def test_a_complete_job_requests_the_build_and_delivery(platform: Platform) -> None:
     order = platform.submit_order()
     platform.add_partitions(order.cfg_id)
@@ -73,10 +82,7 @@ def test_a_complete_job_requests_the_build_and_delivery(platform: Platform) -> N
 
 def test_an_order_whose_own_run_waits_for_edp_is_left_to_that_run(platform: Platform) -> None:
     """One run per order: order/edp_artifacts waits for the job inside the run, which builds it."""
-    order = platform.submit_order()
-    platform.add_partitions(order.cfg_id)
-    job_id = platform.submit_edp_job(order)
-    platform.wait_for_edp_status(job_id, "complete")
+    order = _with_a_complete_job(platform)
     platform.instance.add_run(
         DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED, tags={"dagster/partition": order.cfg_id})
     )
@@ -89,10 +95,7 @@ def test_an_order_whose_own_run_waits_for_edp_is_left_to_that_run(platform: Plat
 
 def test_an_order_whose_crashed_run_dagster_will_retry_is_left_to_the_retry(platform: Platform) -> None:
     """Run monitoring failed the run of a dead worker; run_retries runs it again, with the build."""
-    order = platform.submit_order()
-    platform.add_partitions(order.cfg_id)
-    job_id = platform.submit_edp_job(order)
-    platform.wait_for_edp_status(job_id, "complete")
+    order = _with_a_complete_job(platform)
     crashed = platform.instance.add_run(
         DagsterRun(
             job_name="__ASSET_JOB",
