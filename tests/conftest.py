@@ -165,7 +165,14 @@ def pipeline_settings(
                 "portal": {"local_key_file": str(tmp_path / "portal_token.key")},
                 # A step failure is retried once, at once: tests of transient outages set their own.
                 # Runs are started by the tests (sensor ticks, materialize), not by the API.
-                "pipeline": {"step_retries": 1, "step_retry_delay_seconds": 0.1, "api_starts_first_run": False},
+                # The in-run wait for EDP is 5 s: the stand-in's jobs take under a second here, and a
+                # test of a misbehaving EDP waits that out on each try.
+                "pipeline": {
+                    "step_retries": 1,
+                    "step_retry_delay_seconds": 0.1,
+                    "api_starts_first_run": False,
+                    "edp_wait_in_run_seconds": 5,
+                },
             }
         )
     )
