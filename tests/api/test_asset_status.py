@@ -220,11 +220,11 @@ def test_a_run_in_progress_shows_its_assets_running(instance: DagsterInstance) -
     worker = threading.Thread(target=lambda: results.append(run(instance, cfg_id, [MANIFEST, EMAIL])))
     worker.start()
     try:
-        assert SWITCHES.holding.wait(30), "the redelivery run did not reach its email step"
+        assert SWITCHES.holding.wait(90), "the redelivery run did not reach its email step"
         statuses = order_asset_statuses(instance, cfg_id)
     finally:
         SWITCHES.hold["email"].set()
-        worker.join(30)
+        worker.join(90)
 
     [redelivery] = results
     # manifest is done in the running run, email is running in it.

@@ -215,7 +215,9 @@ def test_a_stop_during_a_restart_leaves_no_process_behind(
     restarted = service.process.pid
     started = time.monotonic()
     run.stop()
-    assert time.monotonic() - started < 10
+    # Well below the restart's 60 s health timeout it would otherwise sit out (loaded CI machines
+    # have taken 20 s to stop the fakes).
+    assert time.monotonic() - started < 30
     assert run.code == 0
     assert run.matching(r"^stuck: ") == [f"stuck: {service.url}"]  # only the first start answered
     for pgid in (first, restarted, other.process.pid):
