@@ -120,15 +120,6 @@ class _LaunchResult(BaseModel):
     message: str | None = None
 
 
-class _LaunchData(BaseModel):
-    launchPartitionBackfill: _LaunchResult | None = None
-
-
-class _LaunchAnswer(BaseModel):
-    data: _LaunchData | None = None
-    errors: list[_GraphQLError] | None = None
-
-
 class _Answer(BaseModel):
     """Any GraphQL answer: ``data`` is read by the caller for the one field it asked for."""
 
@@ -184,12 +175,8 @@ class DagsterGraphQL:
         }
         if description is not None:
             params["description"] = description
-        answer = self._post({"query": LAUNCH_PARTITION_BACKFILL, "variables": {"backfillParams": params}})
-        if answer.errors:
-            raise DagsterRejected("Dagster rejected the backfill: " + _short("; ".join(e.message for e in answer.errors)))
-        result = answer.data.launchPartitionBackfill if answer.data is not None else None
-        if result is None:
-            raise DagsterRejected("Dagster answered without a launchPartitionBackfill result")
+        body = {"query": LAUNCH_PARTITION_BACKFILL, "variables": {"backfillParams": params}}
+        result = _LaunchResult.model_validate(self._result(body, "launchPartitionBackfill", "the backfill"))
         if result.typename != "LaunchBackfillSuccess" or not result.backfillId:
             reason = _short(result.message or "no message")
             raise DagsterRejected(f"Dagster did not launch the backfill ({result.typename}): {reason}")
@@ -213,6 +200,7 @@ class DagsterGraphQL:
         added = self._result(
             {"query": ADD_DYNAMIC_PARTITION, "variables": {"selector": selector.model_dump(), "name": partitions_def, "key": partition_key}},
             "addDynamicPartition",
+            f"partition {partition_key}",
         )
         # Already there (a relaunch) is as good as added.
         if added.get("__typename") not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
@@ -224,7 +212,7 @@ class DagsterGraphQL:
                 "tags": [{"key": key, "value": value} for key, value in {**(tags or {}), "dagster/partition": partition_key}.items()]
             },
         }
-        launched = self._result({"query": LAUNCH_RUN, "variables": {"executionParams": params}}, "launchRun")
+        launched = self._result({"query": LAUNCH_RUN, "variables": {"executionParams": params}}, "launchRun", "the run")
         run = launched.get("run") or {}
         if launched.get("__typename") != "LaunchRunSuccess" or not run.get("runId"):
             raise DagsterRejected(f"Dagster did not launch the run ({launched.get('__typename')}): {_short(str(launched.get('message')))}")
@@ -233,7 +221,7 @@ class DagsterGraphQL:
     def _repository_selector(self) -> RepositorySelector:
         # One code location serves the platform; asked once, as the location does not move.
         if self._selector is None:
-            answer = self._result({"query": REPOSITORIES}, "repositoriesOrError")
+            answer = self._result({"query": REPOSITORIES}, "repositoriesOrError", "the repository query")
             nodes = answer.get("nodes") or []
             found = [node for node in nodes if ASSET_JOB in {job.get("name") for job in node.get("jobs") or []}]
             if not found:
@@ -241,19 +229,17 @@ class DagsterGraphQL:
             self._selector = RepositorySelector(repositoryLocationName=found[0]["location"]["name"], repositoryName=found[0]["name"])
         return self._selector
 
-    def _result(self, body: dict[str, Any], field: str) -> dict[str, Any]:
-        answer = _Answer.model_validate(self._post_raw(body))
+    def _result(self, body: dict[str, Any], field: str, what: str) -> dict[str, Any]:
+        """The ``field`` of the answer's data; GraphQL errors and a missing result are rejections of ``what``."""
+        answer = self._post(body)
         if answer.errors:
-            raise DagsterRejected(f"Dagster rejected {field}: " + _short("; ".join(e.message for e in answer.errors)))
+            raise DagsterRejected(f"Dagster rejected {what}: " + _short("; ".join(e.message for e in answer.errors)))
         result = (answer.data or {}).get(field)
         if not isinstance(result, dict):
             raise DagsterRejected(f"Dagster answered without a {field} result")
         return result
 
-    def _post(self, body: dict[str, Any]) -> _LaunchAnswer:
-        return _LaunchAnswer.model_validate(self._post_raw(body))
-
-    def _post_raw(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, body: dict[str, Any]) -> _Answer:
         where = f"the Dagster webserver at {self.graphql_url}"
         try:
             post = self._session.post if self._session is not None else requests.post
@@ -266,10 +252,9 @@ class DagsterGraphQL:
         # GraphQL errors come in the body, with 200, 400 or 500; a body without a GraphQL result
         # (a proxy's error page, a server starting up) is no answer at all.
         try:
-            answer = response.json()
-            parsed = _Answer.model_validate(answer)
+            answer = _Answer.model_validate(response.json())
         except (ValueError, ValidationError):
-            parsed = None
-        if parsed is None or (parsed.data is None and not parsed.errors):
+            answer = None
+        if answer is None or (answer.data is None and not answer.errors):
             raise DagsterUnreachable(f"{where} answered HTTP {response.status_code} without a GraphQL result")
-        return dict(answer)
+        return answer

@@ -212,11 +212,10 @@ class OrderRepository:
         return None if row is None else _to_order(row)
 
     def orders_after(self, seq: int, limit: int = 100) -> list[Order]:
-        """Orders with a ``seq`` greater than ``seq``, oldest first: the sensors' cursor.
+        """Orders with a ``seq`` greater than ``seq``, oldest first, a page at a time.
 
-        On SQLite writers are serialized, so rows become visible in ``seq`` order. On PostgreSQL
-        two concurrent inserts can commit out of ``seq`` order; a cursor that must not miss a
-        row should re-read a short window behind the highest ``seq`` it has seen.
+        On PostgreSQL two concurrent inserts can commit out of ``seq`` order, so this is no cursor
+        for work that must not miss a row: order_sensor asks :meth:`orders_without_first_run`.
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")

@@ -37,8 +37,8 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 orders = Table(
     "orders",
     metadata,
-    # The sensors' cursor. AUTOINCREMENT on SQLite guarantees a value is never handed out twice,
-    # even after the newest row was deleted.
+    # The order of arrival (oldest first in every listing). AUTOINCREMENT on SQLite guarantees a
+    # value is never handed out twice, even after the newest row was deleted.
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("cfg_id", String(36), nullable=False, unique=True),
     # NULL for orders submitted without an Idempotency-Key; NULLs never collide in a unique index.
