@@ -19,11 +19,11 @@ from api.openapi import build_openapi, openapi_document
 from api.order_retry import OrderRetryAccepted, retry_order
 from api.orders import OrderView, PortalTokenRotated, SubmitAccepted, get_order, rotate_portal_token, submit
 from api.portal import PortalSecurityHeaders, portal_download, portal_index, portal_version
-from service_kit.problems import problem_response
 from api.redelivery import RedeliveryAccepted, RedeliveryRequest, redeliver
 from api.state import ApiState
 from platform_db import OrderRepository
 from resources.settings import Settings
+from service_kit.problems import problem_response
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -67,7 +67,14 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
     )
     app.state.api = ApiState.build(settings, orders)
     app.state.openapi = build_openapi(
-        [SubmitAccepted, OrderView, PortalTokenRotated, RedeliveryAccepted, EmailResolutionAnswer, OrderRetryAccepted],
+        [
+            SubmitAccepted,
+            OrderView,
+            PortalTokenRotated,
+            RedeliveryAccepted,
+            EmailResolutionAnswer,
+            OrderRetryAccepted,
+        ],
         request_models=[RedeliveryRequest, EmailResolutionRequest],
     )
     return app

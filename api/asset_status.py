@@ -32,8 +32,8 @@ from dagster import (
 )
 from pydantic import BaseModel
 
-from platform_assets.step_errors import step_failure_cause
 from platform_assets.partitions import APK, CFN_OR_ISO, CONFIG, EDP_ARTIFACTS, EMAIL, MANIFEST
+from platform_assets.step_errors import step_failure_cause
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,9 @@ class _RunEvents:
         if run.asset_selection:
             return key in run.asset_selection
         if run.run_id not in self._planned:
-            entries = self._instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+            entries = self._instance.all_logs(
+                run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+            )
             self._planned[run.run_id] = frozenset(
                 entry.dagster_event.asset_key
                 for entry in entries
@@ -154,7 +156,9 @@ def _asset_status(
     events: _RunEvents,
     labels: Mapping[str, str],
 ) -> AssetStatusView:
-    found = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[cfg_id]), limit=1)
+    found = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[cfg_id]), limit=1
+    )
     last: EventLogRecord | None = found.records[0] if found.records else None
     materialized_at = datetime.fromtimestamp(last.timestamp, UTC) if last is not None else None
     settled = (
@@ -206,7 +210,9 @@ def order_asset_statuses(
     runs = list(instance.get_run_records(RunsFilter(tags={PARTITION_TAG: cfg_id}), limit=recent_runs))
     events = _RunEvents(instance)
     labels = {key.to_python_identifier(): key.to_user_string() for key in assets}
-    return {key.to_user_string(): _asset_status(instance, key, cfg_id, runs, events, labels) for key in assets}
+    return {
+        key.to_user_string(): _asset_status(instance, key, cfg_id, runs, events, labels) for key in assets
+    }
 
 
 def open_instance_at(home: str | Path) -> DagsterInstance:

@@ -181,7 +181,8 @@ class DagsterGraphQL:
             reason = _short(result.message or "no message")
             raise DagsterRejected(f"Dagster did not launch the backfill ({result.typename}): {reason}")
         return LaunchedBackfill(
-            backfill_id=result.backfillId, launched_run_ids=[run_id for run_id in result.launchedRunIds or [] if run_id]
+            backfill_id=result.backfillId,
+            launched_run_ids=[run_id for run_id in result.launchedRunIds or [] if run_id],
         )
 
     def launch_partition_run(
@@ -198,24 +199,44 @@ class DagsterGraphQL:
             raise ValueError("a run needs at least one asset")
         selector = self._repository_selector()
         added = self._result(
-            {"query": ADD_DYNAMIC_PARTITION, "variables": {"selector": selector.model_dump(), "name": partitions_def, "key": partition_key}},
+            {
+                "query": ADD_DYNAMIC_PARTITION,
+                "variables": {
+                    "selector": selector.model_dump(),
+                    "name": partitions_def,
+                    "key": partition_key,
+                },
+            },
             "addDynamicPartition",
             f"partition {partition_key}",
         )
         # Already there (a relaunch) is as good as added.
         if added.get("__typename") not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
-            raise DagsterRejected(f"Dagster did not add partition {partition_key} ({added.get('__typename')}): {_short(str(added.get('message')))}")
+            raise DagsterRejected(
+                f"Dagster did not add partition {partition_key} ({added.get('__typename')}): {_short(str(added.get('message')))}"
+            )
         params = {
-            "selector": {**selector.model_dump(), "jobName": ASSET_JOB, "assetSelection": [{"path": list(path)} for path in asset_keys]},
+            "selector": {
+                **selector.model_dump(),
+                "jobName": ASSET_JOB,
+                "assetSelection": [{"path": list(path)} for path in asset_keys],
+            },
             "runConfigData": {},
             "executionMetadata": {
-                "tags": [{"key": key, "value": value} for key, value in {**(tags or {}), "dagster/partition": partition_key}.items()]
+                "tags": [
+                    {"key": key, "value": value}
+                    for key, value in {**(tags or {}), "dagster/partition": partition_key}.items()
+                ]
             },
         }
-        launched = self._result({"query": LAUNCH_RUN, "variables": {"executionParams": params}}, "launchRun", "the run")
+        launched = self._result(
+            {"query": LAUNCH_RUN, "variables": {"executionParams": params}}, "launchRun", "the run"
+        )
         run = launched.get("run") or {}
         if launched.get("__typename") != "LaunchRunSuccess" or not run.get("runId"):
-            raise DagsterRejected(f"Dagster did not launch the run ({launched.get('__typename')}): {_short(str(launched.get('message')))}")
+            raise DagsterRejected(
+                f"Dagster did not launch the run ({launched.get('__typename')}): {_short(str(launched.get('message')))}"
+            )
         return str(run["runId"])
 
     def _repository_selector(self) -> RepositorySelector:
@@ -223,17 +244,23 @@ class DagsterGraphQL:
         if self._selector is None:
             answer = self._result({"query": REPOSITORIES}, "repositoriesOrError", "the repository query")
             nodes = answer.get("nodes") or []
-            found = [node for node in nodes if ASSET_JOB in {job.get("name") for job in node.get("jobs") or []}]
+            found = [
+                node for node in nodes if ASSET_JOB in {job.get("name") for job in node.get("jobs") or []}
+            ]
             if not found:
                 raise DagsterRejected("Dagster has no code location with assets loaded")
-            self._selector = RepositorySelector(repositoryLocationName=found[0]["location"]["name"], repositoryName=found[0]["name"])
+            self._selector = RepositorySelector(
+                repositoryLocationName=found[0]["location"]["name"], repositoryName=found[0]["name"]
+            )
         return self._selector
 
     def _result(self, body: dict[str, Any], field: str, what: str) -> dict[str, Any]:
         """The ``field`` of the answer's data; GraphQL errors and a missing result are rejections of ``what``."""
         answer = self._post(body)
         if answer.errors:
-            raise DagsterRejected(f"Dagster rejected {what}: " + _short("; ".join(e.message for e in answer.errors)))
+            raise DagsterRejected(
+                f"Dagster rejected {what}: " + _short("; ".join(e.message for e in answer.errors))
+            )
         result = (answer.data or {}).get(field)
         if not isinstance(result, dict):
             raise DagsterRejected(f"Dagster answered without a {field} result")
@@ -246,7 +273,9 @@ class DagsterGraphQL:
             response = post(self.graphql_url, json=body, timeout=self._timeout)
         except requests.Timeout:
             connect, read = self._timeout
-            raise DagsterUnreachable(f"{where} did not answer in time (connect {connect:g} s, read {read:g} s)") from None
+            raise DagsterUnreachable(
+                f"{where} did not answer in time (connect {connect:g} s, read {read:g} s)"
+            ) from None
         except requests.RequestException as exc:
             raise DagsterUnreachable(f"{where} is unreachable ({type(exc).__name__})") from None
         # GraphQL errors come in the body, with 200, 400 or 500; a body without a GraphQL result

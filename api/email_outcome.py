@@ -109,11 +109,19 @@ def _not_resolvable(email: DeliveryEmail | None, version: int, pending: EmailRes
         )
     state = email.outcome
     if state is EmailState.UNKNOWN:
-        return Problem(409, "the email changed while this request was answered; retry", headers={"Retry-After": "1"})
+        return Problem(
+            409, "the email changed while this request was answered; retry", headers={"Retry-After": "1"}
+        )
     if state is EmailState.SENT:
-        return Problem(409, f"the email of portal version {version} was sent (SES message id {email.message_id}); nothing to resolve")
+        return Problem(
+            409,
+            f"the email of portal version {version} was sent (SES message id {email.message_id}); nothing to resolve",
+        )
     if state is EmailState.MARKED_SENT:
-        return Problem(409, f"the email of portal version {version} was already marked sent by an operator; nothing to resolve")
+        return Problem(
+            409,
+            f"the email of portal version {version} was already marked sent by an operator; nothing to resolve",
+        )
     if state is EmailState.SENDING:
         return Problem(
             409,
@@ -130,10 +138,15 @@ def _not_resolvable(email: DeliveryEmail | None, version: int, pending: EmailRes
     )
 
 
-def _replay(state: ApiState, earlier: EmailResolution, cfg_id: str, version: int, action: EmailAction) -> EmailResolution | None:
+def _replay(
+    state: ApiState, earlier: EmailResolution, cfg_id: str, version: int, action: EmailAction
+) -> EmailResolution | None:
     """The answer to a repeated Idempotency-Key, or None when its resend launch died (start again)."""
     if (earlier.cfg_id, earlier.version, earlier.action) != (cfg_id, version, action):
-        raise Problem(409, "this Idempotency-Key was already used for another email resolution (order, version or action)")
+        raise Problem(
+            409,
+            "this Idempotency-Key was already used for another email resolution (order, version or action)",
+        )
     if earlier.action is EmailAction.MARK_SENT:
         _settle_order(state, cfg_id)
         return earlier
@@ -142,11 +155,15 @@ def _replay(state: ApiState, earlier: EmailResolution, cfg_id: str, version: int
     if state.deliveries.forget_stale_resolution(earlier.id):
         return None
     raise Problem(
-        409, "a resend with this Idempotency-Key is being launched right now; retry in a few seconds", headers={"Retry-After": "5"}
+        409,
+        "a resend with this Idempotency-Key is being launched right now; retry in a few seconds",
+        headers={"Retry-After": "5"},
     )
 
 
-def _resolve(state: ApiState, cfg_id: str, version: int, action: EmailAction, key: str | None) -> tuple[EmailResolutionAnswer, int]:
+def _resolve(
+    state: ApiState, cfg_id: str, version: int, action: EmailAction, key: str | None
+) -> tuple[EmailResolutionAnswer, int]:
     _order_or_404(state, cfg_id)
     status = 202 if action is EmailAction.RESEND else 200
     if key is not None:
@@ -175,14 +192,23 @@ def _resolve(state: ApiState, cfg_id: str, version: int, action: EmailAction, ke
         assert key is not None
         earlier = state.deliveries.resolution_by_key(key)
         if earlier is None:
-            raise Problem(409, "a request with this Idempotency-Key is in progress; retry", headers={"Retry-After": "5"}) from None
+            raise Problem(
+                409, "a request with this Idempotency-Key is in progress; retry", headers={"Retry-After": "5"}
+            ) from None
         replayed = _replay(state, earlier, cfg_id, version, action)
         if replayed is None:
-            raise Problem(409, "a request with this Idempotency-Key is in progress; retry", headers={"Retry-After": "5"}) from None
+            raise Problem(
+                409, "a request with this Idempotency-Key is in progress; retry", headers={"Retry-After": "5"}
+            ) from None
         return _answer(state, replayed), status
     if resolution is None:
         pending = next(
-            (r for r in reversed(state.deliveries.resolutions(cfg_id, version)) if r.action is EmailAction.RESEND), None
+            (
+                r
+                for r in reversed(state.deliveries.resolutions(cfg_id, version))
+                if r.action is EmailAction.RESEND
+            ),
+            None,
         )
         raise _not_resolvable(state.deliveries.email_of(cfg_id, version), version, pending)
     if action is EmailAction.MARK_SENT:
@@ -205,7 +231,9 @@ def _launch_resend(state: ApiState, resolution: EmailResolution) -> EmailResolut
     except DagsterLaunchError as exc:
         # Nothing was launched: the email is unknown again and the key free for the client's retry.
         state.deliveries.undo_resend(resolution.id)
-        raise Problem(503, f"the resend was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
+        raise Problem(
+            503, f"the resend was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        ) from None
     except BaseException:
         state.deliveries.undo_resend(resolution.id)
         raise
@@ -218,9 +246,12 @@ async def resolve_email(request: Request) -> JSONResponse:
     key = _idempotency_key(request)
     api = state.settings.api
     body = await read_json_model(
-        request, EmailResolutionRequest, api.max_body_bytes, read_timeout_seconds=api.body_read_timeout_seconds
+        request,
+        EmailResolutionRequest,
+        api.max_body_bytes,
+        read_timeout_seconds=api.body_read_timeout_seconds,
     )
-    answer, status = await run_in_threadpool(_resolve, state, request.path_params["cfg_id"], body.version, body.action, key)
+    answer, status = await run_in_threadpool(
+        _resolve, state, request.path_params["cfg_id"], body.version, body.action, key
+    )
     return JSONResponse(answer.model_dump(mode="json"), status_code=status)
-
-

@@ -24,7 +24,10 @@ IDEMPOTENCY_KEY = {
 
 
 def _json(schema_name: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model=schema_name)}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=schema_name)}}},
+    }
 
 
 def build_openapi(
@@ -43,7 +46,10 @@ def build_openapi(
             "detail": {"type": "string"},
             "errors": {
                 "type": "array",
-                "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}},
+                "items": {
+                    "type": "object",
+                    "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                },
             },
         },
         "required": ["detail"],
@@ -53,7 +59,10 @@ def build_openapi(
     return {
         "openapi": "3.1.0",
         "info": {"title": "Platform API", "version": "1"},
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
         "paths": {
             "/submit": {
                 "post": {
@@ -71,7 +80,14 @@ def build_openapi(
                 "get": {
                     "summary": "An order, its delivery status and its assets in Dagster.",
                     "security": bearer,
-                    "parameters": [{"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}],
+                    "parameters": [
+                        {
+                            "name": "cfg_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "format": "uuid"},
+                        }
+                    ],
                     "responses": {"200": _json("OrderView", "the order"), "401": problem, "404": problem},
                 }
             },
@@ -79,8 +95,19 @@ def build_openapi(
                 "post": {
                     "summary": "Rotate the order's portal link; the old link answers 404 from then on.",
                     "security": bearer,
-                    "parameters": [{"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}],
-                    "responses": {"200": _json("PortalTokenRotated", "the new link"), "401": problem, "404": problem},
+                    "parameters": [
+                        {
+                            "name": "cfg_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "format": "uuid"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json("PortalTokenRotated", "the new link"),
+                        "401": problem,
+                        "404": problem,
+                    },
                 }
             },
             "/orders/{cfg_id}/redeliver": {
@@ -92,13 +119,24 @@ def build_openapi(
                     ),
                     "security": bearer,
                     "parameters": [
-                        {"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}},
+                        {
+                            "name": "cfg_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "format": "uuid"},
+                        },
                         IDEMPOTENCY_KEY,
                     ],
-                    "requestBody": {"required": False, **_json("RedeliveryRequest", "what to re-deliver (optional)")},
+                    "requestBody": {
+                        "required": False,
+                        **_json("RedeliveryRequest", "what to re-deliver (optional)"),
+                    },
                     "responses": {
                         "202": _json("RedeliveryAccepted", "backfill launched"),
-                        **{code: problem for code in ("400", "401", "404", "408", "409", "413", "415", "422", "429", "503")},
+                        **{
+                            code: problem
+                            for code in ("400", "401", "404", "408", "409", "413", "415", "422", "429", "503")
+                        },
                     },
                 }
             },
@@ -113,7 +151,12 @@ def build_openapi(
                     ),
                     "security": bearer,
                     "parameters": [
-                        {"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}},
+                        {
+                            "name": "cfg_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "format": "uuid"},
+                        },
                         IDEMPOTENCY_KEY,
                     ],
                     "responses": {
@@ -132,14 +175,25 @@ def build_openapi(
                     ),
                     "security": bearer,
                     "parameters": [
-                        {"name": "cfg_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}},
+                        {
+                            "name": "cfg_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "format": "uuid"},
+                        },
                         IDEMPOTENCY_KEY,
                     ],
-                    "requestBody": {"required": True, **_json("EmailResolutionRequest", "the version and the action")},
+                    "requestBody": {
+                        "required": True,
+                        **_json("EmailResolutionRequest", "the version and the action"),
+                    },
                     "responses": {
                         "200": _json("EmailResolutionAnswer", "marked sent"),
                         "202": _json("EmailResolutionAnswer", "resend backfill launched"),
-                        **{code: problem for code in ("400", "401", "404", "408", "409", "413", "415", "422", "503")},
+                        **{
+                            code: problem
+                            for code in ("400", "401", "404", "408", "409", "413", "415", "422", "503")
+                        },
                     },
                 }
             },
@@ -147,31 +201,47 @@ def build_openapi(
                 "get": {
                     "summary": "The customer's portal: the latest version and the history (HTML).",
                     "parameters": [TOKEN],
-                    "responses": {"200": {"description": "portal page", "content": {"text/html": {}}}, "404": problem},
+                    "responses": {
+                        "200": {"description": "portal page", "content": {"text/html": {}}},
+                        "404": problem,
+                    },
                 }
             },
             "/portal/{token}/v{version}": {
                 "get": {
                     "summary": "One portal version's page (HTML).",
                     "parameters": [TOKEN, VERSION],
-                    "responses": {"200": {"description": "version page", "content": {"text/html": {}}}, "404": problem},
+                    "responses": {
+                        "200": {"description": "version page", "content": {"text/html": {}}},
+                        "404": problem,
+                    },
                 }
             },
             "/portal/{token}/v{version}/{name}": {
                 "get": {
                     "summary": "Download an artifact: 303 to a freshly presigned URL (manifest.json is answered directly).",
-                    "parameters": [TOKEN, VERSION, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "parameters": [
+                        TOKEN,
+                        VERSION,
+                        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
                     "responses": {"303": {"description": "redirect to the download"}, "404": problem},
                 }
             },
             "/healthz": {
                 "get": {
                     "summary": "Liveness and platform_db reachability.",
-                    "responses": {"200": {"description": "ok"}, "503": {"description": "platform_db unreachable"}},
+                    "responses": {
+                        "200": {"description": "ok"},
+                        "503": {"description": "platform_db unreachable"},
+                    },
                 }
             },
             "/openapi.json": {
-                "get": {"summary": "This document.", "responses": {"200": {"description": "the OpenAPI document"}}}
+                "get": {
+                    "summary": "This document.",
+                    "responses": {"200": {"description": "the OpenAPI document"}},
+                }
             },
         },
     }

@@ -110,14 +110,19 @@ def restart_plan(statuses: Mapping[str, AssetStatusView]) -> RestartPlan:
     """Where a failed order restarts, from its assets' statuses (see the module's docstring)."""
     if not (_current(statuses, CONFIG) and _current(statuses, EDP_ARTIFACTS)):
         return RestartPlan((CONFIG,), new_edp_job=True, status=OrderStatus.RECEIVED)
-    first = next((i for i, key in enumerate(BUILD_STEPS) if not _current(statuses, key)), BUILD_STEPS.index(MANIFEST))
+    first = next(
+        (i for i, key in enumerate(BUILD_STEPS) if not _current(statuses, key)), BUILD_STEPS.index(MANIFEST)
+    )
     return RestartPlan(BUILD_STEPS[first:], new_edp_job=False, status=OrderStatus.BUILDING)
 
 
 def _accepted(retry: OrderRetry) -> OrderRetryAccepted:
     assert retry.backfill_id is not None and retry.assets is not None and retry.new_edp_job is not None
     return OrderRetryAccepted(
-        cfg_id=retry.cfg_id, backfill_id=retry.backfill_id, assets=list(retry.assets), new_edp_job=retry.new_edp_job
+        cfg_id=retry.cfg_id,
+        backfill_id=retry.backfill_id,
+        assets=list(retry.assets),
+        new_edp_job=retry.new_edp_job,
     )
 
 
@@ -172,7 +177,9 @@ def _launch(state: ApiState, order: Order, plan: RestartPlan) -> str:
         # Nothing was launched: the order is failed again, with the reason it had.
         state.orders.fail(cfg_id, order.last_error or "the order failed (no reason was recorded)")
         if isinstance(exc, DagsterLaunchError):
-            raise Problem(503, f"the retry was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
+            raise Problem(
+                503, f"the retry was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}
+            ) from None
         raise
     return launched.backfill_id
 
@@ -198,7 +205,9 @@ def _retry(state: ApiState, cfg_id: str, key: str | None) -> OrderRetryAccepted:
         # Nothing was launched: the key is free again, so the client's retry may launch it.
         state.order_retries.release(claim.id)
         raise
-    return _accepted(state.order_retries.record_backfill(claim.id, backfill_id, plan.asset_names, plan.new_edp_job))
+    return _accepted(
+        state.order_retries.record_backfill(claim.id, backfill_id, plan.asset_names, plan.new_edp_job)
+    )
 
 
 async def retry_order(request: Request) -> JSONResponse:

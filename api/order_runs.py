@@ -25,7 +25,9 @@ LAUNCH_THREADS = 2
 
 
 class FirstRunStarter:
-    def __init__(self, orders: OrderRepository, dagster: DagsterGraphQL, edp_wait_in_run_seconds: float) -> None:
+    def __init__(
+        self, orders: OrderRepository, dagster: DagsterGraphQL, edp_wait_in_run_seconds: float
+    ) -> None:
         self._orders = orders
         self._dagster = dagster
         self._selection = [key.path for key in first_run_selection(edp_wait_in_run_seconds)]

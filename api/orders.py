@@ -14,14 +14,14 @@ from starlette.responses import JSONResponse
 
 from api.asset_status import AssetStatusView
 from api.auth import require_bearer_token
-from service_kit.json_body import read_json_model
-from service_kit.problems import Problem
 from api.state import ApiState
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus
 from delivery.portal_links import PortalLinks
 from platform_db import IdempotencyConflict, Order
 from platform_db.deliveries import DeliveryEmail, EmailAction, EmailState, PortalVersion
+from service_kit.json_body import read_json_model
+from service_kit.problems import Problem
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 

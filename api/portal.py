@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service_kit.problems import Problem
 from api.state import ApiState
 from contracts.manifest import Manifest
 from delivery.portal import render_portal_index, render_version_page
@@ -26,6 +25,7 @@ from delivery.portal_links import PortalLinks, PortalTokens
 from delivery.portal_publication import history_of, load_manifest, with_links
 from platform_db import Order
 from platform_db.deliveries import PortalVersion
+from service_kit.problems import Problem
 
 NOT_FOUND = "not found"
 PORTAL_PATH = "/portal"
@@ -74,7 +74,9 @@ def _resolve(state: ApiState, token: str) -> tuple[Order, list[PortalVersion], P
     return order, versions, state.portal_links(order)
 
 
-def _manifest(state: ApiState, order: Order, versions: list[PortalVersion], version: int, links: PortalLinks) -> Manifest:
+def _manifest(
+    state: ApiState, order: Order, versions: list[PortalVersion], version: int, links: PortalLinks
+) -> Manifest:
     if version not in {v.version for v in versions}:
         raise Problem(404, NOT_FOUND)
     try:
@@ -114,7 +116,9 @@ async def portal_index(request: Request) -> Response:
 
 async def portal_version(request: Request) -> Response:
     state: ApiState = request.app.state.api
-    page = await run_in_threadpool(_portal_page, state, request.path_params["token"], request.path_params["version"])
+    page = await run_in_threadpool(
+        _portal_page, state, request.path_params["token"], request.path_params["version"]
+    )
     return HTMLResponse(page)
 
 

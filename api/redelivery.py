@@ -25,12 +25,12 @@ from starlette.responses import JSONResponse
 
 from api.auth import require_bearer_token
 from api.dagster_graphql import DagsterLaunchError
-from service_kit.json_body import read_json_model
 from api.orders import _idempotency_key, _order_or_404
-from service_kit.problems import Problem
 from api.state import ApiState
 from platform_assets.partitions import AFTER_APK, REDELIVERY
 from platform_db.redeliveries import Redelivery, RedeliveryConflict, RedeliveryInProgress
+from service_kit.json_body import read_json_model
+from service_kit.problems import Problem
 
 BACKFILL_TAGS = {"platform/redelivery": "api"}
 RETRY_AFTER_SECONDS = "30"
@@ -96,7 +96,9 @@ def _over_the_limit(state: ApiState, claim: Redelivery) -> Problem | None:
     # A slot frees when the oldest of the re-deliveries that fill the window is a day old.
     frees_at = recent[len(recent) - per_day] + LIMIT_WINDOW
     retry_after = max(1, int((frees_at - now).total_seconds()) + 1)
-    return Problem(429, f"{detail}; retry in {retry_after} seconds", headers={"Retry-After": str(retry_after)})
+    return Problem(
+        429, f"{detail}; retry in {retry_after} seconds", headers={"Retry-After": str(retry_after)}
+    )
 
 
 def _redeliver(state: ApiState, cfg_id: str, apk: bool, key: str | None) -> RedeliveryAccepted:
@@ -111,7 +113,8 @@ def _redeliver(state: ApiState, cfg_id: str, apk: bool, key: str | None) -> Rede
         claim, claimed = state.redeliveries.claim(cfg_id, apk, key)
     except RedeliveryConflict:
         raise Problem(
-            409, "this Idempotency-Key was already used for a different re-delivery (another order or apk value)"
+            409,
+            "this Idempotency-Key was already used for a different re-delivery (another order or apk value)",
         ) from None
     except RedeliveryInProgress:
         raise Problem(
@@ -136,7 +139,9 @@ def _redeliver(state: ApiState, cfg_id: str, apk: bool, key: str | None) -> Rede
     except DagsterLaunchError as exc:
         # Nothing was launched: the key is free again, so the client's retry may launch it.
         state.redeliveries.release(claim.id)
-        raise Problem(503, f"the re-delivery was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
+        raise Problem(
+            503, f"the re-delivery was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        ) from None
     except BaseException:
         state.redeliveries.release(claim.id)
         raise

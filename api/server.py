@@ -33,7 +33,9 @@ class PortalTokenRedactor(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(redact_portal_tokens(arg) if isinstance(arg, str) else arg for arg in record.args)
+            record.args = tuple(
+                redact_portal_tokens(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
         if isinstance(record.msg, str):
             record.msg = redact_portal_tokens(record.msg)
         return True

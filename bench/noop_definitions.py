@@ -9,7 +9,6 @@ file name is the partition key), as order_sensor does with new rows; it ticks ev
 ``$BENCH_SENSOR_INTERVAL_SECONDS`` (the stack's ``pipeline.sensor_interval_seconds``).
 """
 
-
 import os
 from pathlib import Path
 
@@ -42,7 +41,9 @@ def noop(context: AssetExecutionContext) -> MaterializeResult:
 noop_job = define_asset_job("noop_job", selection=[noop], partitions_def=noop_partitions)
 
 
-@sensor(job=noop_job, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS, default_status=DefaultSensorStatus.RUNNING)
+@sensor(
+    job=noop_job, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS, default_status=DefaultSensorStatus.RUNNING
+)
 def noop_trigger_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     if TRIGGER_DIR is None:
         return SkipReason("BENCH_NOOP_TRIGGER_DIR is not set")

@@ -187,7 +187,9 @@ class OrderStatuses:
         self.repository.dispose()
 
 
-def wait_for_emails(stack: IsolatedStack, statuses: OrderStatuses, timings: Sequence[OrderTiming], timeout: float) -> None:
+def wait_for_emails(
+    stack: IsolatedStack, statuses: OrderStatuses, timings: Sequence[OrderTiming], timeout: float
+) -> None:
     """Until every order's email is in the outbox, has failed, or ``timeout`` s have passed."""
     outbox = stack.outbox_dir
     deadline = time.monotonic() + timeout
@@ -278,7 +280,12 @@ class Bench:
             )
         # A refused or unanswered order is a figure of its own, not the end of the run.
         return OrderTiming(
-            index=index, target=target, cfg_id=f"({key})", answered=time.time(), status="submit failed", error=error[:300]
+            index=index,
+            target=target,
+            cfg_id=f"({key})",
+            answered=time.time(),
+            status="submit failed",
+            error=error[:300],
         )
 
     def settle(self) -> str:
@@ -298,7 +305,9 @@ class Bench:
         emailed = [t.emailed for t in orders if t.emailed is not None]
         # Over the orders that were emailed; the ones that were not are listed on their own.
         span = max(emailed) - min(t.answered for t in orders) if emailed else None
-        return PhaseResult(name=name, orders=orders, cpu=stack_cpu.delta(before, after), span=span, notes=[note])
+        return PhaseResult(
+            name=name, orders=orders, cpu=stack_cpu.delta(before, after), span=span, notes=[note]
+        )
 
 
 def sequential_orders(bench: Bench, count: int) -> list[OrderTiming]:
@@ -339,7 +348,9 @@ def fleet_redelivery_field(openapi: dict[str, Any]) -> str | None:
     return None
 
 
-def redeliver_orders(bench: Bench, delivered: Sequence[OrderTiming], count: int, notes: list[str]) -> list[OrderTiming]:
+def redeliver_orders(
+    bench: Bench, delivered: Sequence[OrderTiming], count: int, notes: list[str]
+) -> list[OrderTiming]:
     """Re-deliver ``count`` delivered orders at once (in turn, again, when there are fewer)."""
     stack = bench.stack
     versions = collections.Counter[str]()
@@ -348,7 +359,13 @@ def redeliver_orders(bench: Bench, delivered: Sequence[OrderTiming], count: int,
         source = delivered[index % len(delivered)]
         versions[source.cfg_id] += 1
         timings.append(
-            OrderTiming(index=index, target=source.target, cfg_id=source.cfg_id, answered=0.0, version=1 + versions[source.cfg_id])
+            OrderTiming(
+                index=index,
+                target=source.target,
+                cfg_id=source.cfg_id,
+                answered=0.0,
+                version=1 + versions[source.cfg_id],
+            )
         )
     headers = bench.headers
     try:
@@ -367,9 +384,13 @@ def redeliver_orders(bench: Bench, delivered: Sequence[OrderTiming], count: int,
             answered = time.time()
             for timing in timings:
                 timing.answered = answered
-            notes.append(f"one POST {FLEET_REDELIVERY_PATH} ({field_name}: {len(timings)} cfg_ids): {answer.status_code}")
+            notes.append(
+                f"one POST {FLEET_REDELIVERY_PATH} ({field_name}: {len(timings)} cfg_ids): {answer.status_code}"
+            )
         else:
-            notes.append(f"POST {FLEET_REDELIVERY_PATH} answered {answer.status_code}, so order by order: {answer.text[:200]}")
+            notes.append(
+                f"POST {FLEET_REDELIVERY_PATH} answered {answer.status_code}, so order by order: {answer.text[:200]}"
+            )
             field_name = None
     else:
         field_name = None
@@ -389,7 +410,9 @@ def redeliver_orders(bench: Bench, delivered: Sequence[OrderTiming], count: int,
             timing.answered = time.time()
             if answer.status_code != 202:
                 timing.status, timing.error = f"refused {answer.status_code}", answer.text[:300]
-        notes.append(f"{len(timings)} x POST /orders/{{cfg_id}}/redeliver (no fleet endpoint {FLEET_REDELIVERY_PATH})")
+        notes.append(
+            f"{len(timings)} x POST /orders/{{cfg_id}}/redeliver (no fleet endpoint {FLEET_REDELIVERY_PATH})"
+        )
     print(f"  {count} re-deliveries requested in {time.monotonic() - began:.2f} s; waiting for the emails")
     wait_for_emails(stack, bench.statuses, timings, bench.timeout)
     return timings
@@ -407,11 +430,18 @@ def trace_phases(bench: Bench, result: PhaseResult) -> None:
             result.notes.append(f"runs of {timing.cfg_id} not read: {exc}")
             continue
         if timing.version > 1:
-            result.redelivery_phases[f"{timing.cfg_id}-v{timing.version}"] = redelivery_phases(timing.answered, timing.emailed, runs)
+            result.redelivery_phases[f"{timing.cfg_id}-v{timing.version}"] = redelivery_phases(
+                timing.answered, timing.emailed, runs
+            )
             continue
         try:
             result.phases[timing.cfg_id] = order_phases(
-                OrderTrace(submitted=timing.answered, emailed=timing.emailed, runs=tuple(runs), edp=jobs.get(timing.cfg_id))
+                OrderTrace(
+                    submitted=timing.answered,
+                    emailed=timing.emailed,
+                    runs=tuple(runs),
+                    edp=jobs.get(timing.cfg_id),
+                )
             )
         except NoRuns as exc:
             result.notes.append(f"{timing.cfg_id}: {exc}")
@@ -440,7 +470,11 @@ def _phase_cells(seconds: dict[str, float]) -> str:
 def print_cpu(result: PhaseResult, idle_per_second: float | None) -> None:
     cpu, count = result.cpu, max(1, len(result.orders))
     busy = cpu.total / cpu.wall if cpu.wall > 0 else 0.0
-    above = "" if idle_per_second is None else f", {(cpu.total - idle_per_second * cpu.wall) / count:.2f} above idle"
+    above = (
+        ""
+        if idle_per_second is None
+        else f", {(cpu.total - idle_per_second * cpu.wall) / count:.2f} above idle"
+    )
     unit = "re-delivery" if result.name.startswith("re-delivery") else "order"
     print(
         f"  CPU of the stack: {cpu.total:.1f} CPU-s in {cpu.wall:.1f} s ({busy:.2f} CPUs busy on average); "
@@ -451,11 +485,15 @@ def print_cpu(result: PhaseResult, idle_per_second: float | None) -> None:
 
 def print_delivery(result: PhaseResult, idle_per_second: float | None, per_order: bool) -> None:
     if per_order:
-        print(f"  {'#':>2} {'target':<7} {'cfg_id':<36} {'total':>7} {'runs':>4} {'build#':>6}{_phase_header()}")
+        print(
+            f"  {'#':>2} {'target':<7} {'cfg_id':<36} {'total':>7} {'runs':>4} {'build#':>6}{_phase_header()}"
+        )
         for t in result.orders:
             phases = result.phases.get(t.cfg_id)
             if phases is None:
-                print(f"  {t.index:>2} {t.target:<7} {t.cfg_id:<36} {t.status}{': ' + t.error if t.error else ''}")
+                print(
+                    f"  {t.index:>2} {t.target:<7} {t.cfg_id:<36} {t.status}{': ' + t.error if t.error else ''}"
+                )
                 continue
             build_run = "-" if phases.build_run is None else str(phases.build_run)
             print(
@@ -466,7 +504,9 @@ def print_delivery(result: PhaseResult, idle_per_second: float | None, per_order
             phases = result.phases.get(t.cfg_id)
             if phases is None:
                 continue
-            steps = ", ".join(f"{key.removeprefix('order/')} {seconds:.2f}" for key, seconds in phases.step_seconds.items())
+            steps = ", ".join(
+                f"{key.removeprefix('order/')} {seconds:.2f}" for key, seconds in phases.step_seconds.items()
+            )
             edp = "?" if phases.edp_seconds is None else f"{phases.edp_seconds:.1f} s"
             waited = "; build step waited for EDP in the run" if phases.build_waited_in_run else ""
             print(
@@ -478,7 +518,9 @@ def print_delivery(result: PhaseResult, idle_per_second: float | None, per_order
             print(f"  not emailed: {t.index} {t.cfg_id}: {t.status}{': ' + t.error if t.error else ''}")
     print(f"  submit -> email: {summary(result.done)}")
     if result.span is not None:
-        print(f"  {len(result.done)} of {len(result.orders)} emailed {result.span:.2f} s after the first submit answer")
+        print(
+            f"  {len(result.done)} of {len(result.orders)} emailed {result.span:.2f} s after the first submit answer"
+        )
     if result.phases:
         all_phases = list(result.phases.values())
         runs = collections.Counter(p.runs for p in all_phases)
@@ -503,10 +545,15 @@ def print_redelivery(result: PhaseResult, idle_per_second: float | None) -> None
         print(f"  not emailed: {t.cfg_id}-v{t.version}: {t.status}{': ' + t.error if t.error else ''}")
     print(f"  answer -> email: {summary(result.done)}")
     if result.span is not None:
-        print(f"  {len(result.done)} of {len(result.orders)} emailed {result.span:.2f} s after the first answer")
+        print(
+            f"  {len(result.done)} of {len(result.orders)} emailed {result.span:.2f} s after the first answer"
+        )
     if result.redelivery_phases:
         medians = median_by_name(list(result.redelivery_phases.values()))
-        print("  median per phase (s): " + ", ".join(f"{name} {medians[name]:.2f}" for name, _ in REDELIVERY_PHASES))
+        print(
+            "  median per phase (s): "
+            + ", ".join(f"{name} {medians[name]:.2f}" for name, _ in REDELIVERY_PHASES)
+        )
     print_cpu(result, idle_per_second)
     for note in result.notes:
         print(f"  note: {note}")
@@ -528,9 +575,20 @@ def noop_dagster(work_dir: Path, sensor_interval: int, timeout: float) -> Iterat
     log = (work_dir / "dagster-noop.log").open("wb")
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "dagster", "dev",
-            "-f", str(NOOP_DEFINITIONS), "-d", str(PROJECT_ROOT),
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-f",
+            str(NOOP_DEFINITIONS),
+            "-d",
+            str(PROJECT_ROOT),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
         ],
         cwd=PROJECT_ROOT,
         env={
@@ -548,7 +606,9 @@ def noop_dagster(work_dir: Path, sensor_interval: int, timeout: float) -> Iterat
         deadline = time.monotonic() + timeout
         while not _noop_job_loaded(url):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise StackError(f"dagster dev for the no-op asset did not come up; see {work_dir / 'dagster-noop.log'}")
+                raise StackError(
+                    f"dagster dev for the no-op asset did not come up; see {work_dir / 'dagster-noop.log'}"
+                )
             time.sleep(0.5)
         yield url, triggers, process.pid
     finally:
@@ -626,12 +686,17 @@ def floor_via_graphql(url: str, runs: int, timeout: float) -> list[tuple[float, 
     results: list[tuple[float, str]] = []
     for index in range(runs):
         key = f"graphql-{index}-{uuid.uuid4().hex[:8]}"
-        added = graphql(url, ADD_PARTITION_MUTATION, {"selector": selector, "name": NOOP_PARTITIONS, "key": key})
+        added = graphql(
+            url, ADD_PARTITION_MUTATION, {"selector": selector, "name": NOOP_PARTITIONS, "key": key}
+        )
         if added["addDynamicPartition"]["__typename"] != "AddDynamicPartitionSuccess":
             raise StackError(f"could not add partition {key}: {added}")
         started = time.monotonic()
         run_id = client.submit_job_execution(
-            NOOP_JOB, repository_location_name=location, repository_name=repository, tags={"dagster/partition": key}
+            NOOP_JOB,
+            repository_location_name=location,
+            repository_name=repository,
+            tags={"dagster/partition": key},
         )
         status = _wait_for_run(client, run_id, timeout)
         results.append((time.monotonic() - started, status))
@@ -681,11 +746,20 @@ def parse_bursts(text: str) -> list[int]:
 def commit() -> str:
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -711,7 +785,9 @@ def print_summary(
     floor_cpu: float | None = None,
 ) -> None:
     idle_rate = None if idle is None else idle.per_second()
-    print(f"\n== summary (commit {revision}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end) ==")
+    print(
+        f"\n== summary (commit {revision}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end) =="
+    )
     print(_row("figure", "value", "goal", None) + "met")
     if idle_rate is not None:
         print(_row("idle CPU of the stack", f"{idle_rate:.3f} CPU-s per s"))
@@ -724,8 +800,12 @@ def print_summary(
             sequential_median = statistics.median(done)
             goal = GOALS["sequential"]
             print(
-                _row(f"one at a time ({count}): median submit -> email", f"{sequential_median:.2f} s", f"<= {goal:g} s",
-                     sequential_median <= goal)
+                _row(
+                    f"one at a time ({count}): median submit -> email",
+                    f"{sequential_median:.2f} s",
+                    f"<= {goal:g} s",
+                    sequential_median <= goal,
+                )
             )
         elif done:
             stats = f"{statistics.median(done):.1f} / {percentile(done, 0.95):.1f} / {max(done):.1f} s"
@@ -733,18 +813,31 @@ def print_summary(
         if result.span is not None and result.name != "one at a time":
             goal = GOALS.get("re-delivery" if is_redelivery else result.name)
             print(
-                _row(f"{result.name}: first answer -> all emailed", f"{result.span:.2f} s", "" if goal is None else f"<= {goal:g} s",
-                     None if goal is None else result.span <= goal)
+                _row(
+                    f"{result.name}: first answer -> all emailed",
+                    f"{result.span:.2f} s",
+                    "" if goal is None else f"<= {goal:g} s",
+                    None if goal is None else result.span <= goal,
+                )
             )
         if result.failed:
             print(_row(f"{result.name}: not emailed", f"{len(result.failed)} of {count}"))
         per = result.cpu.total / max(1, count)
-        above = "" if idle_rate is None else f" ({(result.cpu.total - idle_rate * result.cpu.wall) / max(1, count):.2f} above idle)"
+        above = (
+            ""
+            if idle_rate is None
+            else f" ({(result.cpu.total - idle_rate * result.cpu.wall) / max(1, count):.2f} above idle)"
+        )
         print(_row(f"{result.name}: CPU per {unit}", f"{per:.2f} CPU-s{above}"))
         if result.name != "one at a time":
             # All at once, the stack can go no faster than its CPUs get through the work.
             cpus = os.cpu_count() or 1
-            print(_row(f"{result.name}: CPU-bound minimum ({count} x CPU-s / {cpus} CPUs)", f"{count * per / cpus:.1f} s"))
+            print(
+                _row(
+                    f"{result.name}: CPU-bound minimum ({count} x CPU-s / {cpus} CPUs)",
+                    f"{count * per / cpus:.1f} s",
+                )
+            )
         if result.phases:
             runs = sorted({p.runs for p in result.phases.values()})
             medians = median_by_name([p.seconds for p in result.phases.values()])
@@ -758,7 +851,12 @@ def print_summary(
         print(_row("floor (a): CPU per no-op run", f"{floor_cpu:.2f} CPU-s"))
     for name, done in floors.items():
         if done and sequential_median is not None:
-            print(_row(f"one at a time median / floor {name[:3]}", f"{sequential_median / statistics.median(done):.1f} x"))
+            print(
+                _row(
+                    f"one at a time median / floor {name[:3]}",
+                    f"{sequential_median / statistics.median(done):.1f} x",
+                )
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -767,12 +865,26 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
     parser = argparse.ArgumentParser(prog="bench/order_latency.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sequential", type=int, default=5, metavar="K", help="orders one at a time (default 5; 0: skip)")
     parser.add_argument(
-        "--bursts", type=parse_bursts, default=None, metavar="N,N", help='orders submitted at once, per burst (default "20,50"; "": none)'
+        "--sequential", type=int, default=5, metavar="K", help="orders one at a time (default 5; 0: skip)"
     )
-    parser.add_argument("--orders", type=int, default=None, metavar="N", help="one burst of N orders (same as --bursts N)")
-    parser.add_argument("--redeliver", type=int, default=20, metavar="R", help="delivered orders re-delivered at once (default 20; 0: skip)")
+    parser.add_argument(
+        "--bursts",
+        type=parse_bursts,
+        default=None,
+        metavar="N,N",
+        help='orders submitted at once, per burst (default "20,50"; "": none)',
+    )
+    parser.add_argument(
+        "--orders", type=int, default=None, metavar="N", help="one burst of N orders (same as --bursts N)"
+    )
+    parser.add_argument(
+        "--redeliver",
+        type=int,
+        default=20,
+        metavar="R",
+        help="delivered orders re-delivered at once (default 20; 0: skip)",
+    )
     parser.add_argument(
         "--edp-latency",
         type=float,
@@ -780,14 +892,34 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="EDP stand-in: seconds queued and again seconds running (default: cfg.defaults.yml)",
     )
-    parser.add_argument("--idle-seconds", type=float, default=10.0, metavar="S", help="idle CPU sample after startup (default 10; 0: skip)")
-    parser.add_argument("--floor-runs", type=int, default=5, help="no-op runs per floor measurement (0: skip)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the emails of each order / burst / re-delivery (default 900)")
-    parser.add_argument("--keep-dir", type=Path, default=None, help="keep all state and logs in DIR (default: a temp dir, removed)")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="idle CPU sample after startup (default 10; 0: skip)",
+    )
+    parser.add_argument(
+        "--floor-runs", type=int, default=5, help="no-op runs per floor measurement (0: skip)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds to wait for the emails of each order / burst / re-delivery (default 900)",
+    )
+    parser.add_argument(
+        "--keep-dir",
+        type=Path,
+        default=None,
+        help="keep all state and logs in DIR (default: a temp dir, removed)",
+    )
     args = parser.parse_args(argv)
     if args.orders is not None and args.bursts is not None:
         parser.error("--orders N is --bursts N: give one of them")
-    bursts: list[int] = [args.orders] if args.orders is not None else (args.bursts if args.bursts is not None else [20, 50])
+    bursts: list[int] = (
+        [args.orders] if args.orders is not None else (args.bursts if args.bursts is not None else [20, 50])
+    )
     if any(size < 1 for size in bursts) or args.sequential < 0 or args.redeliver < 0:
         parser.error("counts of orders are 0 or more (--orders at least 1)")
 
@@ -797,7 +929,9 @@ def main(argv: list[str] | None = None) -> int:
     # the re-delivery phase measures the pipeline, not the limit.
     overrides: dict[str, Any] = {"api": dict.fromkeys(REDELIVERY_LIMIT_KEYS, REDELIVERY_LIMIT)}
     if args.edp_latency is not None:
-        overrides["standins"] = {"edp": {"queued_seconds": args.edp_latency, "running_seconds": args.edp_latency}}
+        overrides["standins"] = {
+            "edp": {"queued_seconds": args.edp_latency, "running_seconds": args.edp_latency}
+        }
     revision = commit()
     examples = {target: json.loads((EXAMPLES / f"order-{target}.json").read_text()) for target in TARGETS}
     results: list[PhaseResult] = []
@@ -816,7 +950,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (1 min) at start, "
                 f"python {sys.version.split()[0]}; commit {revision}; state in {work_dir}"
             )
-            print(f"stack up in {time.monotonic() - began:.1f} s: " + ", ".join(f"{k} {v}" for k, v in stack.urls.items()))
+            print(
+                f"stack up in {time.monotonic() - began:.1f} s: "
+                + ", ".join(f"{k} {v}" for k, v in stack.urls.items())
+            )
             print(
                 f"EDP stand-in: queued {edp.queued_seconds:g} s + running {edp.running_seconds:g} s; "
                 f"sensor interval {interval} s; re-delivery limits overridden: "
@@ -828,7 +965,8 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(
                 stack=stack,
                 statuses=OrderStatuses(settings.platform_db.url),
-                dagster_url=stack.urls.get("dagster") or f"http://{settings.dagster.host}:{settings.dagster.port}",
+                dagster_url=stack.urls.get("dagster")
+                or f"http://{settings.dagster.host}:{settings.dagster.port}",
                 edp_state_dir=edp_state_dir if edp_state_dir.is_absolute() else PROJECT_ROOT / edp_state_dir,
                 timeout=args.timeout,
                 examples=examples,
@@ -899,7 +1037,8 @@ def main(argv: list[str] | None = None) -> int:
                 with noop_dagster(work_dir / "noop", interval, timeout=240) as (url, triggers, noop_pid):
                     before = stack_cpu.snapshot(noop_pid)
                     floors["(a) launched over GraphQL"] = print_floor(
-                        "(a) launched over GraphQL, launch -> RUN_SUCCESS:", floor_via_graphql(url, args.floor_runs, 120)
+                        "(a) launched over GraphQL, launch -> RUN_SUCCESS:",
+                        floor_via_graphql(url, args.floor_runs, 120),
                     )
                     # What Dagster alone spends on a run (all processes of that dagster dev, its
                     # idle sensor ticks included): the floor of the CPU per order.

@@ -36,9 +36,18 @@ WAITING_ON_EDP = "EDP wait"
 EDP_TO_BUILD = "to build"
 BUILD = "build"
 ORDER_PHASES: tuple[tuple[str, str], ...] = (
-    (TO_DAGSTER, "submit answer -> the order's first run is created (queued): a sensor tick or the API's launch"),
-    (IN_QUEUE, "first run queued -> launched (RUN_STARTING): a free slot in the run queue, the daemon's dequeue"),
-    (QUEUE_AND_START, "first run launched -> started (RUN_START): run worker process start, imports, code load"),
+    (
+        TO_DAGSTER,
+        "submit answer -> the order's first run is created (queued): a sensor tick or the API's launch",
+    ),
+    (
+        IN_QUEUE,
+        "first run queued -> launched (RUN_STARTING): a free slot in the run queue, the daemon's dequeue",
+    ),
+    (
+        QUEUE_AND_START,
+        "first run launched -> started (RUN_START): run worker process start, imports, code load",
+    ),
     (TO_CONFIG_STEP, "first run started -> step order/config started: execution plan, step process start"),
     (CONFIG, "step order/config: config written to S3, EDP job submitted"),
     (WAITING_ON_EDP, "order/config done -> EDP job complete (what is left of EDP's queued + running time)"),
@@ -49,7 +58,10 @@ ORDER_PHASES: tuple[tuple[str, str], ...] = (
             "started; 0 when the build step was already waiting for EDP inside the run)"
         ),
     ),
-    (BUILD, "first build step started -> <cfg_id>-v1.eml in the outbox: edp_artifacts .. email steps and the gaps between"),
+    (
+        BUILD,
+        "first build step started -> <cfg_id>-v1.eml in the outbox: edp_artifacts .. email steps and the gaps between",
+    ),
 )
 
 # The phases of a re-delivery (a backfill of manifest + email launched by the API).
@@ -60,7 +72,10 @@ TO_FIRST_STEP = "to step"
 STEPS = "steps"
 REDELIVERY_PHASES: tuple[tuple[str, str], ...] = (
     (TO_BACKFILL_RUN, "202 answer -> the backfill's run is created: the daemon's backfill loop"),
-    (RUN_IN_QUEUE, "run queued -> launched (RUN_STARTING): a free slot in the run queue, the daemon's dequeue"),
+    (
+        RUN_IN_QUEUE,
+        "run queued -> launched (RUN_STARTING): a free slot in the run queue, the daemon's dequeue",
+    ),
     (RUN_START, "run launched -> started (RUN_START): run worker process start, imports, code load"),
     (TO_FIRST_STEP, "run started -> its first step started"),
     (STEPS, "first step started -> <cfg_id>-v<N>.eml in the outbox"),
@@ -140,7 +155,9 @@ class NoRuns(ValueError):
     """The order has no run that started before its email: nothing to derive phases from."""
 
 
-def timeline(start: float, end: float, marks: Sequence[tuple[str, float | None]], last: str) -> dict[str, float]:
+def timeline(
+    start: float, end: float, marks: Sequence[tuple[str, float | None]], last: str
+) -> dict[str, float]:
     """Seconds of each phase between ``start``, the marks in order, and ``end``.
 
     ``marks[i]`` is (name of the phase that ends there, when); the phase ending at ``end`` is
@@ -186,7 +203,9 @@ def order_phases(trace: OrderTrace) -> OrderPhases:
     config_start = min((step.start for step in config if step.start is not None), default=None)
     # A retried config step: the order moves on when the attempt that succeeded ends.
     config_ends = [step.end for step in config if step.end is not None and step.status == SUCCESS]
-    config_end = max(config_ends) if config_ends else max((s.end for s in config if s.end is not None), default=None)
+    config_end = (
+        max(config_ends) if config_ends else max((s.end for s in config if s.end is not None), default=None)
+    )
 
     build = [(index, step) for index, step in steps if step.key != CONFIG_STEP and step.start is not None]
     first_build = min(build, key=lambda item: item[1].start or 0.0, default=None)
@@ -219,7 +238,9 @@ def order_phases(trace: OrderTrace) -> OrderPhases:
         total=trace.emailed - trace.submitted,
         runs=len(runs),
         build_run=None if first_build is None else first_build[0],
-        build_waited_in_run=build_start is not None and edp_complete is not None and build_start < edp_complete,
+        build_waited_in_run=build_start is not None
+        and edp_complete is not None
+        and build_start < edp_complete,
         edp_seconds=None if trace.edp is None else trace.edp.complete - trace.edp.created,
         build_in_steps=in_steps,
         step_seconds=step_seconds,
@@ -232,7 +253,9 @@ def redelivery_phases(answered: float, emailed: float, runs: Sequence[RunTiming]
     comes from the daemon) and before the email."""
     ours = sorted((run for run in runs if answered <= run.created <= emailed), key=lambda run: run.created)
     first = ours[0] if ours else None
-    first_step = min((step.start for run in ours for step in run.steps if step.start is not None), default=None)
+    first_step = min(
+        (step.start for run in ours for step in run.steps if step.start is not None), default=None
+    )
     marks: list[tuple[str, float | None]] = [
         (TO_BACKFILL_RUN, None if first is None else first.created),
         (RUN_IN_QUEUE, None if first is None else first.launched),

@@ -55,7 +55,10 @@ query($statuses: [RunStatus!]) { runsOrError(filter: {statuses: $statuses}) {
 def _step(raw: dict[str, Any]) -> StepTiming:
     # Step "order__config" is asset order/config.
     return StepTiming(
-        key=str(raw["stepKey"]).replace("__", "/"), status=raw.get("status"), start=raw.get("startTime"), end=raw.get("endTime")
+        key=str(raw["stepKey"]).replace("__", "/"),
+        status=raw.get("status"),
+        start=raw.get("startTime"),
+        end=raw.get("endTime"),
     )
 
 
@@ -69,7 +72,9 @@ def _first_event(raw: dict[str, Any], typename: str) -> float | None:
 
 def runs_of_partition(url: str, partition: str) -> list[RunTiming]:
     """Every run tagged with the partition (cfg_id), oldest first."""
-    data = graphql(url, RUNS_OF_PARTITION_QUERY, {"tags": [{"key": PARTITION_TAG, "value": partition}]})["runsOrError"]
+    data = graphql(url, RUNS_OF_PARTITION_QUERY, {"tags": [{"key": PARTITION_TAG, "value": partition}]})[
+        "runsOrError"
+    ]
     if data["__typename"] != "Runs":
         raise GraphQLError(f"runsOrError for partition {partition}: {data}")
     runs = [

@@ -13,14 +13,24 @@ import zoneinfo
 from typing import Annotated, Any, Literal
 
 import email_validator
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 
 SCHEMA_VERSION = 1
 
 # Ids end up in S3 keys, file names and compose service names, so they are kept to a safe alphabet.
 DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 FreeText = Annotated[str, Field(min_length=1, max_length=200)]
-HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 DeviceType = Literal["power_meter", "pv_inverter", "battery"]
 
@@ -80,7 +90,11 @@ def _option_value_within_limits(value: Any) -> Any:
         raise ValueError("must be a boolean, a number or a string")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number")
-    if isinstance(value, int) and not isinstance(value, bool) and not OPTION_INT_MIN <= value <= OPTION_INT_MAX:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not OPTION_INT_MIN <= value <= OPTION_INT_MAX
+    ):
         raise ValueError("must be a 64-bit integer")
     if isinstance(value, str) and len(value) > MAX_OPTION_TEXT:
         raise ValueError(f"must be at most {MAX_OPTION_TEXT} characters")
@@ -120,14 +134,44 @@ class Customer(StrictModel):
 # so intake refuses it. A test keeps this equal to the installed cfn-lint's list.
 CLOUD_REGIONS = frozenset(
     {
-        "af-south-1", "ap-east-1", "ap-east-2", "ap-northeast-1", "ap-northeast-2",
-        "ap-northeast-3", "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2",
-        "ap-southeast-3", "ap-southeast-4", "ap-southeast-5", "ap-southeast-6",
-        "ap-southeast-7", "ca-central-1", "ca-west-1", "cn-north-1", "cn-northwest-1",
-        "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2", "eu-west-1",
-        "eu-west-2", "eu-west-3", "il-central-1", "me-central-1", "me-south-1", "mx-central-1",
-        "sa-east-1", "us-east-1", "us-east-2", "us-gov-east-1", "us-gov-west-1", "us-west-1",
-        "us-west-2"
+        "af-south-1",
+        "ap-east-1",
+        "ap-east-2",
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-northeast-3",
+        "ap-south-1",
+        "ap-south-2",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ap-southeast-3",
+        "ap-southeast-4",
+        "ap-southeast-5",
+        "ap-southeast-6",
+        "ap-southeast-7",
+        "ca-central-1",
+        "ca-west-1",
+        "cn-north-1",
+        "cn-northwest-1",
+        "eu-central-1",
+        "eu-central-2",
+        "eu-north-1",
+        "eu-south-1",
+        "eu-south-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "il-central-1",
+        "me-central-1",
+        "me-south-1",
+        "mx-central-1",
+        "sa-east-1",
+        "us-east-1",
+        "us-east-2",
+        "us-gov-east-1",
+        "us-gov-west-1",
+        "us-west-1",
+        "us-west-2",
     }
 )
 

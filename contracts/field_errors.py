@@ -16,11 +16,14 @@ def field_path(loc: tuple[int | str, ...], data: Any) -> str:
     parts: list[str] = []
     current = data
     for part in loc:
-        if isinstance(current, dict) and part in current:
+        if (isinstance(current, dict) and part in current) or (isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)):
             current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
-            current = current[part]
-        elif isinstance(current, dict) and isinstance(part, str) and len(parts) < len(loc) - 1 and _is_union_tag(current, part):
+        elif (
+            isinstance(current, dict)
+            and isinstance(part, str)
+            and len(parts) < len(loc) - 1
+            and _is_union_tag(current, part)
+        ):
             continue
         else:
             current = None
@@ -39,4 +42,3 @@ def field_errors(exc: ValidationError, data: Any) -> list[dict[str, str]]:
         message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
         errors.append({"field": field_path(error["loc"], data) or "(body)", "message": message})
     return errors
-

@@ -135,11 +135,15 @@ def _user_data(*, cfg_id: str, bucket: str, bundle_prefix: str) -> AWSHelperFn:
     )
 
 
-def compose_cfn_template(*, cfg_id: str, order: ConfiguratorPayload, bucket: str, bundle_prefix: str) -> bytes:
+def compose_cfn_template(
+    *, cfg_id: str, order: ConfiguratorPayload, bucket: str, bundle_prefix: str
+) -> bytes:
     """The order's CloudFormation template as YAML; the same inputs always give the same bytes."""
     deployment = order.deployment
     if not isinstance(deployment, CloudDeployment):
-        raise ValueError(f"order {cfg_id} targets {deployment.target!r}; a CloudFormation template is for cloud orders")
+        raise ValueError(
+            f"order {cfg_id} targets {deployment.target!r}; a CloudFormation template is for cloud orders"
+        )
     _check_inputs(cfg_id, bucket, bundle_prefix)
 
     site_name = _plain_text(order.site.name)
@@ -219,7 +223,11 @@ def compose_cfn_template(*, cfg_id: str, order: ConfiguratorPayload, bucket: str
             AssumeRolePolicyDocument={
                 "Version": "2012-10-17",
                 "Statement": [
-                    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ec2.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
                 ],
             },
             # Session Manager replaces SSH: no key pair, no port 22.

@@ -66,7 +66,10 @@ class EdgeImages:
     def release(cls, registry: str, version: str) -> EdgeImages:
         """``<registry>/<name>:<version>``; an empty registry names the images as built locally."""
         prefix = f"{registry.rstrip('/')}/" if registry else ""
-        return cls(gateway=f"{prefix}{GATEWAY_IMAGE_NAME}:{version}", fixtures=f"{prefix}{FIXTURES_IMAGE_NAME}:{version}")
+        return cls(
+            gateway=f"{prefix}{GATEWAY_IMAGE_NAME}:{version}",
+            fixtures=f"{prefix}{FIXTURES_IMAGE_NAME}:{version}",
+        )
 
 
 def _reject_secret_keys(tree: Any, path: str) -> None:
@@ -76,7 +79,9 @@ def _reject_secret_keys(tree: Any, path: str) -> None:
             # The intake rejects such option keys already (the same rule); EDP's flags are checked
             # only here. Secrets belong in the stack's secrets.env, never in a mailed, archived file.
             if looks_like_secret(str(key)):
-                raise ValueError(f"{key_path}: looks like a secret; secrets never go into {CUSTOMER_CONFIG_NAME}")
+                raise ValueError(
+                    f"{key_path}: looks like a secret; secrets never go into {CUSTOMER_CONFIG_NAME}"
+                )
             _reject_secret_keys(value, key_path)
     elif isinstance(tree, list):
         for index, value in enumerate(tree):
@@ -99,7 +104,9 @@ def customer_config_yaml(*, cfg_id: str, order: ConfiguratorPayload, flags: dict
         "options": dict(order.options),
         "flags": dict(flags),
     }
-    return yaml.safe_dump(document, sort_keys=True, allow_unicode=True, default_flow_style=False).encode("utf-8")
+    return yaml.safe_dump(document, sort_keys=True, allow_unicode=True, default_flow_style=False).encode(
+        "utf-8"
+    )
 
 
 def dtm_json(dtm: DeviceTopologyModel) -> bytes:

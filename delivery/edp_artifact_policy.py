@@ -63,7 +63,9 @@ IDENTITY = {"Accept-Encoding": "identity"}
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # A host as edp.artifact_hosts names it: a name or IPv4 address, or [IPv6], each with an optional :port.
-ArtifactHost = Annotated[str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?$")]
+ArtifactHost = Annotated[
+    str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?$")
+]
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
 _STRAY_QUERY = re.compile(r"\?[^\s?#]*=\S*")
@@ -147,7 +149,11 @@ class ByteLimit(BaseModel):
     scope: str
 
     def refusal(self, name: str, *, announced: int | None = None) -> EdpArtifactError:
-        size = f"announces {announced} bytes" if announced is not None else f"sends more than {self.max_bytes} bytes"
+        size = (
+            f"announces {announced} bytes"
+            if announced is not None
+            else f"sends more than {self.max_bytes} bytes"
+        )
         return EdpArtifactError(
             f"EDP artifact {name}: refused: it {size}; {self.scope} is {self.max_bytes} bytes ({self.rule})"
         )
@@ -188,7 +194,9 @@ class EdpArtifactPolicy(BaseModel):
         scheme = parts.scheme.lower()
         if scheme not in DEFAULT_PORTS:
             shown = scheme[:16] or "none"
-            raise EdpArtifactError(f"EDP artifact {name}: refused: {where} has scheme {shown!r}; only http and https are fetched")
+            raise EdpArtifactError(
+                f"EDP artifact {name}: refused: {where} has scheme {shown!r}; only http and https are fetched"
+            )
         if not host:
             raise EdpArtifactError(f"EDP artifact {name}: refused: {where} names no host")
         port = explicit_port or DEFAULT_PORTS[scheme]
@@ -212,15 +220,27 @@ class EdpArtifactPolicy(BaseModel):
         # Each name is one key under orders/<cfg_id>/edp/: a second one would overwrite the first.
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
-            raise EdpArtifactError(f"EDP job {job_id}: refused: it lists {', '.join(repeated)} more than once")
+            raise EdpArtifactError(
+                f"EDP job {job_id}: refused: it lists {', '.join(repeated)} more than once"
+            )
         for artifact in artifacts:
             self.check_url(artifact.name, artifact.url)
 
     def byte_limit(self, name: str, job_bytes_taken: int) -> ByteLimit:
         """The tightest cap on artifact ``name`` once the job's earlier artifacts took ``job_bytes_taken``."""
-        limits = [ByteLimit(max_bytes=self.max_artifact_bytes, rule="edp.max_artifact_bytes", scope="the limit per artifact")]
+        limits = [
+            ByteLimit(
+                max_bytes=self.max_artifact_bytes,
+                rule="edp.max_artifact_bytes",
+                scope="the limit per artifact",
+            )
+        ]
         if name == DTM_NAME:
-            limits.append(ByteLimit(max_bytes=self.max_dtm_bytes, rule="edp.max_dtm_bytes", scope=f"the limit of {DTM_NAME}"))
+            limits.append(
+                ByteLimit(
+                    max_bytes=self.max_dtm_bytes, rule="edp.max_dtm_bytes", scope=f"the limit of {DTM_NAME}"
+                )
+            )
         limits.append(
             ByteLimit(
                 max_bytes=max(self.max_job_bytes - job_bytes_taken, 0),
@@ -257,7 +277,9 @@ class _DownloadGuard:
         self._timer.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._timer.cancel()
 
     def time_left(self) -> float:
@@ -349,7 +371,9 @@ class _GuardedAdapter(HTTPAdapter):
         self.guard = guard  # before super().__init__, which builds the pool manager
         super().__init__(max_retries=retries)
 
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = DEFAULT_POOLBLOCK, **pool_kwargs: Any) -> None:
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = DEFAULT_POOLBLOCK, **pool_kwargs: Any
+    ) -> None:
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         self.poolmanager = _GuardedPoolManager(
             self.guard, num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs
@@ -381,7 +405,9 @@ class EdpArtifactDownloader:
     def download(self, artifact: EdpArtifact, limit: ByteLimit) -> bytes:
         """The artifact's bytes, or EdpArtifactError naming the artifact and the rule it broke."""
         name = artifact.name
-        guard = _DownloadGuard(self.policy.download_deadline_seconds, check_addresses=not self.policy.allow_private_hosts)
+        guard = _DownloadGuard(
+            self.policy.download_deadline_seconds, check_addresses=not self.policy.allow_private_hosts
+        )
         with guard, requests.Session() as session:
             # No proxy or .netrc from the environment: the address checked must be the one connected
             # to, and no ambient credentials may travel to a host EDP names.
@@ -397,14 +423,20 @@ class EdpArtifactDownloader:
                 if guard.passed():
                     raise EdpArtifactError(f"EDP artifact {name}: refused: {guard.too_slow()}") from None
                 # The exception's text names the URL, query and all; its kind is enough to act on.
-                raise EdpArtifactError(f"EDP artifact {name}: download failed ({type(exc).__name__})") from None
+                raise EdpArtifactError(
+                    f"EDP artifact {name}: download failed ({type(exc).__name__})"
+                ) from None
 
-    def _follow(self, name: str, url: str, limit: ByteLimit, guard: _DownloadGuard, session: requests.Session) -> bytes:
+    def _follow(
+        self, name: str, url: str, limit: ByteLimit, guard: _DownloadGuard, session: requests.Session
+    ) -> bytes:
         for hop in range(self.policy.max_redirects + 1):
             self.policy.check_url(name, url, hop=hop)
             timeout = min(self.policy.timeout_seconds, max(guard.time_left(), 0.01))
             # Redirects by hand: requests would follow them to any host before anything could check it.
-            with session.get(url, stream=True, allow_redirects=False, timeout=timeout, headers=IDENTITY) as response:
+            with session.get(
+                url, stream=True, allow_redirects=False, timeout=timeout, headers=IDENTITY
+            ) as response:
                 if response.is_redirect:
                     url = urljoin(url, session.get_redirect_target(response))
                     continue
@@ -418,7 +450,9 @@ class EdpArtifactDownloader:
     def _read(self, name: str, response: requests.Response, limit: ByteLimit, guard: _DownloadGuard) -> bytes:
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
-            raise EdpArtifactError(f"EDP artifact {name}: refused: it came compressed, though asked for as it is")
+            raise EdpArtifactError(
+                f"EDP artifact {name}: refused: it came compressed, though asked for as it is"
+            )
         announced = response.headers.get("Content-Length", "").strip()
         if announced.isdigit() and int(announced) > limit.max_bytes:
             raise limit.refusal(name, announced=int(announced))

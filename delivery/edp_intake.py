@@ -38,7 +38,9 @@ def parse_dtm(data: bytes) -> DeviceTopologyModel:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EdpArtifactError(f"{DTM_NAME} is not valid JSON: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
         raise EdpArtifactError(f"{DTM_NAME} is not a valid device topology model: {problems}") from None
 
 
@@ -56,7 +58,9 @@ def take_over_edp_artifacts(
         raise EdpArtifactError(f"EDP job {job_id} is {job.status}, not complete")
     names = [artifact.name for artifact in job.edp_artifacts]
     if DTM_NAME not in names:
-        raise EdpArtifactError(f"EDP job {job_id} delivered no {DTM_NAME} (artifacts: {', '.join(names) or 'none'})")
+        raise EdpArtifactError(
+            f"EDP job {job_id} delivered no {DTM_NAME} (artifacts: {', '.join(names) or 'none'})"
+        )
     # The whole list first: a job the policy refuses leaves nothing fetched and nothing stored.
     policy.check_listing(job_id, job.edp_artifacts)
     objects: list[StoredObject] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from datetime import timezone
+from datetime import UTC
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -38,7 +38,7 @@ def compose_delivery_email(
     # A timestamp without a zone comes from our own pipeline, which works in UTC.
     created_at = manifest.created_at
     if created_at.tzinfo is None:
-        created_at = created_at.replace(tzinfo=timezone.utc)
+        created_at = created_at.replace(tzinfo=UTC)
     message["Date"] = format_datetime(created_at)
     idstring = f"v{manifest.version}"
     if MSGID_SAFE_RE.fullmatch(manifest.cfg_id):

@@ -64,7 +64,9 @@ __all__ = [
 # SES answers that refuse the email for now: sending rate (v2: TooManyRequestsException, classic:
 # Throttling) or quota (LimitExceededException). SES answered, so nothing was sent: retrying is safe.
 # SendingPausedException is not among them: sending stays paused until someone resumes it.
-TRANSIENT_REFUSALS = frozenset({"TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException"})
+TRANSIENT_REFUSALS = frozenset(
+    {"TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException"}
+)
 # The connection to SES never opened: the request did not leave.
 _NOT_CONNECTED = (EndpointConnectionError, ConnectTimeoutError)
 # botocore refused to build or sign the request: it did not leave, and trying again will not help.
@@ -294,7 +296,9 @@ def _verdict(exc: Exception) -> _Verdict:
         # A 5xx (or an answer without a status) does not say the email was not accepted.
         return _Verdict(
             "maybe_sent",
-            readable_reason(f"SES answered HTTP {status} {code}: {message}; it may or may not have sent the email"),
+            readable_reason(
+                f"SES answered HTTP {status} {code}: {message}; it may or may not have sent the email"
+            ),
             code,
         )
     if isinstance(exc, _NOT_CONNECTED):

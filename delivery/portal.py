@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,15 @@ def render_version_page(
     ``commissioning_token`` only where the customer's stable link is the reader (the API's live
     pages), never in a page stored in the bucket.
     """
-    return template_environment().get_template("portal_version.html.j2").render(
-        manifest=manifest,
-        order=order,
-        history=_newest_first(history),
-        commissioning_token=commissioning_token,
+    return (
+        template_environment()
+        .get_template("portal_version.html.j2")
+        .render(
+            manifest=manifest,
+            order=order,
+            history=_newest_first(history),
+            commissioning_token=commissioning_token,
+        )
     )
 
 
@@ -70,11 +74,15 @@ def render_portal_index(
     commissioning_token: str | None = None,
 ) -> str:
     """The order's landing page (``portal/<cfg_id>/index.html``): the latest version and the history."""
-    return template_environment().get_template("portal_index.html.j2").render(
-        manifest=latest,
-        order=order,
-        history=_newest_first(history),
-        commissioning_token=commissioning_token,
+    return (
+        template_environment()
+        .get_template("portal_index.html.j2")
+        .render(
+            manifest=latest,
+            order=order,
+            history=_newest_first(history),
+            commissioning_token=commissioning_token,
+        )
     )
 
 
@@ -142,8 +150,8 @@ def display_value(value: Any) -> str:
 def _as_utc(moment: datetime) -> datetime:
     # Timestamps without a zone are produced by our own pipeline, which works in UTC.
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _newest_first(history: list[PortalVersionSummary]) -> list[PortalVersionSummary]:

@@ -45,7 +45,9 @@ def history_of(published: Sequence[PortalVersion], links: PortalLinks) -> list[P
 
 def with_links(manifest: Manifest, links: PortalLinks) -> Manifest:
     """The manifest with download links under ``links`` (a rotated token changes them all)."""
-    artifacts = [a.model_copy(update={"url": links.artifact(manifest.version, a.name)}) for a in manifest.artifacts]
+    artifacts = [
+        a.model_copy(update={"url": links.artifact(manifest.version, a.name)}) for a in manifest.artifacts
+    ]
     return manifest.model_copy(update={"artifacts": artifacts})
 
 

@@ -49,16 +49,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " or with --docker as the delivered containers.",
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--path", choices=[*DELIVERY_PATHS, "all"], default="all", help="delivery path(s) to follow")
-    source.add_argument("--bundle-dir", type=Path, help="an existing bundle (cfg.customer.yml, dtm.json, compose.yaml)")
+    source.add_argument(
+        "--path", choices=[*DELIVERY_PATHS, "all"], default="all", help="delivery path(s) to follow"
+    )
+    source.add_argument(
+        "--bundle-dir", type=Path, help="an existing bundle (cfg.customer.yml, dtm.json, compose.yaml)"
+    )
     parser.add_argument(
-        "--scenario", action="append", choices=SCENARIO_NAMES, dest="scenarios",
+        "--scenario",
+        action="append",
+        choices=SCENARIO_NAMES,
+        dest="scenarios",
         help=f"scenario to run (repeatable; default: {', '.join(DEFAULT_SCENARIOS)})",
     )
-    parser.add_argument("--fault", action="store_true", help="also run the fault scenario (a fixture killed mid-run)")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (bundles, logs) after the run")
     parser.add_argument(
-        "--docker", action="store_true",
+        "--fault", action="store_true", help="also run the fault scenario (a fixture killed mid-run)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (bundles, logs) after the run"
+    )
+    parser.add_argument(
+        "--docker",
+        action="store_true",
         help="run the delivered containers (docker compose --profile fixtures up of each bundle) instead of processes",
     )
     return parser.parse_args(argv)

@@ -25,15 +25,23 @@ from typing import Any, Literal
 import boto3
 import pycdlib
 import yaml
-from dotenv import dotenv_values
 from cfnlint.decode.decode import decode_str
+from dotenv import dotenv_values
 from moto.server import ThreadedMotoServer
 
 from contracts.configurator import CloudDeployment, ConfiguratorPayload
 from contracts.dtm import DeviceTopologyModel
 from delivery.artifact_store import ArtifactStore, order_key
 from delivery.cfn import compose_cfn_template
-from delivery.edge_bundle import BUNDLE_FILES, COMPOSE_NAME, DTM_NAME, SECRETS_NAME, STACK_DIR, EdgeImages, build_bundle
+from delivery.edge_bundle import (
+    BUNDLE_FILES,
+    COMPOSE_NAME,
+    DTM_NAME,
+    SECRETS_NAME,
+    STACK_DIR,
+    EdgeImages,
+    build_bundle,
+)
 from delivery.iso import USER_DATA_NAME, build_seed_iso
 from industrial_fixtures import fixture_dtm_bytes, load_fixture_dtm
 from resources.settings import PROJECT_VERSION, STANDIN_AWS_KEY
@@ -118,7 +126,9 @@ def bundle_files_for(order: ConfiguratorPayload, *, cfg_id: str, dtm_source: Dtm
     )
 
 
-def fetch_as_user_data(*, cfg_id: str, order: ConfiguratorPayload, files: Mapping[str, bytes]) -> dict[str, bytes]:
+def fetch_as_user_data(
+    *, cfg_id: str, order: ConfiguratorPayload, files: Mapping[str, bytes]
+) -> dict[str, bytes]:
     """Cloud path: store the bundle in S3, compose the template, fetch what its UserData fetches."""
     deployment = order.deployment
     if not isinstance(deployment, CloudDeployment):
@@ -139,7 +149,9 @@ def fetch_as_user_data(*, cfg_id: str, order: ConfiguratorPayload, files: Mappin
         if deployment.region == "us-east-1":
             client.create_bucket(Bucket=bucket)
         else:
-            client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": deployment.region})
+            client.create_bucket(
+                Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": deployment.region}
+            )
         store = ArtifactStore(client, bucket)
         for name, data in files.items():
             store.put(order_key(cfg_id, "bundle", name), data)

@@ -56,7 +56,9 @@ def _environment(raw: Any, service: str) -> dict[str, str]:
     raise ComposeError(f"services.{service}.environment: neither a mapping nor a list")
 
 
-def _mounts(raw: Any, service: str, project_dir: Path, named: set[str]) -> tuple[list[BindMount], list[VolumeMount]]:
+def _mounts(
+    raw: Any, service: str, project_dir: Path, named: set[str]
+) -> tuple[list[BindMount], list[VolumeMount]]:
     binds: list[BindMount] = []
     volumes: list[VolumeMount] = []
     for index, entry in enumerate(raw or []):

@@ -32,13 +32,19 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from delivery.edge_bundle import COMPOSE_NAME, FIXTURES_PROFILE, GATEWAY_SERVICE
 from e2e.bundle import Bundle
-from e2e.compose import FixtureCommand, fixture_services, gateway_service, parse_fixture_command, read_services
+from e2e.compose import (
+    FixtureCommand,
+    fixture_services,
+    gateway_service,
+    parse_fixture_command,
+    read_services,
+)
 from e2e.stack import (
     LOG_TAIL_LINES,
     READY_TIMEOUT_SECONDS,
@@ -64,7 +70,13 @@ STOP_TIMEOUT_SECONDS = 10
 STATE_CHECK_SECONDS = 1.0
 # Compose's environment: where the engine is, nothing else of the caller's shell. COMPOSE_PROFILES,
 # COMPOSE_FILE or a variable the file interpolated would make it run something the bundle does not say.
-ENGINE_ENVIRONMENT = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY")
+ENGINE_ENVIRONMENT = (
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+)
 
 # Run by the gateway image's Python: are the fixtures there under their names, as the gateway will look them up?
 _REACH_SCRIPT = """
@@ -88,8 +100,13 @@ def _run(
 ) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, env=None if env is None else dict(env),
-            cwd=cwd, check=False,
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            check=False,
         )
     except FileNotFoundError as exc:
         raise StackError(f"{argv[0]} is not installed: {exc}") from None
@@ -232,7 +249,7 @@ def _monotonic_of(timestamp: str) -> float:
     match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", timestamp)
     if match is None:
         raise StackError(f"unreadable container start time {timestamp!r}")
-    whole = datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc).timestamp()
+    whole = datetime.fromisoformat(match.group(1)).replace(tzinfo=UTC).timestamp()
     fraction = float(f"0.{match.group(2) or '0'}")
     return time.monotonic() - (time.time() - (whole + fraction))
 
@@ -294,7 +311,9 @@ class ContainerStack(GatewayApi):
         HMI is still reached through compose's port publishing, from the host, at the port the
         gateway listens on.
         """
-        ports = [{"target": port, "host_ip": "127.0.0.1", "protocol": "tcp"} for port in self.gateway_spec.ports]
+        ports = [
+            {"target": port, "host_ip": "127.0.0.1", "protocol": "tcp"} for port in self.gateway_spec.ports
+        ]
         return f"services:\n  {GATEWAY_SERVICE}:\n    ports: !override {json.dumps(ports)}\n"
 
     def compose_env(self) -> dict[str, str]:
@@ -314,17 +333,30 @@ class ContainerStack(GatewayApi):
         """
         profile = ["--profile", FIXTURES_PROFILE] if fixtures else []
         return [
-            *self.compose, "--project-name", self.project, "-f", COMPOSE_NAME, "-f", str(self.override_path.resolve()),
-            *profile, *args,
+            *self.compose,
+            "--project-name",
+            self.project,
+            "-f",
+            COMPOSE_NAME,
+            "-f",
+            str(self.override_path.resolve()),
+            *profile,
+            *args,
         ]
 
-    def run_compose(self, *args: str, fixtures: bool = True, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run_compose(
+        self, *args: str, fixtures: bool = True, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = _run(
-            self.compose_argv(*args, fixtures=fixtures), timeout=COMPOSE_TIMEOUT_SECONDS, env=self.compose_env(),
+            self.compose_argv(*args, fixtures=fixtures),
+            timeout=COMPOSE_TIMEOUT_SECONDS,
+            env=self.compose_env(),
             cwd=self.bundle.directory,
         )
         if check and result.returncode != 0:
-            raise StackError(f"compose {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+            raise StackError(
+                f"compose {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}"
+            )
         return result
 
     def container_id(self, service: str) -> str | None:
@@ -386,7 +418,9 @@ class ContainerStack(GatewayApi):
         if fixtures:
             self.wait_fixtures_reachable(list(self._fixture_commands))
 
-    def wait_fixtures_reachable(self, hostnames: Sequence[str], timeout: float = FIXTURE_REACH_SECONDS) -> None:
+    def wait_fixtures_reachable(
+        self, hostnames: Sequence[str], timeout: float = FIXTURE_REACH_SECONDS
+    ) -> None:
         """Each fixture answers TCP under its service name, asked from inside the gateway container.
 
         The host cannot use compose DNS; the gateway's container resolves the names exactly as the
@@ -394,15 +428,27 @@ class ContainerStack(GatewayApi):
         """
         targets = [f"{hostname}:{self._fixture_commands[hostname].port}" for hostname in hostnames]
         result = self.run_compose(
-            "exec", "--no-TTY", GATEWAY_SERVICE, "python3", "-c", _REACH_SCRIPT, str(timeout), *targets, check=False
+            "exec",
+            "--no-TTY",
+            GATEWAY_SERVICE,
+            "python3",
+            "-c",
+            _REACH_SCRIPT,
+            str(timeout),
+            *targets,
+            check=False,
         )
         if result.returncode != 0:
             logs = "\n".join(f"--- {hostname}\n{self.service_log(hostname)}" for hostname in hostnames)
-            raise StackError(f"fixtures not reachable: {result.stderr.strip() or result.stdout.strip()}\n{logs}")
+            raise StackError(
+                f"fixtures not reachable: {result.stderr.strip() or result.stdout.strip()}\n{logs}"
+            )
 
     def _fixture(self, hostname: str) -> str:
         if hostname not in self._fixture_commands:
-            raise StackError(f"{hostname} is no fixture service of the bundle; it has {sorted(self._fixture_commands)}")
+            raise StackError(
+                f"{hostname} is no fixture service of the bundle; it has {sorted(self._fixture_commands)}"
+            )
         return hostname
 
     def kill_fixture(self, hostname: str) -> None:
@@ -441,7 +487,9 @@ class ContainerStack(GatewayApi):
                 if reason is not None:
                     raise StackError(reason)
             if time.monotonic() > deadline:
-                raise StackError(f"the gateway is not healthy {timeout:.0f} s after its start: {status} {body}")
+                raise StackError(
+                    f"the gateway is not healthy {timeout:.0f} s after its start: {status} {body}"
+                )
             time.sleep(0.1)
 
     def service_log(self, service: str, lines: int | None = LOG_TAIL_LINES) -> str:
@@ -489,7 +537,9 @@ class ContainerStack(GatewayApi):
             self._created = False
             self.http_address = None
             if left:
-                raise StackError(f"compose down left {left} of project {self.project}: {down.stderr.strip()[-1000:]}")
+                raise StackError(
+                    f"compose down left {left} of project {self.project}: {down.stderr.strip()[-1000:]}"
+                )
 
     # -- talking to the gateway --------------------------------------------------------------------
 
@@ -504,7 +554,9 @@ class ContainerStack(GatewayApi):
     ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode("utf-8")
         outgoing = urllib.request.Request(
-            f"{self.base_url}{path}", data=data, method=method,
+            f"{self.base_url}{path}",
+            data=data,
+            method=method,
             headers={**({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})},
         )
         try:
@@ -518,4 +570,3 @@ class ContainerStack(GatewayApi):
             return status, json.loads(text) if text else None
         except json.JSONDecodeError:
             return status, text
-

@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         print("e2e.mountns: no command", file=sys.stderr)
         return 2
     if not own_mount_namespace(args.host_mnt_ns):
-        print("e2e.mountns: refusing to mount in the host's mount namespace (start it with ip netns exec)", file=sys.stderr)
+        print(
+            "e2e.mountns: refusing to mount in the host's mount namespace (start it with ip netns exec)",
+            file=sys.stderr,
+        )
         return 2
     # Private from here on: not even the namespace's own later mounts leak anywhere.
     _mount(None, "/", None, MS_REC | MS_PRIVATE)

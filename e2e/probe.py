@@ -27,7 +27,10 @@ def http(request: dict[str, Any]) -> dict[str, Any]:
         request["url"],
         data=data,
         method=request.get("method", "GET"),
-        headers={**({"Content-Type": "application/json"} if data is not None else {}), **request.get("headers", {})},
+        headers={
+            **({"Content-Type": "application/json"} if data is not None else {}),
+            **request.get("headers", {}),
+        },
     )
     try:
         with urllib.request.urlopen(outgoing, timeout=float(request.get("timeout", 5))) as response:
@@ -38,7 +41,9 @@ def http(request: dict[str, Any]) -> dict[str, Any]:
 
 def tcp(request: dict[str, Any]) -> dict[str, Any]:
     try:
-        with socket.create_connection((request["host"], int(request["port"])), timeout=float(request.get("timeout", 1))):
+        with socket.create_connection(
+            (request["host"], int(request["port"])), timeout=float(request.get("timeout", 1))
+        ):
             return {"open": True}
     except OSError as exc:
         return {"open": False, "reason": str(exc)}

@@ -31,7 +31,9 @@ def bundle_kind(bundle: Bundle) -> BundleKind:
     if not hosts:
         return "bare"
     services = fixture_services(read_services(bundle.compose(), bundle.directory))
-    fixtures = {service.name for service in services} or {fixture.hostname for fixture in load_manifest().fixtures}
+    fixtures = {service.name for service in services} or {
+        fixture.hostname for fixture in load_manifest().fixtures
+    }
     unconnected = [device.id for device in dtm.devices if device.connection is None]
     if hosts <= fixtures and not unconnected:
         return "fixtures"

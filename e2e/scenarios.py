@@ -135,7 +135,8 @@ def fixtures(stack: EdgeStack, deadline_seconds: float = FIXTURES_DEADLINE_SECON
         expected = sorted(device.id for device in stack.bundle.dtm().devices if device.connection is not None)
         seen["ready_after_s"] = round(stack.wait_ready(), 2)
         count = _wait_for(
-            lambda: _measurement_count(stack), started + deadline_seconds,
+            lambda: _measurement_count(stack),
+            started + deadline_seconds,
             f"no measurements within {deadline_seconds:.0f} s of the gateway's start",
         )
         elapsed = time.monotonic() - started
@@ -147,7 +148,8 @@ def fixtures(stack: EdgeStack, deadline_seconds: float = FIXTURES_DEADLINE_SECON
             return seen["devices_measured"] if set(expected) <= set(seen["devices_measured"]) else []
 
         _wait_for(
-            every_device_measured, started + deadline_seconds,
+            every_device_measured,
+            started + deadline_seconds,
             f"not every device ({', '.join(expected)}) was measured"
             f" within {deadline_seconds:.0f} s of the gateway's start",
         )
@@ -203,7 +205,10 @@ def commissioned_topology(stack: EdgeStack) -> tuple[DeviceTopologyModel, str, s
         for hostname, command in stack.fixture_commands.items():
             if command.device_type == device.type:
                 connection = {
-                    "protocol": "modbus_tcp", "host": hostname, "port": command.port, "unit_id": command.unit_id,
+                    "protocol": "modbus_tcp",
+                    "host": hostname,
+                    "port": command.port,
+                    "unit_id": command.unit_id,
                 }
                 data = dtm.model_dump(mode="json")
                 data["devices"][index]["connection"] = connection
@@ -211,7 +216,9 @@ def commissioned_topology(stack: EdgeStack) -> tuple[DeviceTopologyModel, str, s
     raise StackError("no device of the DTM has a fixture of its type")
 
 
-def commissioning(stack: EdgeStack, deadline_seconds: float = COMMISSIONING_DEADLINE_SECONDS) -> ScenarioResult:
+def commissioning(
+    stack: EdgeStack, deadline_seconds: float = COMMISSIONING_DEADLINE_SECONDS
+) -> ScenarioResult:
     """POST /topology with a real connection; measurements > 0 after it, timed from the POST."""
 
     def body(seen: dict[str, Any]) -> tuple[float, str]:
@@ -223,6 +230,7 @@ def commissioning(stack: EdgeStack, deadline_seconds: float = COMMISSIONING_DEAD
         seen.update(device=device_id, fixture=hostname, post_status=status, post_answer=answer, before=before)
         if status != 200:
             raise ScenarioFailed(f"POST /topology answered {status}: {answer}")
+
         def new_measurements() -> int:
             count = _measurement_count(stack)
             return count if count > before else 0
@@ -239,7 +247,10 @@ def commissioning(stack: EdgeStack, deadline_seconds: float = COMMISSIONING_DEAD
         seen["devices_measured"] = sorted(stack.measurements()["latest"])
         if not seen["topology_equals_posted"]:
             raise ScenarioFailed("GET /topology does not return the posted topology")
-        return elapsed, f"{count} measurement(s) from {device_id} ({hostname}), the first {elapsed:.1f} s after the POST"
+        return (
+            elapsed,
+            f"{count} measurement(s) from {device_id} ({hostname}), the first {elapsed:.1f} s after the POST",
+        )
 
     return _run("commissioning", stack, body)
 
@@ -247,7 +258,9 @@ def commissioning(stack: EdgeStack, deadline_seconds: float = COMMISSIONING_DEAD
 def _latest_at(stack: EdgeStack) -> dict[str, str]:
     """Per device, the newest reading's timestamp."""
     latest = stack.measurements()["latest"]
-    return {device: max(point["at"] for point in points.values()) for device, points in latest.items() if points}
+    return {
+        device: max(point["at"] for point in points.values()) for device, points in latest.items() if points
+    }
 
 
 def fault(stack: EdgeStack, victim: str | None = None, recovery_seconds: float = 90.0) -> ScenarioResult:
@@ -261,8 +274,11 @@ def fault(stack: EdgeStack, victim: str | None = None, recovery_seconds: float =
         hostname = victim or list(stack.fixture_commands)[-1]
         dead_device = by_host[hostname]
         others = sorted(device for host, device in by_host.items() if host != hostname)
-        _wait_for(lambda: set(by_host.values()) <= set(_latest_at(stack)), started + FIXTURES_DEADLINE_SECONDS,
-                  "not every device was measured before the fault")
+        _wait_for(
+            lambda: set(by_host.values()) <= set(_latest_at(stack)),
+            started + FIXTURES_DEADLINE_SECONDS,
+            "not every device was measured before the fault",
+        )
 
         stack.kill_fixture(hostname)
         killed_at = time.monotonic()
@@ -273,21 +289,27 @@ def fault(stack: EdgeStack, victim: str | None = None, recovery_seconds: float =
             return health if health["devices"][dead_device]["state"] == "failing" else None
 
         _wait_for(
-            failing_health, killed_at + 20, f"health does not show {dead_device} failing within 20 s of killing {hostname}"
+            failing_health,
+            killed_at + 20,
+            f"health does not show {dead_device} failing within 20 s of killing {hostname}",
         )
         seen["failing_after_s"] = round(time.monotonic() - killed_at, 2)
         _wait_for(
             lambda: all(_latest_at(stack).get(device, "") > before.get(device, "") for device in others),
-            time.monotonic() + 15, f"{', '.join(others)} stopped measuring while {hostname} was dead",
+            time.monotonic() + 15,
+            f"{', '.join(others)} stopped measuring while {hostname} was dead",
         )
         # Dead for a few poll intervals, so that the gateway retries (and backs off) a while; the
         # others must go on measuring all along.
-        dead_for = max(QUIET_POLL_INTERVALS * float(stack.settings.polling.interval_seconds), MIN_QUIET_SECONDS)
+        dead_for = max(
+            QUIET_POLL_INTERVALS * float(stack.settings.polling.interval_seconds), MIN_QUIET_SECONDS
+        )
         midway = _latest_at(stack)
         time.sleep(max(0.0, killed_at + dead_for - time.monotonic()))
         _wait_for(
             lambda: all(_latest_at(stack).get(device, "") > midway.get(device, "") for device in others),
-            time.monotonic() + 15, f"{', '.join(others)} stopped measuring while {hostname} stayed dead",
+            time.monotonic() + 15,
+            f"{', '.join(others)} stopped measuring while {hostname} stayed dead",
         )
         health = stack.health()
         seen["dead_seconds"] = round(time.monotonic() - killed_at, 2)
@@ -302,9 +324,12 @@ def fault(stack: EdgeStack, victim: str | None = None, recovery_seconds: float =
         restarted_at = time.monotonic()
         dead_at = _latest_at(stack).get(dead_device, "")
         _wait_for(
-            lambda: stack.health()["devices"][dead_device]["state"] == "polling"
-            and _latest_at(stack).get(dead_device, "") > dead_at,
-            restarted_at + recovery_seconds, f"{dead_device} did not recover within {recovery_seconds:.0f} s",
+            lambda: (
+                stack.health()["devices"][dead_device]["state"] == "polling"
+                and _latest_at(stack).get(dead_device, "") > dead_at
+            ),
+            restarted_at + recovery_seconds,
+            f"{dead_device} did not recover within {recovery_seconds:.0f} s",
         )
         seen["recovered_after_s"] = round(time.monotonic() - restarted_at, 2)
         seen["status_after_recovery"] = stack.health()["status"]

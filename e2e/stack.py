@@ -108,7 +108,9 @@ def gateway_settings(spec: Service) -> GatewaySettings:
     """The settings the gateway service will load: its stage block with the bind-mounted customer file."""
     environment = spec.environment
     if environment.get("ENV") != DELIVERED_STAGE:
-        raise StackError(f"the gateway runs ENV={environment.get('ENV')!r}; the delivered stack runs {DELIVERED_STAGE}")
+        raise StackError(
+            f"the gateway runs ENV={environment.get('ENV')!r}; the delivered stack runs {DELIVERED_STAGE}"
+        )
     from edge_gateway.settings import load_gateway_settings
 
     customer = environment.get("CFG_CUSTOMER_PATH")
@@ -121,7 +123,9 @@ def checked_http_port(settings: GatewaySettings, spec: Service) -> int:
     """The gateway's port, once it is sure the compose file exposes it and keeps its data in a volume."""
     port = int(settings.http.port)
     if port not in spec.ports:
-        raise StackError(f"the gateway listens on {port} (http.port), the compose file exposes {list(spec.ports)}")
+        raise StackError(
+            f"the gateway listens on {port} (http.port), the compose file exposes {list(spec.ports)}"
+        )
     storage = PurePosixPath(settings.storage.path)
     if not any(PurePosixPath(volume.target) in storage.parents for volume in spec.volumes):
         raise StackError(
@@ -234,10 +238,14 @@ class Stack(GatewayApi):
         self.gateway_spec = gateway_service(services)
         commands = self._fixture_commands(services)
         self.addresses = service_addresses([self.gateway_spec.name, *commands])
-        self.fixtures = {name: Fixture(name, self.addresses[name], command) for name, command in commands.items()}
+        self.fixtures = {
+            name: Fixture(name, self.addresses[name], command) for name, command in commands.items()
+        }
         self.settings = gateway_settings(self.gateway_spec)
         self.http_port = checked_http_port(self.settings, self.gateway_spec)
-        self.volume_dirs = {volume.volume: self.workdir / "volumes" / volume.volume for volume in self.gateway_spec.volumes}
+        self.volume_dirs = {
+            volume.volume: self.workdir / "volumes" / volume.volume for volume in self.gateway_spec.volumes
+        }
         self.logs_dir = self.workdir / "logs"
         self.namespace: NetworkNamespace | None = None
         self.probe: Probe | None = None
@@ -255,7 +263,10 @@ class Stack(GatewayApi):
         # A bundle from before the fixtures profile: the manifest says the same.
         return {
             fixture.hostname: FixtureCommand(
-                device_type=fixture.type, port=fixture.port, unit_id=fixture.unit_id, module="industrial_fixtures"
+                device_type=fixture.type,
+                port=fixture.port,
+                unit_id=fixture.unit_id,
+                module="industrial_fixtures",
             )
             for fixture in load_manifest().fixtures
         }
@@ -306,7 +317,9 @@ class Stack(GatewayApi):
         self.namespace = NetworkNamespace(self.addresses)
         self.namespace.create()
         self.probe = Probe(
-            self.namespace.exec_argv([self.python, "-m", "e2e.probe"]), self.env(), self.logs_dir / "probe.log"
+            self.namespace.exec_argv([self.python, "-m", "e2e.probe"]),
+            self.env(),
+            self.logs_dir / "probe.log",
         )
         if fixtures:
             for hostname in self.fixtures:
@@ -319,7 +332,12 @@ class Stack(GatewayApi):
         log_path = self.logs_dir / f"{name}.log"
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(env), cwd=PROJECT_ROOT,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env),
+                cwd=PROJECT_ROOT,
                 start_new_session=True,
             )
         return ManagedProcess(name, argv, log_path, popen, time.monotonic())
@@ -333,9 +351,18 @@ class Stack(GatewayApi):
         command = fixture.command
         argv = self.namespace.exec_argv(
             [
-                self.python, "-m", command.module, "--type", command.device_type,
+                self.python,
+                "-m",
+                command.module,
+                "--type",
+                command.device_type,
                 # compose: 0.0.0.0 in a container of its own; here: the service's own loopback address.
-                "--host", fixture.address, "--port", str(command.port), "--unit-id", str(command.unit_id),
+                "--host",
+                fixture.address,
+                "--port",
+                str(command.port),
+                "--unit-id",
+                str(command.unit_id),
             ]
         )
         process = self._process(f"fixture-{hostname}", argv, self.env())
@@ -350,12 +377,16 @@ class Stack(GatewayApi):
         while True:
             process = self.fixture_processes[hostname]
             if not process.alive():
-                raise StackError(f"fixture {hostname} exited ({process.popen.returncode}):\n{tail(process.log_path)}")
+                raise StackError(
+                    f"fixture {hostname} exited ({process.popen.returncode}):\n{tail(process.log_path)}"
+                )
             # By name: checks the namespace's hosts file as much as the fixture.
             if self.ask({"op": "tcp", "host": hostname, "port": fixture.command.port}).get("open"):
                 return
             if time.monotonic() > deadline:
-                raise StackError(f"fixture {hostname} does not listen after {timeout:.0f} s:\n{tail(process.log_path)}")
+                raise StackError(
+                    f"fixture {hostname} does not listen after {timeout:.0f} s:\n{tail(process.log_path)}"
+                )
             time.sleep(0.1)
 
     def kill_fixture(self, hostname: str, sig: int = signal.SIGKILL) -> None:
@@ -392,12 +423,24 @@ class Stack(GatewayApi):
             mounts += ["--bind", f"{bind.source}:{bind.target}" + (":ro" if bind.read_only else "")]
         for volume in self.gateway_spec.volumes:
             self._ensure_mount_point(PurePosixPath(volume.target))
-            mounts += ["--bind", f"{self.volume_dirs[volume.volume]}:{volume.target}" + (":ro" if volume.read_only else "")]
+            mounts += [
+                "--bind",
+                f"{self.volume_dirs[volume.volume]}:{volume.target}" + (":ro" if volume.read_only else ""),
+            ]
         return self.namespace.exec_argv(
             [
-                self.python, "-m", "e2e.mountns", "--host-mnt-ns", current_mount_namespace(), *mounts,
-                "--chdir", str(PROJECT_ROOT), "--",
-                self.python, "-m", GATEWAY_MODULE,
+                self.python,
+                "-m",
+                "e2e.mountns",
+                "--host-mnt-ns",
+                current_mount_namespace(),
+                *mounts,
+                "--chdir",
+                str(PROJECT_ROOT),
+                "--",
+                self.python,
+                "-m",
+                GATEWAY_MODULE,
             ]
         )
 
@@ -412,7 +455,9 @@ class Stack(GatewayApi):
         while True:
             if not self.gateway.alive():
                 raise StackError(f"the gateway exited ({self.gateway.popen.returncode})")
-            answer = self.ask({"op": "http", "method": "GET", "url": f"{self.base_url}/healthz", "timeout": 2})
+            answer = self.ask(
+                {"op": "http", "method": "GET", "url": f"{self.base_url}/healthz", "timeout": 2}
+            )
             if answer.get("status") == 200:
                 return time.monotonic() - self.gateway.started_at
             if time.monotonic() > deadline:
@@ -451,8 +496,12 @@ class Stack(GatewayApi):
     ) -> tuple[int, Any]:
         answer = self.ask(
             {
-                "op": "http", "method": method, "url": f"{self.base_url}{path}", "body": body,
-                "headers": dict(headers or {}), "timeout": 5,
+                "op": "http",
+                "method": method,
+                "url": f"{self.base_url}{path}",
+                "body": body,
+                "headers": dict(headers or {}),
+                "timeout": 5,
             }
         )
         if "error" in answer:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -76,7 +76,9 @@ async def post_topology(request: Request) -> JSONResponse:
             await asyncio.to_thread(state.topologies.save, topology)
         except OSError as exc:
             log.error("could not store the posted topology: %s", exc)
-            raise Problem(503, "the topology could not be stored; the running topology is unchanged") from None
+            raise Problem(
+                503, "the topology could not be stored; the running topology is unchanged"
+            ) from None
         await state.supervisor.apply(topology)
         state.topology = topology
         state.source = "stored"
@@ -107,7 +109,9 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "status": "degraded" if degraded else "ok",
-            "devices": {state_name: states.count(state_name) for state_name in ("polling", "failing", "not_connected")},
+            "devices": {
+                state_name: states.count(state_name) for state_name in ("polling", "failing", "not_connected")
+            },
         }
     )
 
@@ -130,7 +134,7 @@ async def get_status(request: Request) -> JSONResponse:
 async def _prune_forever(store: MeasurementStore, retention_days: float) -> None:
     while True:
         try:
-            cutoff = datetime.now(timezone.utc) - timedelta(days=retention_days)
+            cutoff = datetime.now(UTC) - timedelta(days=retention_days)
             deleted = await asyncio.to_thread(store.prune, cutoff)
             if deleted:
                 log.info("deleted %d measurement(s) older than %s", deleted, cutoff.isoformat())
@@ -184,4 +188,3 @@ def create_app(settings: GatewaySettings, *, dtm_path: Path | None = None) -> St
     )
     app.state.gateway = state
     return app
-

@@ -31,7 +31,9 @@ def require_commissioning_token(request: Request, settings: GatewaySettings) -> 
     """Problem 401 unless the request carries the commissioning token; 403 where none is configured."""
     expected = settings.secrets.COMMISSIONING_TOKEN
     if expected is None:
-        raise Problem(403, "commissioning is disabled: COMMISSIONING_TOKEN is not set in the stack's secrets.env")
+        raise Problem(
+            403, "commissioning is disabled: COMMISSIONING_TOKEN is not set in the stack's secrets.env"
+        )
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         given.strip().encode(), expected.get_secret_value().encode()
@@ -58,9 +60,10 @@ def _refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_lo
 async def _resolved(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     try:
         infos = await asyncio.wait_for(
-            asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_SECONDS
+            asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM),
+            RESOLVE_TIMEOUT_SECONDS,
         )
-    except (OSError, asyncio.TimeoutError, UnicodeError):
+    except (TimeoutError, OSError, UnicodeError):
         return []
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
@@ -100,7 +103,10 @@ async def check_posted_topology(topology: DeviceTopologyModel, settings: Gateway
         )
         if problem is not None:
             errors.append(
-                {"field": f"devices[{index}].connection.host", "message": f"{device.connection.host!r} {problem}"}
+                {
+                    "field": f"devices[{index}].connection.host",
+                    "message": f"{device.connection.host!r} {problem}",
+                }
             )
     if errors:
         fields = ", ".join(error["field"] for error in errors)

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -90,7 +90,14 @@ def plan_reads(points: Iterable[Point]) -> list[ReadBlock]:
                 points=(*last.points, point),
             )
         else:
-            blocks.append(ReadBlock(kind=point.register_kind, address=point.address, count=end - point.address, points=(point,)))
+            blocks.append(
+                ReadBlock(
+                    kind=point.register_kind,
+                    address=point.address,
+                    count=end - point.address,
+                    points=(point,),
+                )
+            )
     return blocks
 
 
@@ -166,14 +173,16 @@ class DevicePoller:
     async def poll_once(self) -> None:
         """Read every point once and store the readings, all or none."""
         client = await self._connected_client()
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
         readings: list[Reading] = []
         try:
             for block in self._blocks:
                 registers = await self._read(client, block)
                 for point in block.points:
                     offset = point.address - block.address
-                    raw = decode(registers[offset : offset + register_width(point.data_type)], point.data_type)
+                    raw = decode(
+                        registers[offset : offset + register_width(point.data_type)], point.data_type
+                    )
                     readings.append(Reading(self.device.id, point.name, raw * point.scale, point.unit, at))
         except DeviceAnswerError:
             raise
@@ -226,10 +235,14 @@ class DevicePoller:
 
     def _record_success(self) -> None:
         if self.health.consecutive_failures:
-            log.info("device %s answers again after %d failed poll(s)", self.device.id, self.health.consecutive_failures)
+            log.info(
+                "device %s answers again after %d failed poll(s)",
+                self.device.id,
+                self.health.consecutive_failures,
+            )
         self.health.state = "polling"
         self.health.consecutive_failures = 0
-        self.health.last_success_at = datetime.now(timezone.utc)
+        self.health.last_success_at = datetime.now(UTC)
 
     def _record_failure(self, exc: Exception) -> float:
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -237,7 +250,9 @@ class DevicePoller:
         self.health.consecutive_failures += 1
         self.health.last_error = message
         delay = backoff_delay(
-            self.health.consecutive_failures, self.polling.backoff_initial_seconds, self.polling.backoff_max_seconds
+            self.health.consecutive_failures,
+            self.polling.backoff_initial_seconds,
+            self.polling.backoff_max_seconds,
         )
         # One line when a device starts failing, not one per retry: a dead device would flood the log.
         level = logging.WARNING if self.health.consecutive_failures == 1 else logging.DEBUG
@@ -297,7 +312,13 @@ class PollingSupervisor:
 
     def _start(self, device: DtmDevice, connection: ModbusTcpConnection) -> None:
         poller = DevicePoller(
-            device, connection, self.polling, self.store, self._count_attempt, sleep=self.sleep, clock=self.clock
+            device,
+            connection,
+            self.polling,
+            self.store,
+            self._count_attempt,
+            sleep=self.sleep,
+            clock=self.clock,
         )
         task = asyncio.create_task(poller.run(), name=f"poll {device.id}")
         self._running[device.id] = _Running(poller, task)
@@ -313,4 +334,8 @@ class PollingSupervisor:
         for running in stopping:
             if not running.task.cancelled() and running.task.exception() is not None:
                 # run() never raises for a device fault; anything else is a bug worth seeing.
-                log.error("poller of device %s ended with an error", running.poller.device.id, exc_info=running.task.exception())
+                log.error(
+                    "poller of device %s ended with an error",
+                    running.poller.device.id,
+                    exc_info=running.task.exception(),
+                )

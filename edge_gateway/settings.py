@@ -23,22 +23,33 @@ DEFAULTS_PATH = Path(__file__).resolve().parent / "cfg.defaults.yml"
 class HttpSettings(Section):
     host: str = Field(description="Interface the gateway's HTTP API binds to.")
     port: int = Field(ge=1, le=65535, description="Port of the gateway's HTTP API.")
-    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Largest accepted POST /topology body.")
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest accepted POST /topology body."
+    )
     # What one client on the LAN may hold of the gateway (uvicorn's defaults bound none of it).
-    timeout_keep_alive_seconds: int = Field(default=5, ge=1, le=300, description="Idle keep-alive connection lifetime.")
+    timeout_keep_alive_seconds: int = Field(
+        default=5, ge=1, le=300, description="Idle keep-alive connection lifetime."
+    )
     limit_concurrency: int = Field(
-        default=50, ge=1, description="Connections and requests in progress at once; beyond it the answer is 503."
+        default=50,
+        ge=1,
+        description="Connections and requests in progress at once; beyond it the answer is 503.",
     )
     h11_max_incomplete_event_size: int = Field(
         default=16 * 1024, ge=1024, description="Largest request line plus headers buffered (bytes)."
     )
     body_read_timeout_seconds: float = Field(
-        default=15.0, gt=0, le=300, description="Deadline for a whole POST /topology body; slower clients get 408."
+        default=15.0,
+        gt=0,
+        le=300,
+        description="Deadline for a whole POST /topology body; slower clients get 408.",
     )
 
 
 class StorageSettings(Section):
-    path: str = Field(description="SQLite file of the measurements; the stored topology lives in the same directory.")
+    path: str = Field(
+        description="SQLite file of the measurements; the stored topology lives in the same directory."
+    )
     retention_days: float = Field(default=30, gt=0, description="Measurements older than this are deleted.")
 
     @property
@@ -47,10 +58,18 @@ class StorageSettings(Section):
 
 
 class PollingSettings(Section):
-    interval_seconds: float = Field(gt=0, le=3600, description="Time between the starts of two polls of one device.")
-    request_timeout_seconds: float = Field(gt=0, le=60, description="Connect and response timeout of one Modbus request.")
-    backoff_initial_seconds: float = Field(gt=0, le=3600, description="Wait after a device's first failed poll.")
-    backoff_max_seconds: float = Field(gt=0, le=3600, description="Longest wait between retries of a failing device.")
+    interval_seconds: float = Field(
+        gt=0, le=3600, description="Time between the starts of two polls of one device."
+    )
+    request_timeout_seconds: float = Field(
+        gt=0, le=60, description="Connect and response timeout of one Modbus request."
+    )
+    backoff_initial_seconds: float = Field(
+        gt=0, le=3600, description="Wait after a device's first failed poll."
+    )
+    backoff_max_seconds: float = Field(
+        gt=0, le=3600, description="Longest wait between retries of a failing device."
+    )
 
     @model_validator(mode="after")
     def _backoff_range(self) -> PollingSettings:
@@ -96,7 +115,9 @@ class GatewaySettings(Section):
     polling: PollingSettings
     commissioning: CommissioningSettings = Field(default_factory=CommissioningSettings)
     secrets: GatewaySecrets = Field(default_factory=GatewaySecrets)
-    schema_version: Literal[1] | None = Field(default=None, description="Version of the platform's cfg.customer.yml.")
+    schema_version: Literal[1] | None = Field(
+        default=None, description="Version of the platform's cfg.customer.yml."
+    )
     cfg_id: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
         default=None, description="The order this installation was delivered for."
     )

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ class Reading:
 
 def format_timestamp(at: datetime) -> str:
     """UTC, millisecond precision, fixed width: sorts as text in the same order as in time."""
-    return at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class MeasurementStore:
@@ -83,7 +83,9 @@ class MeasurementStore:
             version = self._connection.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 self._connection.close()
-                raise StorageError(f"{self.path} was written by a newer gateway (schema {version} > {SCHEMA_VERSION})")
+                raise StorageError(
+                    f"{self.path} was written by a newer gateway (schema {version} > {SCHEMA_VERSION})"
+                )
             self._connection.executescript(_SCHEMA)
             self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -100,13 +102,18 @@ class MeasurementStore:
             cursor = self._connection.cursor()
             try:
                 cursor.execute("BEGIN IMMEDIATE")
-                cursor.executemany("INSERT INTO measurements (device_id, point, value, unit, at) VALUES (?, ?, ?, ?, ?)", rows)
+                cursor.executemany(
+                    "INSERT INTO measurements (device_id, point, value, unit, at) VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
                 cursor.executemany(
                     "INSERT INTO latest (device_id, point, value, unit, at) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (device_id, point) DO UPDATE SET value = excluded.value, unit = excluded.unit, at = excluded.at",
                     rows,
                 )
-                cursor.execute("UPDATE totals SET value = value + ? WHERE name = 'measurements'", (len(rows),))
+                cursor.execute(
+                    "UPDATE totals SET value = value + ? WHERE name = 'measurements'", (len(rows),)
+                )
                 cursor.execute("COMMIT")
             except BaseException:
                 if self._connection.in_transaction:
@@ -115,7 +122,9 @@ class MeasurementStore:
 
     def count(self) -> int:
         with self._lock:
-            return int(self._connection.execute("SELECT value FROM totals WHERE name = 'measurements'").fetchone()[0])
+            return int(
+                self._connection.execute("SELECT value FROM totals WHERE name = 'measurements'").fetchone()[0]
+            )
 
     def latest(self) -> dict[str, dict[str, dict[str, Any]]]:
         """``{device_id: {point: {"value", "unit", "at"}}}``, the newest reading of every point."""
@@ -132,7 +141,8 @@ class MeasurementStore:
         """Every stored ``(value, at)`` of one point, oldest first."""
         with self._lock:
             rows = self._connection.execute(
-                "SELECT value, at FROM measurements WHERE device_id = ? AND point = ? ORDER BY id", (device_id, point)
+                "SELECT value, at FROM measurements WHERE device_id = ? AND point = ? ORDER BY id",
+                (device_id, point),
             ).fetchall()
         return [(float(value), str(at)) for value, at in rows]
 

@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,12 +109,14 @@ class TopologyStore:
     def save(self, topology: DeviceTopologyModel) -> None:
         document = {
             "format": STORED_FORMAT,
-            "stored_at": datetime.now(timezone.utc).isoformat(),
+            "stored_at": datetime.now(UTC).isoformat(),
             # Which delivered DTM this topology replaced: a different one at start supersedes it.
             "delivered_dtm_sha256": self._delivered_sha256,
             "topology": topology.model_dump(mode="json"),
         }
-        write_durably(self.stored_path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        write_durably(
+            self.stored_path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        )
 
     def _read_stored(self) -> tuple[DeviceTopologyModel, str | None]:
         try:

@@ -52,4 +52,6 @@ def load_fixture_dtm() -> DeviceTopologyModel:
 
 
 def load_manifest() -> FixtureManifest:
-    return FixtureManifest.model_validate(json.loads(resources.files(__name__).joinpath(MANIFEST_NAME).read_bytes()))
+    return FixtureManifest.model_validate(
+        json.loads(resources.files(__name__).joinpath(MANIFEST_NAME).read_bytes())
+    )

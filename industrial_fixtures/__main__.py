@@ -21,9 +21,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--type", required=True, choices=get_args(DeviceType), dest="device_type")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=MODBUS_TCP_PORT, help="TCP port (default 502)")
-    parser.add_argument("--unit-id", type=int, default=1, help="Modbus unit id the device answers (default 1)")
     parser.add_argument(
-        "--update-seconds", type=float, default=UPDATE_SECONDS, help="how often the values change (default 0.5)"
+        "--unit-id", type=int, default=1, help="Modbus unit id the device answers (default 1)"
+    )
+    parser.add_argument(
+        "--update-seconds",
+        type=float,
+        default=UPDATE_SECONDS,
+        help="how often the values change (default 0.5)",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the noise, for repeatable runs")
     return parser.parse_args(argv)
@@ -47,7 +52,9 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
     # pymodbus logs every refused request at error level; the fixture's own lines are what matter.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:

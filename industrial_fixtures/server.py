@@ -113,7 +113,9 @@ class FixtureDevice:
             anything = [SimData(0, count=65536, values=0, datatype=DataType.REGISTERS)]
             bits = [SimData(0, values=False, datatype=DataType.BITS)]
             devices.append(
-                SimDevice(id=0, simdata=(bits, list(bits), anything, list(anything)), action=self._no_such_unit)
+                SimDevice(
+                    id=0, simdata=(bits, list(bits), anything, list(anything)), action=self._no_such_unit
+                )
             )
         return devices
 

@@ -25,7 +25,10 @@ FOLLOW_SECONDS = 900.0
 
 def publish_demo_apk(settings: Settings) -> str:
     client = boto3.client(
-        "s3", endpoint_url=settings.aws.endpoint_url, region_name=settings.aws.region, **settings.aws_credentials()
+        "s3",
+        endpoint_url=settings.aws.endpoint_url,
+        region_name=settings.aws.region,
+        **settings.aws_credentials(),
     )
     return publish_sample_apk(client, settings.artifacts.bucket, settings.seed.apk_version)
 
@@ -37,7 +40,10 @@ def submit_sample_orders(api_url: str) -> dict[str, str]:
         answer = requests.post(
             f"{api_url}/submit",
             data=(EXAMPLES / name).read_bytes(),
-            headers={"Content-Type": "application/json", "Idempotency-Key": f"demo-{name.removesuffix('.json')}"},
+            headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": f"demo-{name.removesuffix('.json')}",
+            },
             timeout=10,
         )
         answer.raise_for_status()
@@ -46,7 +52,11 @@ def submit_sample_orders(api_url: str) -> dict[str, str]:
 
 
 def follow_deliveries(
-    api_url: str, outbox_dir: str | None, cfg_ids: dict[str, str], say: Callable[[str], None], stop: threading.Event
+    api_url: str,
+    outbox_dir: str | None,
+    cfg_ids: dict[str, str],
+    say: Callable[[str], None],
+    stop: threading.Event,
 ) -> None:
     """Print each sample order's portal link and email file once it is delivered (or its error)."""
     pending = dict(cfg_ids)
@@ -60,7 +70,9 @@ def follow_deliveries(
             site = json.loads((EXAMPLES / name).read_text())["site"]["name"]
             if order["status"] == "delivered":
                 email = sorted(Path(outbox_dir).glob(f"{cfg_id}-v*.eml"))[-1] if outbox_dir else None
-                say(f"delivered: {site} ({order['target']}) portal {order['portal_url']} email {email or '-'}")
+                say(
+                    f"delivered: {site} ({order['target']}) portal {order['portal_url']} email {email or '-'}"
+                )
                 del pending[name]
             elif order["status"] == "failed":
                 say(f"failed: {site}: {order['error']}")
@@ -68,7 +80,9 @@ def follow_deliveries(
         stop.wait(2.0)
 
 
-def start_demo_seed(settings: Settings, say: Callable[[str], None], stop: threading.Event) -> threading.Thread:
+def start_demo_seed(
+    settings: Settings, say: Callable[[str], None], stop: threading.Event
+) -> threading.Thread:
     api_url = f"http://{settings.api.host}:{settings.api.port}"
     apk_key = publish_demo_apk(settings)
     say(f"demo: sample APK at s3://{settings.artifacts.bucket}/{apk_key}")

@@ -90,7 +90,9 @@ def child_pids(parent: int) -> list[int]:
 
 def group_alive(pgid: int) -> bool:
     """Whether any non-zombie process is left in process group ``pgid``."""
-    return any((stat := _proc_stat(pid)) is not None and stat[2] == pgid and stat[0] != "Z" for pid in _all_pids())
+    return any(
+        (stat := _proc_stat(pid)) is not None and stat[2] == pgid and stat[0] != "Z" for pid in _all_pids()
+    )
 
 
 def _service_name(pid: int) -> str | None:
@@ -152,7 +154,10 @@ class IsolatedStack:
         base: dict[str, Any] = {
             "api": {"host": host, "port": api_port, "public_url": f"http://{host}:{api_port}"},
             "platform_db": {"url": f"sqlite:///{self.state_dir / 'platform.db'}"},
-            "aws": {"endpoint_url": f"http://{host}:{aws_port}", "public_endpoint_url": f"http://{host}:{aws_port}"},
+            "aws": {
+                "endpoint_url": f"http://{host}:{aws_port}",
+                "public_endpoint_url": f"http://{host}:{aws_port}",
+            },
             "email": {"outbox_dir": str(self.state_dir / "outbox")},
             "edp": {"base_url": f"http://{host}:{edp_port}"},
             "dagster": {"host": host, "port": dagster_port, "home": str(self.state_dir / "dagster")},
@@ -210,7 +215,9 @@ class IsolatedStack:
             raise StackError("this stack is already started")
         self.write_customer_file()
         env = self.child_env()
-        self.settings = load_settings(self.stage, customer_path=self.customer_path, secrets_path=self.secrets_path, environ=env)
+        self.settings = load_settings(
+            self.stage, customer_path=self.customer_path, secrets_path=self.secrets_path, environ=env
+        )
         s = self.settings
         self._ports = [s.api.port, s.standins.aws.port, s.standins.edp.port, s.dagster.port]
         self._up.clear()
@@ -233,10 +240,14 @@ class IsolatedStack:
                 self._reader.join(timeout=5)
                 code = self.process.returncode
                 self._force_stop()
-                raise StackError(f"python -m local_stack exited with code {code} before it was up:\n{self.output()}")
+                raise StackError(
+                    f"python -m local_stack exited with code {code} before it was up:\n{self.output()}"
+                )
             if time.monotonic() > deadline:
                 self.stop(quiet=True)
-                raise StackError(f"the stack was not up within {self.startup_timeout:.0f} s:\n{self.output()}")
+                raise StackError(
+                    f"the stack was not up within {self.startup_timeout:.0f} s:\n{self.output()}"
+                )
         self._remember_services()
 
     def _read_output(self) -> None:
@@ -258,7 +269,9 @@ class IsolatedStack:
         """The last lines the stack printed (the whole output is in ``log_path``)."""
         return "\n".join(self._tail)
 
-    def wait_for_output(self, pattern: re.Pattern[str], *, count: int = 1, timeout: float = 240.0) -> list[str]:
+    def wait_for_output(
+        self, pattern: re.Pattern[str], *, count: int = 1, timeout: float = 240.0
+    ) -> list[str]:
         """Wait until the stack has printed ``count`` lines matching ``pattern``; those lines."""
         deadline = time.monotonic() + timeout
         while True:
@@ -266,7 +279,9 @@ class IsolatedStack:
             if len(lines) >= count:
                 return lines
             if time.monotonic() > deadline:
-                raise StackError(f"the stack printed {len(lines)} of {count} lines like {pattern.pattern!r}\n{self.output()}")
+                raise StackError(
+                    f"the stack printed {len(lines)} of {count} lines like {pattern.pattern!r}\n{self.output()}"
+                )
             time.sleep(0.2)
 
     def _remember_services(self) -> None:
@@ -325,7 +340,11 @@ class IsolatedStack:
             time.sleep(0.2)
 
     def _leftovers(self) -> list[str]:
-        left = [f"{name} (process group {pgid})" for pgid, name in self._service_groups.items() if group_alive(pgid)]
+        left = [
+            f"{name} (process group {pgid})"
+            for pgid, name in self._service_groups.items()
+            if group_alive(pgid)
+        ]
         left += [f"a listener on port {port}" for port in self._ports if port_is_listening(port)]
         return left
 
@@ -349,14 +368,18 @@ class IsolatedStack:
         headers = self._headers()
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        answer = requests.post(f"{self.api_url}/submit", json=payload, headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
+        answer = requests.post(
+            f"{self.api_url}/submit", json=payload, headers=headers, timeout=HTTP_TIMEOUT_SECONDS
+        )
         if answer.status_code != 200:
             raise StackError(f"POST /submit answered {answer.status_code}: {answer.text}")
         return str(answer.json()["cfg_id"])
 
     def order(self, cfg_id: str) -> dict[str, Any]:
         """GET /orders/{cfg_id}."""
-        answer = requests.get(f"{self.api_url}/orders/{cfg_id}", headers=self._headers(), timeout=HTTP_TIMEOUT_SECONDS)
+        answer = requests.get(
+            f"{self.api_url}/orders/{cfg_id}", headers=self._headers(), timeout=HTTP_TIMEOUT_SECONDS
+        )
         if answer.status_code != 200:
             raise StackError(f"GET /orders/{cfg_id} answered {answer.status_code}: {answer.text}")
         result: dict[str, Any] = answer.json()
@@ -378,7 +401,9 @@ class IsolatedStack:
                 return seen
             if time.monotonic() > deadline:
                 states = ", ".join(f"{cfg_id}: {seen[cfg_id]['status']}" for cfg_id in pending)
-                raise StackError(f"not all orders reached {status!r} within {timeout:.0f} s ({states})\n{self.output()}")
+                raise StackError(
+                    f"not all orders reached {status!r} within {timeout:.0f} s ({states})\n{self.output()}"
+                )
             time.sleep(poll_seconds)
 
     def boto3_client(self, service: str) -> Any:

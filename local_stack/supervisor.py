@@ -47,7 +47,9 @@ def describe_window(seconds: float) -> str:
 class RestartBudget:
     """At most ``max_restarts`` restarts per service within any ``window_seconds``."""
 
-    def __init__(self, max_restarts: int, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_restarts: int, window_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_restarts = max_restarts
         self.window_seconds = window_seconds
         self._clock = clock
@@ -151,7 +153,9 @@ class Supervisor:
             except ServiceFailed:
                 # A restart that does not come up is a failed restart: another try, within the budget.
                 if service.exited() and service.process is not None:
-                    what = f"did not come back (exit code {service.process.returncode}, see {service.log_path})"
+                    what = (
+                        f"did not come back (exit code {service.process.returncode}, see {service.log_path})"
+                    )
                 else:
                     what = (
                         f"did not come back (no answer at {service.health_url} within "

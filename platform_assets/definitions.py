@@ -30,7 +30,6 @@ from sensors.run_failures import record_run_failure
 from sensors.stuck_orders import stuck_order_sensor_tick
 
 
-
 def order_assets(settings: Settings) -> list[AssetsDefinition]:
     """The order's six assets with the stage's step retries."""
     pipeline = settings.pipeline
@@ -45,7 +44,9 @@ def build_definitions(settings: Settings) -> Definitions:
     first_run = first_run_selection(settings.pipeline.edp_wait_in_run_seconds)
 
     @sensor(name="order_sensor", target=assets, minimum_interval_seconds=interval, default_status=status)
-    def order_sensor(context: SensorEvaluationContext, platform_db: PlatformDbResource) -> SensorResult | SkipReason:
+    def order_sensor(
+        context: SensorEvaluationContext, platform_db: PlatformDbResource
+    ) -> SensorResult | SkipReason:
         """Received orders whose first run the API did not start -> partitions and a run each."""
         return order_sensor_tick(context, platform_db, first_run)
 
@@ -76,11 +77,15 @@ def build_definitions(settings: Settings) -> Definitions:
         minimum_interval_seconds=settings.pipeline.sweep_interval_seconds,
         default_status=status,
     )
-    def stuck_order_sensor(context: SensorEvaluationContext, platform_db: PlatformDbResource) -> SensorResult | SkipReason:
+    def stuck_order_sensor(
+        context: SensorEvaluationContext, platform_db: PlatformDbResource
+    ) -> SensorResult | SkipReason:
         """Orders standing still with no run left in Dagster: resumed a bounded number of times, then failed."""
         return stuck_order_sensor_tick(context, platform_db, sweep_limits)
 
-    @run_failure_sensor(name="order_run_failure_sensor", minimum_interval_seconds=interval, default_status=status)
+    @run_failure_sensor(
+        name="order_run_failure_sensor", minimum_interval_seconds=interval, default_status=status
+    )
     def order_run_failure_sensor(context: RunFailureSensorContext, platform_db: PlatformDbResource) -> None:
         """A failed run marks its order failed, with the step's error as the reason."""
         record_run_failure(context, platform_db)

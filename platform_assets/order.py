@@ -1,6 +1,5 @@
 """The six assets of an order. Each gathers its inputs from resources and calls plain functions."""
 
-
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,14 +8,15 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
+    Backoff,
     Failure,
+    Jitter,
     MaterializeResult,
     MetadataValue,
     Output,
     RetryPolicy,
     asset,
 )
-from dagster import Backoff, Jitter
 from pydantic import BaseModel, ConfigDict
 
 from contracts.configurator import CloudDeployment, ConfiguratorPayload
@@ -26,19 +26,19 @@ from delivery.artifact_checks import cfn_lint_problems, manifest_artifact_proble
 from delivery.artifact_store import StoredObject, order_key, sha256_hex
 from delivery.cfn import compose_cfn_template
 from delivery.edge_bundle import build_bundle, customer_config_yaml
-from delivery.edp_wait import failed_job_reason, wait_for_edp_job
 from delivery.edp_intake import EdpArtifactError, EdpArtifacts, parse_dtm, take_over_edp_artifacts
+from delivery.edp_wait import failed_job_reason, wait_for_edp_job
 from delivery.email_dispatch import EmailNotSent, send_delivery_email_once
 from delivery.iso import build_seed_iso
 from delivery.order_config import canonical_config_json
 from delivery.portal_publication import PortalPublication, publish_portal_version
 from platform_assets.partitions import CFN_OR_ISO, CONFIG, EMAIL, MANIFEST, ORDER_PREFIX, orders_partitions
+from platform_db.deliveries import EmailState
 from resources.artifacts import ArtifactBucketResource
 from resources.delivery import DeliveryResource
 from resources.edp import EdpError, EdpResource
 from resources.platform_db import PlatformDbResource
 from resources.portal import PortalResource
-from platform_db.deliveries import EmailState
 from resources.ses import SesResource
 
 DEPLOYABLE = "deployable"
@@ -55,7 +55,9 @@ def step_retry_policy(retries: int, first_delay_seconds: float) -> RetryPolicy:
     wait 5, 10, 20, 40, 80 s (+/- jitter), about 2.5 minutes in all. The email step has none: SES
     is called at most once (delivery.email_dispatch).
     """
-    return RetryPolicy(max_retries=retries, delay=first_delay_seconds, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+    return RetryPolicy(
+        max_retries=retries, delay=first_delay_seconds, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+    )
 
 
 class BuiltArtifact(BaseModel):
@@ -94,7 +96,9 @@ def _order(platform_db: PlatformDbResource, cfg_id: str) -> ConfiguratorPayload:
     return order.configurator_payload()
 
 
-def _edp_unavailable(context: AssetExecutionContext, platform_db: PlatformDbResource, error: EdpError) -> Failure:
+def _edp_unavailable(
+    context: AssetExecutionContext, platform_db: PlatformDbResource, error: EdpError
+) -> Failure:
     """The step's Failure when EDP is down or answers 5xx: retried by the policy until the last try,
     which also fails the order with EDP's reason (not only the run failure sensor, later)."""
     policy = context.op_def.retry_policy
@@ -127,14 +131,18 @@ def config(
         raise Failure(f"order {cfg_id} is not in platform_db", allow_retries=False)
     order = stored.configurator_payload()
     store = artifacts.get_store()
-    config_json = store.put(order_key(cfg_id, "config.json"), canonical_config_json(cfg_id, order), "application/json")
+    config_json = store.put(
+        order_key(cfg_id, "config.json"), canonical_config_json(cfg_id, order), "application/json"
+    )
     customer_yml = store.put(
         order_key(cfg_id, "cfg.customer.yml"),
         customer_config_yaml(cfg_id=cfg_id, order=order, flags={}),
         "application/yaml",
     )
     try:
-        accepted = edp.get_client().submit_job(order, idempotency_key=edp_idempotency_key(cfg_id, stored.edp_attempt))
+        accepted = edp.get_client().submit_job(
+            order, idempotency_key=edp_idempotency_key(cfg_id, stored.edp_attempt)
+        )
     except EdpError as exc:
         # EDP down or answering 5xx: the retry policy tries again with the same key.
         raise _edp_unavailable(context, platform_db, exc) from None
@@ -166,13 +174,17 @@ def edp_artifacts(
         raise Failure(f"order {cfg_id} has no EDP job yet: order/config submits it", allow_retries=False)
     job_id = stored.edp_job_id
     try:
-        job = wait_for_edp_job(client.get_job, job_id, wait_seconds=edp.job_wait_seconds, transient=(EdpError,))
+        job = wait_for_edp_job(
+            client.get_job, job_id, wait_seconds=edp.job_wait_seconds, transient=(EdpError,)
+        )
     except EdpError as exc:
         raise _edp_unavailable(context, platform_db, exc) from None
     if job is None:
         # Nothing materialized, so the rest of this run is skipped; the order stays edp_pending and
         # edp_sensor starts the build once the job is done.
-        context.log.info(f"EDP job {job_id} still runs after {edp.job_wait_seconds:g} s; edp_sensor takes it from here")
+        context.log.info(
+            f"EDP job {job_id} still runs after {edp.job_wait_seconds:g} s; edp_sensor takes it from here"
+        )
         return
     if job.status == "failed":
         reason = failed_job_reason(job_id, job)
@@ -230,7 +242,10 @@ def cfn_or_iso(
     if order.target == "cloud":
         kind = "cfn"
         template = compose_cfn_template(
-            cfg_id=cfg_id, order=order, bucket=artifacts.bucket, bundle_prefix=order_key(cfg_id, "bundle") + "/"
+            cfg_id=cfg_id,
+            order=order,
+            bucket=artifacts.bucket,
+            bundle_prefix=order_key(cfg_id, "bundle") + "/",
         )
         built = store.put(order_key(cfg_id, "cfn", "cfn.yaml"), template, "application/yaml")
     else:
@@ -263,8 +278,13 @@ def apk(context: AssetExecutionContext, artifacts: ArtifactBucketResource) -> Ou
         context.log.info("no HMI APK under apk/ yet; the order waits for the HMI CI")
         return Output(ApkChoice(chosen=None), metadata={"version": "none yet"})
     data = store.get(candidate.key)
-    chosen = ChosenApk(artifact=StoredObject(key=candidate.key, size=len(data), sha256=sha256_hex(data)), version=candidate.version)
-    return Output(ApkChoice(chosen=chosen), metadata={"version": candidate.version, **_object_metadata(chosen.artifact)})
+    chosen = ChosenApk(
+        artifact=StoredObject(key=candidate.key, size=len(data), sha256=sha256_hex(data)),
+        version=candidate.version,
+    )
+    return Output(
+        ApkChoice(chosen=chosen), metadata={"version": candidate.version, **_object_metadata(chosen.artifact)}
+    )
 
 
 def manifest(
@@ -321,7 +341,10 @@ def manifest(
             "portal_version": publication.version,
             "manifest_key": MetadataValue.text(publication.manifest_key),
             "artifacts": MetadataValue.json(
-                [{"kind": a.kind, "key": a.key, "size": a.size, "sha256": a.sha256} for a in publication.manifest.artifacts]
+                [
+                    {"kind": a.kind, "key": a.key, "size": a.size, "sha256": a.sha256}
+                    for a in publication.manifest.artifacts
+                ]
             ),
         },
     )
@@ -361,8 +384,12 @@ def email(
         platform_db.orders.move(cfg_id, OrderStatus.DELIVERED)
     else:
         # Never resent on its own: an operator resolves it (POST /orders/{cfg_id}/email).
-        platform_db.orders.move(cfg_id, OrderStatus.EMAIL_UNKNOWN, error=f"portal version {version}: {outcome.reason}")
-        context.log.warning(f"portal version {version}: whether SES sent the email is unknown: {outcome.reason}")
+        platform_db.orders.move(
+            cfg_id, OrderStatus.EMAIL_UNKNOWN, error=f"portal version {version}: {outcome.reason}"
+        )
+        context.log.warning(
+            f"portal version {version}: whether SES sent the email is unknown: {outcome.reason}"
+        )
     if known and not outcome.sent_now:
         context.log.info(f"portal version {version} was already emailed; nothing sent again")
     return MaterializeResult(
@@ -388,7 +415,9 @@ def build_order_assets(step_retries: RetryPolicy) -> list[AssetsDefinition]:
     """The six assets of an order; ``step_retries`` on every step but the email (settings pipeline.step_*)."""
     retried = {**ASSET_ARGS, "retry_policy": step_retries}
     return [
-        asset(**retried, description="Canonical config.json and cfg.customer.yml in S3; the EDP job submitted.")(config),
+        asset(
+            **retried, description="Canonical config.json and cfg.customer.yml in S3; the EDP job submitted."
+        )(config),
         asset(
             **retried,
             deps=[CONFIG],

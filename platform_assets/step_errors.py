@@ -22,7 +22,9 @@ _QUALIFIED_CLASS = re.compile(r"^(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)(?=: )")
 def error_cause(error: SerializableErrorInfo) -> str:
     """The innermost error below Dagster's wrappers, as ``Class: message`` (and the retries it took)."""
     retries = _RETRIES_USED_UP.match(error.message.strip())
-    while error.cause is not None and (_WRAPPER.match(error.message.strip()) or _RETRIES_USED_UP.match(error.message.strip())):
+    while error.cause is not None and (
+        _WRAPPER.match(error.message.strip()) or _RETRIES_USED_UP.match(error.message.strip())
+    ):
         error = error.cause
     cause = _QUALIFIED_CLASS.sub(r"\1", error.message.strip())
     return f"{cause} (still failing after {retries.group(1)} retries)" if retries else cause

@@ -83,7 +83,12 @@ class BackfillClaims(Generic[C]):
             existing = self._row_by_key(idempotency_key)
             if existing is not None:
                 return self._replay(existing, request, idempotency_key)
-        values = {**request, "idempotency_key": idempotency_key, "backfill_id": None, "created_at": datetime.now(UTC)}
+        values = {
+            **request,
+            "idempotency_key": idempotency_key,
+            "backfill_id": None,
+            "created_at": datetime.now(UTC),
+        }
         try:
             with self._engine.begin() as connection:
                 claim_id = connection.execute(insert(self.table).values(**values)).inserted_primary_key[0]
@@ -97,7 +102,9 @@ class BackfillClaims(Generic[C]):
 
     def _record(self, claim_id: int, backfill_id: str, **values: Any) -> C:
         """The claim was launched as Dagster backfill ``backfill_id`` (with ``values`` beside it)."""
-        statement = update(self.table).where(self.table.c.id == claim_id).values(backfill_id=backfill_id, **values)
+        statement = (
+            update(self.table).where(self.table.c.id == claim_id).values(backfill_id=backfill_id, **values)
+        )
         with self._engine.begin() as connection:
             if connection.execute(statement).rowcount == 0:
                 raise KeyError(claim_id)

@@ -152,7 +152,11 @@ class DeliveryRepository:
     """Each method is one short transaction, committed before it returns."""
 
     def __init__(
-        self, engine: Engine, *, stale_sending: timedelta = STALE_SENDING, stale_resend: timedelta = STALE_RESEND
+        self,
+        engine: Engine,
+        *,
+        stale_sending: timedelta = STALE_SENDING,
+        stale_resend: timedelta = STALE_RESEND,
     ) -> None:
         self._engine = engine
         self._stale_sending = stale_sending
@@ -228,8 +232,13 @@ class DeliveryRepository:
         except IntegrityError:
             statement = (
                 update(delivery_emails)
-                .where(*self._email(cfg_id, version), delivery_emails.c.state == EmailState.RESEND_REQUESTED.value)
-                .values(state=EmailState.SENDING.value, claimed_at=now, message_id=None, sent_at=None, reason=None)
+                .where(
+                    *self._email(cfg_id, version),
+                    delivery_emails.c.state == EmailState.RESEND_REQUESTED.value,
+                )
+                .values(
+                    state=EmailState.SENDING.value, claimed_at=now, message_id=None, sent_at=None, reason=None
+                )
             )
             with self._engine.begin() as connection:
                 return bool(connection.execute(statement).rowcount)
@@ -246,7 +255,9 @@ class DeliveryRepository:
                 *self._email(cfg_id, version),
                 delivery_emails.c.state.in_([EmailState.SENDING.value, EmailState.UNKNOWN.value]),
             )
-            .values(message_id=message_id, sent_at=datetime.now(UTC), state=EmailState.SENT.value, reason=None)
+            .values(
+                message_id=message_id, sent_at=datetime.now(UTC), state=EmailState.SENT.value, reason=None
+            )
         )
         with self._engine.begin() as connection:
             connection.execute(statement)
@@ -271,7 +282,9 @@ class DeliveryRepository:
         conditions = [*self._email(cfg_id, version), delivery_emails.c.state == EmailState.SENDING.value]
         if stale_only:
             conditions.append(delivery_emails.c.claimed_at < datetime.now(UTC) - self._stale_sending)
-        statement = update(delivery_emails).where(*conditions).values(state=EmailState.UNKNOWN.value, reason=reason)
+        statement = (
+            update(delivery_emails).where(*conditions).values(state=EmailState.UNKNOWN.value, reason=reason)
+        )
         with self._engine.begin() as connection:
             return bool(connection.execute(statement).rowcount)
 
@@ -286,7 +299,9 @@ class DeliveryRepository:
         a concurrent request stored ``idempotency_key`` first.
         """
         resolvable = or_(self._unknown(), delivery_emails.c.state == EmailState.RESEND_REQUESTED.value)
-        return self._resolve(cfg_id, version, EmailAction.MARK_SENT, EmailState.MARKED_SENT, resolvable, idempotency_key)
+        return self._resolve(
+            cfg_id, version, EmailAction.MARK_SENT, EmailState.MARKED_SENT, resolvable, idempotency_key
+        )
 
     def release_for_resend(
         self, cfg_id: str, version: int, idempotency_key: str | None = None
@@ -306,16 +321,22 @@ class DeliveryRepository:
                 delivery_emails.c.resolved_at < datetime.now(UTC) - self._stale_resend,
             ),
         )
-        return self._resolve(cfg_id, version, EmailAction.RESEND, EmailState.RESEND_REQUESTED, resolvable, idempotency_key)
+        return self._resolve(
+            cfg_id, version, EmailAction.RESEND, EmailState.RESEND_REQUESTED, resolvable, idempotency_key
+        )
 
     def record_resend_backfill(self, resolution_id: int, backfill_id: str) -> EmailResolution:
         statement = (
-            update(email_resolutions).where(email_resolutions.c.id == resolution_id).values(backfill_id=backfill_id)
+            update(email_resolutions)
+            .where(email_resolutions.c.id == resolution_id)
+            .values(backfill_id=backfill_id)
         )
         with self._engine.begin() as connection:
             if connection.execute(statement).rowcount == 0:
                 raise KeyError(resolution_id)
-            row = connection.execute(select(email_resolutions).where(email_resolutions.c.id == resolution_id)).one()
+            row = connection.execute(
+                select(email_resolutions).where(email_resolutions.c.id == resolution_id)
+            ).one()
         return _to_resolution(row)
 
     def undo_resend(self, resolution_id: int) -> None:
@@ -330,7 +351,10 @@ class DeliveryRepository:
                 return
             connection.execute(
                 update(delivery_emails)
-                .where(*self._email(row.cfg_id, row.version), delivery_emails.c.state == EmailState.RESEND_REQUESTED.value)
+                .where(
+                    *self._email(row.cfg_id, row.version),
+                    delivery_emails.c.state == EmailState.RESEND_REQUESTED.value,
+                )
                 .values(state=EmailState.UNKNOWN.value, resolution=None, resolved_at=None)
             )
             connection.execute(delete(email_resolutions).where(email_resolutions.c.id == resolution_id))
@@ -354,7 +378,11 @@ class DeliveryRepository:
 
     def emails(self, cfg_id: str) -> dict[int, DeliveryEmail]:
         """The emails of every version of the order, by version."""
-        query = select(delivery_emails).where(delivery_emails.c.cfg_id == cfg_id).order_by(delivery_emails.c.version)
+        query = (
+            select(delivery_emails)
+            .where(delivery_emails.c.cfg_id == cfg_id)
+            .order_by(delivery_emails.c.version)
+        )
         with self._engine.connect() as connection:
             return {row.version: self._to_email(row) for row in connection.execute(query)}
 
@@ -381,7 +409,11 @@ class DeliveryRepository:
 
     def resolutions(self, cfg_id: str, version: int | None = None) -> list[EmailResolution]:
         """The order's resolutions (of one version), oldest first."""
-        query = select(email_resolutions).where(email_resolutions.c.cfg_id == cfg_id).order_by(email_resolutions.c.id)
+        query = (
+            select(email_resolutions)
+            .where(email_resolutions.c.cfg_id == cfg_id)
+            .order_by(email_resolutions.c.id)
+        )
         if version is not None:
             query = query.where(email_resolutions.c.version == version)
         with self._engine.connect() as connection:
@@ -401,7 +433,10 @@ class DeliveryRepository:
         """``unknown``, or ``sending`` for longer than a sender may take."""
         return or_(
             delivery_emails.c.state == EmailState.UNKNOWN.value,
-            and_(delivery_emails.c.state == EmailState.SENDING.value, delivery_emails.c.claimed_at < self._stale_cutoff()),
+            and_(
+                delivery_emails.c.state == EmailState.SENDING.value,
+                delivery_emails.c.claimed_at < self._stale_cutoff(),
+            ),
         )
 
     def _to_email(self, row: Row[Any]) -> DeliveryEmail:
@@ -444,7 +479,9 @@ class DeliveryRepository:
             with self._engine.begin() as connection:
                 if not self._change_state(connection, cfg_id, version, resolvable, to, action, now):
                     return None
-                resolution_id = connection.execute(insert(email_resolutions).values(**values)).inserted_primary_key[0]
+                resolution_id = connection.execute(
+                    insert(email_resolutions).values(**values)
+                ).inserted_primary_key[0]
         except IntegrityError:
             # Only the key is unique: a concurrent request stored it first; the state change rolled back.
             if idempotency_key is None:
@@ -470,7 +507,9 @@ class DeliveryRepository:
         return bool(connection.execute(statement).rowcount)
 
     def _version_of_run(self, cfg_id: str, run_id: str) -> PortalVersion | None:
-        query = select(portal_versions).where(portal_versions.c.cfg_id == cfg_id, portal_versions.c.run_id == run_id)
+        query = select(portal_versions).where(
+            portal_versions.c.cfg_id == cfg_id, portal_versions.c.run_id == run_id
+        )
         with self._engine.connect() as connection:
             row = connection.execute(query).one_or_none()
         return None if row is None else _to_version(row)

@@ -60,7 +60,9 @@ class OrderRetryRepository(BackfillClaims[OrderRetry]):
         """
         return self._claim(idempotency_key, {"cfg_id": cfg_id})
 
-    def record_backfill(self, claim_id: int, backfill_id: str, assets: list[str], new_edp_job: bool) -> OrderRetry:
+    def record_backfill(
+        self, claim_id: int, backfill_id: str, assets: list[str], new_edp_job: bool
+    ) -> OrderRetry:
         """The claimed retry was launched as Dagster backfill ``backfill_id`` of ``assets``."""
         return self._record(claim_id, backfill_id, assets=list(assets), new_edp_job=new_edp_job)
 

@@ -351,7 +351,9 @@ class OrderRepository:
         self._engine.dispose()
 
     def _update(self, cfg_id: str, **values: Any) -> None:
-        statement = update(orders).where(orders.c.cfg_id == cfg_id).values(updated_at=datetime.now(UTC), **values)
+        statement = (
+            update(orders).where(orders.c.cfg_id == cfg_id).values(updated_at=datetime.now(UTC), **values)
+        )
         with self._engine.begin() as connection:
             if connection.execute(statement).rowcount == 0:
                 raise KeyError(cfg_id)

@@ -145,7 +145,11 @@ class MonitoredDefaultRunLauncher(DefaultRunLauncher):
                 if isinstance(client, DagsterGrpcClient):
                     server_id = client.get_server_id(timeout=CALL_TIMEOUT_SECONDS)
             except Exception:  # the launch itself reports an unreachable server
-                logger.warning("could not read the code server's id for run %s", context.dagster_run.run_id, exc_info=True)
+                logger.warning(
+                    "could not read the code server's id for run %s",
+                    context.dagster_run.run_id,
+                    exc_info=True,
+                )
         # Always written: a retry carries its parent's tags, and with them the parent's server id.
         self._instance.add_run_tags(context.dagster_run.run_id, {CODE_SERVER_ID_TAG: server_id})
         super().launch_run(context)
@@ -159,7 +163,9 @@ class MonitoredDefaultRunLauncher(DefaultRunLauncher):
         return result
 
     def _hold_for_location(self, run: DagsterRun, verdict: CheckRunHealthResult) -> CheckRunHealthResult:
-        origin = run.remote_job_origin.repository_origin.code_location_origin if run.remote_job_origin else None
+        origin = (
+            run.remote_job_origin.repository_origin.code_location_origin if run.remote_job_origin else None
+        )
         if not isinstance(origin, GrpcServerCodeLocationOrigin) or not origin.port:
             return verdict
         location = f"{origin.host}:{origin.port}"
@@ -190,7 +196,8 @@ class MonitoredDefaultRunLauncher(DefaultRunLauncher):
             # Not launched through a code server (e.g. `dagster asset materialize` in-process on
             # the same DAGSTER_HOME): nothing to ask, so nothing is failed here; max runtime applies.
             return CheckRunHealthResult(
-                WorkerStatus.RUNNING, f"run {run.run_id} has no code server address ({GRPC_INFO_TAG}) to check"
+                WorkerStatus.RUNNING,
+                f"run {run.run_id} has no code server address ({GRPC_INFO_TAG}) to check",
             )
         client = self._get_grpc_client_for_termination(run.run_id)
         if client is None:
@@ -199,7 +206,9 @@ class MonitoredDefaultRunLauncher(DefaultRunLauncher):
         address = server_address(client)
         try:
             result = deserialize_value(
-                client.can_cancel_execution(CanCancelExecutionRequest(run_id=run.run_id), timeout=CALL_TIMEOUT_SECONDS),
+                client.can_cancel_execution(
+                    CanCancelExecutionRequest(run_id=run.run_id), timeout=CALL_TIMEOUT_SECONDS
+                ),
                 CanCancelExecutionResult,
             )
         except DagsterUserCodeUnreachableError as error:
@@ -210,7 +219,9 @@ class MonitoredDefaultRunLauncher(DefaultRunLauncher):
         # The worker reports its outcome before it exits: an ended run is no orphan.
         return self._ended(run.run_id) or self._not_held_result(run, client, address)
 
-    def _not_held_result(self, run: DagsterRun, client: DagsterGrpcClient, address: str) -> CheckRunHealthResult:
+    def _not_held_result(
+        self, run: DagsterRun, client: DagsterGrpcClient, address: str
+    ) -> CheckRunHealthResult:
         """The server answers, but does not hold the run."""
         worker = self._local_worker(run, client)
         if worker is not None:
@@ -288,9 +299,16 @@ class MonitoredDefaultRunLauncher(DefaultRunLauncher):
             count = self._unreachable.get(run.run_id, (0, now))[0] + 1
             self._unreachable[run.run_id] = (count, now)
         if count < UNREACHABLE_CHECKS_TO_FAIL:
-            logger.warning("run %s: the code server at %s is unreachable (%s); checking again", run.run_id, address, reason)
+            logger.warning(
+                "run %s: the code server at %s is unreachable (%s); checking again",
+                run.run_id,
+                address,
+                reason,
+            )
             return CheckRunHealthResult(
-                WorkerStatus.RUNNING, f"the code server at {address} is unreachable ({reason}), checking again", transient=True
+                WorkerStatus.RUNNING,
+                f"the code server at {address} is unreachable ({reason}), checking again",
+                transient=True,
             )
         # The count goes on (a verdict held for the code location is given again on the next pass).
         return CheckRunHealthResult(
@@ -314,7 +332,10 @@ class MonitoredDefaultRunLauncher(DefaultRunLauncher):
         metadata: Mapping[str, object] = {}
         if entry.dagster_event is not None and entry.dagster_event.engine_event_data is not None:
             metadata = entry.dagster_event.engine_event_data.metadata or {}
-        raw = getattr(metadata.get("pid"), "value", None) or entry.message[len(STARTED_PROCESS_PREFIX) :].split(")")[0]
+        raw = (
+            getattr(metadata.get("pid"), "value", None)
+            or entry.message[len(STARTED_PROCESS_PREFIX) :].split(")")[0]
+        )
         try:
             pid = int(str(raw))
         except ValueError:

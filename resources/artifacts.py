@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dagster import ConfigurableResource
-from resources.s3 import S3Resource
 from pydantic import Field
 
 from delivery.artifact_store import ArtifactStore
+from resources.s3 import S3Resource
 
 
 class ArtifactBucketResource(ConfigurableResource):

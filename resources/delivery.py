@@ -10,7 +10,9 @@ from delivery.edge_bundle import EdgeImages
 
 class DeliveryResource(ConfigurableResource):
     stage: str = Field(description="The stage (local, demo, beta).")
-    edge_registry: str = Field(description="Registry the delivered stack pulls the edge images from ('': local names).")
+    edge_registry: str = Field(
+        description="Registry the delivered stack pulls the edge images from ('': local names)."
+    )
     release_version: str = Field(description="The platform's version, the tag of the edge images.")
 
     def edge_images(self) -> EdgeImages:

@@ -38,7 +38,9 @@ def _answer(model: type[Answer], response: Response, what: str) -> Answer:
         # Field paths and messages only: pydantic's own text would quote the body back.
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or '(body)'}: {error['msg']}"
-            for error in exc.errors(include_url=False, include_input=False, include_context=False)[:MAX_FIELD_ERRORS]
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)[
+                :MAX_FIELD_ERRORS
+            ]
         )
         raise EdpError(f"{what}: the answer is not what the EDP API promises ({problems})") from None
 
@@ -94,7 +96,9 @@ class EdpResource(ConfigurableResource):
     retries: int = Field(description="Retries with backoff for failed requests.")
     # The artifact policy (delivery.edp_artifact_policy); settings edp.* describe each.
     artifact_hosts: list[str] = Field(description="Hosts besides EDP's own that artifact URLs may name.")
-    allow_private_artifact_hosts: bool = Field(description="Artifact hosts may resolve to non-public addresses.")
+    allow_private_artifact_hosts: bool = Field(
+        description="Artifact hosts may resolve to non-public addresses."
+    )
     max_artifacts: int = Field(description="Most artifacts one job may list.")
     max_artifact_bytes: int = Field(description="Largest artifact.")
     max_dtm_bytes: int = Field(description="Largest dtm.json.")
@@ -102,7 +106,8 @@ class EdpResource(ConfigurableResource):
     max_artifact_redirects: int = Field(description="Most redirects one artifact download follows.")
     download_deadline_seconds: float = Field(description="Longest one artifact download may take.")
     job_wait_seconds: float = Field(
-        default=0.0, description="How long order/edp_artifacts waits for a pending job (pipeline.edp_wait_in_run_seconds)."
+        default=0.0,
+        description="How long order/edp_artifacts waits for a pending job (pipeline.edp_wait_in_run_seconds).",
     )
 
     def get_client(self) -> EdpClient:

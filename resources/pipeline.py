@@ -5,14 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from dagster import ConfigurableIOManagerFactory, ConfigurableResource, InitResourceContext, IOManagerDefinition, ResourceDefinition
-from resources.s3 import S3PickleIOManager, S3Resource
+from dagster import (
+    ConfigurableIOManagerFactory,
+    ConfigurableResource,
+    InitResourceContext,
+    IOManagerDefinition,
+    ResourceDefinition,
+)
 
 from resources.artifacts import ArtifactBucketResource
 from resources.delivery import DeliveryResource
 from resources.edp import EdpResource
 from resources.platform_db import PlatformDbResource
 from resources.portal import PortalResource
+from resources.s3 import S3PickleIOManager, S3Resource
 from resources.ses import SesResource
 from resources.settings import PROJECT_VERSION, STANDIN_AWS_KEY, Settings
 
@@ -60,7 +66,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     }
 
 
-def configurable_resources(settings: Settings) -> dict[str, ConfigurableResource | ConfigurableIOManagerFactory]:
+def configurable_resources(
+    settings: Settings,
+) -> dict[str, ConfigurableResource | ConfigurableIOManagerFactory]:
     # Only the embedded stand-in gets explicit (placeholder) keys: real keys would show in the
     # Dagster UI, so beta takes them from the environment or the instance/task role.
     standin_keys: dict[str, str] = (
@@ -101,9 +109,13 @@ def configurable_resources(settings: Settings) -> dict[str, ConfigurableResource
             download_deadline_seconds=settings.edp.download_deadline_seconds,
         ),
         "platform_db": PlatformDbResource(url=settings.platform_db.url),
-        "portal": PortalResource(public_url=settings.api.public_url, local_key_file=settings.portal.local_key_file),
+        "portal": PortalResource(
+            public_url=settings.api.public_url, local_key_file=settings.portal.local_key_file
+        ),
         "delivery": DeliveryResource(
             stage=settings.stage, edge_registry=settings.edge.registry, release_version=PROJECT_VERSION
         ),
-        "io_manager": S3PickleIOManager(s3_resource=s3, s3_bucket=settings.artifacts.bucket, s3_prefix=IO_PREFIX),
+        "io_manager": S3PickleIOManager(
+            s3_resource=s3, s3_bucket=settings.artifacts.bucket, s3_prefix=IO_PREFIX
+        ),
     }

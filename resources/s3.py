@@ -33,22 +33,35 @@ PICKLE_PROTOCOL = 4
 
 class S3Resource(ConfigurableResource):
     region_name: str | None = Field(default=None, description="AWS region of the S3 client.")
-    endpoint_url: str | None = Field(default=None, description="S3 endpoint; unset: AWS's own (the embedded S3 locally).")
+    endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint; unset: AWS's own (the embedded S3 locally)."
+    )
     max_attempts: int = Field(
         default=5, description="Attempts of one request, the first included (botocore's standard retry mode)."
     )
     aws_access_key_id: str | None = Field(
-        default=None, description="Only for the embedded stand-in's placeholder key; elsewhere the environment or role."
+        default=None,
+        description="Only for the embedded stand-in's placeholder key; elsewhere the environment or role.",
     )
     aws_secret_access_key: str | None = Field(default=None, description="As aws_access_key_id.")
 
     def get_client(self) -> Any:
-        return _s3_client(self.region_name, self.endpoint_url, self.max_attempts, self.aws_access_key_id, self.aws_secret_access_key)
+        return _s3_client(
+            self.region_name,
+            self.endpoint_url,
+            self.max_attempts,
+            self.aws_access_key_id,
+            self.aws_secret_access_key,
+        )
 
 
 @functools.cache
 def _s3_client(
-    region_name: str | None, endpoint_url: str | None, max_attempts: int, key_id: str | None, secret: str | None
+    region_name: str | None,
+    endpoint_url: str | None,
+    max_attempts: int,
+    key_id: str | None,
+    secret: str | None,
 ) -> Any:
     # One client per process and configuration: making one costs 0.1 to 0.5 s of CPU (botocore
     # loads and parses the service model), and every step of a run asks for S3 several times.
@@ -78,7 +91,9 @@ class PickledObjectS3IOManager(UPathIOManager):
         return pickle.loads(body)
 
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
-        self.client.upload_fileobj(io.BytesIO(pickle.dumps(obj, PICKLE_PROTOCOL)), self.bucket, path.as_posix())
+        self.client.upload_fileobj(
+            io.BytesIO(pickle.dumps(obj, PICKLE_PROTOCOL)), self.bucket, path.as_posix()
+        )
 
     def path_exists(self, path: UPath) -> bool:
         try:

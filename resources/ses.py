@@ -29,20 +29,35 @@ def single_attempt_config(*, connect_timeout_seconds: float, read_timeout_second
 
 class SesResource(ConfigurableResource):
     region_name: str = Field(description="AWS region of the SES identity.")
-    endpoint_url: str | None = Field(default=None, description="SES endpoint; set only for the embedded stand-in.")
-    aws_access_key_id: str | None = Field(default=None, description="Only the stand-in's placeholder key; real keys come from the environment or role.")
-    aws_secret_access_key: str | None = Field(default=None, description="Only the stand-in's placeholder secret.")
+    endpoint_url: str | None = Field(
+        default=None, description="SES endpoint; set only for the embedded stand-in."
+    )
+    aws_access_key_id: str | None = Field(
+        default=None,
+        description="Only the stand-in's placeholder key; real keys come from the environment or role.",
+    )
+    aws_secret_access_key: str | None = Field(
+        default=None, description="Only the stand-in's placeholder secret."
+    )
     sender: str = Field(description="Verified SES identity delivery emails come from.")
-    outbox_dir: str | None = Field(default=None, description="When set, every sent email is also written here as .eml.")
+    outbox_dir: str | None = Field(
+        default=None, description="When set, every sent email is also written here as .eml."
+    )
     send_attempts: int = Field(
-        default=4, ge=1, description="SES requests per email at most, when the earlier ones certainly did not reach SES."
+        default=4,
+        ge=1,
+        description="SES requests per email at most, when the earlier ones certainly did not reach SES.",
     )
     send_backoff_seconds: float = Field(
         default=1.0, ge=0, description="Wait before the 2nd attempt; doubled before each further one."
     )
-    connect_timeout_seconds: float = Field(default=5.0, gt=0, description="Connect timeout of one SES request.")
+    connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Connect timeout of one SES request."
+    )
     read_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="Read timeout of one SES request; past it the email's outcome is unknown."
+        default=10.0,
+        gt=0,
+        description="Read timeout of one SES request; past it the email's outcome is unknown.",
     )
 
     def get_client(self) -> Any:
@@ -54,7 +69,8 @@ class SesResource(ConfigurableResource):
             aws_access_key_id=self.aws_access_key_id,
             aws_secret_access_key=self.aws_secret_access_key,
             config=single_attempt_config(
-                connect_timeout_seconds=self.connect_timeout_seconds, read_timeout_seconds=self.read_timeout_seconds
+                connect_timeout_seconds=self.connect_timeout_seconds,
+                read_timeout_seconds=self.read_timeout_seconds,
             ),
         )
 

@@ -46,16 +46,22 @@ MAX_EMAIL_SEND_SECONDS = 300
 class ApiSettings(Section):
     host: str = Field(description="Interface uvicorn binds the order intake API to.")
     port: int = Field(ge=1, le=65535, description="Port of the order intake API.")
-    public_url: str = Field(description="Base URL customers and the website reach the API at; portal links start here.")
+    public_url: str = Field(
+        description="Base URL customers and the website reach the API at; portal links start here."
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest accepted request body.")
-    require_token: bool = Field(description="Whether POST endpoints need the bearer token API_TOKEN from secrets.env.")
+    require_token: bool = Field(
+        description="Whether POST endpoints need the bearer token API_TOKEN from secrets.env."
+    )
     # What one client may hold of the server: uvicorn's defaults keep slow or idle connections
     # open for as long as the client likes and accept any number of them.
     timeout_keep_alive_seconds: int = Field(
         default=5, ge=1, le=300, description="How long uvicorn keeps an idle keep-alive connection open."
     )
     limit_concurrency: int = Field(
-        default=100, ge=1, description="Connections and requests in progress at once; beyond it uvicorn answers 503."
+        default=100,
+        ge=1,
+        description="Connections and requests in progress at once; beyond it uvicorn answers 503.",
     )
     h11_max_incomplete_event_size: int = Field(
         default=16 * 1024, ge=1024, description="Largest request line plus headers uvicorn buffers (bytes)."
@@ -67,7 +73,9 @@ class ApiSettings(Section):
         description="Deadline for receiving a whole request body; a slower client gets 408 and the connection closes.",
     )
     max_redeliveries_per_order: int = Field(
-        default=20, ge=0, description="Re-deliveries POST /orders/{cfg_id}/redeliver launches per order at most, ever."
+        default=20,
+        ge=0,
+        description="Re-deliveries POST /orders/{cfg_id}/redeliver launches per order at most, ever.",
     )
     max_redeliveries_per_order_per_day: int = Field(
         default=5, ge=0, description="Re-deliveries the API launches per order within any 24 hours."
@@ -83,7 +91,8 @@ class PlatformDbSettings(Section):
 class AwsSettings(Section):
     region: str = Field(description="AWS region of the artifact bucket and SES.")
     endpoint_url: str | None = Field(
-        default=None, description="Endpoint for S3/SES calls; unset means real AWS, set means the embedded stand-in."
+        default=None,
+        description="Endpoint for S3/SES calls; unset means real AWS, set means the embedded stand-in.",
     )
     public_endpoint_url: str | None = Field(
         default=None, description="Endpoint that presigned download URLs name; defaults to endpoint_url."
@@ -91,7 +100,9 @@ class AwsSettings(Section):
 
 
 class ArtifactSettings(Section):
-    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description="The stage's artifact bucket.")
+    bucket: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description="The stage's artifact bucket."
+    )
 
 
 class EmailSettings(Section):
@@ -108,9 +119,14 @@ class EmailSettings(Section):
         description="SES requests per email at most, retried only when the earlier ones certainly did not reach SES.",
     )
     send_backoff_seconds: float = Field(
-        default=1.0, ge=0, le=30, description="Wait before the 2nd SES request; doubled before each further one."
+        default=1.0,
+        ge=0,
+        le=30,
+        description="Wait before the 2nd SES request; doubled before each further one.",
     )
-    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60, description="Connect timeout of one SES request.")
+    connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Connect timeout of one SES request."
+    )
     read_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
@@ -153,7 +169,9 @@ class EdpSettings(Section):
         ),
     )
     max_artifacts: int = Field(default=32, ge=1, le=1000, description="Most artifacts one EDP job may list.")
-    max_artifact_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest EDP artifact (bytes).")
+    max_artifact_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Largest EDP artifact (bytes)."
+    )
     max_dtm_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1,
@@ -163,7 +181,10 @@ class EdpSettings(Section):
         default=256 * 1024 * 1024, ge=1, description="Most bytes of one EDP job's artifacts together."
     )
     max_artifact_redirects: int = Field(
-        default=3, ge=0, le=10, description="Redirects one artifact download follows, each hop checked like the URL."
+        default=3,
+        ge=0,
+        le=10,
+        description="Redirects one artifact download follows, each hop checked like the URL.",
     )
     download_deadline_seconds: float = Field(
         default=300.0,
@@ -201,17 +222,26 @@ class PortalSettings(Section):
     # Every click on a download link presigns again, so a URL only has to outlive the redirect
     # and a slow start of the download; a leaked one is useless soon after.
     presign_seconds: int = Field(
-        default=300, ge=30, le=7 * 24 * 3600, description="Lifetime of the presigned S3 URL a download link answers with."
+        default=300,
+        ge=30,
+        le=7 * 24 * 3600,
+        description="Lifetime of the presigned S3 URL a download link answers with.",
     )
 
 
 class LogSettings(Section):
-    dir: str = Field(default=".local/logs", description="make run: where each service writes its log (<name>.log).")
+    dir: str = Field(
+        default=".local/logs", description="make run: where each service writes its log (<name>.log)."
+    )
 
 
 class SeedSettings(Section):
-    enabled: bool = Field(default=False, description="Publish a sample APK and submit the sample orders at start (demo).")
-    apk_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$", description="Version of the sample APK.")
+    enabled: bool = Field(
+        default=False, description="Publish a sample APK and submit the sample orders at start (demo)."
+    )
+    apk_version: str = Field(
+        default="1.0.0", pattern=r"^\d+\.\d+\.\d+$", description="Version of the sample APK."
+    )
 
 
 class EdgeSettings(Section):
@@ -226,10 +256,17 @@ class EdgeSettings(Section):
 
 
 class PipelineSettings(Section):
-    sensor_interval_seconds: int = Field(default=30, ge=5, le=3600, description="How often each sensor ticks.")
-    sensors_running: bool = Field(description="Sensors start running by default (local/demo) or wait for an operator.")
+    sensor_interval_seconds: int = Field(
+        default=30, ge=5, le=3600, description="How often each sensor ticks."
+    )
+    sensors_running: bool = Field(
+        description="Sensors start running by default (local/demo) or wait for an operator."
+    )
     edp_poll_budget_seconds: float = Field(
-        default=30.0, gt=0, le=50, description="Time one edp_sensor tick may spend polling EDP (Dagster stops a tick at 60 s)."
+        default=30.0,
+        gt=0,
+        le=50,
+        description="Time one edp_sensor tick may spend polling EDP (Dagster stops a tick at 60 s).",
     )
     api_starts_first_run: bool = Field(
         default=True,
@@ -245,19 +282,33 @@ class PipelineSettings(Section):
         ),
     )
     step_retries: int = Field(
-        default=5, ge=0, le=10, description="Retries of a step that failed (all but the email), e.g. S3 or EDP briefly down."
+        default=5,
+        ge=0,
+        le=10,
+        description="Retries of a step that failed (all but the email), e.g. S3 or EDP briefly down.",
     )
     step_retry_delay_seconds: float = Field(
-        default=5.0, ge=0, le=600, description="Wait before a step's first retry; each further retry waits twice as long."
+        default=5.0,
+        ge=0,
+        le=600,
+        description="Wait before a step's first retry; each further retry waits twice as long.",
     )
     # The sweeper (stuck_order_sensor): an order standing still this long with no run left in
     # Dagster is resumed (up to stuck_max_resumes times), then failed with the reason.
-    stuck_received_seconds: int = Field(default=600, ge=60, description="Longest an order may stay received with no run.")
-    stuck_building_seconds: int = Field(default=1800, ge=60, description="Longest an order may stay building with no run.")
-    edp_job_timeout_seconds: int = Field(
-        default=21600, ge=60, description="Longest an EDP job may take; past it the order fails and a retry submits a new job."
+    stuck_received_seconds: int = Field(
+        default=600, ge=60, description="Longest an order may stay received with no run."
     )
-    stuck_max_resumes: int = Field(default=2, ge=0, le=10, description="Automatic resumes of one stuck order before it is failed.")
+    stuck_building_seconds: int = Field(
+        default=1800, ge=60, description="Longest an order may stay building with no run."
+    )
+    edp_job_timeout_seconds: int = Field(
+        default=21600,
+        ge=60,
+        description="Longest an EDP job may take; past it the order fails and a retry submits a new job.",
+    )
+    stuck_max_resumes: int = Field(
+        default=2, ge=0, le=10, description="Automatic resumes of one stuck order before it is failed."
+    )
     sweep_interval_seconds: int = Field(default=60, ge=5, le=3600, description="How often the sweeper looks.")
 
 
@@ -278,13 +329,19 @@ class EdpStandinSettings(Section):
     enabled: bool = Field(description="Start the local EDP stand-in.")
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
-    state_dir: str = Field(default=".local/edp", description="Where the stand-in keeps its jobs across restarts.")
+    state_dir: str = Field(
+        default=".local/edp", description="Where the stand-in keeps its jobs across restarts."
+    )
     queued_seconds: float = Field(default=1.0, ge=0, description="How long a new job stays queued.")
-    running_seconds: float = Field(default=2.0, ge=0, description="How long a job then runs before it completes.")
+    running_seconds: float = Field(
+        default=2.0, ge=0, description="How long a job then runs before it completes."
+    )
     failure: Literal["none", "job_fails", "http_500", "hang"] = Field(
         default="none", description="Fault to inject: jobs fail, every request answers 500, or requests hang."
     )
-    hang_seconds: float = Field(default=30.0, ge=0, description="How long a request hangs in failure mode 'hang'.")
+    hang_seconds: float = Field(
+        default=30.0, ge=0, description="How long a request hangs in failure mode 'hang'."
+    )
 
 
 class SupervisorSettings(Section):
@@ -296,7 +353,9 @@ class SupervisorSettings(Section):
         description="make run: restarts of one crashed service within restart_window_seconds before the stack stops (0: never restart).",
     )
     restart_window_seconds: float = Field(
-        default=600.0, gt=0, description="make run: the window max_restarts counts restarts of one service in."
+        default=600.0,
+        gt=0,
+        description="make run: the window max_restarts counts restarts of one service in.",
     )
 
 
@@ -355,7 +414,10 @@ class Settings(Section):
         """Explicit credentials for boto3, or none so the default chain (instance role) applies."""
         key, secret = self.secrets.AWS_ACCESS_KEY_ID, self.secrets.AWS_SECRET_ACCESS_KEY
         if key is not None and secret is not None:
-            return {"aws_access_key_id": key.get_secret_value(), "aws_secret_access_key": secret.get_secret_value()}
+            return {
+                "aws_access_key_id": key.get_secret_value(),
+                "aws_secret_access_key": secret.get_secret_value(),
+            }
         if self.aws.endpoint_url is not None:
             return {"aws_access_key_id": STANDIN_AWS_KEY, "aws_secret_access_key": STANDIN_AWS_KEY}
         return {}
@@ -413,7 +475,9 @@ def load_secrets(secrets_path: Path | str | None = None, environ: Mapping[str, s
     try:
         return Secrets.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, {("secrets", k): v for k, v in origins.items()}, str(path))) from None
+        raise ConfigError(
+            describe_validation_error(exc, {("secrets", k): v for k, v in origins.items()}, str(path))
+        ) from None
 
 
 def load_settings(
@@ -442,8 +506,8 @@ def load_settings(
 
 
 __all__ = [
-    "STAGES",
     "PROJECT_VERSION",
+    "STAGES",
     "ConfigError",
     "Section",
     "Settings",

@@ -20,7 +20,9 @@ def apk_sensor_tick(
     waiting = platform_db.orders.orders_with_status(OrderStatus.WAITING_FOR_APK)
     requests = [
         # One run per order and APK: the same APK never resumes an order twice.
-        RunRequest(partition_key=order.cfg_id, asset_selection=AFTER_APK, run_key=f"apk:{order.cfg_id}:{newest.key}")
+        RunRequest(
+            partition_key=order.cfg_id, asset_selection=AFTER_APK, run_key=f"apk:{order.cfg_id}:{newest.key}"
+        )
         for order in waiting
     ]
     if newest.key != context.cursor:

@@ -37,6 +37,8 @@ def has_active_run(instance: DagsterInstance, cfg_id: str) -> bool:
     if instance.get_run_records(RunsFilter(tags=partition, statuses=ACTIVE_STATUSES), limit=1):
         return True
     newest = instance.get_run_records(RunsFilter(tags=partition), limit=1)
-    return bool(newest) and newest[0].dagster_run.status == DagsterRunStatus.FAILURE and will_be_retried(
-        instance, newest[0].dagster_run
+    return (
+        bool(newest)
+        and newest[0].dagster_run.status == DagsterRunStatus.FAILURE
+        and will_be_retried(instance, newest[0].dagster_run)
     )

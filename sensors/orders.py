@@ -35,7 +35,12 @@ def order_sensor_tick(
     return SensorResult(
         run_requests=[
             # The run key never repeats for an order: a restarted daemon does not submit twice.
-            RunRequest(partition_key=cfg_id, asset_selection=list(selection), run_key=first_run_key(cfg_id), tags=FIRST_RUN_TAGS)
+            RunRequest(
+                partition_key=cfg_id,
+                asset_selection=list(selection),
+                run_key=first_run_key(cfg_id),
+                tags=FIRST_RUN_TAGS,
+            )
             for cfg_id in cfg_ids
         ],
         dynamic_partitions_requests=[orders_partitions.build_add_request(cfg_ids)],

@@ -58,4 +58,6 @@ def record_run_failure(context: RunFailureSensorContext, platform_db: PlatformDb
     ]
     reason = "; ".join(step_errors) or context.failure_event.message or "the run failed"
     # Presigned query strings and control characters out, capped: GET /orders returns it.
-    platform_db.orders.fail(order.cfg_id, readable_reason(f"run {context.dagster_run.run_id}: {reason}", MAX_REASON))
+    platform_db.orders.fail(
+        order.cfg_id, readable_reason(f"run {context.dagster_run.run_id}: {reason}", MAX_REASON)
+    )

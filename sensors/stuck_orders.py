@@ -26,11 +26,16 @@ def _run_request(action: SweepAction, edp_job_id: str | None) -> RunRequest:
     tags = {SWEEP_TAG: action.kind}
     if action.kind == "resume_config":
         return RunRequest(
-            partition_key=action.cfg_id, asset_selection=[CONFIG], run_key=action.run_key, tags={**tags, EDP_SUBMIT_TAG: "submit"}
+            partition_key=action.cfg_id,
+            asset_selection=[CONFIG],
+            run_key=action.run_key,
+            tags={**tags, EDP_SUBMIT_TAG: "submit"},
         )
     if edp_job_id is not None:
         tags["order/edp_job_id"] = edp_job_id
-    return RunRequest(partition_key=action.cfg_id, asset_selection=AFTER_EDP, run_key=action.run_key, tags=tags)
+    return RunRequest(
+        partition_key=action.cfg_id, asset_selection=AFTER_EDP, run_key=action.run_key, tags=tags
+    )
 
 
 def stuck_order_sensor_tick(
@@ -46,9 +51,13 @@ def stuck_order_sensor_tick(
         if has_active_run(instance, order.cfg_id):
             active.add(order.cfg_id)
             continue
-        resumed = instance.get_run_records(RunsFilter(tags={PARTITION_TAG: order.cfg_id, SWEEP_TAG: list(RESUME_KINDS)}))
+        resumed = instance.get_run_records(
+            RunsFilter(tags={PARTITION_TAG: order.cfg_id, SWEEP_TAG: list(RESUME_KINDS)})
+        )
         resumes[order.cfg_id] = len(resumed)
-    actions = plan_sweep(in_flight, now=datetime.now(UTC), limits=limits, active=frozenset(active), resumes=resumes)
+    actions = plan_sweep(
+        in_flight, now=datetime.now(UTC), limits=limits, active=frozenset(active), resumes=resumes
+    )
     by_id = {order.cfg_id: order for order in in_flight}
     requests: list[RunRequest] = []
     for action in actions:

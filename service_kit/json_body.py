@@ -137,7 +137,9 @@ def _too_slow(seconds: float) -> Problem:
     )
 
 
-async def read_limited_body(request: Request, max_bytes: int, *, timeout_seconds: float | None = None) -> bytes:
+async def read_limited_body(
+    request: Request, max_bytes: int, *, timeout_seconds: float | None = None
+) -> bytes:
     """The whole body, at most ``max_bytes`` (413), within ``timeout_seconds`` when given (408)."""
     too_large = Problem(413, f"request body is larger than the limit of {max_bytes} bytes")
     declared = request.headers.get("content-length")
@@ -165,10 +167,15 @@ async def read_limited_body(request: Request, max_bytes: int, *, timeout_seconds
 def _invalid_fields(exc: ValidationError, data: Any) -> Problem:
     errors = field_errors(exc, data)
     listed = [
-        {"field": _clip(error["field"], MAX_FIELD_CHARS), "message": _clip(error["message"], MAX_MESSAGE_CHARS)}
+        {
+            "field": _clip(error["field"], MAX_FIELD_CHARS),
+            "message": _clip(error["message"], MAX_MESSAGE_CHARS),
+        }
         for error in errors[:MAX_LISTED_ERRORS]
     ]
-    detail = f"the request has {len(errors)} invalid field(s): {', '.join(error['field'] for error in listed)}"
+    detail = (
+        f"the request has {len(errors)} invalid field(s): {', '.join(error['field'] for error in listed)}"
+    )
     if len(errors) > len(listed):
         detail += f" (the first {len(listed)} are listed; {len(errors) - len(listed)} more are not)"
     return Problem(422, detail, errors=listed)
@@ -188,7 +195,9 @@ async def read_json_model(
         return when_empty
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
-        raise Problem(415, f"Content-Type must be application/json, not {_clip(media_type, 100) or 'missing'!r}")
+        raise Problem(
+            415, f"Content-Type must be application/json, not {_clip(media_type, 100) or 'missing'!r}"
+        )
     try:
         data = parse_json(body)
     except MalformedJson as exc:

@@ -38,7 +38,9 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def _record_origin(tree: Mapping[str, Any], origin: str, into: dict[tuple[str, ...], str], prefix: tuple[str, ...] = ()) -> None:
+def _record_origin(
+    tree: Mapping[str, Any], origin: str, into: dict[tuple[str, ...], str], prefix: tuple[str, ...] = ()
+) -> None:
     for key, value in tree.items():
         path = (*prefix, str(key))
         # A replaced mapping or list is owned by the file that replaced it, all the way down.
@@ -120,11 +122,15 @@ def load_layered(
         raise ConfigError(describe_validation_error(exc, origins, block_origin)) from None
 
 
-def describe_validation_error(exc: ValidationError, origins: Mapping[tuple[str, ...], str], block_origin: str) -> str:
+def describe_validation_error(
+    exc: ValidationError, origins: Mapping[tuple[str, ...], str], block_origin: str
+) -> str:
     lines = [f"invalid configuration ({exc.error_count()} error(s)):"]
     for error in exc.errors():
         path = tuple(str(part) for part in error["loc"])
-        origin = next((origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origins), block_origin)
+        origin = next(
+            (origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origins), block_origin
+        )
         key = ".".join(path) or "(top level)"
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
         # Secrets are named, never echoed: the input of a failed secret stays out of the message.

@@ -77,7 +77,11 @@ STATE_FILE = "state.pickle"
 BLOB_DIR = "blobs"
 STATE_FORMAT = 1
 # The backends the platform uses; nothing else the stand-in serves is kept.
-PERSISTED_BACKENDS: dict[str, BackendDict[Any]] = {"s3": s3_backends, "ses": ses_backends, "sesv2": sesv2_backends}
+PERSISTED_BACKENDS: dict[str, BackendDict[Any]] = {
+    "s3": s3_backends,
+    "ses": ses_backends,
+    "sesv2": sesv2_backends,
+}
 # Methods no S3 or SES call changes state with (SES's query API posts even its reads).
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Set on a moto FakeKey once its bytes are in a blob; pickled with the key, so a restored key
@@ -356,7 +360,9 @@ class AwsStateStore:
         except AwsStateError:
             raise
         except Exception as exc:  # any unpickling failure means the same: unreadable
-            raise AwsStateError(f"cannot read the embedded AWS's state {self.state_path}: {exc}; {hint}") from exc
+            raise AwsStateError(
+                f"cannot read the embedded AWS's state {self.state_path}: {exc}; {hint}"
+            ) from exc
         with backend_lock:
             for service, accounts in backends.items():
                 backend_dict = PERSISTED_BACKENDS[service]
@@ -430,7 +436,9 @@ class _WriteThroughApp:
         # the client before the snapshot, and a failed snapshot can still turn it into a 500.
         started: list[Any] = []
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
             started[:] = [status, headers, exc_info]
             return body.append
 
@@ -462,7 +470,10 @@ class _WriteThroughApp:
                     # moto has the change in memory; the client sees a failure and retries.
                     print(f"embedded AWS: {exc}", file=sys.stderr, flush=True)
                     message = f"the embedded AWS could not persist this change: {exc}".encode()
-                    start_response("500 Internal Server Error", [("Content-Type", "text/plain"), ("Content-Length", str(len(message)))])
+                    start_response(
+                        "500 Internal Server Error",
+                        [("Content-Type", "text/plain"), ("Content-Length", str(len(message)))],
+                    )
                     return [message]
         start_response(*started)
         return body
@@ -497,14 +508,21 @@ class EmbeddedAws:
             listener.listen(128)
         except OSError as exc:
             listener.close()
-            raise AwsStandinError(f"the embedded AWS cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
+            raise AwsStandinError(
+                f"the embedded AWS cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            ) from None
         app: Any = DomainDispatcherApplication(create_backend_app)
         if self.store is not None:
             self._app = app = _WriteThroughApp(app, self.store)
         try:
             # werkzeug duplicates the descriptor; the original is closed below either way.
             self._server = make_server(
-                self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler, fd=listener.fileno()
+                self.host,
+                self.port,
+                app,
+                threaded=True,
+                request_handler=MotoRequestHandler,
+                fd=listener.fileno(),
             )
         finally:
             listener.close()
@@ -528,7 +546,9 @@ class EmbeddedAws:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -546,7 +566,10 @@ def bootstrap(settings: Settings) -> None:
     try:
         s3.create_bucket(**create_args)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+        if exc.response.get("Error", {}).get("Code") not in (
+            "BucketAlreadyOwnedByYou",
+            "BucketAlreadyExists",
+        ):
             raise
 
     sender = settings.email.sender

@@ -54,6 +54,7 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 JOB_ID_LENGTH = 32
 HEX_DIGITS = frozenset("0123456789abcdef")
 
+
 class FaultState(BaseModel):
     """The stand-in's current fault mode and latencies."""
 
@@ -237,7 +238,11 @@ def _error(status_code: int, message: str, **extra: Any) -> JSONResponse:
 def _validation_errors(exc: ValidationError) -> list[dict[str, str]]:
     # Field paths and messages only: the rejected input may hold customer data and is not echoed.
     return [
-        {"field": ".".join(str(part) for part in error["loc"]) or "(body)", "message": error["msg"], "type": error["type"]}
+        {
+            "field": ".".join(str(part) for part in error["loc"]) or "(body)",
+            "message": error["msg"],
+            "type": error["type"],
+        }
         for error in exc.errors(include_url=False)
     ]
 
@@ -287,7 +292,9 @@ def create_edp_app(settings: EdpStandinSettings, public_base_url: str) -> Starle
         if not idempotency_key:
             return _error(400, "header Idempotency-Key is required")
         if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-            return _error(400, f"header Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+            return _error(
+                400, f"header Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+            )
         body = await _read_json(request)
         if isinstance(body, Response):
             return body
@@ -346,7 +353,10 @@ def create_edp_app(settings: EdpStandinSettings, public_base_url: str) -> Starle
         answer = EdpJob(
             status=status,
             edp_artifacts=(
-                [EdpArtifact(name=a.name, url=artifact_url(job.job_id, a.name), sha256=a.sha256) for a in job.artifacts]
+                [
+                    EdpArtifact(name=a.name, url=artifact_url(job.job_id, a.name), sha256=a.sha256)
+                    for a in job.artifacts
+                ]
                 if status == "complete"
                 else []
             ),
@@ -366,7 +376,9 @@ def create_edp_app(settings: EdpStandinSettings, public_base_url: str) -> Starle
         data = store.artifact(job_id, name)
         if data is None:
             return _error(404, f"unknown artifact {name!r}")
-        return Response(data, media_type="application/json", headers={"ETag": f'"{hashlib.sha256(data).hexdigest()}"'})
+        return Response(
+            data, media_type="application/json", headers={"ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+        )
 
     async def read_faults(request: Request) -> Response:
         return JSONResponse(faults.model_dump(mode="json"))

@@ -207,7 +207,9 @@ class FaultProxy:
             listener = self._listener
         assert listener is not None
         listener.listen(16)
-        thread = threading.Thread(target=self._accept_loop, args=(listener,), name="fault-proxy-accept", daemon=True)
+        thread = threading.Thread(
+            target=self._accept_loop, args=(listener,), name="fault-proxy-accept", daemon=True
+        )
         self._accepting = thread
         thread.start()
 
@@ -240,7 +242,9 @@ class FaultProxy:
             if over:
                 _close(client)
                 continue
-            thread = threading.Thread(target=self._serve, args=(client,), name="fault-proxy-client", daemon=True)
+            thread = threading.Thread(
+                target=self._serve, args=(client,), name="fault-proxy-client", daemon=True
+            )
             with self._lock:
                 self._threads = {t for t in self._threads if t.is_alive()} | {thread}
             thread.start()
@@ -252,7 +256,9 @@ class FaultProxy:
             reader = client.makefile("rb")
             while not self._stopped.is_set():
                 try:
-                    request = self._read_message(reader, request=True, on_expect=lambda: client.sendall(CONTINUE))
+                    request = self._read_message(
+                        reader, request=True, on_expect=lambda: client.sendall(CONTINUE)
+                    )
                 except _BadMessage:
                     return
                 if request is None:
@@ -339,7 +345,12 @@ class FaultProxy:
     # --- HTTP/1.1 framing -------------------------------------------------------------------------
 
     def _read_message(
-        self, reader: BinaryIO, *, request: bool, method: str = "", on_expect: Callable[[], None] | None = None
+        self,
+        reader: BinaryIO,
+        *,
+        request: bool,
+        method: str = "",
+        on_expect: Callable[[], None] | None = None,
     ) -> _Message | None:
         """One request or answer, its bytes unchanged; None at a clean end of the stream.
 
@@ -469,7 +480,9 @@ def _close(sock: socket.socket) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve a proxy until Ctrl-C: ``--upstream HOST:PORT [--port N] [--mode M] [--times N]``."""
-    parser = argparse.ArgumentParser(prog="python -m standins.fault_proxy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m standins.fault_proxy", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--upstream", required=True, help="host:port to forward to")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -477,7 +490,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--times", type=int, default=None)
     args = parser.parse_args(argv)
     upstream_host, _, upstream_port = args.upstream.rpartition(":")
-    proxy = FaultProxy(upstream_host, int(upstream_port), mode=args.mode, times=args.times, host=args.host, port=args.port)
+    proxy = FaultProxy(
+        upstream_host, int(upstream_port), mode=args.mode, times=args.times, host=args.host, port=args.port
+    )
     with proxy:
         print(f"fault_proxy: {proxy.url} -> {args.upstream} ({args.mode})", flush=True)
         try:

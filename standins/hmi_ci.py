@@ -67,7 +67,9 @@ def build_sample_apk(version: str, name: str = "ems-hmi") -> bytes:
         f'    <application android:label="{name}" />\n'
         "</manifest>\n"
     )
-    meta_manifest = f"Manifest-Version: 1.0\r\nCreated-By: ems_hmi_cicd stand-in\r\nVersion: {version}\r\n\r\n"
+    meta_manifest = (
+        f"Manifest-Version: 1.0\r\nCreated-By: ems_hmi_cicd stand-in\r\nVersion: {version}\r\n\r\n"
+    )
     entries = (
         ("AndroidManifest.xml", manifest.encode("utf-8")),
         ("classes.dex", DEX_PLACEHOLDER),
@@ -122,9 +124,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(str(exc))
     # In beta the real HMI CI owns apk/; a sample there would reach customers.
     if not settings.standins.aws.enabled:
-        sys.exit(f"the HMI CI stand-in only publishes to the embedded AWS; stage {settings.stage!r} uses real AWS")
+        sys.exit(
+            f"the HMI CI stand-in only publishes to the embedded AWS; stage {settings.stage!r} uses real AWS"
+        )
     s3 = boto3.client(
-        "s3", endpoint_url=settings.aws.endpoint_url, region_name=settings.aws.region, **settings.aws_credentials()
+        "s3",
+        endpoint_url=settings.aws.endpoint_url,
+        region_name=settings.aws.region,
+        **settings.aws_credentials(),
     )
     key = publish_sample_apk(s3, settings.artifacts.bucket, version=args.version, name=args.name)
     print(f"s3://{settings.artifacts.bucket}/{key}")

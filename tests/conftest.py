@@ -58,7 +58,9 @@ def make_settings(tmp_path: Path) -> Callable[[dict[str, Any]], Settings]:
         }
         customer = tmp_path / "cfg.customer.yml"
         customer.write_text(yaml.safe_dump(deep_merge(base, overrides)))
-        return load_settings("local", customer_path=customer, secrets_path=tmp_path / "no-secrets.env", environ={})
+        return load_settings(
+            "local", customer_path=customer, secrets_path=tmp_path / "no-secrets.env", environ={}
+        )
 
     return make
 
@@ -91,7 +93,9 @@ def serve_in_thread(app: Any, sock: socket.socket, base_url: str) -> RunningServ
 @pytest.fixture
 def edp_settings(tmp_path: Path) -> EdpStandinSettings:
     """Short latencies (yet long enough to observe each status under load): a job completes within a second."""
-    return load_settings("local", secrets_path=tmp_path / "no-secrets.env", environ={}).standins.edp.model_copy(
+    return load_settings(
+        "local", secrets_path=tmp_path / "no-secrets.env", environ={}
+    ).standins.edp.model_copy(
         update={
             "state_dir": str(tmp_path / "edp-state"),
             "queued_seconds": 0.4,
@@ -132,9 +136,16 @@ def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     customer = tmp_path_factory.mktemp("aws") / "cfg.customer.yml"
     endpoint = f"http://127.0.0.1:{port}"
     customer.write_text(
-        yaml.safe_dump({"aws": {"endpoint_url": endpoint, "public_endpoint_url": endpoint}, "standins": {"aws": {"port": port}}})
+        yaml.safe_dump(
+            {
+                "aws": {"endpoint_url": endpoint, "public_endpoint_url": endpoint},
+                "standins": {"aws": {"port": port}},
+            }
+        )
     )
-    settings = load_settings("local", customer_path=customer, secrets_path=customer.parent / "none.env", environ={})
+    settings = load_settings(
+        "local", customer_path=customer, secrets_path=customer.parent / "none.env", environ={}
+    )
     server = start_aws_standin(settings)
     yield endpoint
     server.stop()

@@ -77,7 +77,9 @@ def _start_dockerd(log_path: Path) -> subprocess.Popen[bytes]:
         time.sleep(0.5)
     process.terminate()
     tail = log_path.read_text(errors="replace")[-2000:]
-    pytest.skip(f"no usable Docker engine: dockerd did not come up within {ENGINE_START_SECONDS:.0f} s:\n{tail}")
+    pytest.skip(
+        f"no usable Docker engine: dockerd did not come up within {ENGINE_START_SECONDS:.0f} s:\n{tail}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +121,12 @@ def report_line(request: pytest.FixtureRequest, line: str) -> None:
 def built_images(docker_engine: DockerEngine, request: pytest.FixtureRequest) -> BuiltImages:
     env = {**os.environ, "PYTHON": sys.executable}
     result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=IMAGE_BUILD_SECONDS
+        ["bash", str(BUILD_SCRIPT)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=IMAGE_BUILD_SECONDS,
     )
     if result.returncode != 0:
         pytest.fail(f"make images failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

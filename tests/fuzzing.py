@@ -48,7 +48,14 @@ class FuzzReport:
         if status >= 500:
             self.server_errors.append(f"{label}: {description[:MAX_DESCRIPTION]}")
 
-    def run(self, label: str, strategy: st.SearchStrategy[T], send: Callable[[T], Outcome], *, max_examples: int = MAX_EXAMPLES) -> None:
+    def run(
+        self,
+        label: str,
+        strategy: st.SearchStrategy[T],
+        send: Callable[[T], Outcome],
+        *,
+        max_examples: int = MAX_EXAMPLES,
+    ) -> None:
         """Up to ``max_examples`` examples of ``strategy`` through ``send``; an exception counts as a 500."""
 
         @given(strategy)
@@ -147,7 +154,9 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=12,
 )
 

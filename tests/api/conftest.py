@@ -42,11 +42,16 @@ def settings(tmp_path: Path) -> Settings:
     local = load_settings("local", secrets_path=tmp_path / "none.env", environ={})
     return local.model_copy(
         update={
-            "platform_db": local.platform_db.model_copy(update={"url": f"sqlite:///{tmp_path / 'platform.db'}"}),
+            "platform_db": local.platform_db.model_copy(
+                update={"url": f"sqlite:///{tmp_path / 'platform.db'}"}
+            ),
             "portal": local.portal.model_copy(update={"local_key_file": str(tmp_path / "portal_token.key")}),
             # Never a developer's running stack: no Dagster home yet, and nothing at the GraphQL URL.
             "dagster": local.dagster.model_copy(
-                update={"home": str(tmp_path / "dagster"), "graphql_url": f"http://127.0.0.1:{_closed_port()}/graphql"}
+                update={
+                    "home": str(tmp_path / "dagster"),
+                    "graphql_url": f"http://127.0.0.1:{_closed_port()}/graphql",
+                }
             ),
             # A submit's own run start is tested on its own (test_order_runs.py); elsewhere the
             # stub's received requests are the backfills alone.
@@ -106,13 +111,19 @@ class StubDagster:
         return [body["variables"]["backfillParams"] for body in self.received]
 
 
-REPOSITORY = {"name": "__repository__", "location": {"name": "platform_assets.definitions"}, "jobs": [{"name": "__ASSET_JOB"}]}
+REPOSITORY = {
+    "name": "__repository__",
+    "location": {"name": "platform_assets.definitions"},
+    "jobs": [{"name": "__ASSET_JOB"}],
+}
 
 
 def _stub_run_answer(stub: StubDagster, query: str) -> Response | None:
     """The answers of an order's first run start (repositories, addDynamicPartition, launchRun)."""
     if "repositoriesOrError" in query:
-        return JSONResponse({"data": {"repositoriesOrError": {"__typename": "RepositoryConnection", "nodes": [REPOSITORY]}}})
+        return JSONResponse(
+            {"data": {"repositoriesOrError": {"__typename": "RepositoryConnection", "nodes": [REPOSITORY]}}}
+        )
     if "addDynamicPartition" in query:
         return JSONResponse({"data": {"addDynamicPartition": {"__typename": "AddDynamicPartitionSuccess"}}})
     if "launchRun" in query:
@@ -127,16 +138,31 @@ def _stub_answer(stub: StubDagster, query: str) -> Response:
         return run_answer
     if stub.mode in ("success", "slow"):
         stub.launched += 1
-        result = {"__typename": "LaunchBackfillSuccess", "backfillId": f"stub-backfill-{stub.launched}", "launchedRunIds": []}
+        result = {
+            "__typename": "LaunchBackfillSuccess",
+            "backfillId": f"stub-backfill-{stub.launched}",
+            "launchedRunIds": [],
+        }
         return JSONResponse({"data": {"launchPartitionBackfill": result}})
     if stub.mode == "error_result":
-        result = {"__typename": "PartitionKeysNotFoundError", "message": "Partition keys `['nope']` could not be found."}
+        result = {
+            "__typename": "PartitionKeysNotFoundError",
+            "message": "Partition keys `['nope']` could not be found.",
+        }
         return JSONResponse({"data": {"launchPartitionBackfill": result}})
     if stub.mode == "python_error":
-        result = {"__typename": "PythonError", "message": "DagsterInvariantViolationError: no asset order/manifest\n"}
+        result = {
+            "__typename": "PythonError",
+            "message": "DagsterInvariantViolationError: no asset order/manifest\n",
+        }
         return JSONResponse({"data": {"launchPartitionBackfill": result}})
     if stub.mode == "graphql_error":
-        errors = [{"message": 'Variable "$backfillParams" got invalid value', "locations": [{"line": 2, "column": 34}]}]
+        errors = [
+            {
+                "message": 'Variable "$backfillParams" got invalid value',
+                "locations": [{"line": 2, "column": 34}],
+            }
+        ]
         return JSONResponse({"data": None, "errors": errors}, status_code=400)
     if stub.mode == "bad_gateway":
         return PlainTextResponse("Bad Gateway", status_code=502)

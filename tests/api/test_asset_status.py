@@ -112,8 +112,12 @@ def new_order(instance: DagsterInstance) -> str:
     return cfg_id
 
 
-def run(instance: DagsterInstance, cfg_id: str, selection: Sequence[AssetKey] = ALL) -> ExecuteInProcessResult:
-    return materialize(STAND_INS, selection=list(selection), partition_key=cfg_id, instance=instance, raise_on_error=False)
+def run(
+    instance: DagsterInstance, cfg_id: str, selection: Sequence[AssetKey] = ALL
+) -> ExecuteInProcessResult:
+    return materialize(
+        STAND_INS, selection=list(selection), partition_key=cfg_id, instance=instance, raise_on_error=False
+    )
 
 
 def states(instance: DagsterInstance, cfg_id: str) -> dict[str, str]:
@@ -122,7 +126,14 @@ def states(instance: DagsterInstance, cfg_id: str) -> dict[str, str]:
 
 def test_the_six_order_assets_in_lineage_order() -> None:
     assert list(ORDER_ASSETS) == ALL
-    assert NAMES == ["order/config", "order/edp_artifacts", "order/cfn_or_iso", "order/apk", "order/manifest", "order/email"]
+    assert NAMES == [
+        "order/config",
+        "order/edp_artifacts",
+        "order/cfn_or_iso",
+        "order/apk",
+        "order/manifest",
+        "order/email",
+    ]
 
 
 def test_a_new_order_has_nothing_started(instance: DagsterInstance) -> None:
@@ -145,13 +156,17 @@ def test_a_delivered_order_has_every_asset_materialized_by_its_run(instance: Dag
     for view in statuses.values():
         assert view.status == "materialized"
         assert view.run_id == result.run_id
-        assert view.last_materialized_at is not None and before <= view.last_materialized_at <= datetime.now(UTC)
+        assert view.last_materialized_at is not None and before <= view.last_materialized_at <= datetime.now(
+            UTC
+        )
         assert view.error is None
     # Another partition of the same assets is another order.
     assert set(states(instance, new_order(instance)).values()) == {"not_started"}
 
 
-def test_a_failed_step_fails_its_asset_with_the_reason_and_the_assets_after_it(instance: DagsterInstance) -> None:
+def test_a_failed_step_fails_its_asset_with_the_reason_and_the_assets_after_it(
+    instance: DagsterInstance,
+) -> None:
     cfg_id = new_order(instance)
     SWITCHES.fail["edp_artifacts"] = Failure(description="dtm.json is missing from the EDP artifacts")
     result = run(instance, cfg_id, [CONFIG, EDP_ARTIFACTS, CFN_OR_ISO, MANIFEST, EMAIL])
@@ -166,7 +181,10 @@ def test_a_failed_step_fails_its_asset_with_the_reason_and_the_assets_after_it(i
     assert failed.error == "dtm.json is missing from the EDP artifacts"
     for name in ("order/cfn_or_iso", "order/manifest", "order/email"):
         assert statuses[name].status == "failed"
-        assert statuses[name].error == "not materialized: order/edp_artifacts failed first: dtm.json is missing from the EDP artifacts"
+        assert (
+            statuses[name].error
+            == "not materialized: order/edp_artifacts failed first: dtm.json is missing from the EDP artifacts"
+        )
     # Not in the failed run's selection: untouched.
     assert statuses["order/apk"].status == "not_started"
 
@@ -282,7 +300,10 @@ def test_the_reader_opens_the_instance_of_the_dagster_home(tmp_path: Path) -> No
 
 
 def test_get_order_reports_the_assets_next_to_the_unchanged_fields(
-    tmp_path: Path, settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any]
+    tmp_path: Path,
+    settings: Settings,
+    make_client: Callable[[Settings], TestClient],
+    cloud_order: dict[str, Any],
 ) -> None:
     home = Path(settings.dagster.home)
     with make_client(settings) as client:
@@ -312,4 +333,9 @@ def test_get_order_reports_the_assets_next_to_the_unchanged_fields(
         "run_id": assets["order/config"]["run_id"],
         "error": "dtm.json is missing",
     }
-    assert assets["order/email"] == {"status": "not_started", "last_materialized_at": None, "run_id": None, "error": None}
+    assert assets["order/email"] == {
+        "status": "not_started",
+        "last_materialized_at": None,
+        "run_id": None,
+        "error": None,
+    }

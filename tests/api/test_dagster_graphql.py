@@ -9,8 +9,8 @@ from graphql import parse, validate
 
 from api.dagster_graphql import (
     LAUNCH_PARTITION_BACKFILL,
-    DagsterRejected,
     DagsterGraphQL,
+    DagsterRejected,
     DagsterUnreachable,
 )
 
@@ -25,7 +25,9 @@ def test_the_mutation_is_valid_against_the_installed_dagster_graphql_schema() ->
     assert validate(schema, parse(LAUNCH_PARTITION_BACKFILL)) == []
 
 
-def test_a_launched_backfill_answers_its_id_and_asks_for_exactly_the_partition_and_assets(stub_dagster) -> None:
+def test_a_launched_backfill_answers_its_id_and_asks_for_exactly_the_partition_and_assets(
+    stub_dagster,
+) -> None:
     client = DagsterGraphQL(stub_dagster.url)
 
     launched = client.launch([CFG_ID], ASSETS, tags={"platform/redelivery": "api"}, description="again")

@@ -20,7 +20,9 @@ LOST = "SES may have sent the email, but its answer was lost: ConnectionClosedEr
 
 @pytest.fixture
 def stub_settings(settings: Settings, stub_dagster: StubDagster) -> Settings:
-    return settings.model_copy(update={"dagster": settings.dagster.model_copy(update={"graphql_url": stub_dagster.url})})
+    return settings.model_copy(
+        update={"dagster": settings.dagster.model_copy(update={"graphql_url": stub_dagster.url})}
+    )
 
 
 @pytest.fixture
@@ -58,7 +60,9 @@ def _shipped(settings: Settings, cfg_id: str, emails: list[str]) -> None:
                 orders.move(cfg_id, OrderStatus.DELIVERED)
             elif outcome == "unknown":
                 deliveries.mark_unknown(cfg_id, version, LOST)
-                orders.move(cfg_id, OrderStatus.EMAIL_UNKNOWN, error=f"the email of portal version {version}: {LOST}")
+                orders.move(
+                    cfg_id, OrderStatus.EMAIL_UNKNOWN, error=f"the email of portal version {version}: {LOST}"
+                )
     finally:
         deliveries.dispose()
         orders.dispose()
@@ -91,7 +95,12 @@ def test_mark_sent_moves_the_order_from_email_unknown_to_delivered(
 
     assert answer.status_code == 200
     body = answer.json()
-    assert (body["cfg_id"], body["version"], body["action"], body["backfill_id"]) == (cfg_id, 1, "mark_sent", None)
+    assert (body["cfg_id"], body["version"], body["action"], body["backfill_id"]) == (
+        cfg_id,
+        1,
+        "mark_sent",
+        None,
+    )
     assert body["order_status"] == "delivered"
     assert body["email"]["state"] == "marked_sent"
     assert body["email"]["resolution"] == "mark_sent" and body["email"]["resolved_at"]
@@ -99,7 +108,9 @@ def test_mark_sent_moves_the_order_from_email_unknown_to_delivered(
     assert stub_dagster.received == []
 
 
-def test_the_order_stays_email_unknown_while_another_version_is_unknown(api: TestClient, shipped: Callable[..., str]) -> None:
+def test_the_order_stays_email_unknown_while_another_version_is_unknown(
+    api: TestClient, shipped: Callable[..., str]
+) -> None:
     cfg_id = shipped("unknown", "unknown")
 
     first = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"})
@@ -137,7 +148,11 @@ def test_resend_releases_the_claim_and_launches_a_backfill_of_the_email(
 
     assert answer.status_code == 202
     body = answer.json()
-    assert (body["action"], body["backfill_id"], body["order_status"]) == ("resend", "stub-backfill-1", "email_unknown")
+    assert (body["action"], body["backfill_id"], body["order_status"]) == (
+        "resend",
+        "stub-backfill-1",
+        "email_unknown",
+    )
     assert body["email"]["state"] == "resend_requested"
     [params] = stub_dagster.backfill_params()
     assert params["partitionNames"] == [cfg_id]
@@ -171,7 +186,12 @@ def test_the_same_key_for_another_resolution_is_a_conflict(
 ) -> None:
     cfg_id, other = shipped("unknown"), shipped("unknown")
     headers = {"Idempotency-Key": "op-7"}
-    assert api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"}, headers=headers).status_code == 202
+    assert (
+        api.post(
+            f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"}, headers=headers
+        ).status_code
+        == 202
+    )
 
     for path, body in (
         (f"/orders/{cfg_id}/email", {"version": 1, "action": "mark_sent"}),
@@ -199,7 +219,9 @@ def test_a_second_resend_right_after_the_first_is_a_conflict_mark_sent_cancels_i
     assert deliveries.claim_email(cfg_id, 1) is False  # the pending backfill sends nothing
 
 
-def test_only_the_newest_version_can_be_resent(api: TestClient, shipped: Callable[..., str], stub_dagster: StubDagster) -> None:
+def test_only_the_newest_version_can_be_resent(
+    api: TestClient, shipped: Callable[..., str], stub_dagster: StubDagster
+) -> None:
     cfg_id = shipped("unknown", "sent")
 
     answer = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"})
@@ -214,7 +236,11 @@ def test_only_the_newest_version_can_be_resent(api: TestClient, shipped: Callabl
 
 @pytest.mark.parametrize("mode", ["graphql_error", "bad_gateway"])
 def test_a_dagster_error_is_a_503_and_the_email_unknown_again(
-    api: TestClient, shipped: Callable[..., str], stub_dagster: StubDagster, deliveries: DeliveryRepository, mode: str
+    api: TestClient,
+    shipped: Callable[..., str],
+    stub_dagster: StubDagster,
+    deliveries: DeliveryRepository,
+    mode: str,
 ) -> None:
     cfg_id = shipped("unknown")
     headers = {"Idempotency-Key": f"resend-{mode}"}
@@ -258,7 +284,11 @@ def test_an_email_that_is_not_unknown_is_a_conflict(
     cfg_id = shipped(*emails)
     before = _status(api, cfg_id)
 
-    answer = api.post(f"/orders/{cfg_id}/email", json={"version": version, "action": action}, headers={"Idempotency-Key": "k"})
+    answer = api.post(
+        f"/orders/{cfg_id}/email",
+        json={"version": version, "action": action},
+        headers={"Idempotency-Key": "k"},
+    )
 
     assert answer.status_code == 409
     assert detail in answer.json()["detail"]
@@ -293,7 +323,9 @@ def test_an_unknown_order_is_404(api: TestClient, stub_dagster: StubDagster, cfg
         {"version": 1, "action": "resend", "force": True},
     ],
 )
-def test_a_bad_body_is_422(api: TestClient, shipped: Callable[..., str], stub_dagster: StubDagster, body: dict[str, Any]) -> None:
+def test_a_bad_body_is_422(
+    api: TestClient, shipped: Callable[..., str], stub_dagster: StubDagster, body: dict[str, Any]
+) -> None:
     answer = api.post(f"/orders/{shipped('unknown')}/email", json=body)
 
     assert answer.status_code == 422
@@ -305,17 +337,25 @@ def test_an_empty_body_or_a_bad_key_is_400(api: TestClient, shipped: Callable[..
     cfg_id = shipped("unknown")
 
     empty = api.post(f"/orders/{cfg_id}/email", content=b"", headers={"Content-Type": "application/json"})
-    bad_key = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"}, headers={"Idempotency-Key": "a b"})
+    bad_key = api.post(
+        f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"}, headers={"Idempotency-Key": "a b"}
+    )
 
     assert empty.status_code in (400, 422)
     assert bad_key.status_code == 400
 
 
 def test_beta_requires_the_bearer_token(
-    stub_settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any], stub_dagster: StubDagster
+    stub_settings: Settings,
+    make_client: Callable[[Settings], TestClient],
+    cloud_order: dict[str, Any],
+    stub_dagster: StubDagster,
 ) -> None:
     guarded = stub_settings.model_copy(
-        update={"api": stub_settings.api.model_copy(update={"require_token": True}), "secrets": Secrets(API_TOKEN="the-token")}
+        update={
+            "api": stub_settings.api.model_copy(update={"require_token": True}),
+            "secrets": Secrets(API_TOKEN="the-token"),
+        }
     )
     token = {"Authorization": "Bearer the-token"}
     body = {"version": 1, "action": "resend"}

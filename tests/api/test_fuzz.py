@@ -60,8 +60,15 @@ class FuzzTarget:
         self.cfg_id = self.orders.submit(payload, None)[0].cfg_id
         order = self.orders.get(self.cfg_id)
         assert order is not None
-        self.token = PortalTokens(settings.portal_token_key()).token(self.cfg_id, order.portal_token_generation)
-        s3 = boto3.client("s3", endpoint_url=settings.aws.endpoint_url, region_name=settings.aws.region, **settings.aws_credentials())
+        self.token = PortalTokens(settings.portal_token_key()).token(
+            self.cfg_id, order.portal_token_generation
+        )
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=settings.aws.endpoint_url,
+            region_name=settings.aws.region,
+            **settings.aws_credentials(),
+        )
         store = ArtifactStore(s3, settings.artifacts.bucket)
         dtm = store.put(order_key(self.cfg_id, "edp", "dtm.json"), b'{"devices": []}')
         cfn = store.put(order_key(self.cfg_id, "cfn", "cfn.yaml"), b"Resources: {}\n")
@@ -78,7 +85,9 @@ class FuzzTarget:
 
 
 @pytest.fixture
-def target(pipeline_settings: Settings, stub_dagster: StubDagster, monkeypatch: pytest.MonkeyPatch) -> Iterator[FuzzTarget]:
+def target(
+    pipeline_settings: Settings, stub_dagster: StubDagster, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FuzzTarget]:
     settings = pipeline_settings.model_copy(
         update={"dagster": pipeline_settings.dagster.model_copy(update={"graphql_url": stub_dagster.url})}
     )
@@ -93,7 +102,10 @@ def _known_parameters(path: str, target: FuzzTarget) -> list[dict[str, Any]]:
     if "{cfg_id}" in path:
         return [{"cfg_id": target.cfg_id}]
     if "{name}" in path:
-        named = [{"token": target.token, "version": 1, "name": name} for name in ("cfn.yaml", "dtm.json", "manifest.json")]
+        named = [
+            {"token": target.token, "version": 1, "name": name}
+            for name in ("cfn.yaml", "dtm.json", "manifest.json")
+        ]
         return [{"token": target.token}, {"token": target.token, "version": 1}, *named]
     if "{version}" in path:
         return [{"token": target.token}, {"token": target.token, "version": 1}]
@@ -141,7 +153,9 @@ def _plausible_orders(example: dict[str, Any]) -> st.SearchStrategy[dict[str, An
 def test_no_api_route_answers_5xx(target: FuzzTarget, capsys: pytest.CaptureFixture[str]) -> None:
     report = FuzzReport("API (api.app)")
     schema = schemathesis.openapi.from_asgi("/openapi.json", target.app)
-    operations = sorted((result.ok() for result in schema.get_all_operations()), key=lambda op: op.path == LAST)
+    operations = sorted(
+        (result.ok() for result in schema.get_all_operations()), key=lambda op: op.path == LAST
+    )
     # Every route of the app is in the document; schemathesis leaves out the document's own path.
     routes = {
         (method, route.path.replace(":int}", "}"))
@@ -149,7 +163,9 @@ def test_no_api_route_answers_5xx(target: FuzzTarget, capsys: pytest.CaptureFixt
         for method in getattr(route, "methods", None) or ()
         if method != "HEAD"
     }
-    documented = {(method.upper(), path) for path, item in schema.raw_schema["paths"].items() for method in item}
+    documented = {
+        (method.upper(), path) for path, item in schema.raw_schema["paths"].items() for method in item
+    }
     assert routes == documented
     assert {(op.method.upper(), op.path) for op in operations} == documented - {("GET", "/openapi.json")}
     example = json.loads(EXAMPLE.read_text())
@@ -159,7 +175,13 @@ def test_no_api_route_answers_5xx(target: FuzzTarget, capsys: pytest.CaptureFixt
             for operation in operations:
                 variants: list[tuple[str, dict[str, Any]]] = [("", {})]
                 variants += [
-                    (" " + ",".join(f"{key}={value}" if key == "name" else key for key, value in known.items()), known)
+                    (
+                        " "
+                        + ",".join(
+                            f"{key}={value}" if key == "name" else key for key, value in known.items()
+                        ),
+                        known,
+                    )
                     for known in _known_parameters(operation.path, target)
                 ]
                 for suffix, known in variants:
@@ -174,7 +196,9 @@ def test_no_api_route_answers_5xx(target: FuzzTarget, capsys: pytest.CaptureFixt
             report.run("POST /submit mutated example", mutated(example), _submit(client))
             report.run("POST /submit plausible orders", _plausible_orders(example), _submit(client))
             report.run("POST /submit hostile JSON", hostile_json(example), _submit(client))
-            report.run("GET /openapi.json with any query", st.dictionaries(st.text(), st.text()), _openapi(client))
+            report.run(
+                "GET /openapi.json with any query", st.dictionaries(st.text(), st.text()), _openapi(client)
+            )
     finally:
         with capsys.disabled():
             print("\n" + report.summary())

@@ -12,7 +12,14 @@ import pytest
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
-from contracts.configurator import CLOUD_REGIONS, CloudDeployment, MAX_OPTION_TEXT, MAX_OPTIONS, ConfiguratorPayload, looks_like_secret
+from contracts.configurator import (
+    CLOUD_REGIONS,
+    MAX_OPTION_TEXT,
+    MAX_OPTIONS,
+    CloudDeployment,
+    ConfiguratorPayload,
+    looks_like_secret,
+)
 from contracts.field_errors import field_errors
 from contracts.manifest import Manifest
 from delivery import edge_bundle
@@ -49,7 +56,9 @@ def _manifest(cfg_id: str) -> Manifest:
         "ada@example.test",  # a special-use domain nothing delivers to
     ],
 )
-def test_addresses_ses_cannot_deliver_to_are_refused(client: TestClient, cloud_order: dict[str, Any], email: str) -> None:
+def test_addresses_ses_cannot_deliver_to_are_refused(
+    client: TestClient, cloud_order: dict[str, Any], email: str
+) -> None:
     order = copy.deepcopy(cloud_order)
     order["customer"]["email"] = email
     errors = _errors(client.post("/submit", json=order))
@@ -71,12 +80,17 @@ def test_an_internationalized_domain_is_stored_in_ascii_and_the_email_builds(
     # What the email asset does with the stored order later.
     payload = ConfiguratorPayload.model_validate(stored)
     message = compose_delivery_email(
-        sender="deliveries@platform.example.com", order=payload, manifest=_manifest(cfg_id), page_url="https://p/x"
+        sender="deliveries@platform.example.com",
+        order=payload,
+        manifest=_manifest(cfg_id),
+        page_url="https://p/x",
     )
     assert "Ada@xn--bcher-kva.example" in message.as_string()
 
 
-@pytest.mark.parametrize("key", ["admin_password", "api_key", "refresh_token", "aws_secret", "db_credentials", "accesskey"])
+@pytest.mark.parametrize(
+    "key", ["admin_password", "api_key", "refresh_token", "aws_secret", "db_credentials", "accesskey"]
+)
 def test_secret_looking_option_keys_are_refused_at_submit(
     client: TestClient, cloud_order: dict[str, Any], key: str
 ) -> None:
@@ -89,7 +103,11 @@ def test_secret_looking_option_keys_are_refused_at_submit(
 
 def test_the_intake_and_the_edge_bundle_share_one_secret_key_rule() -> None:
     assert edge_bundle.looks_like_secret is looks_like_secret
-    assert looks_like_secret("Private-Key") and looks_like_secret("PASSWD") and not looks_like_secret("retention_days")
+    assert (
+        looks_like_secret("Private-Key")
+        and looks_like_secret("PASSWD")
+        and not looks_like_secret("retention_days")
+    )
 
 
 @pytest.mark.parametrize(
@@ -127,7 +145,9 @@ def test_the_model_refuses_non_finite_floats(cloud_order: dict[str, Any], value:
     order["options"] = {"gain": value}
     with pytest.raises(ValidationError) as raised:
         ConfiguratorPayload.model_validate(order)
-    assert field_errors(raised.value, order) == [{"field": "options.gain", "message": "Value error, must be a finite number"}]
+    assert field_errors(raised.value, order) == [
+        {"field": "options.gain", "message": "Value error, must be a finite number"}
+    ]
 
 
 @pytest.mark.parametrize("region", ["xx-nowhere-9", "eu-nowhere-1", "us-gov-mars-1"])
@@ -146,4 +166,4 @@ def test_the_regions_intake_accepts_are_the_ones_cfn_lint_checks_templates_for()
 
     # The commercial and GovCloud partitions: the region names the field's pattern admits.
     pattern = re.compile(CloudDeployment.model_fields["region"].metadata[0].pattern)
-    assert CLOUD_REGIONS == {region for region in REGIONS if pattern.fullmatch(region)}
+    assert {region for region in REGIONS if pattern.fullmatch(region)} == CLOUD_REGIONS

@@ -35,7 +35,9 @@ def views(*materialized: str, **others: str) -> dict[str, AssetStatusView]:
     for index, name in enumerate(ASSETS):
         if name in materialized:
             found[f"order/{name}"] = AssetStatusView(
-                status="materialized", last_materialized_at=T0 + timedelta(minutes=index), run_id=f"run-{index}"
+                status="materialized",
+                last_materialized_at=T0 + timedelta(minutes=index),
+                run_id=f"run-{index}",
             )
         else:
             found[f"order/{name}"] = AssetStatusView(status=others.get(name, "not_started"))  # type: ignore[arg-type]
@@ -59,7 +61,9 @@ class FakeAssetStatus:
 
 @pytest.fixture
 def stub_settings(settings: Settings, stub_dagster: StubDagster) -> Settings:
-    return settings.model_copy(update={"dagster": settings.dagster.model_copy(update={"graphql_url": stub_dagster.url})})
+    return settings.model_copy(
+        update={"dagster": settings.dagster.model_copy(update={"graphql_url": stub_dagster.url})}
+    )
 
 
 @pytest.fixture
@@ -73,7 +77,9 @@ def _with_assets(client: TestClient, assets: FakeAssetStatus) -> None:
 
 
 @pytest.fixture
-def api(stub_settings: Settings, make_client: Callable[[Settings], TestClient], assets: FakeAssetStatus) -> Iterator[TestClient]:
+def api(
+    stub_settings: Settings, make_client: Callable[[Settings], TestClient], assets: FakeAssetStatus
+) -> Iterator[TestClient]:
     with make_client(stub_settings) as client:
         _with_assets(client, assets)
         yield client
@@ -87,7 +93,9 @@ def orders(api: TestClient, stub_settings: Settings) -> Iterator[OrderRepository
 
 
 @pytest.fixture
-def order_in(api: TestClient, orders: OrderRepository, cloud_order: dict[str, Any]) -> Callable[[OrderStatus], str]:
+def order_in(
+    api: TestClient, orders: OrderRepository, cloud_order: dict[str, Any]
+) -> Callable[[OrderStatus], str]:
     """A new order moved along the lifecycle to ``status``; a failed one failed at EDP."""
 
     def make(status: OrderStatus) -> str:
@@ -125,7 +133,11 @@ def _retries(settings: Settings, cfg_id: str) -> list[Any]:
 
 
 def test_after_a_failed_edp_job_it_restarts_at_config_with_a_new_edp_job(
-    api: TestClient, failed: Callable[[], str], assets: FakeAssetStatus, stub_dagster: StubDagster, orders: OrderRepository
+    api: TestClient,
+    failed: Callable[[], str],
+    assets: FakeAssetStatus,
+    stub_dagster: StubDagster,
+    orders: OrderRepository,
 ) -> None:
     cfg_id = failed()
     assets.answer = views("config")
@@ -146,11 +158,20 @@ def test_after_a_failed_edp_job_it_restarts_at_config_with_a_new_edp_job(
     assert {"key": "platform/edp", "value": "submit"} in params["tags"]
     order = orders.get(cfg_id)
     assert order is not None
-    assert (order.status, order.edp_attempt, order.edp_job_id, order.last_error) == (OrderStatus.RECEIVED, 1, None, None)
+    assert (order.status, order.edp_attempt, order.edp_job_id, order.last_error) == (
+        OrderStatus.RECEIVED,
+        1,
+        None,
+        None,
+    )
 
 
 def test_after_a_failed_cfn_or_iso_it_rebuilds_from_there(
-    api: TestClient, failed: Callable[[], str], assets: FakeAssetStatus, stub_dagster: StubDagster, orders: OrderRepository
+    api: TestClient,
+    failed: Callable[[], str],
+    assets: FakeAssetStatus,
+    stub_dagster: StubDagster,
+    orders: OrderRepository,
 ) -> None:
     cfg_id = failed()
     assets.answer = views("config", "edp_artifacts", "apk", cfn_or_iso="failed")
@@ -161,7 +182,9 @@ def test_after_a_failed_cfn_or_iso_it_rebuilds_from_there(
     assert answer.json()["assets"] == BUILD
     assert answer.json()["new_edp_job"] is False
     [params] = stub_dagster.backfill_params()
-    assert params["assetSelection"] == [{"path": ["order", name]} for name in ("cfn_or_iso", "apk", "manifest", "email")]
+    assert params["assetSelection"] == [
+        {"path": ["order", name]} for name in ("cfn_or_iso", "apk", "manifest", "email")
+    ]
     assert all(tag["key"] != "platform/edp" for tag in params["tags"])
     order = orders.get(cfg_id)
     assert order is not None
@@ -189,9 +212,24 @@ def test_with_only_the_email_missing_it_sends_the_email(
         (views(config="failed"), ["order/config"], True, OrderStatus.RECEIVED),
         (views("config", edp_artifacts="failed"), ["order/config"], True, OrderStatus.RECEIVED),
         (views("config", "edp_artifacts"), BUILD, False, OrderStatus.BUILDING),
-        (views("config", "edp_artifacts", "cfn_or_iso", apk="failed"), BUILD[1:], False, OrderStatus.BUILDING),
-        (views("config", "edp_artifacts", "cfn_or_iso", "apk", manifest="failed"), BUILD[2:], False, OrderStatus.BUILDING),
-        (views("config", "edp_artifacts", "cfn_or_iso", "apk", "manifest"), BUILD[3:], False, OrderStatus.BUILDING),
+        (
+            views("config", "edp_artifacts", "cfn_or_iso", apk="failed"),
+            BUILD[1:],
+            False,
+            OrderStatus.BUILDING,
+        ),
+        (
+            views("config", "edp_artifacts", "cfn_or_iso", "apk", manifest="failed"),
+            BUILD[2:],
+            False,
+            OrderStatus.BUILDING,
+        ),
+        (
+            views("config", "edp_artifacts", "cfn_or_iso", "apk", "manifest"),
+            BUILD[3:],
+            False,
+            OrderStatus.BUILDING,
+        ),
         # Everything materialized, yet the order failed (a failed asset check, say): from the manifest.
         (views(*ASSETS), BUILD[2:], False, OrderStatus.BUILDING),
     ],
@@ -206,11 +244,15 @@ def test_the_restart_plan(
 def test_an_asset_older_than_what_it_is_built_from_counts_as_missing() -> None:
     # A retry's config submitted a new EDP job, which failed: the artifacts are the old job's.
     statuses = views("config", "edp_artifacts", "cfn_or_iso", "apk", "manifest", "email")
-    statuses["order/config"] = AssetStatusView(status="materialized", last_materialized_at=T0 + timedelta(hours=1))
+    statuses["order/config"] = AssetStatusView(
+        status="materialized", last_materialized_at=T0 + timedelta(hours=1)
+    )
     assert restart_plan(statuses).asset_names == ["order/config"]
     # A cfn_or_iso rebuilt after the last portal version: the manifest is stale.
     statuses = views("config", "edp_artifacts", "cfn_or_iso", "apk", "manifest", "email")
-    statuses["order/cfn_or_iso"] = AssetStatusView(status="materialized", last_materialized_at=T0 + timedelta(hours=1))
+    statuses["order/cfn_or_iso"] = AssetStatusView(
+        status="materialized", last_materialized_at=T0 + timedelta(hours=1)
+    )
     assert restart_plan(statuses).asset_names == BUILD[2:]
 
 
@@ -219,7 +261,11 @@ def test_an_asset_older_than_what_it_is_built_from_counts_as_missing() -> None:
 
 @pytest.mark.parametrize(
     ("status", "hint"),
-    [(OrderStatus.DELIVERED, "/redeliver"), (OrderStatus.BUILDING, "still on its way"), (OrderStatus.EDP_PENDING, "still on its way")],
+    [
+        (OrderStatus.DELIVERED, "/redeliver"),
+        (OrderStatus.BUILDING, "still on its way"),
+        (OrderStatus.EDP_PENDING, "still on its way"),
+    ],
 )
 def test_an_order_that_did_not_fail_is_a_conflict(
     api: TestClient,
@@ -252,7 +298,11 @@ def test_an_unknown_order_is_404(api: TestClient, stub_dagster: StubDagster, cfg
 
 
 def test_a_run_still_in_progress_is_a_conflict(
-    api: TestClient, failed: Callable[[], str], assets: FakeAssetStatus, stub_dagster: StubDagster, orders: OrderRepository
+    api: TestClient,
+    failed: Callable[[], str],
+    assets: FakeAssetStatus,
+    stub_dagster: StubDagster,
+    orders: OrderRepository,
 ) -> None:
     cfg_id = failed()
     assets.answer = views("config", "edp_artifacts", cfn_or_iso="running")
@@ -423,10 +473,16 @@ def test_an_unreachable_dagster_webserver_is_a_503(
 
 
 def test_the_bearer_token_is_required_where_tokens_are(
-    stub_settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any], stub_dagster: StubDagster
+    stub_settings: Settings,
+    make_client: Callable[[Settings], TestClient],
+    cloud_order: dict[str, Any],
+    stub_dagster: StubDagster,
 ) -> None:
     guarded = stub_settings.model_copy(
-        update={"api": stub_settings.api.model_copy(update={"require_token": True}), "secrets": Secrets(API_TOKEN="the-token")}
+        update={
+            "api": stub_settings.api.model_copy(update={"require_token": True}),
+            "secrets": Secrets(API_TOKEN="the-token"),
+        }
     )
     token = {"Authorization": "Bearer the-token"}
     with make_client(guarded) as client:
@@ -462,4 +518,9 @@ def test_the_openapi_document_describes_the_endpoint(api: TestClient) -> None:
     assert set(post["responses"]) >= {"202", "401", "404", "409", "503"}
     assert post["security"] == [{"bearer": []}]
     schemas = document["components"]["schemas"]
-    assert set(schemas["OrderRetryAccepted"]["properties"]) == {"cfg_id", "backfill_id", "assets", "new_edp_job"}
+    assert set(schemas["OrderRetryAccepted"]["properties"]) == {
+        "cfg_id",
+        "backfill_id",
+        "assets",
+        "new_edp_job",
+    }

@@ -60,9 +60,13 @@ def test_a_submitted_order_gets_its_partition_and_one_run(
         # A replay finds the order claimed: nothing more is launched.
         time.sleep(0.5)
 
-    added = [body["variables"]["key"] for body in stub_dagster.received if "addDynamicPartition" in body["query"]]
+    added = [
+        body["variables"]["key"] for body in stub_dagster.received if "addDynamicPartition" in body["query"]
+    ]
     assert added[0] == cfg_id and len(added) == 2
-    launches = [body["variables"]["executionParams"] for body in stub_dagster.received if "launchRun" in body["query"]]
+    launches = [
+        body["variables"]["executionParams"] for body in stub_dagster.received if "launchRun" in body["query"]
+    ]
     assert len(launches) == 2
     first = launches[0]
     expected = [list(key.path) for key in first_run_selection(starting.pipeline.edp_wait_in_run_seconds)]

@@ -10,7 +10,9 @@ from platform_db import OrderRepository
 from resources.settings import Settings
 
 
-def test_submit_stores_the_order_and_answers_as_the_website_expects(client: TestClient, cloud_order: dict[str, Any]) -> None:
+def test_submit_stores_the_order_and_answers_as_the_website_expects(
+    client: TestClient, cloud_order: dict[str, Any]
+) -> None:
     answer = client.post("/submit", json=cloud_order)
     assert answer.status_code == 200
     body = answer.json()
@@ -24,7 +26,9 @@ def test_submit_stores_the_order_and_answers_as_the_website_expects(client: Test
     assert stored.json()["order"]["customer"]["email"] == "ada@example.com"
 
 
-def test_the_order_is_committed_before_the_answer(settings: Settings, client: TestClient, onprem_order: dict[str, Any]) -> None:
+def test_the_order_is_committed_before_the_answer(
+    settings: Settings, client: TestClient, onprem_order: dict[str, Any]
+) -> None:
     cfg_id = client.post("/submit", json=onprem_order).json()["cfg_id"]
     # A second, independent connection (as after a restart) sees it at once.
     fresh = OrderRepository.from_url(settings.platform_db_url())
@@ -51,7 +55,9 @@ def test_same_idempotency_key_gives_the_same_cfg_id_and_one_order(
         repository.dispose()
 
 
-def test_reusing_an_idempotency_key_for_another_order_is_a_conflict(client: TestClient, cloud_order: dict[str, Any]) -> None:
+def test_reusing_an_idempotency_key_for_another_order_is_a_conflict(
+    client: TestClient, cloud_order: dict[str, Any]
+) -> None:
     headers = {"Idempotency-Key": "k-1"}
     client.post("/submit", json=cloud_order, headers=headers)
     changed = copy.deepcopy(cloud_order)
@@ -104,7 +110,9 @@ def test_duplicate_device_ids_are_rejected(client: TestClient, cloud_order: dict
     bad["devices"][1]["id"] = bad["devices"][0]["id"]
     answer = client.post("/submit", json=bad)
     assert answer.status_code == 422
-    assert answer.json()["errors"] == [{"field": "devices", "message": "Value error, duplicate device id 'meter-main'"}]
+    assert answer.json()["errors"] == [
+        {"field": "devices", "message": "Value error, duplicate device id 'meter-main'"}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -117,7 +125,9 @@ def test_duplicate_device_ids_are_rejected(client: TestClient, cloud_order: dict
         (b"[1, 2]", "application/json", 422, "invalid field"),
     ],
 )
-def test_malformed_requests_get_a_clear_4xx(client: TestClient, content: bytes, content_type: str, status: int, says: str) -> None:
+def test_malformed_requests_get_a_clear_4xx(
+    client: TestClient, content: bytes, content_type: str, status: int, says: str
+) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     answer = client.post("/submit", content=content, headers=headers)
     assert answer.status_code == status
@@ -160,7 +170,9 @@ def test_beta_requires_the_bearer_token(beta_client: TestClient, cloud_order: di
     assert good.status_code == 200
     cfg_id = good.json()["cfg_id"]
     assert beta_client.get(f"/orders/{cfg_id}").status_code == 401
-    assert beta_client.get(f"/orders/{cfg_id}", headers={"Authorization": "Bearer the-token"}).status_code == 200
+    assert (
+        beta_client.get(f"/orders/{cfg_id}", headers={"Authorization": "Bearer the-token"}).status_code == 200
+    )
     assert beta_client.get("/healthz").status_code == 200
 
 
@@ -185,4 +197,3 @@ def _assert_refs_resolve(node: Any, document: dict[str, Any]) -> None:
     elif isinstance(node, list):
         for value in node:
             _assert_refs_resolve(value, document)
-

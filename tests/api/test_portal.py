@@ -29,10 +29,17 @@ class Delivered:
         self.settings = settings
         self.orders = OrderRepository.from_url(settings.platform_db_url())
         self.deliveries = DeliveryRepository(self.orders.engine)
-        client = boto3.client("s3", endpoint_url=settings.aws.endpoint_url, region_name=settings.aws.region, **settings.aws_credentials())
+        client = boto3.client(
+            "s3",
+            endpoint_url=settings.aws.endpoint_url,
+            region_name=settings.aws.region,
+            **settings.aws_credentials(),
+        )
         self.store = ArtifactStore(client, settings.artifacts.bucket)
         payload = ConfiguratorPayload.model_validate(json.loads(EXAMPLE.read_text()))
-        payload = payload.model_copy(update={"site": payload.site.model_copy(update={"name": "<script>alert(1)</script>"})})
+        payload = payload.model_copy(
+            update={"site": payload.site.model_copy(update={"name": "<script>alert(1)</script>"})}
+        )
         self.payload = payload
         self.cfg_id = self.orders.submit(payload, None)[0].cfg_id
         self.files = {"dtm.json": b'{"devices": []}', "cfn.yaml": b"Resources: {}\n"}
@@ -40,7 +47,9 @@ class Delivered:
     def links(self) -> PortalLinks:
         order = self.orders.get(self.cfg_id)
         assert order is not None
-        token = PortalTokens(self.settings.portal_token_key()).token(self.cfg_id, order.portal_token_generation)
+        token = PortalTokens(self.settings.portal_token_key()).token(
+            self.cfg_id, order.portal_token_generation
+        )
         return PortalLinks(base_url=self.settings.api.public_url, token=token)
 
     def publish(self, run_id: str) -> int:
@@ -76,7 +85,9 @@ def path_of(url: str, settings: Settings) -> str:
     return url.removeprefix(settings.api.public_url)
 
 
-def test_the_stable_link_shows_the_latest_version_and_history(delivered: Delivered, client: TestClient) -> None:
+def test_the_stable_link_shows_the_latest_version_and_history(
+    delivered: Delivered, client: TestClient
+) -> None:
     delivered.publish("run-1")
     delivered.publish("run-2")
     page = client.get(path_of(delivered.links().portal(), delivered.settings))
@@ -99,7 +110,9 @@ def test_downloads_answer_303_to_a_fresh_presigned_url(delivered: Delivered, cli
         downloaded = requests.get(location, timeout=10)
         assert hashlib.sha256(downloaded.content).hexdigest() == hashlib.sha256(data).hexdigest()
     manifest = client.get(path_of(delivered.links().artifact(1, "manifest.json"), delivered.settings)).json()
-    assert [a["url"] for a in manifest["artifacts"]] == [delivered.links().artifact(1, n) for n in delivered.files]
+    assert [a["url"] for a in manifest["artifacts"]] == [
+        delivered.links().artifact(1, n) for n in delivered.files
+    ]
 
 
 def test_every_wrong_link_is_the_same_404(delivered: Delivered, client: TestClient) -> None:
@@ -178,7 +191,9 @@ def test_every_portal_answer_carries_the_security_headers(delivered: Delivered, 
     }
     assert [answer.status_code for answer in answers.values()] == [200, 200, 303, 200, 404, 404]
     for name, answer in answers.items():
-        assert {key: answer.headers.get(key) for key in EXPECTED_PORTAL_HEADERS} == EXPECTED_PORTAL_HEADERS, name
+        assert {key: answer.headers.get(key) for key in EXPECTED_PORTAL_HEADERS} == EXPECTED_PORTAL_HEADERS, (
+            name
+        )
     # The page needs no more than the CSP allows: one inline <style>, no scripts, images or forms.
     page = answers["index"].text.lower()
     assert "<style>" in page
@@ -188,7 +203,9 @@ def test_every_portal_answer_carries_the_security_headers(delivered: Delivered, 
     assert "content-security-policy" not in client.get("/healthz").headers
 
 
-def test_the_portal_page_shows_the_commissioning_token_the_bundle_carries(delivered: Delivered, client: TestClient) -> None:
+def test_the_portal_page_shows_the_commissioning_token_the_bundle_carries(
+    delivered: Delivered, client: TestClient
+) -> None:
     delivered.publish("run-1")
     token = PortalTokens(delivered.settings.portal_token_key()).commissioning_token(delivered.cfg_id)
     for link in (delivered.links().portal(), delivered.links().version_page(1)):

@@ -187,10 +187,16 @@ def test_an_unreachable_dagster_is_a_503(
 
 
 def test_beta_requires_the_bearer_token(
-    stub_settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any], stub_dagster: StubDagster
+    stub_settings: Settings,
+    make_client: Callable[[Settings], TestClient],
+    cloud_order: dict[str, Any],
+    stub_dagster: StubDagster,
 ) -> None:
     guarded = stub_settings.model_copy(
-        update={"api": stub_settings.api.model_copy(update={"require_token": True}), "secrets": Secrets(API_TOKEN="the-token")}
+        update={
+            "api": stub_settings.api.model_copy(update={"require_token": True}),
+            "secrets": Secrets(API_TOKEN="the-token"),
+        }
     )
     token = {"Authorization": "Bearer the-token"}
     with make_client(guarded) as client:
@@ -217,7 +223,12 @@ def test_beta_requires_the_bearer_token(
     ],
 )
 def test_a_bad_body_is_a_clear_4xx(
-    api: TestClient, delivered: Callable[[], str], stub_dagster: StubDagster, content: bytes, content_type: str, status: int
+    api: TestClient,
+    delivered: Callable[[], str],
+    stub_dagster: StubDagster,
+    content: bytes,
+    content_type: str,
+    status: int,
 ) -> None:
     cfg_id = delivered()
 
@@ -244,20 +255,30 @@ def test_the_openapi_document_describes_the_endpoint(api: TestClient) -> None:
 
 
 def _limited(settings: Settings, total: int, per_day: int) -> Settings:
-    api = settings.api.model_copy(update={"max_redeliveries_per_order": total, "max_redeliveries_per_order_per_day": per_day})
+    api = settings.api.model_copy(
+        update={"max_redeliveries_per_order": total, "max_redeliveries_per_order_per_day": per_day}
+    )
     return settings.model_copy(update={"api": api})
 
 
 def test_redeliveries_per_order_are_bounded(
-    stub_settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any], stub_dagster: StubDagster
+    stub_settings: Settings,
+    make_client: Callable[[Settings], TestClient],
+    cloud_order: dict[str, Any],
+    stub_dagster: StubDagster,
 ) -> None:
     limited = _limited(stub_settings, total=3, per_day=100)
     with make_client(limited) as client:
         cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
-        other = client.post("/submit", json={**cloud_order, "site": {"name": "Other", "timezone": "UTC"}}).json()["cfg_id"]
+        other = client.post(
+            "/submit", json={**cloud_order, "site": {"name": "Other", "timezone": "UTC"}}
+        ).json()["cfg_id"]
         _deliver(limited, cfg_id)
         _deliver(limited, other)
-        accepted = [client.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": f"k-{n}"}) for n in range(3)]
+        accepted = [
+            client.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": f"k-{n}"})
+            for n in range(3)
+        ]
         refused = client.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": "k-3"})
         retried = client.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": "k-1"})
         elsewhere = client.post(f"/orders/{other}/redeliver")
@@ -279,7 +300,10 @@ def test_redeliveries_per_order_are_bounded(
 
 
 def test_redeliveries_per_day_are_bounded_with_a_retry_after(
-    stub_settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any], stub_dagster: StubDagster
+    stub_settings: Settings,
+    make_client: Callable[[Settings], TestClient],
+    cloud_order: dict[str, Any],
+    stub_dagster: StubDagster,
 ) -> None:
     from sqlalchemy import update
 
@@ -301,7 +325,9 @@ def test_redeliveries_per_day_are_bounded_with_a_retry_after(
         engine = create_platform_db_engine(limited.platform_db_url())
         try:
             with engine.begin() as connection:
-                connection.execute(update(redeliveries).values(created_at=datetime.now(UTC) - timedelta(hours=25)))
+                connection.execute(
+                    update(redeliveries).values(created_at=datetime.now(UTC) - timedelta(hours=25))
+                )
         finally:
             engine.dispose()
         assert client.post(f"/orders/{cfg_id}/redeliver").status_code == 202

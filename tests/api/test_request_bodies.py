@@ -65,19 +65,29 @@ def test_the_depth_limit_leaves_room_for_every_contract() -> None:
     with pytest.raises(MalformedJson):
         parse_json(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
     # Ordinary numbers and unicode text are JSON as before.
-    assert parse_json('{"n": -12, "f": 1.5e3, "t": "Süd ✓ \\u00e9"}'.encode()) == {"n": -12, "f": 1500.0, "t": "Süd ✓ é"}
+    assert parse_json('{"n": -12, "f": 1.5e3, "t": "Süd ✓ \\u00e9"}'.encode()) == {
+        "n": -12,
+        "f": 1500.0,
+        "t": "Süd ✓ é",
+    }
 
 
 @pytest.mark.parametrize("literal", ["1e400", "-1e400"])
 def test_a_float_that_overflows_is_a_422_naming_the_option(
     client: TestClient, cloud_order: dict[str, Any], literal: str
 ) -> None:
-    answer = client.post("/submit", content=_with_options(cloud_order, f'{{"gain": {literal}}}'), headers=JSON)
+    answer = client.post(
+        "/submit", content=_with_options(cloud_order, f'{{"gain": {literal}}}'), headers=JSON
+    )
     assert answer.status_code == 422
-    assert answer.json()["errors"] == [{"field": "options.gain", "message": "Value error, must be a finite number"}]
+    assert answer.json()["errors"] == [
+        {"field": "options.gain", "message": "Value error, must be a finite number"}
+    ]
 
 
-def test_a_422_lists_at_most_50_errors_and_counts_the_rest(client: TestClient, cloud_order: dict[str, Any]) -> None:
+def test_a_422_lists_at_most_50_errors_and_counts_the_rest(
+    client: TestClient, cloud_order: dict[str, Any]
+) -> None:
     # ~212 KB of devices, each with an invalid type and a huge model name: before, every error was
     # listed with its message (1.6 MB of answer).
     bad = copy.deepcopy(cloud_order)

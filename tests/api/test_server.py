@@ -45,7 +45,9 @@ def served(settings: Settings) -> Iterator[int]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn_config(settings, create_app(settings, orders), timeout_graceful_shutdown=1))
+    server = uvicorn.Server(
+        uvicorn_config(settings, create_app(settings, orders), timeout_graceful_shutdown=1)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT
@@ -65,7 +67,9 @@ def _connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=5)
 
 
-def _read_until_closed(conn: socket.socket, timeout: float, tick: Callable[[], None] | None = None) -> tuple[bytes, float]:
+def _read_until_closed(
+    conn: socket.socket, timeout: float, tick: Callable[[], None] | None = None
+) -> tuple[bytes, float]:
     """Everything the server sends until it closes the connection, and when it closed (monotonic)."""
     received = b""
     deadline = time.monotonic() + timeout
@@ -183,15 +187,21 @@ def test_the_access_log_shows_no_portal_token(settings: Settings) -> None:
 def test_the_redactor_rewrites_uvicorn_access_records() -> None:
     # As uvicorn's h11 protocol logs a request.
     args = ("127.0.0.1:5000", "GET", f"/portal/{TOKEN}/v2", "1.1", 200)
-    record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', args, None)
+    record = logging.LogRecord(
+        ACCESS_LOGGER, logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', args, None
+    )
     assert PortalTokenRedactor().filter(record) is True
     assert record.getMessage() == '127.0.0.1:5000 - "GET /portal/<token>/v2 HTTP/1.1" 200'
     # Installing it twice adds one filter.
     assert install_access_log_redaction() is install_access_log_redaction()
 
 
-def test_python_m_api_serves_with_the_configured_limits(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    chosen = _with_api(settings, timeout_keep_alive_seconds=7, limit_concurrency=42, h11_max_incomplete_event_size=8192)
+def test_python_m_api_serves_with_the_configured_limits(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = _with_api(
+        settings, timeout_keep_alive_seconds=7, limit_concurrency=42, h11_max_incomplete_event_size=8192
+    )
     served_with: list[uvicorn.Config] = []
 
     class FakeServer:
@@ -210,6 +220,10 @@ def test_python_m_api_serves_with_the_configured_limits(settings: Settings, monk
     api_main.main()
 
     [config] = served_with
-    assert (config.timeout_keep_alive, config.limit_concurrency, config.h11_max_incomplete_event_size) == (7, 42, 8192)
+    assert (config.timeout_keep_alive, config.limit_concurrency, config.h11_max_incomplete_event_size) == (
+        7,
+        42,
+        8192,
+    )
     assert config.http == "h11" and config.access_log
     assert any(isinstance(f, PortalTokenRedactor) for f in logging.getLogger(ACCESS_LOGGER).filters)

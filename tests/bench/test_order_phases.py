@@ -41,11 +41,19 @@ def step(key: str, start: float, end: float, status: str = "SUCCESS") -> StepTim
 
 def chained(start: float, length: float, gap: float, keys: tuple[str, ...]) -> tuple[StepTiming, ...]:
     """Steps one after the other, ``length`` s each with ``gap`` s between."""
-    return tuple(step(key, start + i * (length + gap), start + i * (length + gap) + length) for i, key in enumerate(keys))
+    return tuple(
+        step(key, start + i * (length + gap), start + i * (length + gap) + length)
+        for i, key in enumerate(keys)
+    )
 
 
 def run(
-    run_id: str, created: float, start: float, end: float, steps: tuple[StepTiming, ...], launched: float | None = None
+    run_id: str,
+    created: float,
+    start: float,
+    end: float,
+    steps: tuple[StepTiming, ...],
+    launched: float | None = None,
 ) -> RunTiming:
     return RunTiming(
         run_id=run_id,
@@ -63,7 +71,10 @@ def test_two_runs_config_then_sensor_started_build() -> None:
     # EDP job created at 9 s, complete 3 s later; edp_sensor ticks at 15 s, second run starts at 18 s.
     build_run = run("b", created=15, start=18, end=40, steps=chained(20, 2, 1, BUILD_STEPS))
     trace = OrderTrace(
-        submitted=T0, emailed=T0 + 33.5, runs=(build_run, config_run), edp=EdpTiming(created=T0 + 9, complete=T0 + 12)
+        submitted=T0,
+        emailed=T0 + 33.5,
+        runs=(build_run, config_run),
+        edp=EdpTiming(created=T0 + 9, complete=T0 + 12),
     )
 
     phases = order_phases(trace)
@@ -97,9 +108,15 @@ def test_two_runs_config_then_sensor_started_build() -> None:
 def test_one_run_build_step_waits_for_edp_inside_the_run() -> None:
     # The API queues the run 0.2 s after the answer; edp_artifacts starts at 6 s and waits for EDP
     # (complete at 8 s) inside the run, then the other steps follow.
-    steps = (step("order/config", 3, 4), step("order/edp_artifacts", 6, 10), *chained(11, 1, 0.5, BUILD_STEPS[1:]))
+    steps = (
+        step("order/config", 3, 4),
+        step("order/edp_artifacts", 6, 10),
+        *chained(11, 1, 0.5, BUILD_STEPS[1:]),
+    )
     only_run = run("a", created=0.2, start=2, end=18, steps=steps)
-    trace = OrderTrace(submitted=T0, emailed=T0 + 16.5, runs=(only_run,), edp=EdpTiming(created=T0 + 3.5, complete=T0 + 8))
+    trace = OrderTrace(
+        submitted=T0, emailed=T0 + 16.5, runs=(only_run,), edp=EdpTiming(created=T0 + 3.5, complete=T0 + 8)
+    )
 
     phases = order_phases(trace)
 
@@ -126,7 +143,9 @@ def test_retried_config_step_ends_with_the_attempt_that_succeeded() -> None:
     failed = run("a", created=1, start=2, end=5, steps=(step("order/config", 3, 4, status="FAILURE"),))
     retry = run("b", created=6, start=7, end=10, steps=(step("order/config", 8, 9),))
     builder = run("c", created=12, start=13, end=20, steps=chained(14, 1, 0, BUILD_STEPS))
-    trace = OrderTrace(submitted=T0, emailed=T0 + 19, runs=(failed, retry, builder), edp=EdpTiming(T0 + 8.5, T0 + 11))
+    trace = OrderTrace(
+        submitted=T0, emailed=T0 + 19, runs=(failed, retry, builder), edp=EdpTiming(T0 + 8.5, T0 + 11)
+    )
 
     phases = order_phases(trace)
 
@@ -138,8 +157,12 @@ def test_retried_config_step_ends_with_the_attempt_that_succeeded() -> None:
 
 
 def test_runs_after_the_email_are_left_out() -> None:
-    delivery = run("a", created=1, start=2, end=12, steps=(step("order/config", 3, 4), *chained(5, 1, 0, BUILD_STEPS)))
-    redelivery = run("b", created=50, start=52, end=60, steps=chained(53, 1, 0, ("order/manifest", "order/email")))
+    delivery = run(
+        "a", created=1, start=2, end=12, steps=(step("order/config", 3, 4), *chained(5, 1, 0, BUILD_STEPS))
+    )
+    redelivery = run(
+        "b", created=50, start=52, end=60, steps=chained(53, 1, 0, ("order/manifest", "order/email"))
+    )
     phases = order_phases(OrderTrace(submitted=T0, emailed=T0 + 10, runs=(delivery, redelivery)))
 
     assert phases.runs == 1
@@ -162,10 +185,19 @@ def test_timeline_clamps_missing_and_out_of_order_marks() -> None:
 
 def test_redelivery_phases_take_the_backfill_run_after_the_answer() -> None:
     delivery = run("a", created=1, start=2, end=12, steps=(step("order/config", 3, 4),))
-    backfill = run("b", created=102, launched=104, start=105, end=112, steps=chained(107, 1, 1, ("order/manifest", "order/email")))
+    backfill = run(
+        "b",
+        created=102,
+        launched=104,
+        start=105,
+        end=112,
+        steps=chained(107, 1, 1, ("order/manifest", "order/email")),
+    )
     seconds = redelivery_phases(T0 + 100, T0 + 110.5, [delivery, backfill])
 
-    assert seconds == pytest.approx({TO_BACKFILL_RUN: 2, RUN_IN_QUEUE: 2, RUN_START: 1, TO_FIRST_STEP: 2, STEPS: 3.5})
+    assert seconds == pytest.approx(
+        {TO_BACKFILL_RUN: 2, RUN_IN_QUEUE: 2, RUN_START: 1, TO_FIRST_STEP: 2, STEPS: 3.5}
+    )
     assert list(seconds) == [name for name, _ in REDELIVERY_PHASES]
 
 

@@ -13,7 +13,12 @@ def test_every_status_has_its_moves() -> None:
 
 @pytest.mark.parametrize("delivered", sorted(DELIVERED_ONCE))
 def test_a_delivered_order_never_goes_back_to_failed_or_waiting(delivered: OrderStatus) -> None:
-    for downgrade in (OrderStatus.FAILED, OrderStatus.WAITING_FOR_APK, OrderStatus.BUILDING, OrderStatus.RECEIVED):
+    for downgrade in (
+        OrderStatus.FAILED,
+        OrderStatus.WAITING_FOR_APK,
+        OrderStatus.BUILDING,
+        OrderStatus.RECEIVED,
+    ):
         assert not can_move(delivered, downgrade)
 
 
@@ -28,4 +33,8 @@ def test_an_order_not_yet_delivered_can_fail_and_a_failed_one_can_be_retried(sta
 
 
 def test_allowed_from_is_the_table_read_backwards() -> None:
-    assert allowed_from(OrderStatus.EDP_PENDING) == {OrderStatus.RECEIVED, OrderStatus.EDP_PENDING, OrderStatus.FAILED}
+    assert allowed_from(OrderStatus.EDP_PENDING) == {
+        OrderStatus.RECEIVED,
+        OrderStatus.EDP_PENDING,
+        OrderStatus.FAILED,
+    }

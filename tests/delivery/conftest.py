@@ -47,7 +47,7 @@ class ArtifactServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def do_GET(self) -> None:
@@ -63,7 +63,9 @@ class ArtifactServer:
                     pass  # the client hung up, as a refusing downloader does
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     @property
@@ -79,7 +81,9 @@ class ArtifactServer:
 
     # --- answers ----------------------------------------------------------------------------
 
-    def body(self, path: str, data: bytes, *, status: int = 200, headers: dict[str, str] | None = None) -> None:
+    def body(
+        self, path: str, data: bytes, *, status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
         def answer(handler: BaseHTTPRequestHandler) -> None:
             handler.send_response(status)
             for name, value in {"Content-Length": str(len(data)), **(headers or {})}.items():
@@ -93,7 +97,13 @@ class ArtifactServer:
         self.body(path, b"", status=status, headers={"Location": location})
 
     def stream(
-        self, path: str, total: int, *, announce: int | None = None, chunked: bool = False, chunk: int = 64 * 1024
+        self,
+        path: str,
+        total: int,
+        *,
+        announce: int | None = None,
+        chunked: bool = False,
+        chunk: int = 64 * 1024,
     ) -> None:
         """``total`` bytes: with Content-Length ``announce``, chunked, or ending when the connection does."""
 

@@ -3,7 +3,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
-
 import pytest
 
 from contracts.configurator import ConfiguratorPayload
@@ -23,7 +22,9 @@ def order(name: str) -> ConfiguratorPayload:
 
 
 def test_a_composed_template_passes_and_a_broken_one_is_reported() -> None:
-    template = compose_cfn_template(cfg_id=CFG_ID, order=order("cloud"), bucket="artifacts", bundle_prefix=f"orders/{CFG_ID}/bundle/")
+    template = compose_cfn_template(
+        cfg_id=CFG_ID, order=order("cloud"), bucket="artifacts", bundle_prefix=f"orders/{CFG_ID}/bundle/"
+    )
     assert cfn_lint_problems(template, "eu-central-1") == []
     broken = b"Resources:\n  Box:\n    Type: AWS::EC2::Instance\n    Properties:\n      Colour: red\n"
     problems = cfn_lint_problems(broken, "eu-central-1")
@@ -31,7 +32,12 @@ def test_a_composed_template_passes_and_a_broken_one_is_reported() -> None:
 
 
 def test_a_built_seed_iso_passes_and_garbage_is_reported() -> None:
-    bundle = {"cfg.customer.yml": b"site: {}\n", "dtm.json": b"{}", "compose.yaml": b"services: {}\n", "secrets.env": b""}
+    bundle = {
+        "cfg.customer.yml": b"site: {}\n",
+        "dtm.json": b"{}",
+        "compose.yaml": b"services: {}\n",
+        "secrets.env": b"",
+    }
     image = build_seed_iso(cfg_id=CFG_ID, order=order("onprem"), bundle=bundle)
     assert seed_iso_problems(image) == []
     assert seed_iso_problems(b"\0" * 70000)
@@ -40,7 +46,12 @@ def test_a_built_seed_iso_passes_and_garbage_is_reported() -> None:
 @pytest.mark.slow
 def test_manifest_problems_name_missing_and_changed_objects(pipeline_settings: Settings) -> None:
     settings = pipeline_settings
-    client = boto3.client("s3", endpoint_url=settings.aws.endpoint_url, region_name=settings.aws.region, **settings.aws_credentials())
+    client = boto3.client(
+        "s3",
+        endpoint_url=settings.aws.endpoint_url,
+        region_name=settings.aws.region,
+        **settings.aws_credentials(),
+    )
     store = ArtifactStore(client, settings.artifacts.bucket)
     kept = store.put(order_key(CFG_ID, "edp", "dtm.json"), b'{"devices": []}')
     changed = store.put(order_key(CFG_ID, "cfn", "cfn.yaml"), b"Resources: {}\n")
@@ -50,7 +61,9 @@ def test_manifest_problems_name_missing_and_changed_objects(pipeline_settings: S
         created_at=datetime.now(UTC),
         deployment_target="cloud",
         artifacts=[
-            ManifestArtifact(kind=kind, name=obj.name, key=obj.key, size=obj.size, sha256=obj.sha256, url="https://x/y")
+            ManifestArtifact(
+                kind=kind, name=obj.name, key=obj.key, size=obj.size, sha256=obj.sha256, url="https://x/y"
+            )
             for kind, obj in (("edp", kept), ("cfn", changed))
         ],
     )

@@ -51,7 +51,19 @@ def test_keys_refuse_a_cfg_id_that_is_not_a_canonical_uuid(cfg_id: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["..", "a..b", "../config.json", "edp/dtm.json", "dtm\\json", "my file.json", " dtm.json", "", ".hidden", "-x", "x" * 129],
+    [
+        "..",
+        "a..b",
+        "../config.json",
+        "edp/dtm.json",
+        "dtm\\json",
+        "my file.json",
+        " dtm.json",
+        "",
+        ".hidden",
+        "-x",
+        "x" * 129,
+    ],
 )
 def test_keys_refuse_names_that_could_escape_or_alter_the_layout(name: str) -> None:
     with pytest.raises(ValueError):

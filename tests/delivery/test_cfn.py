@@ -16,7 +16,11 @@ CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
 BUCKET = "platform-artifacts-beta"
 PREFIX = f"orders/{CFG_ID}/bundle/"
 # The longest values CloudFormation can substitute for the pseudo parameters in UserData.
-PSEUDO_PARAMETERS = {"AWS::StackName": "s" * 128, "AWS::Region": "ap-southeast-4", "AWS::Partition": "aws-us-gov"}
+PSEUDO_PARAMETERS = {
+    "AWS::StackName": "s" * 128,
+    "AWS::Region": "ap-southeast-4",
+    "AWS::Partition": "aws-us-gov",
+}
 USER_DATA_LIMIT = 16 * 1024
 SECRET_LOOKING = re.compile(
     r"AKIA[0-9A-Z]{16}|aws_secret_access_key|password|passwd|secret|BEGIN [A-Z ]*PRIVATE KEY|api[_-]?key|bearer",
@@ -30,7 +34,11 @@ def make_order(
     return ConfiguratorPayload.model_validate(
         {
             "schema_version": 1,
-            "customer": {"name": "Ada Lovelace", "company": "Analytical Engines GmbH", "email": "ada@example.com"},
+            "customer": {
+                "name": "Ada Lovelace",
+                "company": "Analytical Engines GmbH",
+                "email": "ada@example.com",
+            },
             "deployment": {"target": "cloud", "region": region, "instance_size": size},
             "site": {"name": site, "timezone": "Europe/Berlin"},
             "devices": [
@@ -38,7 +46,10 @@ def make_order(
                     "id": f"dev-{index}",
                     "type": "power_meter",
                     "model": "PM5560",
-                    "connection": {"protocol": "modbus_tcp", "host": f"10.20.{index // 250}.{index % 250 + 1}"},
+                    "connection": {
+                        "protocol": "modbus_tcp",
+                        "host": f"10.20.{index // 250}.{index % 250 + 1}",
+                    },
                 }
                 for index in range(devices)
             ],
@@ -47,7 +58,9 @@ def make_order(
 
 
 def render(order: ConfiguratorPayload, cfg_id: str = CFG_ID) -> str:
-    return compose_cfn_template(cfg_id=cfg_id, order=order, bucket=BUCKET, bundle_prefix=PREFIX).decode("utf-8")
+    return compose_cfn_template(cfg_id=cfg_id, order=order, bucket=BUCKET, bundle_prefix=PREFIX).decode(
+        "utf-8"
+    )
 
 
 def parse(text: str) -> dict[str, Any]:
@@ -78,7 +91,11 @@ def user_data_script(template: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize(
     "order",
-    [make_order(devices=3), make_order(devices=500, region="us-east-1", size="m7g.large"), make_order(devices=0)],
+    [
+        make_order(devices=3),
+        make_order(devices=500, region="us-east-1", size="m7g.large"),
+        make_order(devices=0),
+    ],
     ids=["small", "500-devices", "no-devices"],
 )
 def test_template_is_lint_clean(order: ConfiguratorPayload) -> None:
@@ -92,7 +109,7 @@ def test_template_with_hostile_site_name_is_lint_clean_and_quoted() -> None:
 
     assert [str(match) for match in lint(text, config=ManualArgs(regions=["eu-central-1"]))] == []
     template = parse(text)
-    assert template["Description"].startswith(f"EMS edge stack for order {CFG_ID}, site Werk \"Süd\": #1")
+    assert template["Description"].startswith(f'EMS edge stack for order {CFG_ID}, site Werk "Süd": #1')
     assert "Werk" not in user_data_script(template)
 
 
@@ -178,7 +195,9 @@ def test_instance_role_reads_only_the_bundle_prefix() -> None:
     assert role["ManagedPolicyArns"] == [
         {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}
     ]
-    statements = [statement for policy in role["Policies"] for statement in policy["PolicyDocument"]["Statement"]]
+    statements = [
+        statement for policy in role["Policies"] for statement in policy["PolicyDocument"]["Statement"]
+    ]
     assert statements == [
         {
             "Effect": "Allow",
@@ -219,7 +238,9 @@ def test_allowed_cidr_pattern_accepts(cidr: str) -> None:
     assert re.fullmatch(ALLOWED_CIDR_PATTERN, cidr)
 
 
-@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "10.0.0.0/7", "10.0.0.0", "300.1.1.1/24", "1.2.3.4/33", "::/0", ""])
+@pytest.mark.parametrize(
+    "cidr", ["0.0.0.0/0", "10.0.0.0/7", "10.0.0.0", "300.1.1.1/24", "1.2.3.4/33", "::/0", ""]
+)
 def test_allowed_cidr_pattern_refuses(cidr: str) -> None:
     assert not re.fullmatch(ALLOWED_CIDR_PATTERN, cidr)
 

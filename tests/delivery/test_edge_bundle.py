@@ -32,7 +32,11 @@ def make_order(devices: int = 2, **site: str) -> ConfiguratorPayload:
     return ConfiguratorPayload.model_validate(
         {
             "schema_version": 1,
-            "customer": {"name": "Ada Lovelace", "company": "Analytical Engines GmbH", "email": "ada@example.com"},
+            "customer": {
+                "name": "Ada Lovelace",
+                "company": "Analytical Engines GmbH",
+                "email": "ada@example.com",
+            },
             "deployment": {"target": "onprem"},
             "site": {"name": "Plant Nord", "timezone": "Europe/Berlin", **site},
             "devices": [
@@ -88,9 +92,17 @@ def test_compose_file_runs_the_gateway_with_its_config_mounted_read_only() -> No
     binds = {mount["source"]: mount for mount in gateway["volumes"] if mount["type"] == "bind"}
     assert binds == {
         "./cfg.customer.yml": {
-            "type": "bind", "source": "./cfg.customer.yml", "target": "/etc/ems/cfg.customer.yml", "read_only": True,
+            "type": "bind",
+            "source": "./cfg.customer.yml",
+            "target": "/etc/ems/cfg.customer.yml",
+            "read_only": True,
         },
-        "./dtm.json": {"type": "bind", "source": "./dtm.json", "target": "/etc/ems/dtm.json", "read_only": True},
+        "./dtm.json": {
+            "type": "bind",
+            "source": "./dtm.json",
+            "target": "/etc/ems/dtm.json",
+            "read_only": True,
+        },
     }
     named = [mount for mount in gateway["volumes"] if mount["type"] == "volume"]
     assert len(named) == 1 and named[0]["source"] in compose["volumes"]
@@ -101,7 +113,9 @@ def test_compose_file_runs_the_gateway_with_its_config_mounted_read_only() -> No
 
 def test_compose_file_is_deterministic_and_follows_the_topology() -> None:
     order = make_order()
-    assert compose_file(dtm=make_dtm(order), images=IMAGES) == compose_file(dtm=make_dtm(order), images=IMAGES)
+    assert compose_file(dtm=make_dtm(order), images=IMAGES) == compose_file(
+        dtm=make_dtm(order), images=IMAGES
+    )
 
     # A new DTM must make `docker compose up -d` recreate the container, not keep the old one.
     labels_before = compose_of(order)["services"]["gateway"]["labels"]
@@ -172,7 +186,9 @@ def test_customer_config_deep_merges_over_the_stage_block() -> None:
 def test_build_bundle_has_every_file() -> None:
     order = make_order()
     dtm = make_dtm(order)
-    bundle = build_bundle(cfg_id=CFG_ID, order=order, dtm=dtm, flags=FLAGS, images=IMAGES, commissioning_token=TOKEN)
+    bundle = build_bundle(
+        cfg_id=CFG_ID, order=order, dtm=dtm, flags=FLAGS, images=IMAGES, commissioning_token=TOKEN
+    )
 
     assert tuple(bundle) == BUNDLE_FILES
     assert bundle["secrets.env"] == f"COMMISSIONING_TOKEN={TOKEN}\n".encode()
@@ -180,11 +196,18 @@ def test_build_bundle_has_every_file() -> None:
     assert DeviceTopologyModel.model_validate(json.loads(bundle["dtm.json"])) == dtm
     assert bundle["dtm.json"] == dtm_json(dtm)
     edp_bytes = b'{"schema_version": 1}'
-    assert build_bundle(
-        cfg_id=CFG_ID, order=order, dtm=dtm, flags=FLAGS, images=IMAGES, commissioning_token=TOKEN, dtm_bytes=edp_bytes
-    )[
-        "dtm.json"
-    ] == edp_bytes
+    assert (
+        build_bundle(
+            cfg_id=CFG_ID,
+            order=order,
+            dtm=dtm,
+            flags=FLAGS,
+            images=IMAGES,
+            commissioning_token=TOKEN,
+            dtm_bytes=edp_bytes,
+        )["dtm.json"]
+        == edp_bytes
+    )
 
 
 def test_compose_file_declares_the_industrial_fixtures_under_their_profile() -> None:
@@ -199,8 +222,17 @@ def test_compose_file_declares_the_industrial_fixtures_under_their_profile() -> 
         # The fixtures image of the same release as the gateway.
         assert service["image"] == IMAGES.fixtures
         assert service["command"] == [
-            "python3", "-m", "industrial_fixtures", "--type", fixture.type,
-            "--host", "0.0.0.0", "--port", str(fixture.port), "--unit-id", str(fixture.unit_id),
+            "python3",
+            "-m",
+            "industrial_fixtures",
+            "--type",
+            fixture.type,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(fixture.port),
+            "--unit-id",
+            str(fixture.unit_id),
         ]
         assert "ports" not in service and "volumes" not in service
     # Service names are the hostnames the fixture DTM connects to, as compose DNS resolves them.
@@ -244,5 +276,12 @@ def test_compose_renders_the_fixtures_only_with_their_profile(
 def test_a_malformed_commissioning_token_is_refused_without_echoing_it(token: str) -> None:
     order = make_order()
     with pytest.raises(ValueError, match="commissioning token must be") as refused:
-        build_bundle(cfg_id=CFG_ID, order=order, dtm=make_dtm(order), flags=FLAGS, images=IMAGES, commissioning_token=token)
+        build_bundle(
+            cfg_id=CFG_ID,
+            order=order,
+            dtm=make_dtm(order),
+            flags=FLAGS,
+            images=IMAGES,
+            commissioning_token=token,
+        )
     assert token not in str(refused.value)

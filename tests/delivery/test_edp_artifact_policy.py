@@ -51,7 +51,9 @@ def refused(call: Callable[[], object], *expected: str) -> str:
 def test_an_artifact_on_edps_own_host_is_fetched(edp_host: ArtifactServer) -> None:
     edp_host.body("/firmware.bin", b"firmware")
 
-    data = EdpArtifactDownloader(policy(edp_host.base_url)).download(artifact(edp_host.url("/firmware.bin")), LIMIT)
+    data = EdpArtifactDownloader(policy(edp_host.base_url)).download(
+        artifact(edp_host.url("/firmware.bin")), LIMIT
+    )
 
     assert data == b"firmware"
 
@@ -103,9 +105,18 @@ def test_every_address_a_host_resolves_to_must_be_public(
     )
     monkeypatch.setattr(urllib3.util.connection, "create_connection", _never_connect)
     url = f"https://files.edp.example.com/job/firmware.bin{QUERY}"
-    strict = EdpArtifactDownloader(policy("https://edp.example.com", artifact_hosts=("files.edp.example.com",), allow_private_hosts=False))
+    strict = EdpArtifactDownloader(
+        policy(
+            "https://edp.example.com", artifact_hosts=("files.edp.example.com",), allow_private_hosts=False
+        )
+    )
 
-    refused(lambda: strict.download(artifact(url), LIMIT), "firmware.bin", "files.edp.example.com", f"a {rule} address")
+    refused(
+        lambda: strict.download(artifact(url), LIMIT),
+        "firmware.bin",
+        "files.edp.example.com",
+        f"a {rule} address",
+    )
 
 
 @pytest.mark.parametrize(
@@ -127,7 +138,9 @@ def test_address_rules(address: str, rule: str | None) -> None:
     assert address_refusal(ipaddress.ip_address(address)) == rule
 
 
-def test_another_service_on_the_same_host_is_refused(edp_host: ArtifactServer, internal_service: ArtifactServer) -> None:
+def test_another_service_on_the_same_host_is_refused(
+    edp_host: ArtifactServer, internal_service: ArtifactServer
+) -> None:
     # In local/demo, private targets are allowed, yet only EDP's own port: not moto, the API or Dagster.
     downloader = EdpArtifactDownloader(policy(edp_host.base_url))
 
@@ -141,10 +154,14 @@ def test_another_service_on_the_same_host_is_refused(edp_host: ArtifactServer, i
     assert internal_service.requests == []
 
 
-def test_a_host_that_is_not_edps_nor_listed_is_refused_before_any_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_host_that_is_not_edps_nor_listed_is_refused_before_any_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(edp_artifact_policy, "resolve_host", _never_connect)
     monkeypatch.setattr(urllib3.util.connection, "create_connection", _never_connect)
-    downloader = EdpArtifactDownloader(policy("https://edp.example.com", artifact_hosts=("files.edp.example.com",)))
+    downloader = EdpArtifactDownloader(
+        policy("https://edp.example.com", artifact_hosts=("files.edp.example.com",))
+    )
 
     for url in (
         f"https://attacker.example.net/dtm.json{QUERY}",
@@ -188,7 +205,9 @@ def test_only_http_and_https_are_fetched(url: str) -> None:
 
 def test_a_malformed_url_is_refused_readably() -> None:
     refused(
-        lambda: policy("https://edp.example.com").check_url("dtm.json", f"https://edp.example.com:99999/x{QUERY}"),
+        lambda: policy("https://edp.example.com").check_url(
+            "dtm.json", f"https://edp.example.com:99999/x{QUERY}"
+        ),
         "dtm.json",
         "not a valid URL",
     )
@@ -201,7 +220,9 @@ def test_a_redirect_within_edps_host_is_followed(edp_host: ArtifactServer) -> No
     edp_host.redirect("/firmware.bin", f"/storage/firmware.bin{QUERY}")
     edp_host.body("/storage/firmware.bin", b"firmware")
 
-    data = EdpArtifactDownloader(policy(edp_host.base_url)).download(artifact(edp_host.url("/firmware.bin")), LIMIT)
+    data = EdpArtifactDownloader(policy(edp_host.base_url)).download(
+        artifact(edp_host.url("/firmware.bin")), LIMIT
+    )
 
     assert data == b"firmware"
     assert edp_host.requests == ["/firmware.bin", "/storage/firmware.bin"]
@@ -214,7 +235,9 @@ def test_a_redirect_to_another_host_is_refused_before_it_is_followed(
     edp_host.redirect("/firmware.bin", internal_service.url("/secret"), status)
 
     refused(
-        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(artifact(edp_host.url("/firmware.bin")), LIMIT),
+        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(
+            artifact(edp_host.url("/firmware.bin")), LIMIT
+        ),
         "firmware.bin",
         "redirect 1",
         f"127.0.0.1:{internal_service.httpd.server_port}",
@@ -227,7 +250,9 @@ def test_a_redirect_to_another_scheme_is_refused(edp_host: ArtifactServer) -> No
     edp_host.redirect("/firmware.bin", "file:///etc/passwd")
 
     refused(
-        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(artifact(edp_host.url("/firmware.bin")), LIMIT),
+        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(
+            artifact(edp_host.url("/firmware.bin")), LIMIT
+        ),
         "redirect 1",
         "'file'",
     )
@@ -251,11 +276,15 @@ def test_redirects_are_followed_only_up_to_the_hop_limit(edp_host: ArtifactServe
 # --- sizes ------------------------------------------------------------------------------------
 
 
-def test_an_announced_content_length_over_the_cap_is_refused_before_the_body(edp_host: ArtifactServer) -> None:
+def test_an_announced_content_length_over_the_cap_is_refused_before_the_body(
+    edp_host: ArtifactServer,
+) -> None:
     edp_host.stream("/firmware.bin", total=1_000_000, announce=300 * 1024 * 1024)
 
     refused(
-        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(artifact(edp_host.url("/firmware.bin")), LIMIT),
+        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(
+            artifact(edp_host.url("/firmware.bin")), LIMIT
+        ),
         "firmware.bin",
         f"announces {300 * 1024 * 1024} bytes",
         "edp.max_artifact_bytes",
@@ -269,7 +298,9 @@ def test_a_body_over_the_cap_is_refused_while_it_streams(edp_host: ArtifactServe
     edp_host.stream("/firmware.bin", total=total, chunked=chunked)
 
     refused(
-        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(artifact(edp_host.url("/firmware.bin")), LIMIT),
+        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(
+            artifact(edp_host.url("/firmware.bin")), LIMIT
+        ),
         "firmware.bin",
         "edp.max_artifact_bytes",
     )
@@ -279,7 +310,9 @@ def test_a_body_over_the_cap_is_refused_while_it_streams(edp_host: ArtifactServe
 def test_a_body_at_the_cap_is_taken_whole(edp_host: ArtifactServer) -> None:
     edp_host.stream("/firmware.bin", total=LIMIT.max_bytes)
 
-    data = EdpArtifactDownloader(policy(edp_host.base_url)).download(artifact(edp_host.url("/firmware.bin")), LIMIT)
+    data = EdpArtifactDownloader(policy(edp_host.base_url)).download(
+        artifact(edp_host.url("/firmware.bin")), LIMIT
+    )
 
     assert len(data) == LIMIT.max_bytes
 
@@ -288,7 +321,9 @@ def test_a_compressed_answer_is_refused(edp_host: ArtifactServer) -> None:
     edp_host.body("/firmware.bin", b"\x1f\x8b not really", headers={"Content-Encoding": "gzip"})
 
     refused(
-        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(artifact(edp_host.url("/firmware.bin")), LIMIT),
+        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(
+            artifact(edp_host.url("/firmware.bin")), LIMIT
+        ),
         "firmware.bin",
         "compressed",
     )
@@ -317,7 +352,11 @@ def test_too_many_artifacts_are_refused_as_a_whole() -> None:
 def test_a_listing_naming_one_artifact_twice_is_refused() -> None:
     listing = [artifact(f"https://edp.example.com/{n}{QUERY}", "dtm.json") for n in ("1", "2")]
 
-    refused(lambda: policy("https://edp.example.com").check_listing("job-1", listing), "dtm.json", "more than once")
+    refused(
+        lambda: policy("https://edp.example.com").check_listing("job-1", listing),
+        "dtm.json",
+        "more than once",
+    )
 
 
 def test_a_listing_with_one_foreign_url_is_refused_naming_that_artifact() -> None:
@@ -326,7 +365,11 @@ def test_a_listing_with_one_foreign_url_is_refused_naming_that_artifact() -> Non
         artifact(f"http://169.254.169.254/latest/meta-data/{QUERY}", "notes.txt"),
     ]
 
-    refused(lambda: policy("https://edp.example.com").check_listing("job-1", listing), "notes.txt", "169.254.169.254:80")
+    refused(
+        lambda: policy("https://edp.example.com").check_listing("job-1", listing),
+        "notes.txt",
+        "169.254.169.254:80",
+    )
 
 
 # --- the deadline -----------------------------------------------------------------------------
@@ -410,7 +453,9 @@ def test_an_http_error_names_the_status_and_not_the_body(edp_host: ArtifactServe
     edp_host.body("/firmware.bin", b"<Error>AccessDenied for AKIDSECRETCREDENTIAL</Error>", status=403)
 
     message = refused(
-        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(artifact(edp_host.url("/firmware.bin")), LIMIT),
+        lambda: EdpArtifactDownloader(policy(edp_host.base_url)).download(
+            artifact(edp_host.url("/firmware.bin")), LIMIT
+        ),
         "firmware.bin",
         "HTTP 403",
     )
@@ -421,7 +466,9 @@ def test_a_host_that_does_not_answer_is_named_by_kind_not_url(free_port: Callabl
     base = f"http://127.0.0.1:{free_port()}"
 
     refused(
-        lambda: EdpArtifactDownloader(policy(base, retries=1)).download(artifact(f"{base}/firmware.bin{QUERY}"), LIMIT),
+        lambda: EdpArtifactDownloader(policy(base, retries=1)).download(
+            artifact(f"{base}/firmware.bin{QUERY}"), LIMIT
+        ),
         "firmware.bin",
         "download failed (ConnectionError)",
     )
@@ -440,7 +487,9 @@ def test_transient_errors_are_retried_within_the_deadline(edp_host: ArtifactServ
 
     edp_host.routes["/firmware.bin"] = flaky
 
-    data = EdpArtifactDownloader(policy(edp_host.base_url, retries=2)).download(artifact(edp_host.url("/firmware.bin")), LIMIT)
+    data = EdpArtifactDownloader(policy(edp_host.base_url, retries=2)).download(
+        artifact(edp_host.url("/firmware.bin")), LIMIT
+    )
 
     assert data == b"firmware"
 
@@ -453,7 +502,9 @@ def test_readable_reason_drops_what_urls_carry_besides_their_path() -> None:
 
     reason = readable_reason(text)
 
-    assert reason == "fetch failed: https://bucket.s3.amazonaws.com/orders/dtm.json and /relative/path next line"
+    assert (
+        reason == "fetch failed: https://bucket.s3.amazonaws.com/orders/dtm.json and /relative/path next line"
+    )
 
 
 def test_readable_reason_is_capped() -> None:

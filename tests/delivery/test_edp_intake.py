@@ -29,7 +29,9 @@ DTM: dict[str, Any] = {
             "type": "power_meter",
             "model": "PM5560",
             "connection": {"protocol": "modbus_tcp", "host": "10.20.0.11", "port": 502, "unit_id": 1},
-            "points": [{"name": "active_power", "address": 3059, "data_type": "int32", "scale": 0.1, "unit": "kW"}],
+            "points": [
+                {"name": "active_power", "address": 3059, "data_type": "int32", "scale": 0.1, "unit": "kW"}
+            ],
         }
     ],
 }
@@ -58,7 +60,12 @@ class FakeDownloads:
 
 
 def job_for(
-    files: dict[str, bytes], *, status: str = "complete", with_sha: bool = True, base: str = BASE, **extra: Any
+    files: dict[str, bytes],
+    *,
+    status: str = "complete",
+    with_sha: bool = True,
+    base: str = BASE,
+    **extra: Any,
 ) -> EdpJob:
     return EdpJob.model_validate(
         {
@@ -73,9 +80,14 @@ def job_for(
 
 
 def take_over(
-    job: EdpJob, downloads: Callable[[EdpArtifact, ByteLimit], bytes], store: ArtifactStore, policy: EdpArtifactPolicy = POLICY
+    job: EdpJob,
+    downloads: Callable[[EdpArtifact, ByteLimit], bytes],
+    store: ArtifactStore,
+    policy: EdpArtifactPolicy = POLICY,
 ) -> Any:
-    return take_over_edp_artifacts(cfg_id=CFG_ID, job_id=JOB_ID, job=job, policy=policy, download=downloads, store=store)
+    return take_over_edp_artifacts(
+        cfg_id=CFG_ID, job_id=JOB_ID, job=job, policy=policy, download=downloads, store=store
+    )
 
 
 def assert_readable(error: pytest.ExceptionInfo[EdpArtifactError], *expected: str) -> None:
@@ -88,7 +100,11 @@ def assert_readable(error: pytest.ExceptionInfo[EdpArtifactError], *expected: st
 
 @pytest.mark.slow
 def test_complete_job_stores_every_artifact_with_its_sha256(store: ArtifactStore) -> None:
-    files = {"dtm.json": dtm_bytes(), "register-map.csv": b"name,address\nactive_power,3059\n", "notes.bin": b"\x00\xff" * 50}
+    files = {
+        "dtm.json": dtm_bytes(),
+        "register-map.csv": b"name,address\nactive_power,3059\n",
+        "notes.bin": b"\x00\xff" * 50,
+    }
     job = job_for(files, flags={"needs_vpn": True, "gateway_profile": "small"})
 
     result = take_over(job, FakeDownloads(files), store)
@@ -96,10 +112,13 @@ def test_complete_job_stores_every_artifact_with_its_sha256(store: ArtifactStore
     assert result.job_id == JOB_ID
     assert result.flags == {"needs_vpn": True, "gateway_profile": "small"}
     assert result.objects == [
-        StoredObject(key=f"orders/{CFG_ID}/edp/{name}", size=len(data), sha256=sha(data)) for name, data in files.items()
+        StoredObject(key=f"orders/{CFG_ID}/edp/{name}", size=len(data), sha256=sha(data))
+        for name, data in files.items()
     ]
     assert result.dtm.key == f"orders/{CFG_ID}/edp/dtm.json"
-    assert {key for key, _ in store.keys(f"orders/{CFG_ID}/edp/")} == {f"orders/{CFG_ID}/edp/{name}" for name in files}
+    assert {key for key, _ in store.keys(f"orders/{CFG_ID}/edp/")} == {
+        f"orders/{CFG_ID}/edp/{name}" for name in files
+    }
     for name, data in files.items():
         key = f"orders/{CFG_ID}/edp/{name}"
         assert store.get(key) == data
@@ -258,7 +277,9 @@ def test_one_foreign_url_refuses_the_job_before_anything_is_fetched(store: Artif
 def test_the_job_total_bounds_each_next_artifact(store: ArtifactStore) -> None:
     files = {"dtm.json": dtm_bytes(), "a.bin": b"a" * 600, "b.bin": b"b" * 600}
     downloads = FakeDownloads(files)
-    policy = artifact_policy(EDP, max_artifact_bytes=1000, max_dtm_bytes=1000, max_job_bytes=len(files["dtm.json"]) + 1000)
+    policy = artifact_policy(
+        EDP, max_artifact_bytes=1000, max_dtm_bytes=1000, max_job_bytes=len(files["dtm.json"]) + 1000
+    )
 
     with pytest.raises(EdpArtifactError) as caught:
         take_over(job_for(files), downloads, store, policy)
@@ -270,10 +291,14 @@ def test_the_job_total_bounds_each_next_artifact(store: ArtifactStore) -> None:
 
 
 @pytest.mark.slow
-def test_a_dtm_over_its_own_cap_is_refused_while_it_streams(store: ArtifactStore, edp_host: ArtifactServer) -> None:
+def test_a_dtm_over_its_own_cap_is_refused_while_it_streams(
+    store: ArtifactStore, edp_host: ArtifactServer
+) -> None:
     big_dtm = dtm_bytes({**DTM, "devices": DTM["devices"] * 1}) + b" " * 2000
     edp_host.stream("/artifacts/dtm.json", total=len(big_dtm))
-    policy = artifact_policy(edp_host.base_url, max_artifact_bytes=100_000, max_dtm_bytes=1000, max_job_bytes=100_000)
+    policy = artifact_policy(
+        edp_host.base_url, max_artifact_bytes=100_000, max_dtm_bytes=1000, max_job_bytes=100_000
+    )
     job = job_for({"dtm.json": big_dtm}, base=f"{edp_host.base_url}/artifacts", with_sha=False)
 
     with pytest.raises(EdpArtifactError) as caught:
@@ -289,7 +314,9 @@ def test_a_download_whose_sha256_differs_is_refused(store: ArtifactStore, edp_ho
     for name, data in files.items():
         edp_host.body(f"/artifacts/{name}", data)
     edp_host.body("/artifacts/firmware.bin", b"a swapped firmware")
-    policy = artifact_policy(edp_host.base_url, max_artifact_bytes=10_000, max_dtm_bytes=10_000, max_job_bytes=100_000)
+    policy = artifact_policy(
+        edp_host.base_url, max_artifact_bytes=10_000, max_dtm_bytes=10_000, max_job_bytes=100_000
+    )
     job = job_for(files, base=f"{edp_host.base_url}/artifacts")
 
     with pytest.raises(EdpArtifactError) as caught:
@@ -306,9 +333,16 @@ def test_artifacts_over_real_http_are_taken_over(store: ArtifactStore, edp_host:
     edp_host.redirect("/artifacts/dtm.json", f"/storage/dtm.json{QUERY}")
     edp_host.body("/storage/dtm.json", files["dtm.json"])
     edp_host.body("/artifacts/register-map.csv", files["register-map.csv"])
-    policy = artifact_policy(edp_host.base_url, max_artifact_bytes=10_000, max_dtm_bytes=10_000, max_job_bytes=100_000)
+    policy = artifact_policy(
+        edp_host.base_url, max_artifact_bytes=10_000, max_dtm_bytes=10_000, max_job_bytes=100_000
+    )
 
-    result = take_over(job_for(files, base=f"{edp_host.base_url}/artifacts"), EdpArtifactDownloader(policy).download, store, policy)
+    result = take_over(
+        job_for(files, base=f"{edp_host.base_url}/artifacts"),
+        EdpArtifactDownloader(policy).download,
+        store,
+        policy,
+    )
 
     assert [obj.sha256 for obj in result.objects] == [sha(data) for data in files.values()]
     assert store.get(f"orders/{CFG_ID}/edp/dtm.json") == files["dtm.json"]

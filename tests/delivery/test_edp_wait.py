@@ -41,7 +41,13 @@ def answers(*replies: EdpJob | Exception) -> tuple[Callable[[str], EdpJob], list
 
 def _wait(get_job: Callable[[str], EdpJob], clock: FakeClock, wait_seconds: float) -> EdpJob | None:
     return wait_for_edp_job(
-        get_job, "job-1", wait_seconds=wait_seconds, transient=(Down,), poll_seconds=0.5, clock=clock, sleep=clock.sleep
+        get_job,
+        "job-1",
+        wait_seconds=wait_seconds,
+        transient=(Down,),
+        poll_seconds=0.5,
+        clock=clock,
+        sleep=clock.sleep,
     )
 
 

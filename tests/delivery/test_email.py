@@ -1,6 +1,6 @@
 import email
 import html
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP, default
 from email.utils import parsedate_to_datetime
@@ -21,7 +21,11 @@ PAGE_URL = "https://api.example.com/portal/tok-123?lang=en&v=2"
 def make_order(**overrides: Any) -> ConfiguratorPayload:
     data: dict[str, Any] = {
         "schema_version": 1,
-        "customer": {"name": "Ada Lovelace", "company": "Analytical Engines GmbH", "email": "ada@example.com"},
+        "customer": {
+            "name": "Ada Lovelace",
+            "company": "Analytical Engines GmbH",
+            "email": "ada@example.com",
+        },
         "deployment": {"target": "onprem"},
         "site": {"name": "Plant Nord", "timezone": "Europe/Berlin"},
         "devices": [{"id": "meter-main", "type": "power_meter", "model": "PM5560"}],
@@ -34,7 +38,7 @@ def make_manifest(version: int = 2) -> Manifest:
     return Manifest(
         cfg_id=CFG_ID,
         version=version,
-        created_at=datetime(2025, 3, 1, 14, 5, 9, tzinfo=timezone.utc),
+        created_at=datetime(2025, 3, 1, 14, 5, 9, tzinfo=UTC),
         deployment_target="onprem",
         flags={},
         artifacts=[
@@ -120,7 +124,11 @@ def test_composing_twice_gives_the_same_date_and_content_but_a_fresh_message_id(
 
 def test_line_breaks_in_customer_text_do_not_inject_headers() -> None:
     order = make_order(
-        customer={"name": "Ada\r\nBcc: spy@evil.example", "company": "Analytical Engines GmbH", "email": "ada@example.com"},
+        customer={
+            "name": "Ada\r\nBcc: spy@evil.example",
+            "company": "Analytical Engines GmbH",
+            "email": "ada@example.com",
+        },
         site={"name": "Plant\r\nBcc: victim@evil.example\nX-Injected: 1", "timezone": "Europe/Berlin"},
     )
 
@@ -129,13 +137,20 @@ def test_line_breaks_in_customer_text_do_not_inject_headers() -> None:
 
     assert b"\r\nBcc:" not in header_block and b"\r\nX-Injected:" not in header_block
     assert message["Bcc"] is None and message["X-Injected"] is None
-    assert message["Subject"] == "Your delivery for Plant Bcc: victim@evil.example X-Injected: 1 is ready (version 2)"
+    assert (
+        message["Subject"]
+        == "Your delivery for Plant Bcc: victim@evil.example X-Injected: 1 is ready (version 2)"
+    )
     assert [address.addr_spec for address in message["To"].addresses] == ["ada@example.com"]
 
 
 def test_html_part_escapes_customer_text_and_text_part_keeps_it_verbatim() -> None:
     order = make_order(
-        customer={"name": "<script>alert(1)</script>", "company": "Müller & Söhne", "email": "ada@example.com"},
+        customer={
+            "name": "<script>alert(1)</script>",
+            "company": "Müller & Söhne",
+            "email": "ada@example.com",
+        },
         site={"name": "<b>Plant</b>", "timezone": "Europe/Berlin"},
     )
 
@@ -158,7 +173,9 @@ def test_non_ascii_display_name_survives_the_wire() -> None:
 
 def test_sender_must_be_an_address() -> None:
     with pytest.raises(ValueError, match="sender"):
-        compose_delivery_email(sender="not an address", order=make_order(), manifest=make_manifest(), page_url=PAGE_URL)
+        compose_delivery_email(
+            sender="not an address", order=make_order(), manifest=make_manifest(), page_url=PAGE_URL
+        )
 
 
 def test_outbox_file_parses_back_to_the_same_message(tmp_path: Path) -> None:

@@ -101,7 +101,8 @@ class ScriptedSes:
 
 def ses_error(code: str, message: str = "it says no", status: int = 400) -> ClientError:
     return ClientError(
-        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, "SendEmail"
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "SendEmail",
     )
 
 
@@ -119,7 +120,9 @@ class Dispatch:
     def cfg_id(self) -> str:
         return self.publication.cfg_id
 
-    def send(self, ses: Any, policy: SendPolicy | None = None, sender: str = "deliveries@platform.example.com") -> EmailOutcome:
+    def send(
+        self, ses: Any, policy: SendPolicy | None = None, sender: str = "deliveries@platform.example.com"
+    ) -> EmailOutcome:
         return send_delivery_email_once(
             publication=self.publication,
             order=self.order,
@@ -148,7 +151,9 @@ def dispatch(tmp_path: Path) -> Iterator[Dispatch]:
     claimed = deliveries.claim_portal_version(cfg_id, "run-1")
     manifest_key = f"portal/{cfg_id}/v1/manifest.json"
     deliveries.record_publication(cfg_id, 1, manifest_key=manifest_key, artifact_count=0)
-    manifest = Manifest(cfg_id=cfg_id, version=1, created_at=claimed.created_at, deployment_target="cloud", artifacts=[])
+    manifest = Manifest(
+        cfg_id=cfg_id, version=1, created_at=claimed.created_at, deployment_target="cloud", artifacts=[]
+    )
     publication = PortalPublication(
         cfg_id=cfg_id,
         version=1,
@@ -178,7 +183,9 @@ def test_a_sent_email_is_recorded_and_written_to_the_outbox(dispatch: Dispatch) 
 TRANSIENT = [
     pytest.param(EndpointConnectionError(endpoint_url=ENDPOINT), id="connection-refused"),
     pytest.param(ConnectTimeoutError(endpoint_url=ENDPOINT), id="connect-timeout"),
-    pytest.param(ses_error("TooManyRequestsException", "Maximum sending rate exceeded.", 429), id="v2-throttled"),
+    pytest.param(
+        ses_error("TooManyRequestsException", "Maximum sending rate exceeded.", 429), id="v2-throttled"
+    ),
     pytest.param(ses_error("Throttling", "Maximum sending rate exceeded."), id="classic-throttled"),
     pytest.param(ses_error("ThrottlingException", "Rate exceeded"), id="throttling-exception"),
     pytest.param(ses_error("LimitExceededException", "Daily message quota exceeded."), id="quota"),
@@ -186,7 +193,9 @@ TRANSIENT = [
 
 
 @pytest.mark.parametrize("failure", TRANSIENT)
-def test_what_certainly_did_not_reach_ses_is_retried_with_backoff(dispatch: Dispatch, failure: Exception) -> None:
+def test_what_certainly_did_not_reach_ses_is_retried_with_backoff(
+    dispatch: Dispatch, failure: Exception
+) -> None:
     ses = ScriptedSes(failure, failure, {"MessageId": "msg-3"})
 
     outcome = dispatch.send(ses)
@@ -198,7 +207,9 @@ def test_what_certainly_did_not_reach_ses_is_retried_with_backoff(dispatch: Disp
 
 
 @pytest.mark.parametrize("failure", TRANSIENT)
-def test_spent_attempts_release_the_claim_and_raise_email_not_sent(dispatch: Dispatch, failure: Exception) -> None:
+def test_spent_attempts_release_the_claim_and_raise_email_not_sent(
+    dispatch: Dispatch, failure: Exception
+) -> None:
     ses = ScriptedSes(*[failure] * 4)
 
     with pytest.raises(EmailNotSent) as caught:
@@ -215,7 +226,10 @@ def test_spent_attempts_release_the_claim_and_raise_email_not_sent(dispatch: Dis
 @pytest.mark.parametrize(
     ("code", "message"),
     [
-        ("MessageRejected", "Email address is not verified. The following identities failed the check: nobody@example.org"),
+        (
+            "MessageRejected",
+            "Email address is not verified. The following identities failed the check: nobody@example.org",
+        ),
         ("MailFromDomainNotVerifiedException", "The MAIL FROM domain is not verified."),
         ("AccountSuspendedException", "The account is suspended from sending."),
         ("SendingPausedException", "Sending is paused for this account."),
@@ -244,20 +258,34 @@ def test_a_request_botocore_refused_to_build_is_not_sent(dispatch: Dispatch) -> 
 
 
 def test_the_reason_carries_no_url_query(dispatch: Dispatch) -> None:
-    leaky = ses_error("MessageRejected", "see https://ses.example.com/x?X-Amz-Signature=deadbeef&X-Amz-Credential=AKID")
+    leaky = ses_error(
+        "MessageRejected", "see https://ses.example.com/x?X-Amz-Signature=deadbeef&X-Amz-Credential=AKID"
+    )
 
     with pytest.raises(EmailNotSent) as caught:
         dispatch.send(ScriptedSes(leaky))
 
-    assert "deadbeef" not in str(caught.value) and "AKID" not in str(caught.value) and "?" not in str(caught.value)
+    assert (
+        "deadbeef" not in str(caught.value)
+        and "AKID" not in str(caught.value)
+        and "?" not in str(caught.value)
+    )
 
 
 MAYBE_SENT = [
     pytest.param(ReadTimeoutError(endpoint_url=ENDPOINT), "ReadTimeoutError", id="read-timeout"),
-    pytest.param(ConnectionClosedError(endpoint_url=ENDPOINT), "ConnectionClosedError", id="connection-closed"),
-    pytest.param(ResponseParserError("Unable to parse response"), "ResponseParserError", id="unparsable-answer"),
-    pytest.param(ses_error("InternalFailure", "internal error", 500), "HTTP 500 InternalFailure", id="ses-500"),
-    pytest.param(ses_error("ServiceUnavailable", "try later", 503), "HTTP 503 ServiceUnavailable", id="ses-503"),
+    pytest.param(
+        ConnectionClosedError(endpoint_url=ENDPOINT), "ConnectionClosedError", id="connection-closed"
+    ),
+    pytest.param(
+        ResponseParserError("Unable to parse response"), "ResponseParserError", id="unparsable-answer"
+    ),
+    pytest.param(
+        ses_error("InternalFailure", "internal error", 500), "HTTP 500 InternalFailure", id="ses-500"
+    ),
+    pytest.param(
+        ses_error("ServiceUnavailable", "try later", 503), "HTTP 503 ServiceUnavailable", id="ses-503"
+    ),
     pytest.param(ses_error("GatewayTimeout", "timed out", 504), "HTTP 504 GatewayTimeout", id="gateway-504"),
     pytest.param(RuntimeError("something odd"), "RuntimeError", id="unknown-exception"),
     pytest.param({"ResponseMetadata": {}}, "without a MessageId", id="no-message-id"),
@@ -352,7 +380,9 @@ def test_a_stale_claim_of_a_dead_sender_becomes_unknown(dispatch: Dispatch) -> N
     assert dispatch.deliveries.claim_email(dispatch.cfg_id, 1)
     with dispatch.deliveries._engine.begin() as connection:
         connection.execute(
-            update(delivery_emails).values(claimed_at=datetime.now(UTC) - STALE_SENDING - timedelta(minutes=1))
+            update(delivery_emails).values(
+                claimed_at=datetime.now(UTC) - STALE_SENDING - timedelta(minutes=1)
+            )
         )
     ses = ScriptedSes()
 
@@ -366,7 +396,11 @@ def test_a_stale_claim_of_a_dead_sender_becomes_unknown(dispatch: Dispatch) -> N
 
 def test_a_client_that_retries_by_itself_is_refused_before_claiming(dispatch: Dispatch) -> None:
     retrying = boto3.client(
-        "sesv2", region_name="eu-central-1", endpoint_url="http://127.0.0.1:9", aws_access_key_id="a", aws_secret_access_key="b"
+        "sesv2",
+        region_name="eu-central-1",
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
     )
 
     with pytest.raises(SesClientRetries, match="total_max_attempts"):
@@ -454,7 +488,11 @@ class Mailing:
 @pytest.fixture
 def mailing(pipeline_settings: Settings, tmp_path: Path) -> Iterator[Mailing]:
     settings = pipeline_settings
-    client_args = {"endpoint_url": settings.aws.endpoint_url, "region_name": settings.aws.region, **settings.aws_credentials()}
+    client_args = {
+        "endpoint_url": settings.aws.endpoint_url,
+        "region_name": settings.aws.region,
+        **settings.aws_credentials(),
+    }
     order = _order()
     orders = OrderRepository.from_url(settings.platform_db_url())
     cfg_id = orders.submit(order, None)[0].cfg_id
@@ -534,7 +572,12 @@ def test_a_lost_answer_is_unknown_and_the_email_is_never_sent_twice(mailing: Mai
 
     outcome = mailing.send()
 
-    assert (outcome.state, outcome.sent_now, outcome.message_id, outcome.attempts) == (EmailState.UNKNOWN, False, None, 1)
+    assert (outcome.state, outcome.sent_now, outcome.message_id, outcome.attempts) == (
+        EmailState.UNKNOWN,
+        False,
+        None,
+        1,
+    )
     assert outcome.reason is not None and "ConnectionClosedError" in outcome.reason
     # Exactly one request reached SES (no SDK retry, no retry here), and SES holds exactly one message.
     assert mailing.proxy.counts.forwarded == 1 and mailing.proxy.counts.dropped == 1

@@ -18,15 +18,25 @@ from contracts.configurator import ConfiguratorPayload
 from delivery.iso import build_seed_iso, hostname_for_site, seed_instance_id
 
 CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
-STATIC_NETWORK = {"address": "192.168.50.10/24", "gateway": "192.168.50.1", "dns": ["192.168.50.1", "9.9.9.9"]}
+STATIC_NETWORK = {
+    "address": "192.168.50.10/24",
+    "gateway": "192.168.50.1",
+    "dns": ["192.168.50.1", "9.9.9.9"],
+}
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-def make_order(network: dict[str, Any] | None = STATIC_NETWORK, site: str = "Werk Süd") -> ConfiguratorPayload:
+def make_order(
+    network: dict[str, Any] | None = STATIC_NETWORK, site: str = "Werk Süd"
+) -> ConfiguratorPayload:
     return ConfiguratorPayload.model_validate(
         {
             "schema_version": 1,
-            "customer": {"name": "Grace Hopper", "company": "Compiler Works AG", "email": "grace@example.com"},
+            "customer": {
+                "name": "Grace Hopper",
+                "company": "Compiler Works AG",
+                "email": "grace@example.com",
+            },
             "deployment": {"target": "onprem", "network": network},
             "site": {"name": site, "timezone": "Europe/Vienna"},
             "devices": [{"id": "meter-grid", "type": "power_meter", "model": "UMG 604"}],
@@ -104,7 +114,10 @@ def test_user_data_writes_the_bundle_and_starts_the_stack() -> None:
     config = yaml.safe_load(user_data)
     written = {entry["path"]: entry for entry in config["write_files"]}
     assert set(written) == {
-        "/opt/ems/cfg.customer.yml", "/opt/ems/dtm.json", "/opt/ems/compose.yaml", "/opt/ems/secrets.env",
+        "/opt/ems/cfg.customer.yml",
+        "/opt/ems/dtm.json",
+        "/opt/ems/compose.yaml",
+        "/opt/ems/secrets.env",
     }
     for name, data in bundle.items():
         entry = written[f"/opt/ems/{name}"]
@@ -144,7 +157,9 @@ def test_xorriso_lists_the_seed_files(tmp_path: Path) -> None:
     # xorriso prints its banner on stderr and the listing, quoted, on stdout.
     listed = set(re.findall(r"'([^']+)'", listing.stdout))
     assert {"user-data", "meta-data", "network-config"} <= listed
-    volume = subprocess.run(["xorriso", "-indev", str(image), "-pvd_info"], check=True, capture_output=True, text=True)
+    volume = subprocess.run(
+        ["xorriso", "-indev", str(image), "-pvd_info"], check=True, capture_output=True, text=True
+    )
     assert re.search(r"Volume Id\s*:\s*cidata", volume.stdout + volume.stderr)
 
 
@@ -203,7 +218,9 @@ def test_changed_bundle_gives_a_new_instance_id_and_image() -> None:
 
 def test_instance_id_framing_cannot_be_shifted() -> None:
     # Moving bytes from one file's end to the next name must not give the same digest.
-    assert seed_instance_id(CFG_ID, {"a": b"bc", "d": b""}) != seed_instance_id(CFG_ID, {"a": b"b", "cd": b""})
+    assert seed_instance_id(CFG_ID, {"a": b"bc", "d": b""}) != seed_instance_id(
+        CFG_ID, {"a": b"b", "cd": b""}
+    )
 
 
 @pytest.mark.parametrize(

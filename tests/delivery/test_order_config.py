@@ -28,9 +28,9 @@ def test_key_order_of_the_submitted_json_does_not_change_the_bytes() -> None:
     reordered["customer"] = {key: data["customer"][key] for key in reversed(list(data["customer"]))}
     reordered["options"] = {key: data["options"][key] for key in reversed(list(data["options"]))}
 
-    assert canonical_config_json(CFG_ID, ConfiguratorPayload.model_validate(reordered)) == canonical_config_json(
-        CFG_ID, ConfiguratorPayload.model_validate(data)
-    )
+    assert canonical_config_json(
+        CFG_ID, ConfiguratorPayload.model_validate(reordered)
+    ) == canonical_config_json(CFG_ID, ConfiguratorPayload.model_validate(data))
 
 
 def test_document_holds_cfg_id_and_the_validated_order() -> None:

@@ -11,7 +11,10 @@ from platform_db import Order
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 LIMITS = StuckLimits(
-    received=timedelta(minutes=5), building=timedelta(minutes=15), edp_job=timedelta(minutes=10), max_resumes=2
+    received=timedelta(minutes=5),
+    building=timedelta(minutes=15),
+    edp_job=timedelta(minutes=10),
+    max_resumes=2,
 )
 
 
@@ -30,7 +33,9 @@ def _order(cfg_id: str, status: OrderStatus, still_for: timedelta) -> Order:
     )
 
 
-def _plan(*orders: Order, active: frozenset[str] = frozenset(), resumes: dict[str, int] | None = None) -> list[tuple[str, str]]:
+def _plan(
+    *orders: Order, active: frozenset[str] = frozenset(), resumes: dict[str, int] | None = None
+) -> list[tuple[str, str]]:
     return [
         (action.cfg_id, action.kind)
         for action in plan_sweep(orders, now=NOW, limits=LIMITS, active=active, resumes=resumes or {})
@@ -38,13 +43,16 @@ def _plan(*orders: Order, active: frozenset[str] = frozenset(), resumes: dict[st
 
 
 def test_orders_within_their_limits_or_with_a_run_are_left_alone() -> None:
-    assert _plan(
-        _order("a", OrderStatus.RECEIVED, timedelta(minutes=4)),
-        _order("b", OrderStatus.BUILDING, timedelta(minutes=14)),
-        _order("c", OrderStatus.EDP_PENDING, timedelta(minutes=9)),
-        _order("d", OrderStatus.BUILDING, timedelta(hours=3)),
-        active=frozenset({"d"}),
-    ) == []
+    assert (
+        _plan(
+            _order("a", OrderStatus.RECEIVED, timedelta(minutes=4)),
+            _order("b", OrderStatus.BUILDING, timedelta(minutes=14)),
+            _order("c", OrderStatus.EDP_PENDING, timedelta(minutes=9)),
+            _order("d", OrderStatus.BUILDING, timedelta(hours=3)),
+            active=frozenset({"d"}),
+        )
+        == []
+    )
 
 
 def test_a_stuck_received_or_building_order_is_resumed_at_its_step() -> None:
@@ -60,7 +68,9 @@ def test_the_same_stand_still_gets_the_same_run_key_so_it_is_resumed_once() -> N
     later = plan_sweep([stuck], now=NOW + timedelta(minutes=1), limits=LIMITS, active=frozenset(), resumes={})
     assert first[0].run_key == later[0].run_key
     moved_again = replace(stuck, updated_at=NOW)
-    again = plan_sweep([moved_again], now=NOW + timedelta(minutes=16), limits=LIMITS, active=frozenset(), resumes={})
+    again = plan_sweep(
+        [moved_again], now=NOW + timedelta(minutes=16), limits=LIMITS, active=frozenset(), resumes={}
+    )
     assert again[0].run_key != first[0].run_key
 
 

@@ -1,7 +1,7 @@
 import html
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,17 @@ from delivery.portal import (
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CFG_ID = "0b7c3f2e-1c9a-4d7e-9a51-6f1f2b3c4d5e"
-PUBLISHED = datetime(2025, 3, 1, 14, 5, 9, tzinfo=timezone.utc)
+PUBLISHED = datetime(2025, 3, 1, 14, 5, 9, tzinfo=UTC)
 
 
 def order_data(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "schema_version": 1,
-        "customer": {"name": "Ada Lovelace", "company": "Analytical Engines GmbH", "email": "ada@example.com"},
+        "customer": {
+            "name": "Ada Lovelace",
+            "company": "Analytical Engines GmbH",
+            "email": "ada@example.com",
+        },
         "deployment": {"target": "cloud", "region": "eu-central-1", "instance_size": "t3.medium"},
         "site": {"name": "Plant Nord", "timezone": "Europe/Berlin"},
         "devices": [
@@ -125,7 +129,14 @@ def test_page_lists_every_artifact_with_checksum_size_and_download_link(
 def test_version_page_shows_the_order_and_the_version(order: ConfiguratorPayload) -> None:
     page = render_version_page(manifest=make_manifest(), order=order, history=history_up_to(3))
 
-    for text in ("Analytical Engines GmbH", "Plant Nord", "Ada Lovelace", CFG_ID, "Cloud (AWS)", "eu-central-1"):
+    for text in (
+        "Analytical Engines GmbH",
+        "Plant Nord",
+        "Ada Lovelace",
+        CFG_ID,
+        "Cloud (AWS)",
+        "eu-central-1",
+    ):
         assert text in page
     assert "2025-03-01 14:05:09 UTC" in page
     assert "hmi_enabled" in page and "standard" in page
@@ -215,7 +226,9 @@ def test_customer_text_is_escaped_everywhere() -> None:
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-@pytest.mark.parametrize("name", ["portal_version.html.j2", "portal_index.html.j2", "email.html.j2", "_portal_macros.html.j2"])
+@pytest.mark.parametrize(
+    "name", ["portal_version.html.j2", "portal_index.html.j2", "email.html.j2", "_portal_macros.html.j2"]
+)
 def test_html_templates_autoescape(name: str) -> None:
     environment = template_environment()
 
@@ -270,6 +283,6 @@ def test_published_manifest_schema_matches_the_model(tmp_path: Path) -> None:
     assert committed.read_text(encoding="utf-8") == generated.read_text(encoding="utf-8"), (
         "schemas/manifest.schema.json is out of date; regenerate it with "
         "python -c 'from pathlib import Path; from delivery.portal import publish_manifest_schema; "
-        "publish_manifest_schema(Path(\"schemas/manifest.schema.json\"))'"
+        'publish_manifest_schema(Path("schemas/manifest.schema.json"))\''
     )
     assert json.loads(generated.read_text())["title"] == "Manifest"

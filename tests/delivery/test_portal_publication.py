@@ -66,8 +66,14 @@ def delivery(pipeline_settings: Settings) -> Iterator[Delivery]:
     store = ArtifactStore(client, pipeline_settings.artifacts.bucket)
     cfg_id = stored_order.cfg_id
     artifacts = [
-        ("edp", store.put(order_key(cfg_id, "edp", "dtm.json"), b'{"schema_version": 1}', "application/json")),
-        ("cfn", store.put(order_key(cfg_id, "cfn", "cfn.yaml"), b"AWSTemplateFormatVersion: '2010-09-09'\n" * 20)),
+        (
+            "edp",
+            store.put(order_key(cfg_id, "edp", "dtm.json"), b'{"schema_version": 1}', "application/json"),
+        ),
+        (
+            "cfn",
+            store.put(order_key(cfg_id, "cfn", "cfn.yaml"), b"AWSTemplateFormatVersion: '2010-09-09'\n" * 20),
+        ),
         ("apk", store.put("apk/ems-hmi-1.10.0.apk", b"PK\x03\x04" + bytes(range(256)) * 8)),
     ]
     deliveries = DeliveryRepository.from_url(pipeline_settings.platform_db_url())
@@ -182,4 +188,3 @@ def test_retry_of_an_old_run_after_a_newer_version_keeps_its_number(delivery: De
     assert "The latest version is <strong>version 2</strong>" in index
     assert version_links(index) == {1, 2}
     assert version_links(delivery.html(f"portal/{delivery.cfg_id}/v1/index.html")) == {1, 2}
-

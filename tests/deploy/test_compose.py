@@ -53,7 +53,9 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run_compose(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_compose(
+    project: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     # A clean environment: nothing of the caller's shell interpolates into the file.
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(project), **(env or {})}
     return subprocess.run(
@@ -73,7 +75,9 @@ def rendered(project: Path, env: dict[str, str] | None = None) -> dict[str, Any]
 
 
 def test_compose_binary_is_compose_v2() -> None:
-    result = subprocess.run([str(compose_binary()), "version", "--short"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [str(compose_binary()), "version", "--short"], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("2."), result.stdout
 
@@ -93,7 +97,13 @@ def test_every_service_has_a_healthcheck(project: Path) -> None:
         assert test and test[0] == "CMD", f"{name}: no exec-form healthcheck"
     assert services["postgres"]["healthcheck"]["test"][1] == "pg_isready"
     assert any("/healthz" in part for part in services["api"]["healthcheck"]["test"])
-    assert services["code-location"]["healthcheck"]["test"][1:] == ["dagster", "api", "grpc-health-check", "-p", "4000"]
+    assert services["code-location"]["healthcheck"]["test"][1:] == [
+        "dagster",
+        "api",
+        "grpc-health-check",
+        "-p",
+        "4000",
+    ]
 
 
 def test_startup_order_waits_for_healthy_dependencies(project: Path) -> None:
@@ -114,13 +124,33 @@ def test_commands_and_ports(project: Path) -> None:
     workspace = f"{IMAGE_WORKDIR}/deploy/workspace.compose.yaml"
     assert services["api"]["command"] == ["python", "-m", "api"]
     assert services["code-location"]["command"] == [
-        "dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "platform_assets.definitions",
+        "dagster",
+        "code-server",
+        "start",
+        "-h",
+        "0.0.0.0",
+        "-p",
+        "4000",
+        "-m",
+        "platform_assets.definitions",
     ]
-    assert services["dagster-webserver"]["command"] == ["dagster-webserver", "-h", "0.0.0.0", "-p", "3000", "-w", workspace]
+    assert services["dagster-webserver"]["command"] == [
+        "dagster-webserver",
+        "-h",
+        "0.0.0.0",
+        "-p",
+        "3000",
+        "-w",
+        workspace,
+    ]
     assert services["dagster-daemon"]["command"] == ["dagster-daemon", "run", "-w", workspace]
     published = {name: [p["target"] for p in service.get("ports", [])] for name, service in services.items()}
     assert published == {
-        "postgres": [], "api": [8000], "code-location": [], "dagster-webserver": [3000], "dagster-daemon": [],
+        "postgres": [],
+        "api": [8000],
+        "code-location": [],
+        "dagster-webserver": [3000],
+        "dagster-daemon": [],
     }
     # The webserver has no login and launches runs: reachable from this host only.
     assert [p.get("host_ip") for p in services["dagster-webserver"]["ports"]] == ["127.0.0.1"]
@@ -140,9 +170,12 @@ def test_platform_services_share_one_image_with_the_secrets(project: Path) -> No
     for name in ("api", "code-location"):
         assert services[name]["environment"]["ENV"] == "beta"
     assert all(services[name]["init"] is True for name in PLATFORM_SERVICES)
-    assert rendered(project, env={"PLATFORM_IMAGE": "registry.example.com/platform:1.2.3"})["services"]["api"][
-        "image"
-    ] == "registry.example.com/platform:1.2.3"
+    assert (
+        rendered(project, env={"PLATFORM_IMAGE": "registry.example.com/platform:1.2.3"})["services"]["api"][
+            "image"
+        ]
+        == "registry.example.com/platform:1.2.3"
+    )
 
 
 def test_postgres_matches_platform_db_url(project: Path) -> None:
@@ -179,15 +212,23 @@ def test_postgres_entrypoint_maps_the_password(project: Path, tmp_path: Path) ->
     dump = tmp_path / "env.txt"
     base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "ENV_DUMP": str(dump)}
 
-    result = subprocess.run(["sh", "-c", script], env={**base, **FAKE_SECRETS}, capture_output=True, text=True)
+    result = subprocess.run(
+        ["sh", "-c", script], env={**base, **FAKE_SECRETS}, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
-    seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line and not line.startswith("args"))
+    seen = dict(
+        line.split("=", 1)
+        for line in dump.read_text().splitlines()
+        if "=" in line and not line.startswith("args")
+    )
     assert seen["POSTGRES_PASSWORD"] == FAKE_SECRETS["PLATFORM_DB_PASSWORD"]
     assert not {"API_TOKEN", "PORTAL_TOKEN_KEY", "PLATFORM_DB_PASSWORD"} & set(seen)
     assert "args: postgres" in dump.read_text()
 
     dump.unlink()
-    empty = subprocess.run(["sh", "-c", script], env={**base, "PLATFORM_DB_PASSWORD": ""}, capture_output=True, text=True)
+    empty = subprocess.run(
+        ["sh", "-c", script], env={**base, "PLATFORM_DB_PASSWORD": ""}, capture_output=True, text=True
+    )
     assert empty.returncode != 0
     assert "PLATFORM_DB_PASSWORD is empty" in empty.stderr
     assert not dump.exists()
@@ -263,7 +304,9 @@ def test_command_exists_in_the_image(label: str) -> None:
             assert argv[1] == "-c"
             compile(argv[2], label, "exec")
         return
-    assert console_script_distribution(program) in project_dependencies(), f"{label}: {program} is no dependency's"
+    assert console_script_distribution(program) in project_dependencies(), (
+        f"{label}: {program} is no dependency's"
+    )
     assert (Path(sys.executable).parent / program).exists(), f"{label}: {program} not installed"
     # The subcommand (the words before the first option) exists and takes every option passed.
     words: list[str] = []
@@ -272,11 +315,16 @@ def test_command_exists_in_the_image(label: str) -> None:
             break
         words.append(part)
     result = subprocess.run(
-        [str(Path(sys.executable).parent / program), *words, "--help"], capture_output=True, text=True, timeout=120
+        [str(Path(sys.executable).parent / program), *words, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, f"{label}: {result.stderr}"
     for option in (part for part in argv[1:] if part.startswith("-")):
-        assert re.search(rf"(^|[\s,]){re.escape(option)}([\s,]|$)", result.stdout, re.M), f"{label}: no option {option}"
+        assert re.search(rf"(^|[\s,]){re.escape(option)}([\s,]|$)", result.stdout, re.M), (
+            f"{label}: no option {option}"
+        )
 
 
 def test_workspace_file_is_in_the_image() -> None:
@@ -286,7 +334,9 @@ def test_workspace_file_is_in_the_image() -> None:
             if part.startswith(f"{IMAGE_WORKDIR}/"):
                 relative = part.removeprefix(f"{IMAGE_WORKDIR}/")
                 assert (ROOT / relative).is_file(), relative
-                assert f"COPY {relative.split('/')[0]} " in dockerfile, f"{relative} is not copied into the image"
+                assert f"COPY {relative.split('/')[0]} " in dockerfile, (
+                    f"{relative} is not copied into the image"
+                )
 
 
 # --- the Dockerfile ---------------------------------------------------------------------------------
@@ -306,12 +356,16 @@ def dockerfile_instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, st
     return instructions
 
 
-@pytest.mark.parametrize("dockerfile", (DOCKERFILE, *EDGE_DOCKERFILES), ids=lambda path: str(path.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "dockerfile", (DOCKERFILE, *EDGE_DOCKERFILES), ids=lambda path: str(path.relative_to(ROOT))
+)
 def test_every_image_builds_offline_on_a_chosen_base_and_runs_unprivileged(dockerfile: Path) -> None:
     instructions = dockerfile_instructions(dockerfile)
     # The public base is the default; air-gapped builds pass a local one (deploy/images/build.sh).
     assert instructions[0] == ("ARG", "PYTHON_BASE_IMAGE=python:3.11-slim")
-    assert {rest.split()[0] for keyword, rest in instructions if keyword == "FROM"} == {"${PYTHON_BASE_IMAGE}"}
+    assert {rest.split()[0] for keyword, rest in instructions if keyword == "FROM"} == {
+        "${PYTHON_BASE_IMAGE}"
+    }
     installs = [rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest]
     assert installs and all("--no-index --find-links /wheels" in rest for rest in installs)
     # The wheelhouse is copied into the install stage only, never into the image that ships.
@@ -338,15 +392,29 @@ def test_edge_images_carry_no_platform_dependency() -> None:
             for line in (ROOT / requirements).read_text().splitlines()
             if line.strip() and not line.startswith("#")
         }
-        assert not names & {"dagster", "boto3", "botocore", "moto", "sqlalchemy", "psycopg2-binary", "cfn-lint"}, requirements
+        assert not names & {
+            "dagster",
+            "boto3",
+            "botocore",
+            "moto",
+            "sqlalchemy",
+            "psycopg2-binary",
+            "cfn-lint",
+        }, requirements
     for dockerfile in EDGE_DOCKERFILES:
-        copied = {rest.split()[0] for keyword, rest in dockerfile_instructions(dockerfile) if keyword == "COPY"}
-        assert copied.isdisjoint({"api", "platform_assets", "resources", "sensors", "platform_db", "delivery"}), dockerfile
+        copied = {
+            rest.split()[0] for keyword, rest in dockerfile_instructions(dockerfile) if keyword == "COPY"
+        }
+        assert copied.isdisjoint(
+            {"api", "platform_assets", "resources", "sensors", "platform_db", "delivery"}
+        ), dockerfile
 
 
 def test_dockerfile_copies_the_installed_packages() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = {pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    packages = {
+        pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
     # COPY <source>... <destination>; a COPY --from=<stage> takes from a build stage, not the tree.
     copied = {
         part

@@ -107,7 +107,12 @@ def test_storage_shares_the_server_not_the_database_with_platform_db(filename: s
     db = load_instance_config(filename)["storage"]["postgres"]["postgres_db"]
     secrets = {"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"}
     url = load_settings("beta", environ=secrets, secrets_path=DEPLOY / "absent.env").platform_db_url()
-    assert (url.host, url.port, url.username, url.drivername) == (db["hostname"], db["port"], db["username"], db["scheme"])
+    assert (url.host, url.port, url.username, url.drivername) == (
+        db["hostname"],
+        db["port"],
+        db["username"],
+        db["scheme"],
+    )
     assert db["db_name"] != url.database
 
 
@@ -140,9 +145,9 @@ def test_runs_wait_in_a_queue_with_edp_limits(filename: str) -> None:
 
 def test_queue_is_built_from_the_config() -> None:
     section = load_instance_config("dagster.beta.yaml")["run_coordinator"]
-    coordinator = ConfigurableClassData(section["module"], section["class"], yaml.safe_dump(section["config"])).rehydrate(
-        QueuedRunCoordinator
-    )
+    coordinator = ConfigurableClassData(
+        section["module"], section["class"], yaml.safe_dump(section["config"])
+    ).rehydrate(QueuedRunCoordinator)
     run_queue = coordinator.get_run_queue_config()
     assert run_queue.max_concurrent_runs == 10
     assert {limit["key"] for limit in run_queue.tag_concurrency_limits} == {
@@ -169,9 +174,9 @@ def test_code_server_stages_launch_with_worker_health_checks(stage: str) -> None
     section = load_stage_config(stage)["run_launcher"]
     # The same (empty) config as Dagster's DefaultRunLauncher.
     assert class_config(section, MonitoredDefaultRunLauncher) == {}
-    launcher = ConfigurableClassData(section["module"], section["class"], yaml.safe_dump(section.get("config") or {})).rehydrate(
-        RunLauncher
-    )
+    launcher = ConfigurableClassData(
+        section["module"], section["class"], yaml.safe_dump(section.get("config") or {})
+    ).rehydrate(RunLauncher)
     assert type(launcher) is MonitoredDefaultRunLauncher
     assert launcher.supports_check_run_worker_health
     assert not launcher.supports_resume_run
@@ -216,7 +221,9 @@ def test_instance_loads_with_monitoring_and_retries(stage: str, tmp_path: Path) 
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_monitoring_enabled
         assert instance.run_monitoring_max_runtime_seconds == config["run_monitoring"]["max_runtime_seconds"]
-        assert instance.run_monitoring_poll_interval_seconds == config["run_monitoring"]["poll_interval_seconds"]
+        assert (
+            instance.run_monitoring_poll_interval_seconds == config["run_monitoring"]["poll_interval_seconds"]
+        )
         assert instance.run_monitoring_max_resume_run_attempts == 0
         assert instance.run_retries_enabled
         assert instance.run_retries_max_retries == 1
@@ -237,7 +244,10 @@ def test_ecs_run_launcher_config_validates() -> None:
     assert launcher["use_current_ecs_task_config"] is True
     assert launcher["env_vars"] == ["ENV"]
     # The ECS launcher checks its tasks itself (DescribeTasks): run monitoring needs no help there.
-    assert EcsRunLauncher.supports_check_run_worker_health.fget is not RunLauncher.supports_check_run_worker_health.fget
+    assert (
+        EcsRunLauncher.supports_check_run_worker_health.fget
+        is not RunLauncher.supports_check_run_worker_health.fget
+    )
 
 
 def test_ecs_compute_logs_go_to_s3() -> None:
@@ -270,4 +280,6 @@ def test_validation_rejects_wrong_keys(tmp_path: Path) -> None:
 def test_workspace_points_at_the_code_location() -> None:
     path = DEPLOY / "workspace.compose.yaml"
     workspace = ensure_workspace_config(yaml.safe_load(path.read_text()), str(path))
-    assert workspace["load_from"] == [{"grpc_server": {"host": "code-location", "port": 4000, "location_name": "platform"}}]
+    assert workspace["load_from"] == [
+        {"grpc_server": {"host": "code-location", "port": 4000, "location_name": "platform"}}
+    ]

@@ -153,7 +153,9 @@ class Stack:
         return {"Authorization": f"Bearer {self.api_token}", **extra}
 
     def order(self, cfg_id: str) -> dict[str, Any]:
-        answer = requests.get(f"{self.api_url}/orders/{cfg_id}", headers=self.headers(), timeout=REQUEST_TIMEOUT)
+        answer = requests.get(
+            f"{self.api_url}/orders/{cfg_id}", headers=self.headers(), timeout=REQUEST_TIMEOUT
+        )
         assert answer.status_code == 200, f"GET /orders/{cfg_id}: {answer.status_code} {answer.text}"
         return cast(dict[str, Any], answer.json())
 
@@ -202,7 +204,11 @@ def _write_customer_files(project_dir: Path, api_url: str, aws_url: str) -> tupl
 def _compose_env(extra: dict[str, str]) -> dict[str, str]:
     # Nothing of the caller's shell may interpolate into the files (an exported PLATFORM_IMAGE
     # would beat --env-file); only what reaches the engine passes.
-    passed = {key: value for key, value in os.environ.items() if key.startswith("DOCKER_") or key in ("PATH", "HOME")}
+    passed = {
+        key: value
+        for key, value in os.environ.items()
+        if key.startswith("DOCKER_") or key in ("PATH", "HOME")
+    }
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", **passed, **extra}
 
 
@@ -243,7 +249,9 @@ def _project(project_dir: Path, compose: list[str], env_file: Path) -> Stack:
         "AWS_ACCESS_KEY_ID": "stack-test",
         "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24),
     }
-    (project_dir / "secrets.env").write_text("".join(f"{key}={value}\n" for key, value in stack_secrets.items()))
+    (project_dir / "secrets.env").write_text(
+        "".join(f"{key}={value}\n" for key, value in stack_secrets.items())
+    )
     api_port, aws_port, webserver_port = _free_ports(3)
     api_url, aws_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{aws_port}"
     platform_file, standins_file = _write_customer_files(project_dir, api_url, aws_url)
@@ -254,10 +262,14 @@ def _project(project_dir: Path, compose: list[str], env_file: Path) -> Stack:
         project=project,
         compose_argv=[
             *compose,
-            "--project-name", project,
-            "--file", "docker-compose.yml",
-            "--file", str(OVERRIDE),
-            "--env-file", str(env_file),
+            "--project-name",
+            project,
+            "--file",
+            "docker-compose.yml",
+            "--file",
+            str(OVERRIDE),
+            "--env-file",
+            str(env_file),
         ],
         env=_compose_env(
             {
@@ -284,7 +296,9 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Iterator[Stack]:
-    stack = _project(tmp_path_factory.mktemp("platform-stack"), list(docker_engine.compose), built_images.env_file)
+    stack = _project(
+        tmp_path_factory.mktemp("platform-stack"), list(docker_engine.compose), built_images.env_file
+    )
     started = time.monotonic()
     try:
         deadline = started + HEALTHY_TIMEOUT
@@ -345,7 +359,9 @@ def delivered(stack: Stack) -> Delivery:
     def is_delivered() -> dict[str, Any] | None:
         nonlocal last
         last = stack.order(cfg_id)
-        assert last["status"] != "failed", f"order failed: {json.dumps(last, indent=2)}\n{stack.diagnostics()}"
+        assert last["status"] != "failed", (
+            f"order failed: {json.dumps(last, indent=2)}\n{stack.diagnostics()}"
+        )
         return last if last["status"] == "delivered" else None
 
     def diagnostics() -> str:
@@ -403,7 +419,10 @@ def test_the_customer_files_are_valid_beta_settings(tmp_path: Path) -> None:
 
     def settings(customer_file: str) -> Settings:
         return load_settings(
-            "beta", customer_path=customer_file, secrets_path=tmp_path / "no-secrets.env", environ=stack.secrets
+            "beta",
+            customer_path=customer_file,
+            secrets_path=tmp_path / "no-secrets.env",
+            environ=stack.secrets,
         )
 
     platform = settings(stack.env["CFG_CUSTOMER_FILE"])
@@ -427,12 +446,18 @@ def test_the_override_shapes_the_stack(tmp_path: Path) -> None:
     services = json.loads(result.stdout)["services"]
     assert set(services) == SERVICES | {"hmi-ci"}
     published = {
-        name: [(port.get("host_ip"), int(port["published"]), port["target"]) for port in service.get("ports", [])]
+        name: [
+            (port.get("host_ip"), int(port["published"]), port["target"]) for port in service.get("ports", [])
+        ]
         for name, service in services.items()
         if service.get("ports")
     }
     # Loopback only, on the ports the test picked: nothing clashes with 8000/3000 of another stack.
-    variables = {"api": "STACK_API_PORT", "aws": "STACK_AWS_PORT", "dagster-webserver": "STACK_WEBSERVER_PORT"}
+    variables = {
+        "api": "STACK_API_PORT",
+        "aws": "STACK_AWS_PORT",
+        "dagster-webserver": "STACK_WEBSERVER_PORT",
+    }
     ports = {name: int(stack.env[variable]) for name, variable in variables.items()}
     assert published == {
         "api": [("127.0.0.1", ports["api"], 8000)],
@@ -441,7 +466,9 @@ def test_the_override_shapes_the_stack(tmp_path: Path) -> None:
     }
     for name in ("aws", "edp", "hmi-ci"):
         (mount,) = services[name]["volumes"]
-        assert Path(mount["source"]) == Path(stack.env["STANDINS_CUSTOMER_FILE"]) and mount["read_only"] is True
+        assert (
+            Path(mount["source"]) == Path(stack.env["STANDINS_CUSTOMER_FILE"]) and mount["read_only"] is True
+        )
         assert services[name]["environment"]["CFG_CUSTOMER_PATH"] == mount["target"]
         assert services[name]["image"] == services["api"]["image"]
     for name in ("api", "code-location", "aws", "edp", "hmi-ci"):
@@ -456,7 +483,9 @@ def test_the_override_shapes_the_stack(tmp_path: Path) -> None:
     )
     aws_check = " ".join(services["aws"]["healthcheck"]["test"])
     assert f"http://127.0.0.1:{beta.standins.aws.port}/{beta.artifacts.bucket}'" in aws_check
-    assert f"http://127.0.0.1:{beta.standins.edp.port}/healthz'" in " ".join(services["edp"]["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{beta.standins.edp.port}/healthz'" in " ".join(
+        services["edp"]["healthcheck"]["test"]
+    )
     assert [port["target"] for port in services["aws"]["ports"]] == [beta.standins.aws.port]
     assert services["hmi-ci"]["profiles"] == ["tools"]
 
@@ -472,7 +501,9 @@ def test_every_service_of_the_stack_is_healthy(stack: Stack) -> None:
 
 @stack_test
 def test_the_api_wants_its_token(stack: Stack) -> None:
-    answer = requests.post(f"{stack.api_url}/submit", json=json.loads(ORDER.read_text()), timeout=REQUEST_TIMEOUT)
+    answer = requests.post(
+        f"{stack.api_url}/submit", json=json.loads(ORDER.read_text()), timeout=REQUEST_TIMEOUT
+    )
     assert answer.status_code == 401, answer.text
 
 
@@ -511,7 +542,9 @@ def test_a_portal_download_has_the_bytes_the_manifest_promises(stack: Stack, del
     promised = {artifact["name"]: artifact for artifact in manifest["artifacts"]}
     assert {artifact["kind"] for artifact in promised.values()} >= {"edp", "cfn", "apk"}
     downloads = [
-        href for href in links.hrefs if href.startswith(f"{portal_url}/v1/") and href.rsplit("/", 1)[1] in promised
+        href
+        for href in links.hrefs
+        if href.startswith(f"{portal_url}/v1/") and href.rsplit("/", 1)[1] in promised
     ]
     assert sorted(href.rsplit("/", 1)[1] for href in downloads) == sorted(promised), links.hrefs
 
@@ -554,13 +587,17 @@ def redelivered(stack: Stack, delivered: Delivery) -> Redelivery:
         nonlocal last
         last = stack.order(cfg_id)
         versions = [v["version"] for v in last["portal_versions"]]
-        return last if versions == [1, 2] and _emails_per_version(stack.sent_emails(cfg_id), cfg_id)[2] else None
+        return (
+            last if versions == [1, 2] and _emails_per_version(stack.sent_emails(cfg_id), cfg_id)[2] else None
+        )
 
     def diagnostics() -> str:
         logs = stack.diagnostics("code-location", "dagster-daemon", "dagster-webserver")
         return f"order: {json.dumps(last, indent=2)}\n{logs}"
 
-    order = wait_for(f"portal version 2 of {cfg_id} and its email", version_2_emailed, REDELIVERED_TIMEOUT, diagnostics)
+    order = wait_for(
+        f"portal version 2 of {cfg_id} and its email", version_2_emailed, REDELIVERED_TIMEOUT, diagnostics
+    )
     backfill_id = str(answer.json()["backfill_id"])
 
     def backfill_finished() -> str | None:
@@ -579,7 +616,9 @@ def redelivered(stack: Stack, delivered: Delivery) -> Redelivery:
 
 
 @stack_test
-def test_a_redelivery_publishes_portal_version_2(stack: Stack, delivered: Delivery, redelivered: Redelivery) -> None:
+def test_a_redelivery_publishes_portal_version_2(
+    stack: Stack, delivered: Delivery, redelivered: Redelivery
+) -> None:
     assert redelivered.answer_status == 202
     assert redelivered.answer["cfg_id"] == delivered.cfg_id
     assert redelivered.answer["assets"] == ["order/manifest", "order/email"]
@@ -591,6 +630,7 @@ def test_a_redelivery_publishes_portal_version_2(stack: Stack, delivered: Delive
     portal_url = str(redelivered.order["portal_url"])
     first, second = _manifest(stack, portal_url, 1), _manifest(stack, portal_url, 2)
     assert second["version"] == 2
+
     # Same artifacts (the same APK: apk false), published again.
     def published(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         return [(artifact["name"], artifact["sha256"]) for artifact in manifest["artifacts"]]
@@ -599,7 +639,9 @@ def test_a_redelivery_publishes_portal_version_2(stack: Stack, delivered: Delive
 
 
 @stack_test
-def test_a_redelivery_emails_once_per_version(stack: Stack, delivered: Delivery, redelivered: Redelivery) -> None:
+def test_a_redelivery_emails_once_per_version(
+    stack: Stack, delivered: Delivery, redelivered: Redelivery
+) -> None:
     assert redelivered.emails == {1: 1, 2: 1}
     messages = stack.sent_emails(delivered.cfg_id)
     (second,) = [m for m in messages if f".{delivered.cfg_id}.v2@" in str(m["Message-ID"])]

@@ -39,7 +39,9 @@ CFG_ID = "0c4f3f6e-1d2b-4c8a-9e7f-5a6b7c8d9e0f"
 
 @pytest.mark.parametrize("path", ["cloud", "onprem"])
 @pytest.mark.parametrize("dtm_source", ["order", "fixtures"])
-def test_a_delivery_path_delivers_the_bundle_the_pipeline_built(path: str, dtm_source: str, tmp_path: Path) -> None:
+def test_a_delivery_path_delivers_the_bundle_the_pipeline_built(
+    path: str, dtm_source: str, tmp_path: Path
+) -> None:
     bundle = produce_bundle(path, directory=tmp_path, dtm_source=dtm_source)  # type: ignore[arg-type]
 
     assert sorted(item.name for item in tmp_path.iterdir()) == sorted(BUNDLE_FILES)
@@ -93,8 +95,11 @@ def test_the_compose_file_maps_to_processes(tmp_path: Path) -> None:
     assert gateway.ports == (HMI_PORT,)
 
     commands = {service.name: parse_fixture_command(service) for service in fixture_services(services)}
-    assert {name: (command.device_type, command.port, command.unit_id) for name, command in commands.items()} == {
-        fixture.hostname: (fixture.type, fixture.port, fixture.unit_id) for fixture in load_manifest().fixtures
+    assert {
+        name: (command.device_type, command.port, command.unit_id) for name, command in commands.items()
+    } == {
+        fixture.hostname: (fixture.type, fixture.port, fixture.unit_id)
+        for fixture in load_manifest().fixtures
     }
     assert {command.module for command in commands.values()} == {"industrial_fixtures"}
 
@@ -116,7 +121,11 @@ def test_the_mount_launcher_refuses_the_callers_mount_namespace() -> None:
     own = os.readlink("/proc/self/ns/mnt")
     result = subprocess.run(
         [sys.executable, "-m", "e2e.mountns", "--host-mnt-ns", own, "--tmpfs", "/etc/ems", "--", "true"],
-        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 2
     assert "refusing to mount" in result.stderr
@@ -128,8 +137,13 @@ def test_the_probe_answers_one_line_per_request() -> None:
         {"op": "http", "method": "GET", "url": "http://127.0.0.1:1/healthz", "timeout": 1},
     ]
     result = subprocess.run(
-        [sys.executable, "-m", "e2e.probe"], input="".join(json.dumps(r) + "\n" for r in requests),
-        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+        [sys.executable, "-m", "e2e.probe"],
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert answers[0]["open"] is False
@@ -146,7 +160,9 @@ def test_the_command_line_knows_every_scenario_and_path() -> None:
     assert cli.DELIVERY_PATHS == DELIVERY_PATHS
 
 
-def test_the_command_line_fails_clearly_without_root(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_line_fails_clearly_without_root(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from e2e import __main__ as cli
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
@@ -162,10 +178,20 @@ def test_the_container_stack_changes_only_the_gateways_published_port(tmp_path: 
     stack.override_path.write_text(stack.override_yaml())
 
     def rendered(*files: str) -> dict[str, Any]:
-        argv = [*stack.compose, "--project-name", stack.project, *(arg for name in files for arg in ("-f", name))]
+        argv = [
+            *stack.compose,
+            "--project-name",
+            stack.project,
+            *(arg for name in files for arg in ("-f", name)),
+        ]
         result = subprocess.run(
             [*argv, "--profile", "fixtures", "config", "--format", "json"],
-            cwd=bundle.directory, env=stack.compose_env(), capture_output=True, text=True, timeout=60, check=False,
+            cwd=bundle.directory,
+            env=stack.compose_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert result.returncode == 0, result.stderr
         document: dict[str, Any] = json.loads(result.stdout)
@@ -186,7 +212,10 @@ def test_registry_names_are_tags_of_the_local_build() -> None:
     built = EdgeImages.release("", "1.2.3")
     images = DeliveredImages([built.gateway, built.fixtures])
     assert images.source_of("ghcr.io/example/ems-edge-gateway:1.2.3") == "ems-edge-gateway:1.2.3"
-    assert images.source_of("registry.example:5000/a/ems-industrial-fixtures:1.2.3") == "ems-industrial-fixtures:1.2.3"
+    assert (
+        images.source_of("registry.example:5000/a/ems-industrial-fixtures:1.2.3")
+        == "ems-industrial-fixtures:1.2.3"
+    )
     assert images.source_of("ghcr.io/example/ems-edge-gateway:1.2.4") is None
     assert images.source_of("ghcr.io/example/not-ems-edge-gateway:1.2.3") is None
     # Nothing to tag, so no engine is asked: a name that is the build itself, an image of no build.
@@ -197,4 +226,6 @@ def test_a_bundle_names_the_edge_images_of_the_beta_stage(tmp_path: Path) -> Non
     bundle = produce_bundle("onprem", directory=tmp_path, dtm_source="fixtures")
     beta = edge_images("beta")
     assert service_images(bundle.compose()) == [beta.gateway, beta.fixtures]
-    assert DeliveredImages([EdgeImages.release("", PROJECT_VERSION).gateway]).source_of(beta.gateway) is not None
+    assert (
+        DeliveredImages([EdgeImages.release("", PROJECT_VERSION).gateway]).source_of(beta.gateway) is not None
+    )

@@ -27,13 +27,17 @@ FIXTURE_DEVICES = {"battery-1", "meter-1", "pv-1"}
 @pytest.fixture(scope="module")
 def fault(tmp_path_factory: pytest.TempPathFactory) -> ScenarioResult:
     if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.fail("the e2e scenarios need root and iproute2's `ip`: they run in a network namespace of their own")
+        pytest.fail(
+            "the e2e scenarios need root and iproute2's `ip`: they run in a network namespace of their own"
+        )
     [result] = run_delivery_path("onprem", ("fault",), tmp_path_factory.mktemp("e2e-processes"))
     return result
 
 
 def test_a_dead_fixture_process_fails_alone_and_recovers(fault: ScenarioResult) -> None:
-    assert fault.passed, f"{fault.line()}\nobserved: {fault.observations}\nthe gateway logged:\n{fault.gateway_log}"
+    assert fault.passed, (
+        f"{fault.line()}\nobserved: {fault.observations}\nthe gateway logged:\n{fault.gateway_log}"
+    )
     seen = fault.observations
     dead = next(key for key in seen["health_while_dead"] if key != "status")
     assert seen["health_while_dead"]["status"] == "degraded"

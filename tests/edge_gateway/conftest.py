@@ -51,7 +51,9 @@ class ModbusDeviceServer:
     """One Modbus TCP device on 127.0.0.1; stop() and start() again keep its port, like a device
     that is switched off and on."""
 
-    def __init__(self, holding: list[int], inputs: list[int], *, unit_id: int = 1, port: int | None = None) -> None:
+    def __init__(
+        self, holding: list[int], inputs: list[int], *, unit_id: int = 1, port: int | None = None
+    ) -> None:
         self.holding = holding
         self.inputs = inputs
         self.unit_id = unit_id
@@ -137,7 +139,12 @@ def dtm_document(devices: list[dict[str, Any]], *, site: str = "Plant Nord") -> 
 
 
 def device_document(
-    device_id: str, points: list[Point], *, port: int | None = None, unit_id: int = 1, device_type: str = "power_meter"
+    device_id: str,
+    points: list[Point],
+    *,
+    port: int | None = None,
+    unit_id: int = 1,
+    device_type: str = "power_meter",
 ) -> dict[str, Any]:
     document: dict[str, Any] = {
         "id": device_id,
@@ -146,7 +153,12 @@ def device_document(
         "points": [point.model_dump(mode="json") for point in points],
     }
     if port is not None:
-        document["connection"] = {"protocol": "modbus_tcp", "host": "127.0.0.1", "port": port, "unit_id": unit_id}
+        document["connection"] = {
+            "protocol": "modbus_tcp",
+            "host": "127.0.0.1",
+            "port": port,
+            "unit_id": unit_id,
+        }
     return document
 
 
@@ -159,7 +171,10 @@ def gateway_settings(tmp_path: Path) -> Callable[..., GatewaySettings]:
     """
 
     def make(
-        *, token: str | None = COMMISSIONING_TOKEN, commissioning: dict[str, Any] | None = None, **polling: float
+        *,
+        token: str | None = COMMISSIONING_TOKEN,
+        commissioning: dict[str, Any] | None = None,
+        **polling: float,
     ) -> GatewaySettings:
         customer = tmp_path / "gateway.cfg.customer.yml"
         customer.write_text(

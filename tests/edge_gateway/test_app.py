@@ -76,7 +76,9 @@ def test_a_bare_deploy_serves_its_dtm_and_stays_quiet(
     settings = gateway_settings()
     dtm = write_json(tmp_path / "dtm.json", bare_dtm())
     with running(settings, dtm) as client:
-        assert client.get("/topology").json() == DeviceTopologyModel.model_validate(bare_dtm()).model_dump(mode="json")
+        assert client.get("/topology").json() == DeviceTopologyModel.model_validate(bare_dtm()).model_dump(
+            mode="json"
+        )
         time.sleep(6 * settings.polling.interval_seconds)
         assert client.get("/measurements").json() == {"count": 0, "latest": {}}
         health = client.get("/status").json()
@@ -113,11 +115,20 @@ def test_an_invalid_topology_is_422_naming_the_field_and_the_running_one_stays(
         assert "devices[0].connection.port" in answer.json()["detail"]
         answer = client.post("/topology", json=unknown_field)
         assert answer.status_code == 422
-        assert answer.json()["errors"] == [{"field": "devices[1].points[0].signed", "message": "unknown field"}]
+        assert answer.json()["errors"] == [
+            {"field": "devices[1].points[0].signed", "message": "unknown field"}
+        ]
         answer = client.post("/topology", json=duplicate)
-        assert answer.status_code == 422 and "device ids must be unique" in answer.json()["errors"][0]["message"]
-        assert client.post("/topology", content=b"{", headers={"content-type": "application/json"}).status_code == 400
-        assert client.post("/topology", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
+        assert (
+            answer.status_code == 422 and "device ids must be unique" in answer.json()["errors"][0]["message"]
+        )
+        assert (
+            client.post("/topology", content=b"{", headers={"content-type": "application/json"}).status_code
+            == 400
+        )
+        assert (
+            client.post("/topology", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
+        )
         assert client.get("/topology").json() == before
         health = client.get("/status").json()
     assert health["connection_attempts"] == 0, "a rejected topology never reaches a device"
@@ -125,7 +136,9 @@ def test_an_invalid_topology_is_422_naming_the_field_and_the_running_one_stays(
     assert not (Path(settings.storage.path).parent / STORED_TOPOLOGY_NAME).exists()
 
 
-def test_an_oversized_topology_is_refused(tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]) -> None:
+def test_an_oversized_topology_is_refused(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]
+) -> None:
     settings = gateway_settings()
     settings = settings.model_copy(update={"http": settings.http.model_copy(update={"max_body_bytes": 1024})})
     with running(settings, None) as client:
@@ -134,13 +147,20 @@ def test_an_oversized_topology_is_refused(tmp_path: Path, gateway_settings: Call
 
 
 def test_commissioning_starts_polling_without_a_restart_and_removal_stops_it(
-    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings], modbus_device: Callable[..., ModbusDeviceServer]
+    tmp_path: Path,
+    gateway_settings: Callable[..., GatewaySettings],
+    modbus_device: Callable[..., ModbusDeviceServer],
 ) -> None:
     meter = modbus_device(METER_VALUES, unit_id=1)
     settings = gateway_settings()
     dtm = write_json(tmp_path / "dtm.json", bare_dtm())
     commissioned = bare_dtm()
-    commissioned["devices"][0]["connection"] = {"protocol": "modbus_tcp", "host": "127.0.0.1", "port": meter.port, "unit_id": 1}
+    commissioned["devices"][0]["connection"] = {
+        "protocol": "modbus_tcp",
+        "host": "127.0.0.1",
+        "port": meter.port,
+        "unit_id": 1,
+    }
     with running(settings, dtm) as client:
         assert count(client) == 0
         answer = client.post("/topology", json=commissioned)
@@ -151,7 +171,11 @@ def test_commissioning_starts_polling_without_a_restart_and_removal_stops_it(
         assert latest["active_power"]["value"] == -15000 and latest["active_power"]["unit"] == "W"
         assert latest["voltage_l1"]["value"] == pytest.approx(230.1)
         assert latest["energy_import"]["value"] == pytest.approx(1234567.89)
-        assert device_states(client) == {"meter-1": "polling", "pv-1": "not_connected", "battery-1": "not_connected"}
+        assert device_states(client) == {
+            "meter-1": "polling",
+            "pv-1": "not_connected",
+            "battery-1": "not_connected",
+        }
         assert client.get("/topology").json()["devices"][0]["connection"]["port"] == meter.port
 
         # Decommissioning: the meter leaves the topology and is no longer polled.
@@ -165,13 +189,19 @@ def test_commissioning_starts_polling_without_a_restart_and_removal_stops_it(
 
 
 def test_a_posted_topology_survives_a_restart(
-    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings], modbus_device: Callable[..., ModbusDeviceServer]
+    tmp_path: Path,
+    gateway_settings: Callable[..., GatewaySettings],
+    modbus_device: Callable[..., ModbusDeviceServer],
 ) -> None:
     meter = modbus_device(METER_VALUES)
     settings = gateway_settings()
     dtm = write_json(tmp_path / "dtm.json", bare_dtm())
     commissioned = bare_dtm()
-    commissioned["devices"][0]["connection"] = {"protocol": "modbus_tcp", "host": "127.0.0.1", "port": meter.port}
+    commissioned["devices"][0]["connection"] = {
+        "protocol": "modbus_tcp",
+        "host": "127.0.0.1",
+        "port": meter.port,
+    }
     with running(settings, dtm) as client:
         assert client.post("/topology", json=commissioned).status_code == 200
         wait_for(lambda: count(client) > 0)
@@ -185,7 +215,9 @@ def test_a_posted_topology_survives_a_restart(
 
 
 def test_one_dead_device_fails_alone_and_recovers_on_the_same_port(
-    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings], modbus_device: Callable[..., ModbusDeviceServer]
+    tmp_path: Path,
+    gateway_settings: Callable[..., GatewaySettings],
+    modbus_device: Callable[..., ModbusDeviceServer],
 ) -> None:
     meter = modbus_device(METER_VALUES, unit_id=1)
     battery = modbus_device(BATTERY_VALUES, unit_id=2)
@@ -193,7 +225,9 @@ def test_one_dead_device_fails_alone_and_recovers_on_the_same_port(
     document = dtm_document(
         [
             device_document("meter-1", list(METER_VALUES), port=meter.port, unit_id=1),
-            device_document("battery-1", list(BATTERY_VALUES), port=battery.port, unit_id=2, device_type="battery"),
+            device_document(
+                "battery-1", list(BATTERY_VALUES), port=battery.port, unit_id=2, device_type="battery"
+            ),
         ]
     )
     dtm = write_json(tmp_path / "dtm.json", document)
@@ -203,7 +237,11 @@ def test_one_dead_device_fails_alone_and_recovers_on_the_same_port(
         return max((entry["at"] for entry in points.values()), default=None)
 
     with running(settings, dtm) as client:
-        wait_for(lambda: device_states(client) == {"meter-1": "polling", "battery-1": "polling"} and count(client) > 10)
+        wait_for(
+            lambda: (
+                device_states(client) == {"meter-1": "polling", "battery-1": "polling"} and count(client) > 10
+            )
+        )
         battery.stop()
         wait_for(lambda: client.get("/status").json()["devices"]["battery-1"]["consecutive_failures"] >= 3)
         health = client.get("/status").json()
@@ -239,10 +277,16 @@ def test_without_dtm_path_there_is_no_topology_until_one_is_posted(
             "topology_source": "none",
         }
         assert client.post("/topology", json=bare_dtm()).status_code == 200
-        assert [d["id"] for d in client.get("/topology").json()["devices"]] == ["meter-1", "pv-1", "battery-1"]
+        assert [d["id"] for d in client.get("/topology").json()["devices"]] == [
+            "meter-1",
+            "pv-1",
+            "battery-1",
+        ]
 
 
-def test_a_broken_delivered_dtm_stops_the_start(tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]) -> None:
+def test_a_broken_delivered_dtm_stops_the_start(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]
+) -> None:
     document = bare_dtm()
     document["devices"][0]["connection"] = {"protocol": "modbus_tcp", "host": "not a host"}
     dtm = write_json(tmp_path / "dtm.json", document)
@@ -254,7 +298,14 @@ def test_a_broken_delivered_dtm_stops_the_start(tmp_path: Path, gateway_settings
 def test_python_m_edge_gateway_serves_the_delivered_stack_shape(tmp_path: Path) -> None:
     port = free_port()
     customer = tmp_path / "cfg.customer.yml"
-    customer.write_text(yaml.safe_dump({"http": {"port": port, "host": "127.0.0.1"}, "storage": {"path": str(tmp_path / "data" / "gateway.db")}}))
+    customer.write_text(
+        yaml.safe_dump(
+            {
+                "http": {"port": port, "host": "127.0.0.1"},
+                "storage": {"path": str(tmp_path / "data" / "gateway.db")},
+            }
+        )
+    )
     dtm = write_json(tmp_path / "dtm.json", bare_dtm())
     environment = {
         **os.environ,
@@ -264,9 +315,14 @@ def test_python_m_edge_gateway_serves_the_delivered_stack_shape(tmp_path: Path) 
         "PYTHONPATH": str(PROJECT_ROOT),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "edge_gateway"], env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "edge_gateway"],
+        env=environment,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
+
         def healthy() -> bool:
             assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
             try:
@@ -291,7 +347,12 @@ def test_python_m_edge_gateway_refuses_a_bad_config_naming_the_key(tmp_path: Pat
     customer.write_text("http:\n  prot: 1\n")
     result = subprocess.run(
         [sys.executable, "-m", "edge_gateway"],
-        env={**os.environ, "ENV": "local", "CFG_CUSTOMER_PATH": str(customer), "PYTHONPATH": str(PROJECT_ROOT)},
+        env={
+            **os.environ,
+            "ENV": "local",
+            "CFG_CUSTOMER_PATH": str(customer),
+            "PYTHONPATH": str(PROJECT_ROOT),
+        },
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -312,7 +373,12 @@ def connected_to(host: str, port: int = 502) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("authorization", "status"),
-    [(None, 401), ("Bearer wrong-token", 401), (f"Basic {COMMISSIONING_TOKEN}", 401), (f"Bearer {COMMISSIONING_TOKEN}", 200)],
+    [
+        (None, 401),
+        ("Bearer wrong-token", 401),
+        (f"Basic {COMMISSIONING_TOKEN}", 401),
+        (f"Bearer {COMMISSIONING_TOKEN}", 200),
+    ],
 )
 def test_commissioning_needs_the_orders_token(
     tmp_path: Path, gateway_settings: Callable[..., GatewaySettings], authorization: str | None, status: int
@@ -327,7 +393,11 @@ def test_commissioning_needs_the_orders_token(
             assert answer.headers["WWW-Authenticate"].startswith("Bearer")
             assert "commissioning token" in answer.json()["detail"]
             # Nothing changed: the delivered topology still runs.
-            assert [d.get("connection") for d in client.get("/topology").json()["devices"]] == [None, None, None]
+            assert [d.get("connection") for d in client.get("/topology").json()["devices"]] == [
+                None,
+                None,
+                None,
+            ]
             assert client.get("/status", headers=headers).status_code == 401
 
 
@@ -370,7 +440,9 @@ def test_a_site_address_is_accepted(tmp_path: Path, gateway_settings: Callable[.
             assert client.post("/topology", json=connected_to(host, port=1502)).status_code == 200, host
 
 
-def test_a_topology_over_the_device_cap_is_refused(tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]) -> None:
+def test_a_topology_over_the_device_cap_is_refused(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]
+) -> None:
     points = list(POINT_CATALOG["power_meter"])
     devices = [device_document(f"meter-{n}", points) for n in range(4)]
     with running(gateway_settings(commissioning={"max_devices": 3}), None) as client:
@@ -380,7 +452,9 @@ def test_a_topology_over_the_device_cap_is_refused(tmp_path: Path, gateway_setti
         assert client.get("/topology").status_code == 404
 
 
-def test_healthz_tells_the_lan_only_counts(tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]) -> None:
+def test_healthz_tells_the_lan_only_counts(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]
+) -> None:
     dtm_path = write_json(tmp_path / "dtm.json", bare_dtm())
     with running(gateway_settings(), dtm_path) as client:
         del client.headers["Authorization"]
@@ -389,12 +463,18 @@ def test_healthz_tells_the_lan_only_counts(tmp_path: Path, gateway_settings: Cal
 
 
 @pytest.mark.slow
-def test_a_topology_body_that_drips_in_is_cut_off(tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]) -> None:
+def test_a_topology_body_that_drips_in_is_cut_off(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings]
+) -> None:
     """A real uvicorn: the test client would buffer the body before the app saw any of it."""
     settings = gateway_settings()
-    settings = settings.model_copy(update={"http": settings.http.model_copy(update={"body_read_timeout_seconds": 0.5})})
+    settings = settings.model_copy(
+        update={"http": settings.http.model_copy(update={"body_read_timeout_seconds": 0.5})}
+    )
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -424,7 +504,9 @@ def test_python_m_edge_gateway_serves_with_the_connection_limits(
     import edge_gateway.__main__ as entry
 
     customer = tmp_path / "cfg.customer.yml"
-    customer.write_text(yaml.safe_dump({"storage": {"path": str(tmp_path / "gateway.db")}, "http": {"limit_concurrency": 7}}))
+    customer.write_text(
+        yaml.safe_dump({"storage": {"path": str(tmp_path / "gateway.db")}, "http": {"limit_concurrency": 7}})
+    )
     served: dict[str, Any] = {}
     monkeypatch.setattr(entry.uvicorn, "run", lambda app, **options: served.update(options))
     monkeypatch.setattr(sys, "argv", ["edge_gateway"])

@@ -71,7 +71,10 @@ def gateway_openapi(app: Starlette) -> dict[str, Any]:
                 operation["parameters"] = parameters
             if method in ("POST", "PUT", "PATCH"):
                 schema = bodies.get(route.path, {"type": "object"})
-                operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": schema}},
+                }
             paths.setdefault(route.path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -110,18 +113,26 @@ def _post_topology(client: TestClient, auth: dict[str, str]) -> Callable[[Any], 
     def send(document: Any) -> Outcome:
         body = document if isinstance(document, bytes) else json.dumps(document).encode()
         answer = client.post("/topology", content=body, headers={**JSON, **auth})
-        return answer.status_code, f"POST /topology {body[:300]!r} -> {answer.status_code}: {answer.text[:200]}"
+        return (
+            answer.status_code,
+            f"POST /topology {body[:300]!r} -> {answer.status_code}: {answer.text[:200]}",
+        )
 
     return send
 
 
-def test_no_gateway_route_answers_5xx(gateway: tuple[Starlette, dict[str, str]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_gateway_route_answers_5xx(
+    gateway: tuple[Starlette, dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
     app, auth = gateway
     report = FuzzReport("edge gateway (edge_gateway.app)")
     schema = schemathesis.openapi.from_dict(gateway_openapi(app))
     schema.app = app
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {(op.method.upper(), op.path) for op in operations} >= {("GET", "/topology"), ("POST", "/topology")}
+    assert {(op.method.upper(), op.path) for op in operations} >= {
+        ("GET", "/topology"),
+        ("POST", "/topology"),
+    }
     # With the credentials where the gateway asks for them (deeper), and without (the refusal).
     credentials = [(" authorized", auth), ("", {})] if auth else [("", {})]
 
@@ -143,7 +154,11 @@ def test_no_gateway_route_answers_5xx(gateway: tuple[Starlette, dict[str, str]],
             for operation in operations:
                 if operation.method.upper() == "GET" and "{" not in operation.path:
                     path = operation.path
-                    report.run(f"GET {path} after the fuzz", st.just(None), lambda _, path=path: _get(client, path, auth))
+                    report.run(
+                        f"GET {path} after the fuzz",
+                        st.just(None),
+                        lambda _, path=path: _get(client, path, auth),
+                    )
     finally:
         with capsys.disabled():
             print("\n" + report.summary())

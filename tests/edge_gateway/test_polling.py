@@ -31,13 +31,21 @@ FAST = PollingSettings(
 # One point of every data type and register kind, with values at the edges of each type.
 TYPED_POINTS: dict[Point, int] = {
     Point(name="h_int16", address=0, register_kind="holding", data_type="int16", scale=0.1, unit="V"): -1234,
-    Point(name="h_uint16", address=1, register_kind="holding", data_type="uint16", scale=1.0, unit="%"): 65535,
-    Point(name="h_int32", address=2, register_kind="holding", data_type="int32", scale=1.0, unit="W"): -2_000_000_000,
-    Point(name="h_uint32", address=4, register_kind="holding", data_type="uint32", scale=0.01, unit="kWh"): 4_000_000_000,
+    Point(
+        name="h_uint16", address=1, register_kind="holding", data_type="uint16", scale=1.0, unit="%"
+    ): 65535,
+    Point(
+        name="h_int32", address=2, register_kind="holding", data_type="int32", scale=1.0, unit="W"
+    ): -2_000_000_000,
+    Point(
+        name="h_uint32", address=4, register_kind="holding", data_type="uint32", scale=0.01, unit="kWh"
+    ): 4_000_000_000,
     Point(name="i_int16", address=10, register_kind="input", data_type="int16", scale=2.0, unit="A"): 32767,
     Point(name="i_uint16", address=11, register_kind="input", data_type="uint16", scale=0.5, unit="Hz"): 100,
     Point(name="i_int32", address=20, register_kind="input", data_type="int32", scale=0.001, unit="var"): -1,
-    Point(name="i_uint32", address=22, register_kind="input", data_type="uint32", scale=1.0, unit="Wh"): 70000,
+    Point(
+        name="i_uint32", address=22, register_kind="input", data_type="uint32", scale=1.0, unit="Wh"
+    ): 70000,
 }
 
 # Plausible raw values for the catalog's register maps.
@@ -166,7 +174,9 @@ def test_values_of_every_data_type_are_decoded_scaled_and_stored(
 
 
 @pytest.mark.parametrize("device_type", sorted(POINT_CATALOG))
-def test_every_catalog_device_type_polls(device_type: str, tmp_path: Path, modbus_device: Callable[..., Any]) -> None:
+def test_every_catalog_device_type_polls(
+    device_type: str, tmp_path: Path, modbus_device: Callable[..., Any]
+) -> None:
     points = {point: CATALOG_VALUES[point.name] for point in POINT_CATALOG[device_type]}  # type: ignore[index]
     server = modbus_device(points)
     store, add = store_in(tmp_path / "gateway.db")
@@ -222,7 +232,10 @@ def test_a_bare_topology_is_quiet(tmp_path: Path) -> None:
 
 def test_backoff_delays_grow_and_cap_for_a_device_that_does_not_answer() -> None:
     polling = PollingSettings(
-        interval_seconds=1.0, request_timeout_seconds=0.5, backoff_initial_seconds=0.5, backoff_max_seconds=3.0
+        interval_seconds=1.0,
+        request_timeout_seconds=0.5,
+        backoff_initial_seconds=0.5,
+        backoff_max_seconds=3.0,
     )
     waits: list[float] = []
     attempts = 0
@@ -261,7 +274,10 @@ def test_backoff_delays_grow_and_cap_for_a_device_that_does_not_answer() -> None
 
 def test_retries_are_spaced_by_the_backoff_in_real_time() -> None:
     polling = PollingSettings(
-        interval_seconds=0.05, request_timeout_seconds=0.5, backoff_initial_seconds=0.08, backoff_max_seconds=0.32
+        interval_seconds=0.05,
+        request_timeout_seconds=0.5,
+        backoff_initial_seconds=0.08,
+        backoff_max_seconds=0.32,
     )
     stamps: list[float] = []
 
@@ -336,7 +352,9 @@ def test_applying_a_new_topology_stops_removed_devices_and_starts_new_ones(
     store.close()
 
 
-def test_an_unchanged_device_keeps_its_poller_across_apply(tmp_path: Path, modbus_device: Callable[..., Any]) -> None:
+def test_an_unchanged_device_keeps_its_poller_across_apply(
+    tmp_path: Path, modbus_device: Callable[..., Any]
+) -> None:
     point = Point(name="p", address=0, data_type="uint16", unit="W")
     server = modbus_device({point: 5})
     store, add = store_in(tmp_path / "gateway.db")
@@ -354,4 +372,3 @@ def test_an_unchanged_device_keeps_its_poller_across_apply(tmp_path: Path, modbu
     supervisor = asyncio.run(scenario())
     assert supervisor.connection_attempts == 1, "no reconnect for a device the new topology did not change"
     store.close()
-

@@ -70,12 +70,16 @@ def test_the_bundled_defaults_load_for_every_stage() -> None:
 
 def test_beta_fits_the_delivered_compose_file(tmp_path: Path) -> None:
     dtm = DeviceTopologyModel.model_validate({"schema_version": 1, "site": {"name": "S", "timezone": "UTC"}})
-    service = yaml.safe_load(compose_file(dtm=dtm, images=EdgeImages.release("example", "1")))["services"][GATEWAY_SERVICE]
+    service = yaml.safe_load(compose_file(dtm=dtm, images=EdgeImages.release("example", "1")))["services"][
+        GATEWAY_SERVICE
+    ]
     environment = service["environment"]
     assert environment["ENV"] == DELIVERED_STAGE
     assert environment["CFG_CUSTOMER_PATH"] == f"{CONTAINER_CONFIG_DIR}/{CUSTOMER_CONFIG_NAME}"
     # The container's mount point stands in for /etc/ems here.
-    settings = load_gateway_settings(environ={**environment, "CFG_CUSTOMER_PATH": str(platform_customer_file(tmp_path))})
+    settings = load_gateway_settings(
+        environ={**environment, "CFG_CUSTOMER_PATH": str(platform_customer_file(tmp_path))}
+    )
     assert settings.stage == "beta"
     assert settings.http.port == HMI_PORT == service["ports"][0]["target"]
     assert settings.http.host == "0.0.0.0", "reachable through the published port"
@@ -87,7 +91,9 @@ def test_beta_fits_the_delivered_compose_file(tmp_path: Path) -> None:
     assert dtm_path_from(environment) == Path(environment["DTM_PATH"])
 
 
-def test_env_selects_the_stage_and_customer_file_is_deep_merged_over_its_block(defaults: Path, tmp_path: Path) -> None:
+def test_env_selects_the_stage_and_customer_file_is_deep_merged_over_its_block(
+    defaults: Path, tmp_path: Path
+) -> None:
     customer = write(tmp_path, "cfg.customer.yml", "http:\n  port: 9100\npolling:\n  interval_seconds: 5\n")
     settings = load_gateway_settings(
         defaults_path=defaults, environ={"ENV": "beta", "CFG_CUSTOMER_PATH": str(customer)}
@@ -107,7 +113,10 @@ def test_the_platforms_customer_file_loads(tmp_path: Path) -> None:
     assert settings.schema_version == 1
     assert settings.cfg_id == CFG_ID
     assert settings.customer is not None and settings.customer.company == "Analytical Engines GmbH"
-    assert settings.site is not None and (settings.site.name, settings.site.timezone) == ("Plant Nord", "Europe/Berlin")
+    assert settings.site is not None and (settings.site.name, settings.site.timezone) == (
+        "Plant Nord",
+        "Europe/Berlin",
+    )
     assert settings.options == {"retention_days": 365, "remote_support": True}
     assert settings.flags == {"commissioning_required": True, "device_count": 3}
     assert settings.retention_days == 365, "the customer's retention choice wins over the stage default"
@@ -141,12 +150,16 @@ def test_a_bad_value_in_the_defaults_names_the_stage_block(tmp_path: Path) -> No
     defaults = write(tmp_path, "cfg.defaults.yml", DEFAULTS.replace("port: 8080", "port: 0", 1))
     with pytest.raises(ConfigError) as error:
         load_gateway_settings(defaults_path=defaults, environ={})
-    assert f"http.port: Input should be greater than or equal to 1 (set in {defaults} [local])" in str(error.value)
+    assert f"http.port: Input should be greater than or equal to 1 (set in {defaults} [local])" in str(
+        error.value
+    )
 
 
 def test_backoff_max_below_initial_is_rejected(defaults: Path, tmp_path: Path) -> None:
     customer = write(tmp_path, "cfg.customer.yml", "polling:\n  backoff_max_seconds: 0.5\n")
-    with pytest.raises(ConfigError, match="backoff_max_seconds must not be smaller than backoff_initial_seconds"):
+    with pytest.raises(
+        ConfigError, match="backoff_max_seconds must not be smaller than backoff_initial_seconds"
+    ):
         load_gateway_settings(defaults_path=defaults, customer_path=customer, environ={})
 
 

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from edge_gateway.storage import SCHEMA_VERSION, MeasurementStore, Reading, StorageError, format_timestamp
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def reading(point: str, value: float, at: datetime = T0, device_id: str = "meter") -> Reading:
@@ -27,7 +27,10 @@ def test_readings_are_counted_and_the_latest_per_point_is_kept(tmp_path: Path) -
         },
         "pv": {"a": {"value": 9.0, "unit": "W", "at": "2026-03-01T12:00:00.123Z"}},
     }
-    assert store.history("meter", "a") == [(1.0, "2026-03-01T12:00:00.123Z"), (3.0, "2026-03-01T12:00:01.123Z")]
+    assert store.history("meter", "a") == [
+        (1.0, "2026-03-01T12:00:00.123Z"),
+        (3.0, "2026-03-01T12:00:01.123Z"),
+    ]
     store.close()
 
 

@@ -57,7 +57,9 @@ def test_a_broken_dtm_names_the_file_and_the_field(tmp_path: Path) -> None:
     document["devices"][0]["points"][0]["data_type"] = "float32"
     delivered = tmp_path / "dtm.json"
     delivered.write_text(json.dumps(document))
-    with pytest.raises(TopologyError, match=rf"{delivered} is not a valid DTM: devices\[0\]\.points\[0\]\.data_type: "):
+    with pytest.raises(
+        TopologyError, match=rf"{delivered} is not a valid DTM: devices\[0\]\.points\[0\]\.data_type: "
+    ):
         TopologyStore(tmp_path / "data", delivered).load()
     delivered.write_text("{not json")
     with pytest.raises(TopologyError, match="is not valid JSON"):

@@ -56,8 +56,21 @@ def fixture_server(request: pytest.FixtureRequest) -> Iterator[tuple[DeviceType,
     port = _free_port()
     unit_id = 7
     process = subprocess.Popen(
-        [sys.executable, "-m", "industrial_fixtures", "--type", device_type, "--host", "127.0.0.1",
-         "--port", str(port), "--unit-id", str(unit_id), "--update-seconds", "0.2"],
+        [
+            sys.executable,
+            "-m",
+            "industrial_fixtures",
+            "--type",
+            device_type,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--unit-id",
+            str(unit_id),
+            "--update-seconds",
+            "0.2",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -89,7 +102,9 @@ def read_point(client: ModbusTcpClient, point: Point, unit_id: int) -> float:
     return float(raw) * point.scale
 
 
-def test_fixture_serves_its_catalog_registers_with_changing_values(fixture_server: tuple[DeviceType, int, int]) -> None:
+def test_fixture_serves_its_catalog_registers_with_changing_values(
+    fixture_server: tuple[DeviceType, int, int],
+) -> None:
     device_type, port, unit_id = fixture_server
     points = POINT_CATALOG[device_type]
     client = ModbusTcpClient("127.0.0.1", port=port, timeout=2)
@@ -119,7 +134,11 @@ def test_fixture_serves_its_catalog_registers_with_changing_values(fixture_serve
 def test_fixture_answers_nothing_but_its_registers(fixture_server: tuple[DeviceType, int, int]) -> None:
     device_type, port, unit_id = fixture_server
     points = POINT_CATALOG[device_type]
-    used = {(point.register_kind, point.address + offset) for point in points for offset in range(register_count(point))}
+    used = {
+        (point.register_kind, point.address + offset)
+        for point in points
+        for offset in range(register_count(point))
+    }
     client = ModbusTcpClient("127.0.0.1", port=port, timeout=2)
     assert client.connect()
     try:
@@ -148,7 +167,9 @@ def test_every_catalog_point_round_trips_through_its_registers(device_type: Devi
             registers = encode(point, values[point.name])
             assert len(registers) == register_count(point)
             assert all(0 <= register <= 0xFFFF for register in registers)
-            assert decode(point, registers) == pytest.approx(raw_value(point, values[point.name]) * point.scale)
+            assert decode(point, registers) == pytest.approx(
+                raw_value(point, values[point.name]) * point.scale
+            )
             assert abs(decode(point, registers) - values[point.name]) <= point.scale / 2 + 1e-9
 
 
@@ -196,7 +217,9 @@ def test_industrial_fixtures_json_is_a_dtm_pointing_at_fixture_hostnames() -> No
         assert device.connection is not None, f"{device.id} has no connection"
         fixture = manifest.by_hostname(device.connection.host)
         assert (fixture.type, fixture.port, fixture.unit_id) == (
-            device.type, device.connection.port, device.connection.unit_id,
+            device.type,
+            device.connection.port,
+            device.connection.unit_id,
         ), device.id
         assert tuple(device.points) == POINT_CATALOG[device.type]
         served.add(fixture.hostname)

@@ -58,7 +58,9 @@ def _bin_dir() -> Path:
     if os.environ.get("POSTGRES_BIN_DIR"):
         candidates.append(Path(os.environ["POSTGRES_BIN_DIR"]))
     if shutil.which("pg_config"):
-        bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
+        bindir = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=False
+        ).stdout.strip()
         if bindir:
             candidates.append(Path(bindir))
     candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_major, reverse=True)]
@@ -145,7 +147,12 @@ class _Cluster:
 
     def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.command(tool, *args), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False, cwd=self.run_dir
+            self.command(tool, *args),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+            cwd=self.run_dir,
         )
 
     def check(self, tool: str, *args: str) -> None:
@@ -164,7 +171,9 @@ class _Cluster:
 
     def stop(self) -> None:
         if self.running():
-            result = subprocess.run(self.stop_command(), capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
+            result = subprocess.run(
+                self.stop_command(), capture_output=True, timeout=COMMAND_TIMEOUT, check=False
+            )
             if result.returncode != 0:
                 self.run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
@@ -192,15 +201,25 @@ def _start(cluster: _Cluster, port: int, password: str) -> PostgresServer:
             "-c full_page_writes=off",
         ]
     )
-    cluster.check("pg_ctl", "-D", str(cluster.data), "-o", options, "-l", str(cluster.log), "-w", "-t", "60", "start")
+    cluster.check(
+        "pg_ctl", "-D", str(cluster.data), "-o", options, "-l", str(cluster.log), "-w", "-t", "60", "start"
+    )
 
-    server = PostgresServer(host="127.0.0.1", port=port, role=ROLE, password=password, socket_dir=str(cluster.run_dir))
+    server = PostgresServer(
+        host="127.0.0.1", port=port, role=ROLE, password=password, socket_dir=str(cluster.run_dir)
+    )
     connection = server.superuser_connection()
     try:
         with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(ROLE)), (password,))
+            cursor.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(ROLE)), (password,)
+            )
             for database in (PLATFORM_DB, DAGSTER_DB):
-                cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(ROLE)))
+                cursor.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(database), sql.Identifier(ROLE)
+                    )
+                )
     finally:
         connection.close()
     return server

@@ -81,7 +81,9 @@ class PostgresPipeline:
         if data.cursor is not None:
             self.cursors[sensor_name] = data.cursor
         for request in data.dynamic_partitions_requests:
-            self.flow.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            self.flow.instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
         return [
             materialize(
                 order_assets(self.settings),
@@ -158,7 +160,9 @@ def pipeline(
         with instance_for_test(overrides={"storage": storage}) as instance:
             yield PostgresPipeline(
                 flow=OrderFlow(settings=settings, instance=instance, orders=orders),
-                platform=Platform(settings=settings, defs=build_definitions(settings), instance=instance, orders=orders),
+                platform=Platform(
+                    settings=settings, defs=build_definitions(settings), instance=instance, orders=orders
+                ),
                 postgres=postgres,
             )
     finally:
@@ -181,7 +185,11 @@ def test_the_instance_stores_runs_events_and_sensor_ticks_in_postgres(pipeline: 
     ref = instance.get_ref()
     assert ref.storage_data is not None
     stored = yaml.safe_load(ref.storage_data.config_yaml)["postgres_db"]
-    assert (stored["hostname"], stored["port"], stored["db_name"]) == ("127.0.0.1", pipeline.postgres.port, "dagster")
+    assert (stored["hostname"], stored["port"], stored["db_name"]) == (
+        "127.0.0.1",
+        pipeline.postgres.port,
+        "dagster",
+    )
     # The password stays a reference to the environment in the instance's config.
     assert stored["password"] == {"env": "PLATFORM_DB_PASSWORD"}
     assert stored["scheme"] == "postgresql+psycopg2"
@@ -207,7 +215,9 @@ def test_a_cloud_order_from_the_api_through_the_sensors_to_the_customer(pipeline
     [waiting] = pipeline.tick("edp_sensor")
     assert waiting.success
     # The manifest step publishes nothing without an APK; the email step does not run.
-    assert waiting.asset_materializations_for_node(MANIFEST_NODE) == [] and waiting.is_node_skipped(EMAIL_NODE)
+    assert waiting.asset_materializations_for_node(MANIFEST_NODE) == [] and waiting.is_node_skipped(
+        EMAIL_NODE
+    )
     assert flow.status(cfg_id) == OrderStatus.WAITING_FOR_APK
     assert order_key(cfg_id, "cfn", "cfn.yaml") in flow.keys(f"orders/{cfg_id}/cfn/")
     assert flow.emails_sent_by_ses(cfg_id) == []

@@ -60,6 +60,7 @@ from tests.platform_db.test_migrate import (  # noqa: F401 - tests
     test_upgrade_creates_the_schema_and_is_idempotent,
 )
 from tests.platform_db.test_repository import (  # noqa: F401 - tests
+    test_a_failure_keeps_its_reason_until_a_retry_moves_the_order_on,
     test_an_order_survives_a_restart,
     test_changing_an_unknown_order_is_a_key_error,
     test_concurrent_submits_with_one_key_store_one_order,
@@ -76,7 +77,6 @@ from tests.platform_db.test_repository import (  # noqa: F401 - tests
     test_rotating_the_portal_token_moves_to_the_next_generation,
     test_same_key_and_payload_returns_the_existing_order,
     test_same_key_with_another_payload_is_a_conflict,
-    test_a_failure_keeps_its_reason_until_a_retry_moves_the_order_on,
     test_stored_payload_validates_back_into_the_model,
     test_submit_stores_a_received_order,
     test_without_key_every_submit_is_a_new_order,
@@ -112,7 +112,9 @@ def test_concurrent_conditional_moves_let_exactly_one_through(
         # Two operators retry the same failed order at once: one retry starts, with one new EDP attempt.
         moved = race(
             workers,
-            lambda index: repositories[index].start_retry(order.cfg_id, OrderStatus.RECEIVED, new_edp_job=True),
+            lambda index: repositories[index].start_retry(
+                order.cfg_id, OrderStatus.RECEIVED, new_edp_job=True
+            ),
         )
 
         assert sorted(moved) == [False] * (workers - 1) + [True]
@@ -141,7 +143,9 @@ def test_concurrent_submits_without_a_key_get_distinct_increasing_seqs(
             repository.dispose()
 
 
-def test_timestamps_come_back_in_utc_whatever_the_session_time_zone(migrated_url: str, make_payload: MakePayload) -> None:
+def test_timestamps_come_back_in_utc_whatever_the_session_time_zone(
+    migrated_url: str, make_payload: MakePayload
+) -> None:
     engine = create_engine(migrated_url, connect_args={"options": "-c timezone=America/New_York"})
     repository = OrderRepository(engine)
     try:
@@ -194,7 +198,11 @@ def _beta_customer_file(tmp_path: Path, postgres: PostgresServer) -> Path:
 
 
 def _beta_secrets(password: str) -> dict[str, str]:
-    return {"PLATFORM_DB_PASSWORD": password, "API_TOKEN": "integration-api-token", "PORTAL_TOKEN_KEY": "integration-portal-key"}
+    return {
+        "PLATFORM_DB_PASSWORD": password,
+        "API_TOKEN": "integration-api-token",
+        "PORTAL_TOKEN_KEY": "integration-portal-key",
+    }
 
 
 def test_beta_settings_reach_the_database_with_the_secret_password(
@@ -204,16 +212,26 @@ def test_beta_settings_reach_the_database_with_the_secret_password(
     assert postgres.password not in customer.read_text()
 
     from_environment = load_settings(
-        "beta", customer_path=customer, secrets_path=tmp_path / "no-secrets.env", environ=_beta_secrets(postgres.password)
+        "beta",
+        customer_path=customer,
+        secrets_path=tmp_path / "no-secrets.env",
+        environ=_beta_secrets(postgres.password),
     )
     secrets_file = tmp_path / "secrets.env"
-    secrets_file.write_text("".join(f"{key}={value}\n" for key, value in _beta_secrets(postgres.password).items()))
+    secrets_file.write_text(
+        "".join(f"{key}={value}\n" for key, value in _beta_secrets(postgres.password).items())
+    )
     from_file = load_settings("beta", customer_path=customer, secrets_path=secrets_file, environ={})
 
     for index, settings in enumerate((from_environment, from_file)):
         url = settings.platform_db_url()
         assert url.password == postgres.password
-        assert (url.host, url.port, url.username, url.database) == (postgres.host, postgres.port, "platform", "platform")
+        assert (url.host, url.port, url.username, url.database) == (
+            postgres.host,
+            postgres.port,
+            "platform",
+            "platform",
+        )
         assert postgres.password not in repr(settings) + str(url)
         upgrade(url)
         repository = OrderRepository.from_url(url)
@@ -224,7 +242,9 @@ def test_beta_settings_reach_the_database_with_the_secret_password(
             repository.dispose()
 
 
-def _platform_db_cli(tmp_path: Path, postgres: PostgresServer, password: str) -> subprocess.CompletedProcess[str]:
+def _platform_db_cli(
+    tmp_path: Path, postgres: PostgresServer, password: str
+) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if key not in _beta_secrets("")}
     env.update(
         ENV="beta",

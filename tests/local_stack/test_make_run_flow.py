@@ -90,7 +90,9 @@ def test_the_api_queued_each_orders_first_run_itself(flow: Flow) -> None:
     """No sensor tick before an order's first run: the API launched it over GraphQL after the commit."""
     for cfg_id in flow.cfg_ids.values():
         answer = requests.post(
-            f"{flow.stack.urls['dagster']}/graphql", json={"query": RUNS_OF_ORDER, "variables": {"key": cfg_id}}, timeout=30
+            f"{flow.stack.urls['dagster']}/graphql",
+            json={"query": RUNS_OF_ORDER, "variables": {"key": cfg_id}},
+            timeout=30,
         )
         runs = answer.json()["data"]["runsOrError"]["results"]
         # Newest first: the first run, then apk_sensor's resume once the APK was published.
@@ -99,7 +101,9 @@ def test_the_api_queued_each_orders_first_run_itself(flow: Flow) -> None:
         assert tags["dagster/run_key"] == f"config:{cfg_id}"
         assert "dagster/sensor_name" not in tags
         assert first["status"] == "SUCCESS"
-        assert [{tag["key"]: tag["value"] for tag in run["tags"]}.get("dagster/sensor_name") for run in resumed] == ["apk_sensor"]
+        assert [
+            {tag["key"]: tag["value"] for tag in run["tags"]}.get("dagster/sensor_name") for run in resumed
+        ] == ["apk_sensor"]
 
 
 def _read_email(path: Path) -> EmailMessage:
@@ -130,7 +134,9 @@ def test_every_manifest_artifact_downloads_with_its_sha256(flow: Flow, target: s
     settings = flow.stack.settings
     assert settings is not None
     s3 = flow.stack.boto3_client("s3")
-    body = s3.get_object(Bucket=settings.artifacts.bucket, Key=portal_key(cfg_id, 1, "manifest.json"))["Body"].read()
+    body = s3.get_object(Bucket=settings.artifacts.bucket, Key=portal_key(cfg_id, 1, "manifest.json"))[
+        "Body"
+    ].read()
     manifest = Manifest.model_validate_json(body)
     assert manifest.cfg_id == cfg_id
     assert manifest.version == 1
@@ -196,7 +202,12 @@ def test_bad_customer_file_fails_with_the_key_path_and_starts_nothing(tmp_path: 
     assert "api.prot: unknown key" in done.stderr
     assert str(stack.customer_path) in done.stderr
     assert "http://" not in done.stdout
-    ports = [config["api"]["port"], config["standins"]["aws"]["port"], config["standins"]["edp"]["port"], config["dagster"]["port"]]
+    ports = [
+        config["api"]["port"],
+        config["standins"]["aws"]["port"],
+        config["standins"]["edp"]["port"],
+        config["dagster"]["port"],
+    ]
     assert not [port for port in ports if port_is_listening(port)]
     # Nothing was prepared either: no Dagster home, outbox or EDP state.
     assert sorted(os.listdir(stack.state_dir)) == ["cfg.customer.yml"]

@@ -90,7 +90,9 @@ class Waiter:
             answer = requests.post(
                 url, json={"query": BACKFILL_STATUS, "variables": {"backfillId": backfill_id}}, timeout=10
             ).json()["data"]["partitionBackfillOrError"]
-            assert answer.get("status") not in GAVE_UP, f"backfill {backfill_id}: {answer}\n{self.stack.output()}"
+            assert answer.get("status") not in GAVE_UP, (
+                f"backfill {backfill_id}: {answer}\n{self.stack.output()}"
+            )
             return answer.get("status") if answer.get("status") in DONE else None
 
         return self.until(f"backfill {backfill_id} completes", status)
@@ -122,7 +124,9 @@ def redelivery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redelivery]
     with IsolatedStack(tmp_path_factory.mktemp("stack"), overrides=FAST_EDP) as stack:
         wait = Waiter(stack)
         stack.publish_apk("1.0.0")
-        cfg_ids = [stack.submit(_example(target), idempotency_key=f"redelivery-{target}") for target in TARGETS]
+        cfg_ids = [
+            stack.submit(_example(target), idempotency_key=f"redelivery-{target}") for target in TARGETS
+        ]
         stack.wait_for_status(cfg_ids, "delivered", timeout=TIMEOUT)
 
         # One backfill over both orders, as an operator launches it from the Dagster UI.
@@ -177,9 +181,7 @@ def test_a_retried_redeliver_request_launches_one_backfill_and_one_v3_email(rede
     }
     assert first["backfill_id"] != redelivery.graphql_backfill_id
     # Exactly one more version and one more email, for that order only.
-    assert redelivery.outbox_final == sorted(
-        [*redelivery.outbox_after_backfill, f"{cfg_id}-v3.eml"]
-    )
+    assert redelivery.outbox_final == sorted([*redelivery.outbox_after_backfill, f"{cfg_id}-v3.eml"])
     assert redelivery.ses_messages == {cfg_id: 3, other: 2}
 
 

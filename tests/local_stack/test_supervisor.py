@@ -61,7 +61,9 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def fake_service(name: str, port: int, tmp_path: Path, *args: str, code: str = FAKE_SERVER, wrapped: bool = False) -> Service:
+def fake_service(
+    name: str, port: int, tmp_path: Path, *args: str, code: str = FAKE_SERVER, wrapped: bool = False
+) -> Service:
     """A fake service on ``port``; ``wrapped``: behind a shell, so the server is a grandchild (like dagster's)."""
     argv = [sys.executable, "-c", code, str(port), *args]
     if wrapped:
@@ -148,7 +150,10 @@ def test_a_killed_service_is_restarted_and_the_other_keeps_its_process(
     assert crashy.process.pid != old_leader and crashy.process.poll() is None
     # The grandchild that held the port went with its leader (a zombie at most, until init reaps it).
     assert not process_group_alive(old_leader)
-    assert not Path(f"/proc/{old_server}").exists() or Path(f"/proc/{old_server}/stat").read_text().split(") ")[1][0] == "Z"
+    assert (
+        not Path(f"/proc/{old_server}").exists()
+        or Path(f"/proc/{old_server}/stat").read_text().split(") ")[1][0] == "Z"
+    )
     # The other service was left alone: same process, never restarted, still answering.
     assert steady.process.pid == steady_pid and steady.process.poll() is None
     assert run.matching(r"^steady") == [f"steady: {steady.url}"]
@@ -169,7 +174,9 @@ def test_a_service_that_keeps_crashing_stops_the_stack_past_the_bound(
     run.start()
     assert run.wait() == 1
     restarts = run.matching(r"^flaky stopped unexpectedly .*restarting it")
-    assert [line.rsplit("(", 1)[1] for line in restarts] == [f"{n} of {max_restarts} in 10 min)" for n in range(1, max_restarts + 1)]
+    assert [line.rsplit("(", 1)[1] for line in restarts] == [
+        f"{n} of {max_restarts} in 10 min)" for n in range(1, max_restarts + 1)
+    ]
     assert run.lines[-1] == (
         f"flaky stopped unexpectedly (exit code 3, see {flaky.log_path}); it was restarted {max_restarts} times "
         "within 10 min already (supervisor.max_restarts, supervisor.restart_window_seconds); stopping the stack"
@@ -193,8 +200,10 @@ def test_restarts_that_never_become_healthy_count_against_the_bound(
         f"stuck did not come back (no answer at {service.health_url} within 1 s, see {service.log_path})",
         f"stuck did not come back (no answer at {service.health_url} within 1 s, see {service.log_path})",
     ]
-    assert run.lines[-1].endswith("it was restarted 2 times within 10 min already "
-                                  "(supervisor.max_restarts, supervisor.restart_window_seconds); stopping the stack")
+    assert run.lines[-1].endswith(
+        "it was restarted 2 times within 10 min already "
+        "(supervisor.max_restarts, supervisor.restart_window_seconds); stopping the stack"
+    )
     # The last attempt, which never answered, was killed before the supervisor gave up.
     assert not process_group_alive(service.process.pid)
 
@@ -211,7 +220,13 @@ def test_a_stop_during_a_restart_leaves_no_process_behind(
     first = service.process.pid
     os.kill(first, signal.SIGKILL)
     # The restart is under way (and would wait a minute for an answer) when Ctrl-C comes.
-    _wait_for(lambda: service.process is not None and service.process.pid != first and len(child_pids(service.process.pid)) == 1)
+    _wait_for(
+        lambda: (
+            service.process is not None
+            and service.process.pid != first
+            and len(child_pids(service.process.pid)) == 1
+        )
+    )
     restarted = service.process.pid
     started = time.monotonic()
     run.stop()
@@ -244,16 +259,26 @@ FAST_EDP = {"standins": {"edp": {"queued_seconds": 0.5, "running_seconds": 0.5}}
 
 @pytest.mark.slow
 def test_the_real_stack_restarts_its_killed_aws_with_the_objects_written_before(tmp_path: Path) -> None:
-    with IsolatedStack(tmp_path / "stack", overrides=FAST_EDP, env={"AWS_EC2_METADATA_DISABLED": "true"}) as stack:
+    with IsolatedStack(
+        tmp_path / "stack", overrides=FAST_EDP, env={"AWS_EC2_METADATA_DISABLED": "true"}
+    ) as stack:
         assert stack.settings is not None
         bucket = stack.settings.artifacts.bucket
         s3 = stack.boto3_client("s3")
-        s3.put_object(Bucket=bucket, Key="orders/cfg-1/config.json", Body=b'{"cfg_id": "cfg-1"}', ContentType="application/json")
+        s3.put_object(
+            Bucket=bucket,
+            Key="orders/cfg-1/config.json",
+            Body=b'{"cfg_id": "cfg-1"}',
+            ContentType="application/json",
+        )
         apk_key = stack.publish_apk("1.0.0")
         before = stack.service_pids()
 
         os.kill(before["aws"], signal.SIGKILL)
-        stack.wait_for_output(re.compile(r"^aws stopped unexpectedly \(exit code -9, .*restarting it \(1 of 5 in 10 min\)$"), timeout=30)
+        stack.wait_for_output(
+            re.compile(r"^aws stopped unexpectedly \(exit code -9, .*restarting it \(1 of 5 in 10 min\)$"),
+            timeout=30,
+        )
         stack.wait_for_output(re.compile(r"^aws: http://"), count=2, timeout=60)
 
         stored = s3.get_object(Bucket=bucket, Key="orders/cfg-1/config.json")

@@ -47,7 +47,9 @@ class ApiServer:
 
 
 def _start_api(settings: Settings, orders: OrderRepository, sock: socket.socket) -> ApiServer:
-    config = uvicorn.Config(create_app(settings, orders), log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        create_app(settings, orders), log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -70,7 +72,9 @@ class OrderFlow:
     # --- orders and runs ----------------------------------------------------------------------
 
     def submit(self, target: str) -> str:
-        payload = ConfiguratorPayload.model_validate(json.loads((EXAMPLES / f"order-{target}.json").read_text(encoding="utf-8")))
+        payload = ConfiguratorPayload.model_validate(
+            json.loads((EXAMPLES / f"order-{target}.json").read_text(encoding="utf-8"))
+        )
         order, _ = self.orders.submit(payload, None)
         # What order_sensor's add request does in the daemon.
         self.instance.add_dynamic_partitions("orders", [order.cfg_id])
@@ -118,7 +122,11 @@ class OrderFlow:
         )
 
     def keys(self, prefix: str) -> list[str]:
-        pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=self.settings.artifacts.bucket, Prefix=prefix)
+        pages = (
+            self.s3()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.settings.artifacts.bucket, Prefix=prefix)
+        )
         return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
 
     def read(self, key: str) -> bytes:
@@ -132,12 +140,17 @@ class OrderFlow:
     def emails_sent_by_ses(self, cfg_id: str) -> list[dict[str, Any]]:
         """Raw messages the embedded SES accepted for this order (the server is shared by the session)."""
         data = requests.get(f"{self.settings.aws.endpoint_url}/moto-api/data.json", timeout=10).json()
-        return [message for message in data.get("ses", {}).get("RawMessage", []) if cfg_id in message["raw_data"]]
+        return [
+            message for message in data.get("ses", {}).get("RawMessage", []) if cfg_id in message["raw_data"]
+        ]
 
     def outbox(self, cfg_id: str) -> list[EmailMessage]:
         outbox = Path(self.settings.email.outbox_dir or "")
         files = sorted(outbox.glob(f"{cfg_id}*.eml")) if outbox.is_dir() else []
-        return [cast(EmailMessage, email.message_from_bytes(path.read_bytes(), policy=default_policy)) for path in files]
+        return [
+            cast(EmailMessage, email.message_from_bytes(path.read_bytes(), policy=default_policy))
+            for path in files
+        ]
 
     def assert_downloads_match(self, manifest: Manifest) -> None:
         """Every link in the manifest downloads exactly the bytes it promises."""

@@ -37,11 +37,17 @@ def _complete(*artifacts: dict[str, Any]) -> tuple[int, bytes]:
 
 def _loopback_service(edp: ScriptedEdp, settings: Settings) -> None:
     # The embedded S3 on 127.0.0.1: private targets are allowed in local, other ports are not.
-    edp.job_answer = _complete({"name": "dtm.json", "url": f"{settings.aws.endpoint_url}/{settings.artifacts.bucket}/x{QUERY}"})
+    edp.job_answer = _complete(
+        {"name": "dtm.json", "url": f"{settings.aws.endpoint_url}/{settings.artifacts.bucket}/x{QUERY}"}
+    )
 
 
 def _redirect_elsewhere(edp: ScriptedEdp, settings: Settings) -> None:
-    edp.files["dtm.json"] = (302, {"Location": f"{settings.aws.endpoint_url}/{settings.artifacts.bucket}/x{QUERY}"}, b"")
+    edp.files["dtm.json"] = (
+        302,
+        {"Location": f"{settings.aws.endpoint_url}/{settings.artifacts.bucket}/x{QUERY}"},
+        b"",
+    )
     edp.job_answer = _complete({"name": "dtm.json", "url": f"{edp.base_url}/files/dtm.json{QUERY}"})
 
 
@@ -63,7 +69,10 @@ def _job_answer_is_not_a_job(edp: ScriptedEdp, settings: Settings) -> None:
     edp.job_answer = (
         200,
         json.dumps(
-            {"status": "SECRET-BODY", "edp_artifacts": [{"name": "../dtm.json", "url": f"https://s3.example.com/k{QUERY}"}]}
+            {
+                "status": "SECRET-BODY",
+                "edp_artifacts": [{"name": "../dtm.json", "url": f"https://s3.example.com/k{QUERY}"}],
+            }
         ).encode(),
     )
 
@@ -87,7 +96,11 @@ def test_a_refused_edp_answer_fails_the_order_readably_and_without_secrets(
     expected: list[str],
 ) -> None:
     settings = flow.settings.model_copy(
-        update={"edp": flow.settings.edp.model_copy(update={"base_url": scripted_edp.base_url, "max_dtm_bytes": DTM_CAP})}
+        update={
+            "edp": flow.settings.edp.model_copy(
+                update={"base_url": scripted_edp.base_url, "max_dtm_bytes": DTM_CAP}
+            )
+        }
     )
     cfg_id = flow.submit("cloud")
 

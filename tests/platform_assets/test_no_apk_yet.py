@@ -81,7 +81,9 @@ def test_the_shape_that_hangs_an_in_process_run() -> None:
 
 
 def test_an_order_whose_edp_job_failed_while_no_apk_exists_ends_failed(flow: OrderFlow) -> None:
-    requests.put(f"{flow.settings.edp.base_url}/_standin/faults", json={"failure": "job_fails"}, timeout=5).raise_for_status()
+    requests.put(
+        f"{flow.settings.edp.base_url}/_standin/faults", json={"failure": "job_fails"}, timeout=5
+    ).raise_for_status()
     cfg_id = flow.submit("onprem")
     assert flow.materialize(cfg_id, [CONFIG]).success
     flow.wait_for_edp(cfg_id, ends="failed")

@@ -26,8 +26,14 @@ EDP_SECONDS = 2.0
 @pytest.fixture
 def edp_settings(tmp_path: Path) -> EdpStandinSettings:
     """Jobs that take EDP_SECONDS queued and as long running: longer than a short wait, shorter than a long one."""
-    return load_settings("local", secrets_path=tmp_path / "no-secrets.env", environ={}).standins.edp.model_copy(
-        update={"state_dir": str(tmp_path / "edp-state"), "queued_seconds": EDP_SECONDS, "running_seconds": EDP_SECONDS}
+    return load_settings(
+        "local", secrets_path=tmp_path / "no-secrets.env", environ={}
+    ).standins.edp.model_copy(
+        update={
+            "state_dir": str(tmp_path / "edp-state"),
+            "queued_seconds": EDP_SECONDS,
+            "running_seconds": EDP_SECONDS,
+        }
     )
 
 
@@ -68,7 +74,12 @@ def test_a_job_outlasting_the_wait_ends_the_run_and_edp_sensor_builds_the_order(
 
     # edp_sensor, once the job is complete and no run of the order is left, starts the build.
     short.wait_for_edp(cfg_id)
-    platform = Platform(settings=short.settings, defs=build_definitions(short.settings), instance=short.instance, orders=short.orders)
+    platform = Platform(
+        settings=short.settings,
+        defs=build_definitions(short.settings),
+        instance=short.instance,
+        orders=short.orders,
+    )
     [request] = platform.tick("edp_sensor").run_requests
     assert set(request.asset_selection) == set(AFTER_EDP)
     assert short.status(cfg_id) == OrderStatus.BUILDING

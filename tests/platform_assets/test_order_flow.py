@@ -81,10 +81,14 @@ def test_a_cloud_order_waits_for_the_apk_then_is_delivered(flow: OrderFlow) -> N
 
     [mail] = flow.outbox(cfg_id)
     assert len(flow.emails_sent_by_ses(cfg_id)) == 1
-    assert [a.addr_spec for a in mail["To"].addresses] == [str(flow.order(cfg_id).configurator_payload().customer.email)]
+    assert [a.addr_spec for a in mail["To"].addresses] == [
+        str(flow.order(cfg_id).configurator_payload().customer.email)
+    ]
     # The email carries the customer's portal link, and that link opens.
     body = mail.get_body(preferencelist=("plain",)).get_content()
-    portal_url = next(word for word in body.split() if word.startswith(f"{flow.settings.api.public_url}/portal/"))
+    portal_url = next(
+        word for word in body.split() if word.startswith(f"{flow.settings.api.public_url}/portal/")
+    )
     assert requests.get(portal_url, timeout=10).status_code == 200
 
 

@@ -119,7 +119,9 @@ def test_concurrent_runs_get_distinct_consecutive_versions(
     # One engine each, as separate Dagster runs would have.
     repositories = [DeliveryRepository.from_url(migrated_url) for _ in range(workers)]
     try:
-        claimed = race(workers, lambda index: repositories[index].claim_portal_version(cfg_id, f"run-{index}"))
+        claimed = race(
+            workers, lambda index: repositories[index].claim_portal_version(cfg_id, f"run-{index}")
+        )
         assert sorted(version.version for version in claimed) == list(range(1, workers + 1))
         # Each run keeps the number it got.
         for index, version in enumerate(claimed):
@@ -156,7 +158,9 @@ def test_published_versions_of_other_orders_are_not_listed(
     assert [v.cfg_id for v in deliveries.portal_versions(other)] == [other]
 
 
-def test_a_claimed_version_keeps_its_publication_on_retry(deliveries: DeliveryRepository, cfg_id: str) -> None:
+def test_a_claimed_version_keeps_its_publication_on_retry(
+    deliveries: DeliveryRepository, cfg_id: str
+) -> None:
     deliveries.claim_portal_version(cfg_id, "run-a")
     publish(deliveries, cfg_id, 1)
 
@@ -166,7 +170,9 @@ def test_a_claimed_version_keeps_its_publication_on_retry(deliveries: DeliveryRe
     assert again.manifest_key == f"portal/{cfg_id}/v1/manifest.json"
 
 
-def test_recording_a_publication_of_an_unclaimed_version_fails(deliveries: DeliveryRepository, cfg_id: str) -> None:
+def test_recording_a_publication_of_an_unclaimed_version_fails(
+    deliveries: DeliveryRepository, cfg_id: str
+) -> None:
     deliveries.claim_portal_version(cfg_id, "run-a")
 
     with pytest.raises(KeyError):
@@ -248,7 +254,9 @@ def _age_resolutions(deliveries: DeliveryRepository, by: timedelta) -> None:
         connection.execute(update(email_resolutions).values(created_at=datetime.now(UTC) - by))
 
 
-def test_a_claimed_email_is_sending_and_a_sent_one_sent(deliveries: DeliveryRepository, published: str) -> None:
+def test_a_claimed_email_is_sending_and_a_sent_one_sent(
+    deliveries: DeliveryRepository, published: str
+) -> None:
     assert deliveries.email_of(published, 1) is None
     deliveries.claim_email(published, 1)
 
@@ -273,7 +281,11 @@ def test_mark_unknown_keeps_the_claim_and_lists_it(deliveries: DeliveryRepositor
 
     unknown = deliveries.email_of(published, 1)
     assert unknown is not None
-    assert (unknown.state, unknown.reason, unknown.message_id) == (EmailState.UNKNOWN, "ReadTimeoutError: answer lost", None)
+    assert (unknown.state, unknown.reason, unknown.message_id) == (
+        EmailState.UNKNOWN,
+        "ReadTimeoutError: answer lost",
+        None,
+    )
     assert [(e.cfg_id, e.version) for e in deliveries.unknown_emails()] == [(published, 1)]
     # Nothing gives an unknown email back by itself: a retried step cannot claim it.
     deliveries.release_email_claim(published, 1)
@@ -290,12 +302,18 @@ def test_the_sender_knows_better_than_a_stale_mark(deliveries: DeliveryRepositor
     deliveries.record_email_sent(published, 1, "msg-late")
 
     email = deliveries.email_of(published, 1)
-    assert email is not None and (email.state, email.message_id, email.reason) == (EmailState.SENT, "msg-late", None)
+    assert email is not None and (email.state, email.message_id, email.reason) == (
+        EmailState.SENT,
+        "msg-late",
+        None,
+    )
 
 
 def test_a_stale_sending_claim_counts_as_unknown(deliveries: DeliveryRepository, published: str) -> None:
     deliveries.claim_email(published, 1)
-    assert deliveries.mark_unknown(published, 1, "stale", stale_only=True) is False  # fresh: its sender may still wait
+    assert (
+        deliveries.mark_unknown(published, 1, "stale", stale_only=True) is False
+    )  # fresh: its sender may still wait
 
     _age_claim(deliveries, published, 1, STALE_SENDING + timedelta(minutes=1))
 
@@ -309,17 +327,27 @@ def test_a_stale_sending_claim_counts_as_unknown(deliveries: DeliveryRepository,
     assert deliveries.email_of(published, 1).state is EmailState.UNKNOWN  # type: ignore[union-attr]
 
 
-def test_mark_sent_by_operator_resolves_an_unknown_email(deliveries: DeliveryRepository, published: str) -> None:
+def test_mark_sent_by_operator_resolves_an_unknown_email(
+    deliveries: DeliveryRepository, published: str
+) -> None:
     deliveries.claim_email(published, 1)
     deliveries.mark_unknown(published, 1, "answer lost")
 
     resolution = deliveries.mark_sent_by_operator(published, 1, "op-1")
 
     assert resolution is not None
-    assert (resolution.action, resolution.idempotency_key, resolution.backfill_id) == (EmailAction.MARK_SENT, "op-1", None)
+    assert (resolution.action, resolution.idempotency_key, resolution.backfill_id) == (
+        EmailAction.MARK_SENT,
+        "op-1",
+        None,
+    )
     email = deliveries.email_of(published, 1)
     assert email is not None
-    assert (email.state, email.resolution, email.reason) == (EmailState.MARKED_SENT, EmailAction.MARK_SENT, "answer lost")
+    assert (email.state, email.resolution, email.reason) == (
+        EmailState.MARKED_SENT,
+        EmailAction.MARK_SENT,
+        "answer lost",
+    )
     assert email.resolved_at is not None
     assert deliveries.unknown_emails() == []
     assert deliveries.resolution_by_key("op-1") == resolution
@@ -330,7 +358,9 @@ def test_mark_sent_by_operator_resolves_an_unknown_email(deliveries: DeliveryRep
 
 
 @pytest.mark.parametrize("state", ["never claimed", "sending", "sent"])
-def test_only_an_unknown_email_can_be_resolved(deliveries: DeliveryRepository, published: str, state: str) -> None:
+def test_only_an_unknown_email_can_be_resolved(
+    deliveries: DeliveryRepository, published: str, state: str
+) -> None:
     if state != "never claimed":
         deliveries.claim_email(published, 1)
     if state == "sent":
@@ -341,7 +371,9 @@ def test_only_an_unknown_email_can_be_resolved(deliveries: DeliveryRepository, p
     assert deliveries.resolutions(published) == []
 
 
-def test_release_for_resend_lets_the_next_claim_send_it_once(deliveries: DeliveryRepository, published: str) -> None:
+def test_release_for_resend_lets_the_next_claim_send_it_once(
+    deliveries: DeliveryRepository, published: str
+) -> None:
     deliveries.claim_email(published, 1)
     deliveries.mark_unknown(published, 1, "answer lost")
 
@@ -364,7 +396,9 @@ def test_release_for_resend_lets_the_next_claim_send_it_once(deliveries: Deliver
     assert [r.backfill_id for r in deliveries.resolutions(published, 1)] == ["backfill-1"]
 
 
-def test_a_resend_is_requested_again_only_after_a_while(deliveries: DeliveryRepository, published: str) -> None:
+def test_a_resend_is_requested_again_only_after_a_while(
+    deliveries: DeliveryRepository, published: str
+) -> None:
     deliveries.claim_email(published, 1)
     deliveries.mark_unknown(published, 1, "answer lost")
     assert deliveries.release_for_resend(published, 1) is not None
@@ -379,7 +413,9 @@ def test_a_resend_is_requested_again_only_after_a_while(deliveries: DeliveryRepo
     assert len(deliveries.resolutions(published, 1)) == 3
 
 
-def test_undo_resend_makes_it_unknown_again_and_frees_the_key(deliveries: DeliveryRepository, published: str) -> None:
+def test_undo_resend_makes_it_unknown_again_and_frees_the_key(
+    deliveries: DeliveryRepository, published: str
+) -> None:
     deliveries.claim_email(published, 1)
     deliveries.mark_unknown(published, 1, "answer lost")
     resolution = deliveries.release_for_resend(published, 1, "resend-1")
@@ -389,7 +425,12 @@ def test_undo_resend_makes_it_unknown_again_and_frees_the_key(deliveries: Delive
 
     email = deliveries.email_of(published, 1)
     assert email is not None
-    assert (email.state, email.resolution, email.resolved_at, email.reason) == (EmailState.UNKNOWN, None, None, "answer lost")
+    assert (email.state, email.resolution, email.resolved_at, email.reason) == (
+        EmailState.UNKNOWN,
+        None,
+        None,
+        "answer lost",
+    )
     assert deliveries.resolution_by_key("resend-1") is None
     assert deliveries.release_for_resend(published, 1, "resend-1") is not None
 
@@ -408,7 +449,9 @@ def test_a_launched_resend_is_never_undone(deliveries: DeliveryRepository, publi
     assert deliveries.resolution_by_key("resend-1") is not None
 
 
-def test_a_stale_unlaunched_resolution_can_be_forgotten(deliveries: DeliveryRepository, published: str) -> None:
+def test_a_stale_unlaunched_resolution_can_be_forgotten(
+    deliveries: DeliveryRepository, published: str
+) -> None:
     deliveries.claim_email(published, 1)
     deliveries.mark_unknown(published, 1, "answer lost")
     resolution = deliveries.release_for_resend(published, 1, "resend-1")
@@ -454,7 +497,10 @@ def test_emails_of_an_order_by_version(deliveries: DeliveryRepository, new_order
 
     emails = deliveries.emails(cfg_id)
 
-    assert {version: email.state for version, email in emails.items()} == {1: EmailState.SENT, 2: EmailState.UNKNOWN}
+    assert {version: email.state for version, email in emails.items()} == {
+        1: EmailState.SENT,
+        2: EmailState.UNKNOWN,
+    }
     assert {(e.cfg_id, e.version) for e in deliveries.unknown_emails()} == {(cfg_id, 2), (other, 1)}
     assert [(e.cfg_id, e.version) for e in deliveries.unknown_emails(other)] == [(other, 1)]
 
@@ -468,7 +514,9 @@ def test_concurrent_resolutions_of_one_email_let_one_through(
     workers = 6
     repositories = [DeliveryRepository.from_url(migrated_url) for _ in range(workers)]
     try:
-        results = race(workers, lambda index: repositories[index].release_for_resend(published, 1, f"k-{index}"))
+        results = race(
+            workers, lambda index: repositories[index].release_for_resend(published, 1, f"k-{index}")
+        )
         assert sum(result is not None for result in results) == 1
         assert len(setup.resolutions(published, 1)) == 1
     finally:
@@ -494,11 +542,14 @@ def test_migration_0006_derives_the_state_of_existing_emails(db_url: str, make_p
                     {"cfg_id": cfg_id, "version": version, "run_id": f"run-{version}", "now": now},
                 )
             connection.execute(
-                text("INSERT INTO delivery_emails (cfg_id, version, message_id, claimed_at, sent_at) VALUES (:c, 1, 'msg-1', :now, :now)"),
+                text(
+                    "INSERT INTO delivery_emails (cfg_id, version, message_id, claimed_at, sent_at) VALUES (:c, 1, 'msg-1', :now, :now)"
+                ),
                 {"c": cfg_id, "now": now},
             )
             connection.execute(
-                text("INSERT INTO delivery_emails (cfg_id, version, claimed_at) VALUES (:c, 2, :now)"), {"c": cfg_id, "now": now}
+                text("INSERT INTO delivery_emails (cfg_id, version, claimed_at) VALUES (:c, 2, :now)"),
+                {"c": cfg_id, "now": now},
             )
     finally:
         engine.dispose()

@@ -92,7 +92,9 @@ def _stage_env(tmp_path: Path, platform_db_url: str, **extra: str) -> dict[str, 
     customer = tmp_path / "cfg.customer.yml"
     customer.write_text(f"platform_db:\n  url: {platform_db_url}\n")
     env = {key: value for key, value in os.environ.items() if key != "PLATFORM_DB_PASSWORD"}
-    env.update(ENV="local", CFG_CUSTOMER_PATH=str(customer), SECRETS_PATH=str(tmp_path / "no-secrets.env"), **extra)
+    env.update(
+        ENV="local", CFG_CUSTOMER_PATH=str(customer), SECRETS_PATH=str(tmp_path / "no-secrets.env"), **extra
+    )
     return env
 
 
@@ -109,7 +111,9 @@ def test_module_cli_upgrades_the_stage_database(tmp_path: Path) -> None:
 def test_module_cli_never_shows_the_password(tmp_path: Path) -> None:
     # Nothing listens on port 1, so the upgrade fails fast and both messages name the database.
     env = _stage_env(
-        tmp_path, "postgresql+psycopg2://platform@127.0.0.1:1/platform", PLATFORM_DB_PASSWORD="do-not-print-me"
+        tmp_path,
+        "postgresql+psycopg2://platform@127.0.0.1:1/platform",
+        PLATFORM_DB_PASSWORD="do-not-print-me",
     )
 
     result = _run(["-m", "platform_db", "upgrade"], env=env)

@@ -33,7 +33,9 @@ def new_order(repo: OrderRepository, make_payload: Callable[..., ConfiguratorPay
     return make
 
 
-def test_a_claim_is_recorded_with_what_it_launched(retries: OrderRetryRepository, new_order: Callable[[], str]) -> None:
+def test_a_claim_is_recorded_with_what_it_launched(
+    retries: OrderRetryRepository, new_order: Callable[[], str]
+) -> None:
     cfg_id = new_order()
 
     claim, claimed = retries.claim(cfg_id, "key-1")
@@ -41,13 +43,19 @@ def test_a_claim_is_recorded_with_what_it_launched(retries: OrderRetryRepository
     assert (claim.backfill_id, claim.assets, claim.new_edp_job) == (None, None, None)
     recorded = retries.record_backfill(claim.id, "bf-1", ["order/cfn_or_iso", "order/apk"], False)
 
-    assert (recorded.backfill_id, recorded.assets, recorded.new_edp_job) == ("bf-1", ("order/cfn_or_iso", "order/apk"), False)
+    assert (recorded.backfill_id, recorded.assets, recorded.new_edp_job) == (
+        "bf-1",
+        ("order/cfn_or_iso", "order/apk"),
+        False,
+    )
     assert recorded.created_at.tzinfo is not None and recorded.created_at.utcoffset() == timedelta(0)
     assert retries.by_key("key-1") == recorded
     assert retries.for_order(cfg_id) == [recorded]
 
 
-def test_the_same_key_answers_the_recorded_retry(retries: OrderRetryRepository, new_order: Callable[[], str]) -> None:
+def test_the_same_key_answers_the_recorded_retry(
+    retries: OrderRetryRepository, new_order: Callable[[], str]
+) -> None:
     cfg_id = new_order()
     claim, _ = retries.claim(cfg_id, "key-1")
     recorded = retries.record_backfill(claim.id, "bf-1", ["order/config"], True)
@@ -58,7 +66,9 @@ def test_the_same_key_answers_the_recorded_retry(retries: OrderRetryRepository, 
     assert len(retries.for_order(cfg_id)) == 1
 
 
-def test_the_same_key_for_another_order_is_a_conflict(retries: OrderRetryRepository, new_order: Callable[[], str]) -> None:
+def test_the_same_key_for_another_order_is_a_conflict(
+    retries: OrderRetryRepository, new_order: Callable[[], str]
+) -> None:
     cfg_id, other = new_order(), new_order()
     claim, _ = retries.claim(cfg_id, "key-1")
     retries.record_backfill(claim.id, "bf-1", ["order/config"], True)
@@ -67,7 +77,9 @@ def test_the_same_key_for_another_order_is_a_conflict(retries: OrderRetryReposit
         retries.claim(other, "key-1")
 
 
-def test_without_a_key_every_claim_is_new(retries: OrderRetryRepository, new_order: Callable[[], str]) -> None:
+def test_without_a_key_every_claim_is_new(
+    retries: OrderRetryRepository, new_order: Callable[[], str]
+) -> None:
     cfg_id = new_order()
     first, first_claimed = retries.claim(cfg_id, None)
     second, second_claimed = retries.claim(cfg_id, None)
@@ -89,7 +101,9 @@ def test_a_claim_being_launched_is_in_progress_until_released(
     assert claimed and retried.id != claim.id
 
 
-def test_a_recorded_claim_is_not_released(retries: OrderRetryRepository, new_order: Callable[[], str]) -> None:
+def test_a_recorded_claim_is_not_released(
+    retries: OrderRetryRepository, new_order: Callable[[], str]
+) -> None:
     cfg_id = new_order()
     claim, _ = retries.claim(cfg_id, "key-1")
     retries.record_backfill(claim.id, "bf-1", ["order/email"], False)
@@ -130,7 +144,9 @@ def test_an_overlong_key_is_refused(retries: OrderRetryRepository, new_order: Ca
 
 
 def test_concurrent_requests_with_one_key_make_one_claim(
-    retries: OrderRetryRepository, new_order: Callable[[], str], race: Callable[[int, Callable[[int], Any]], list[Any]]
+    retries: OrderRetryRepository,
+    new_order: Callable[[], str],
+    race: Callable[[int, Callable[[int], Any]], list[Any]],
 ) -> None:
     cfg_id = new_order()
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 from datetime import UTC, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -29,7 +29,9 @@ def new_order(repo: OrderRepository, make_payload: Callable[..., ConfiguratorPay
     return make
 
 
-def test_a_claim_is_recorded_with_its_backfill(redeliveries: RedeliveryRepository, new_order: Callable[[], str]) -> None:
+def test_a_claim_is_recorded_with_its_backfill(
+    redeliveries: RedeliveryRepository, new_order: Callable[[], str]
+) -> None:
     cfg_id = new_order()
 
     claim, claimed = redeliveries.claim(cfg_id, False, "key-1")
@@ -42,7 +44,9 @@ def test_a_claim_is_recorded_with_its_backfill(redeliveries: RedeliveryRepositor
     assert redeliveries.for_order(cfg_id) == [recorded]
 
 
-def test_the_same_key_answers_the_recorded_backfill(redeliveries: RedeliveryRepository, new_order: Callable[[], str]) -> None:
+def test_the_same_key_answers_the_recorded_backfill(
+    redeliveries: RedeliveryRepository, new_order: Callable[[], str]
+) -> None:
     cfg_id = new_order()
     claim, _ = redeliveries.claim(cfg_id, True, "key-1")
     redeliveries.record_backfill(claim.id, "bf-1")
@@ -67,7 +71,9 @@ def test_the_same_key_for_another_order_or_apk_value_is_a_conflict(
         redeliveries.claim(cfg_id, True, "key-1")
 
 
-def test_without_a_key_every_claim_is_new(redeliveries: RedeliveryRepository, new_order: Callable[[], str]) -> None:
+def test_without_a_key_every_claim_is_new(
+    redeliveries: RedeliveryRepository, new_order: Callable[[], str]
+) -> None:
     cfg_id = new_order()
     first, first_claimed = redeliveries.claim(cfg_id, False, None)
     second, second_claimed = redeliveries.claim(cfg_id, False, None)
@@ -88,7 +94,9 @@ def test_a_claim_being_launched_is_in_progress_until_released(
     assert claimed and retried.id != claim.id
 
 
-def test_a_recorded_claim_is_not_released(redeliveries: RedeliveryRepository, new_order: Callable[[], str]) -> None:
+def test_a_recorded_claim_is_not_released(
+    redeliveries: RedeliveryRepository, new_order: Callable[[], str]
+) -> None:
     cfg_id = new_order()
     claim, _ = redeliveries.claim(cfg_id, False, "key-1")
     redeliveries.record_backfill(claim.id, "bf-1")
@@ -119,7 +127,9 @@ def test_a_stale_claim_is_taken_over_by_one_retry(
 
 
 def test_concurrent_requests_with_one_key_make_one_claim(
-    redeliveries: RedeliveryRepository, new_order: Callable[[], str], race: Callable[[int, Callable[[int], Any]], list[Any]]
+    redeliveries: RedeliveryRepository,
+    new_order: Callable[[], str],
+    race: Callable[[int, Callable[[int], Any]], list[Any]],
 ) -> None:
     cfg_id = new_order()
 

@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus
 from platform_db import IdempotencyConflict, Order, OrderRepository
-from tests.order_lifecycle import walk_to
 from platform_db.migrate import upgrade
 from platform_db.repository import SQLITE_BUSY_TIMEOUT_MS
 from platform_db.schema import orders
+from tests.order_lifecycle import walk_to
 
 MakePayload = Callable[..., ConfiguratorPayload]
 
@@ -48,7 +48,9 @@ def test_onprem_target_is_stored(repo: OrderRepository, make_payload: MakePayloa
     assert repo.get(order.cfg_id).target == "onprem"  # type: ignore[union-attr]
 
 
-def test_stored_payload_validates_back_into_the_model(repo: OrderRepository, make_payload: MakePayload) -> None:
+def test_stored_payload_validates_back_into_the_model(
+    repo: OrderRepository, make_payload: MakePayload
+) -> None:
     payload = make_payload()
     order, _ = repo.submit(payload, None)
 
@@ -59,7 +61,9 @@ def test_get_unknown_order_is_none(repo: OrderRepository) -> None:
     assert repo.get(str(uuid.uuid4())) is None
 
 
-def test_same_key_and_payload_returns_the_existing_order(repo: OrderRepository, make_payload: MakePayload) -> None:
+def test_same_key_and_payload_returns_the_existing_order(
+    repo: OrderRepository, make_payload: MakePayload
+) -> None:
     first, first_created = repo.submit(make_payload(), "key-1")
     # An equal payload built separately, as a retried HTTP request would be.
     again, again_created = repo.submit(make_payload(), "key-1")
@@ -69,7 +73,9 @@ def test_same_key_and_payload_returns_the_existing_order(repo: OrderRepository, 
     assert row_count(repo) == 1
 
 
-def test_same_key_with_another_payload_is_a_conflict(repo: OrderRepository, make_payload: MakePayload) -> None:
+def test_same_key_with_another_payload_is_a_conflict(
+    repo: OrderRepository, make_payload: MakePayload
+) -> None:
     first, _ = repo.submit(make_payload(), "key-1")
 
     with pytest.raises(IdempotencyConflict):
@@ -90,13 +96,17 @@ def test_without_key_every_submit_is_a_new_order(repo: OrderRepository, make_pay
 
 
 @pytest.mark.parametrize("key", ["", "k" * 256])
-def test_key_of_invalid_length_is_rejected(repo: OrderRepository, make_payload: MakePayload, key: str) -> None:
+def test_key_of_invalid_length_is_rejected(
+    repo: OrderRepository, make_payload: MakePayload, key: str
+) -> None:
     with pytest.raises(ValueError, match="idempotency_key"):
         repo.submit(make_payload(), key)
     assert row_count(repo) == 0
 
 
-def test_orders_after_pages_through_orders_in_seq_order(repo: OrderRepository, make_payload: MakePayload) -> None:
+def test_orders_after_pages_through_orders_in_seq_order(
+    repo: OrderRepository, make_payload: MakePayload
+) -> None:
     submitted = [repo.submit(make_payload(), None)[0] for _ in range(5)]
 
     seen: list[Order] = []
@@ -263,7 +273,9 @@ def test_order_repr_leaves_out_the_customer_data(repo: OrderRepository, make_pay
     assert "ada@example.com" not in repr(order)
 
 
-def test_rotating_the_portal_token_moves_to_the_next_generation(repo: OrderRepository, make_payload: Callable[..., ConfiguratorPayload]) -> None:
+def test_rotating_the_portal_token_moves_to_the_next_generation(
+    repo: OrderRepository, make_payload: Callable[..., ConfiguratorPayload]
+) -> None:
     order, _ = repo.submit(make_payload(), None)
     assert order.portal_token_generation == 0
     assert repo.rotate_portal_token(order.cfg_id) == 1

@@ -86,7 +86,9 @@ def stop_group(process: subprocess.Popen[bytes], grace: float = 0.0) -> None:
 class CodeServer:
     """`dagster code-server start` (what `dagster dev` and the compose code-location run) on a fixed port."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, port: int | None = None, command: str = "code-server") -> None:
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, port: int | None = None, command: str = "code-server"
+    ) -> None:
         self.env = env
         self.log_dir = log_dir
         self.port = port or free_port()
@@ -161,7 +163,9 @@ class Daemon:
         def beating() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise AssertionError(f"dagster-daemon exited with {self.process.returncode}: see {self.log_path}")
+                raise AssertionError(
+                    f"dagster-daemon exited with {self.process.returncode}: see {self.log_path}"
+                )
             beats = instance.get_daemon_heartbeats()
             return all(name in beats and beats[name].timestamp >= started for name in needed)
 
@@ -183,7 +187,9 @@ def start_order_run(instance: DagsterInstance, port: int, partition: str, *, que
         location = request.get_code_location(LOCATION)
         repository = location.get_repository(SINGLETON_REPOSITORY_NAME)
         job = repository.get_full_job(JOB_NAME)
-        plan = location.get_execution_plan(job, {}, step_keys_to_execute=None, known_state=None, instance=instance)
+        plan = location.get_execution_plan(
+            job, {}, step_keys_to_execute=None, known_state=None, instance=instance
+        )
         run = instance.create_run(
             job_name=JOB_NAME,
             run_id=None,

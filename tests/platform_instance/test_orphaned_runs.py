@@ -45,7 +45,10 @@ from tests.platform_instance.conftest import (
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGE_FILES = {"sqlite": ROOT / "local_stack" / "dagster.local.yaml", "postgres": ROOT / "deploy" / "dagster.beta.yaml"}
+STAGE_FILES = {
+    "sqlite": ROOT / "local_stack" / "dagster.local.yaml",
+    "postgres": ROOT / "deploy" / "dagster.beta.yaml",
+}
 POLL_SECONDS = 2
 BOUND_SECONDS = 60.0
 GONE = "the run worker is gone: "
@@ -69,7 +72,11 @@ class Stack:
         return run.status
 
     def wait_status(self, run_id: str, *statuses: DagsterRunStatus) -> DagsterRunStatus:
-        return wait_for(lambda: self.status(run_id) if self.status(run_id) in statuses else None, BOUND_SECONDS, f"run {run_id} in {statuses}")
+        return wait_for(
+            lambda: self.status(run_id) if self.status(run_id) in statuses else None,
+            BOUND_SECONDS,
+            f"run {run_id} in {statuses}",
+        )
 
     def retry_of(self, run_id: str) -> str:
         try:
@@ -81,7 +88,9 @@ class Stack:
         except AssertionError:
             failed = self.instance.get_run_by_id(run_id)
             tags = {k: v for k, v in (failed.tags if failed else {}).items() if "retry" in k}
-            events = [e.message for e in self.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)]
+            events = [
+                e.message for e in self.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)
+            ]
             # dagster/will_retry=true without dagster/auto_retry_run_id nor a "Failed to retry run" event:
             # the retry daemon read the failure event before the run's status said FAILURE (a race in
             # Dagster 1.13's handle_new_event: event stored, then status, then tag) and skipped it.
@@ -128,7 +137,11 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         connection = server.superuser_connection()
         try:
             with connection.cursor() as cursor:
-                cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(server.role)))
+                cursor.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(database), sql.Identifier(server.role)
+                    )
+                )
         finally:
             connection.close()
         postgres_storage = server.dagster_storage_config(database)
@@ -153,7 +166,10 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def report(stack: Stack, case: str, **figures: float) -> None:
-    print(f"\n[{stack.storage}] {case}: " + ", ".join(f"{name} {value:.1f} s" for name, value in figures.items()))
+    print(
+        f"\n[{stack.storage}] {case}: "
+        + ", ".join(f"{name} {value:.1f} s" for name, value in figures.items())
+    )
 
 
 def test_killed_code_server_group(stack: Stack) -> None:
@@ -173,7 +189,10 @@ def test_killed_code_server_group(stack: Stack) -> None:
     assert f"worker process {pid} has exited" in reason
 
     retry_id = stack.retry_of(run_id)
-    assert stack.wait_status(retry_id, DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE) == DagsterRunStatus.SUCCESS
+    assert (
+        stack.wait_status(retry_id, DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE)
+        == DagsterRunStatus.SUCCESS
+    )
     retry = stack.instance.get_run_by_id(retry_id)
     assert retry is not None and retry.tags["dagster/partition"] == f"group-{stack.storage}-120"
     succeeded = stack.event_time(retry_id, DagsterEventType.RUN_SUCCESS)
@@ -192,9 +211,14 @@ def test_killed_run_worker(stack: Stack) -> None:
     stack.wait_status(run_id, DagsterRunStatus.FAILURE)
     failed = stack.event_time(run_id, DagsterEventType.RUN_FAILURE)
     crash = [e.message for e in stack.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)]
-    assert f"Run execution process for {run_id} was terminated by signal 9 (SIGKILL)." in "\n".join(crash), crash
+    assert f"Run execution process for {run_id} was terminated by signal 9 (SIGKILL)." in "\n".join(crash), (
+        crash
+    )
     retry_id = stack.retry_of(run_id)
-    assert stack.wait_status(retry_id, DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE) == DagsterRunStatus.SUCCESS
+    assert (
+        stack.wait_status(retry_id, DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE)
+        == DagsterRunStatus.SUCCESS
+    )
     succeeded = stack.event_time(retry_id, DagsterEventType.RUN_SUCCESS)
     report(stack, "worker kill", kill_to_failure=failed - killed, kill_to_retry_success=succeeded - killed)
 
@@ -203,11 +227,16 @@ def test_killed_run_worker(stack: Stack) -> None:
 def test_code_reload_leaves_the_running_run_alone(stack: Stack) -> None:
     """After a reload the proxy answers for its new child only; the run's worker still runs under the old one."""
     seconds = 3 * POLL_SECONDS + 1
-    run_id = start_order_run(stack.instance, stack.server.port, f"reload-{stack.storage}-{seconds}", queue=True)
+    run_id = start_order_run(
+        stack.instance, stack.server.port, f"reload-{stack.storage}-{seconds}", queue=True
+    )
     stack.worker_pid(run_id)
     before = stack.server.client.get_server_id()
     stack.server.client.reload_code(timeout=60)
     assert stack.server.client.get_server_id() != before
 
-    assert stack.wait_status(run_id, DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE) == DagsterRunStatus.SUCCESS
+    assert (
+        stack.wait_status(run_id, DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE)
+        == DagsterRunStatus.SUCCESS
+    )
     assert not stack.instance.get_runs(RunsFilter(tags={"dagster/parent_run_id": run_id}))

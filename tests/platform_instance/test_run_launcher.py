@@ -76,13 +76,19 @@ def server_env(instance: DagsterInstance, tmp_path: Path) -> dict[str, str]:
 
 
 def started_run(
-    instance: DagsterInstance, port: int, server_id: str = "", pid: int | None = None, location_port: int | None = None
+    instance: DagsterInstance,
+    port: int,
+    server_id: str = "",
+    pid: int | None = None,
+    location_port: int | None = None,
 ) -> DagsterRun:
     """A STARTED run as the launcher leaves it: address and server id tagged, optionally its worker's pid
     event and the code location it came from (by default none: no location to wait for)."""
     origin = None
     if location_port is not None:
-        location = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=location_port, location_name="orphan_test")
+        location = GrpcServerCodeLocationOrigin(
+            host="127.0.0.1", port=location_port, location_name="orphan_test"
+        )
         origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), "order_job")
     run = create_run_for_test(
         instance,
@@ -92,7 +98,9 @@ def started_run(
         remote_job_origin=origin,
     )
     if pid is not None:
-        instance.report_engine_event(f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid))
+        instance.report_engine_event(
+            f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid)
+        )
     return run
 
 
@@ -102,7 +110,9 @@ def exited_pid() -> int:
     return process.pid
 
 
-def test_a_run_on_a_dead_port_is_failed_on_the_second_check(instance: DagsterInstance, launcher: MonitoredDefaultRunLauncher) -> None:
+def test_a_run_on_a_dead_port_is_failed_on_the_second_check(
+    instance: DagsterInstance, launcher: MonitoredDefaultRunLauncher
+) -> None:
     port = free_port()
     run = started_run(instance, port)
     first = launcher.check_run_worker_health(run)
@@ -111,11 +121,15 @@ def test_a_run_on_a_dead_port_is_failed_on_the_second_check(instance: DagsterIns
     second = launcher.check_run_worker_health(run)
     assert second.status == WorkerStatus.FAILED
     assert second.msg is not None
-    assert second.msg.startswith(f"{GONE}the code server that ran it, at 127.0.0.1:{port}, is gone (unreachable on 2 checks")
+    assert second.msg.startswith(
+        f"{GONE}the code server that ran it, at 127.0.0.1:{port}, is gone (unreachable on 2 checks"
+    )
     assert "UNAVAILABLE" in second.msg
 
 
-def test_a_dead_local_worker_fails_the_run_at_once(instance: DagsterInstance, launcher: MonitoredDefaultRunLauncher) -> None:
+def test_a_dead_local_worker_fails_the_run_at_once(
+    instance: DagsterInstance, launcher: MonitoredDefaultRunLauncher
+) -> None:
     """On the daemon's host the worker's pid decides: no second check needed."""
     pid = exited_pid()
     port = free_port()
@@ -137,15 +151,21 @@ def test_the_verdict_waits_for_the_code_location_to_answer(
         held = launcher.check_run_worker_health(run)
         assert held.status == WorkerStatus.RUNNING and held.transient
         assert held.msg is not None and held.msg.startswith(GONE)
-        assert held.msg.endswith(f"the run is failed once its code location at 127.0.0.1:{port} answers again, so that its automatic retry can start")
+        assert held.msg.endswith(
+            f"the run is failed once its code location at 127.0.0.1:{port} answers again, so that its automatic retry can start"
+        )
     monkeypatch.setattr(run_launcher, "HOLD_SECONDS", 0)
     failed = launcher.check_run_worker_health(run)
     assert failed.status == WorkerStatus.FAILED
     assert failed.msg is not None and failed.msg.startswith(GONE)
-    assert failed.msg.endswith(f"its code location at 127.0.0.1:{port} is still unreachable, so its automatic retry may not start")
+    assert failed.msg.endswith(
+        f"its code location at 127.0.0.1:{port} is still unreachable, so its automatic retry may not start"
+    )
 
 
-def test_a_run_without_a_code_server_address_is_left_alone(instance: DagsterInstance, launcher: MonitoredDefaultRunLauncher) -> None:
+def test_a_run_without_a_code_server_address_is_left_alone(
+    instance: DagsterInstance, launcher: MonitoredDefaultRunLauncher
+) -> None:
     run = create_run_for_test(instance, job_name="order_job", status=DagsterRunStatus.STARTED)
     assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
 
@@ -196,11 +216,15 @@ def test_live_code_server(
     )
 
     # Another server than at launch (restarted, or its code reloaded): the local worker's pid decides.
-    alive = launcher.check_run_worker_health(started_run(instance, server.port, server_id="before", pid=os.getpid()))
+    alive = launcher.check_run_worker_health(
+        started_run(instance, server.port, server_id="before", pid=os.getpid())
+    )
     assert alive.status == WorkerStatus.RUNNING
     assert alive.msg is not None and f"worker process {os.getpid()} still runs" in alive.msg
     dead_pid = exited_pid()
-    dead = launcher.check_run_worker_health(started_run(instance, server.port, server_id="before", pid=dead_pid))
+    dead = launcher.check_run_worker_health(
+        started_run(instance, server.port, server_id="before", pid=dead_pid)
+    )
     assert dead.status == WorkerStatus.FAILED
     assert dead.msg == (
         f"{GONE}the code server at 127.0.0.1:{server.port} no longer runs this run, and its worker process "
@@ -236,5 +260,7 @@ def test_run_monitoring_fails_the_orphan_with_the_reason(instance: DagsterInstan
     failed = instance.get_run_by_id(run.run_id)
     assert failed is not None and failed.status == DagsterRunStatus.FAILURE
     (failure,) = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)
-    assert failure.message.startswith(f"Detected run worker status FAILED: '{GONE}the code server that ran it")
+    assert failure.message.startswith(
+        f"Detected run worker status FAILED: '{GONE}the code server that ran it"
+    )
     assert "has exited" in failure.message

@@ -71,12 +71,16 @@ class FaultStack:
         return cfg_id
 
     def post(self, path: str, body: dict[str, Any], key: str) -> requests.Response:
-        return requests.post(f"{self.stack.api_url}{path}", json=body, headers=self.headers(key), timeout=HTTP_TIMEOUT)
+        return requests.post(
+            f"{self.stack.api_url}{path}", json=body, headers=self.headers(key), timeout=HTTP_TIMEOUT
+        )
 
     def status(self, cfg_id: str) -> str:
         return str(self.stack.order(cfg_id)["status"])
 
-    def wait_until(self, cfg_ids: list[str], statuses: set[str], timeout: float = END_BOUND) -> dict[str, dict[str, Any]]:
+    def wait_until(
+        self, cfg_ids: list[str], statuses: set[str], timeout: float = END_BOUND
+    ) -> dict[str, dict[str, Any]]:
         """Poll until every order is in one of ``statuses``; the orders as GET /orders shows them."""
         deadline = time.monotonic() + timeout
         while True:
@@ -85,7 +89,9 @@ class FaultStack:
                 return seen
             if time.monotonic() > deadline:
                 where = {cfg_id: (order["status"], order.get("error")) for cfg_id, order in seen.items()}
-                raise AssertionError(f"not all in {sorted(statuses)} within {timeout:.0f} s: {where}\n{self.stack.output()}")
+                raise AssertionError(
+                    f"not all in {sorted(statuses)} within {timeout:.0f} s: {where}\n{self.stack.output()}"
+                )
             time.sleep(1.0)
 
     def ses_messages(self, cfg_id: str) -> int:
@@ -97,7 +103,11 @@ class FaultStack:
         requests.put(f"{edp}/_standin/faults", json=faults, timeout=HTTP_TIMEOUT).raise_for_status()
 
     def assert_all_delivered(self, ended: dict[str, dict[str, Any]]) -> None:
-        where = {cfg_id: (order["status"], order.get("error")) for cfg_id, order in ended.items() if order["status"] != "delivered"}
+        where = {
+            cfg_id: (order["status"], order.get("error"))
+            for cfg_id, order in ended.items()
+            if order["status"] != "delivered"
+        }
         assert not where, where
 
     def row(self, fault: str) -> Row:
@@ -132,7 +142,12 @@ def faults(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
 
 
 def _table(rows: list[Row]) -> list[str]:
-    lines = ["", "fault table (tests/reliability/test_fault_table.py):", "| fault | outcome | seconds |", "| --- | --- | --- |"]
+    lines = [
+        "",
+        "fault table (tests/reliability/test_fault_table.py):",
+        "| fault | outcome | seconds |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {row.fault} | {row.outcome} | {row.seconds:.0f} |" for row in rows]
     return lines
 
@@ -177,7 +192,9 @@ def test_a_lost_ses_answer_is_an_unknown_outcome_never_a_second_email(faults: Fa
         assert faults.proxy.counts.dropped == 1
         assert faults.ses_messages(cfg_id) == 1
         # The operator confirms with the customer and marks it sent: delivered, still one email.
-        answer = faults.post(f"/orders/{cfg_id}/email", {"version": 1, "action": "mark_sent"}, f"mark-{cfg_id}")
+        answer = faults.post(
+            f"/orders/{cfg_id}/email", {"version": 1, "action": "mark_sent"}, f"mark-{cfg_id}"
+        )
         assert answer.status_code == 200, answer.text
         assert faults.status(cfg_id) == "delivered"
         assert faults.ses_messages(cfg_id) == 1
@@ -295,7 +312,11 @@ def test_a_restart_of_the_whole_stack_loses_nothing(faults: FaultStack) -> None:
         faults.edp_faults(queued_seconds=8)
         pending = [faults.submit("cloud"), faults.submit("onprem")]
         faults.wait_until(pending, {"edp_pending"})
-        delivered = [cfg_id for cfg_id, emails in faults.expected_emails.items() if faults.status(cfg_id) == "delivered"]
+        delivered = [
+            cfg_id
+            for cfg_id, emails in faults.expected_emails.items()
+            if faults.status(cfg_id) == "delivered"
+        ]
         faults.stack.stop()
         faults.stack.start()
         faults.edp_faults(queued_seconds=0.5)

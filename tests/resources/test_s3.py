@@ -36,24 +36,33 @@ def s3(aws_endpoint: str) -> S3Resource:
 @pytest.fixture
 def bucket(s3: S3Resource) -> str:
     name = f"io-{uuid.uuid4().hex[:20]}"
-    s3.get_client().create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    s3.get_client().create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"}
+    )
     return name
 
 
-def test_an_output_is_kept_under_dagster_aws_keys_and_read_by_a_later_run(s3: S3Resource, bucket: str) -> None:
+def test_an_output_is_kept_under_dagster_aws_keys_and_read_by_a_later_run(
+    s3: S3Resource, bucket: str
+) -> None:
     io_manager = S3PickleIOManager(s3_resource=s3, s3_bucket=bucket, s3_prefix="dagster-io")
     with_partition = {"partition_key": "cfg-1"}
 
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("orders", ["cfg-1"])
-        first = materialize([produced], resources={"io_manager": io_manager}, instance=instance, **with_partition)
+        first = materialize(
+            [produced], resources={"io_manager": io_manager}, instance=instance, **with_partition
+        )
         assert first.success
         # The key layout dagster-aws's S3PickleIOManager used: outputs stored before still load.
         keys = [obj["Key"] for obj in s3.get_client().list_objects_v2(Bucket=bucket)["Contents"]]
         assert keys == ["dagster-io/order/produced/cfg-1"]
 
         second = materialize(
-            [produced.to_source_asset(), consumed], resources={"io_manager": io_manager}, instance=instance, **with_partition
+            [produced.to_source_asset(), consumed],
+            resources={"io_manager": io_manager},
+            instance=instance,
+            **with_partition,
         )
         assert second.success
         assert second.output_for_node("order__consumed") == "orders/x/cfn/cfn.yaml"

@@ -51,7 +51,10 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 def test_deep_merge_merges_mappings_and_replaces_lists_and_scalars() -> None:
     base = {"a": {"b": 1, "c": [1, 2], "d": {"e": 1}}, "f": 1}
     override = {"a": {"c": [3], "d": {"g": 2}}, "f": {"now": "mapping"}}
-    assert deep_merge(base, override) == {"a": {"b": 1, "c": [3], "d": {"e": 1, "g": 2}}, "f": {"now": "mapping"}}
+    assert deep_merge(base, override) == {
+        "a": {"b": 1, "c": [3], "d": {"e": 1, "g": 2}},
+        "f": {"now": "mapping"},
+    }
     assert base["a"]["c"] == [1, 2], "the base is not modified"
 
 
@@ -60,22 +63,31 @@ def test_the_bundled_defaults_load_for_every_stage(tmp_path: Path) -> None:
     for stage in ("local", "demo", "beta"):
         settings = load_settings(stage, secrets_path=secrets, environ={})
         assert settings.stage == stage
-    assert load_settings("demo", environ={}).artifacts.bucket != load_settings("local", environ={}).artifacts.bucket
+    assert (
+        load_settings("demo", environ={}).artifacts.bucket
+        != load_settings("local", environ={}).artifacts.bucket
+    )
 
 
 def test_env_selects_the_stage_and_local_is_the_default(defaults: Path, tmp_path: Path) -> None:
     missing = tmp_path / "none.env"
     assert load_settings(defaults_path=defaults, secrets_path=missing, environ={}).stage == "local"
     beta = load_settings(
-        defaults_path=defaults, secrets_path=missing, environ={"ENV": "beta", "API_TOKEN": "from-env", "PORTAL_TOKEN_KEY": "k"}
+        defaults_path=defaults,
+        secrets_path=missing,
+        environ={"ENV": "beta", "API_TOKEN": "from-env", "PORTAL_TOKEN_KEY": "k"},
     )
     assert beta.artifacts.bucket == "artifacts-beta"
 
 
 def test_customer_file_is_deep_merged_over_the_stage_block(defaults: Path, tmp_path: Path) -> None:
-    customer = write(tmp_path, "cfg.customer.yml", "api:\n  port: 9100\nartifacts:\n  bucket: acme-artifacts\n")
+    customer = write(
+        tmp_path, "cfg.customer.yml", "api:\n  port: 9100\nartifacts:\n  bucket: acme-artifacts\n"
+    )
     settings = load_settings(
-        defaults_path=defaults, secrets_path=tmp_path / "none.env", environ={"CFG_CUSTOMER_PATH": str(customer)}
+        defaults_path=defaults,
+        secrets_path=tmp_path / "none.env",
+        environ={"CFG_CUSTOMER_PATH": str(customer)},
     )
     assert settings.api.port == 9100
     assert settings.api.host == "127.0.0.1", "keys the customer file does not name keep the stage's value"
@@ -106,7 +118,9 @@ def test_wrong_value_in_the_defaults_names_the_stage_block(tmp_path: Path) -> No
     defaults = write(tmp_path, "cfg.defaults.yml", DEFAULTS.replace("port: 3000", "port: 99999", 1))
     with pytest.raises(ConfigError) as error:
         load_settings(defaults_path=defaults, secrets_path=tmp_path / "x", environ={})
-    assert f"dagster.port: Input should be less than or equal to 65535 (set in {defaults} [local])" in str(error.value)
+    assert f"dagster.port: Input should be less than or equal to 65535 (set in {defaults} [local])" in str(
+        error.value
+    )
 
 
 def test_a_replaced_mapping_belongs_to_the_customer_file(defaults: Path, tmp_path: Path) -> None:
@@ -127,7 +141,11 @@ def test_missing_customer_file_and_bad_yaml_are_reported(defaults: Path, tmp_pat
 
 
 def test_secrets_come_from_the_file_and_stay_hidden(defaults: Path, tmp_path: Path) -> None:
-    secrets = write(tmp_path, "secrets.env", "API_TOKEN=s3cr3t-value\nPORTAL_TOKEN_KEY=k3y-value\nPLATFORM_DB_PASSWORD=pw-value\n")
+    secrets = write(
+        tmp_path,
+        "secrets.env",
+        "API_TOKEN=s3cr3t-value\nPORTAL_TOKEN_KEY=k3y-value\nPLATFORM_DB_PASSWORD=pw-value\n",
+    )
     settings = load_settings("beta", defaults_path=defaults, secrets_path=secrets, environ={})
     assert settings.secrets.API_TOKEN is not None
     assert settings.secrets.API_TOKEN.get_secret_value() == "s3cr3t-value"
@@ -146,12 +164,19 @@ def test_unknown_secret_is_rejected_without_echoing_values(defaults: Path, tmp_p
 
 def test_beta_without_the_api_token_fails_at_start(defaults: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="API_TOKEN is not set"):
-        load_settings("beta", defaults_path=defaults, secrets_path=tmp_path / "none.env", environ={"PORTAL_TOKEN_KEY": "k" * 32})
+        load_settings(
+            "beta",
+            defaults_path=defaults,
+            secrets_path=tmp_path / "none.env",
+            environ={"PORTAL_TOKEN_KEY": "k" * 32},
+        )
 
 
 def test_beta_without_the_portal_token_key_fails_at_start(defaults: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="PORTAL_TOKEN_KEY is not set"):
-        load_settings("beta", defaults_path=defaults, secrets_path=tmp_path / "none.env", environ={"API_TOKEN": "t"})
+        load_settings(
+            "beta", defaults_path=defaults, secrets_path=tmp_path / "none.env", environ={"API_TOKEN": "t"}
+        )
 
 
 def test_local_generates_one_portal_token_key_and_keeps_it(tmp_path: Path) -> None:
@@ -160,7 +185,11 @@ def test_local_generates_one_portal_token_key_and_keeps_it(tmp_path: Path) -> No
     first = settings.portal_token_key()
     assert len(first) == 64 and first == settings.portal_token_key()
     assert (tmp_path / "key").stat().st_mode & 0o077 == 0, "only the owner may read the key"
-    secret = load_settings(customer_path=customer, secrets_path=tmp_path / "none.env", environ={"PORTAL_TOKEN_KEY": "from-secrets"})
+    secret = load_settings(
+        customer_path=customer,
+        secrets_path=tmp_path / "none.env",
+        environ={"PORTAL_TOKEN_KEY": "from-secrets"},
+    )
     assert secret.portal_token_key() == b"from-secrets"
 
 
@@ -168,7 +197,10 @@ def test_local_uses_standin_credentials_and_beta_the_default_chain(defaults: Pat
     local = load_settings(defaults_path=defaults, secrets_path=tmp_path / "x", environ={})
     assert set(local.aws_credentials()) == {"aws_access_key_id", "aws_secret_access_key"}
     beta = load_settings(
-        "beta", defaults_path=defaults, secrets_path=tmp_path / "x", environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"}
+        "beta",
+        defaults_path=defaults,
+        secrets_path=tmp_path / "x",
+        environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"},
     )
     assert beta.aws_credentials() == {}
 
@@ -181,9 +213,16 @@ def test_the_dagster_graphql_url_defaults_to_the_webserver_and_beta_names_the_co
     assert local.dagster.graphql_url is None
     assert local.dagster.webserver_graphql_url() == "http://127.0.0.1:3000/graphql"
     # A wildcard bind address is no address to connect to.
-    beta = load_settings("beta", defaults_path=defaults, secrets_path=missing, environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"})
+    beta = load_settings(
+        "beta",
+        defaults_path=defaults,
+        secrets_path=missing,
+        environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"},
+    )
     assert beta.dagster.webserver_graphql_url() == "http://127.0.0.1:3000/graphql"
-    customer = write(tmp_path, "cfg.customer.yml", "dagster:\n  graphql_url: http://dagster.internal:3000/graphql\n")
+    customer = write(
+        tmp_path, "cfg.customer.yml", "dagster:\n  graphql_url: http://dagster.internal:3000/graphql\n"
+    )
     moved = load_settings(defaults_path=defaults, customer_path=customer, secrets_path=missing, environ={})
     assert moved.dagster.webserver_graphql_url() == "http://dagster.internal:3000/graphql"
     bundled = load_settings("beta", environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"}, secrets_path=missing)
@@ -192,7 +231,10 @@ def test_the_dagster_graphql_url_defaults_to_the_webserver_and_beta_names_the_co
 
 def test_edp_artifact_policy_allows_private_hosts_only_where_the_stand_in_runs(tmp_path: Path) -> None:
     secrets = write(tmp_path, "secrets.env", "API_TOKEN=t0ken\nPORTAL_TOKEN_KEY=k3y\n")
-    by_stage = {stage: load_settings(stage, secrets_path=secrets, environ={}).edp for stage in ("local", "demo", "beta")}
+    by_stage = {
+        stage: load_settings(stage, secrets_path=secrets, environ={}).edp
+        for stage in ("local", "demo", "beta")
+    }
 
     assert by_stage["local"].allow_private_artifact_hosts and by_stage["demo"].allow_private_artifact_hosts
     assert not by_stage["beta"].allow_private_artifact_hosts
@@ -203,7 +245,9 @@ def test_edp_artifact_policy_allows_private_hosts_only_where_the_stand_in_runs(t
 
 
 def test_an_artifact_host_that_is_not_host_or_host_port_fails_at_load(defaults: Path, tmp_path: Path) -> None:
-    customer = write(tmp_path, "cfg.customer.yml", "edp:\n  artifact_hosts: ['https://files.example.com/x']\n")
+    customer = write(
+        tmp_path, "cfg.customer.yml", "edp:\n  artifact_hosts: ['https://files.example.com/x']\n"
+    )
     with pytest.raises(ConfigError) as error:
         load_settings(defaults_path=defaults, customer_path=customer, secrets_path=tmp_path / "x", environ={})
     assert "edp.artifact_hosts.0:" in str(error.value)

@@ -26,7 +26,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def example_payload(target: str = "cloud") -> ConfiguratorPayload:
-    return ConfiguratorPayload.model_validate(json.loads((EXAMPLES / f"order-{target}.json").read_text(encoding="utf-8")))
+    return ConfiguratorPayload.model_validate(
+        json.loads((EXAMPLES / f"order-{target}.json").read_text(encoding="utf-8"))
+    )
 
 
 @dataclass
@@ -47,7 +49,9 @@ class Platform:
         """What the daemon does with order_sensor's add request."""
         self.instance.add_dynamic_partitions("orders", list(cfg_ids))
 
-    def tick(self, sensor_name: str, cursor: str | None = None, defs: Definitions | None = None) -> SensorExecutionData:
+    def tick(
+        self, sensor_name: str, cursor: str | None = None, defs: Definitions | None = None
+    ) -> SensorExecutionData:
         """One evaluation of a sensor, the way the daemon runs it (instance ref, definitions' resources)."""
         definitions = defs or self.defs
         sensor_def = definitions.resolve_sensor_def(sensor_name)
@@ -114,4 +118,3 @@ def platform(pipeline_settings: Settings) -> Iterator[Platform]:
             orders=orders,
         )
     orders.dispose()
-

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from contracts.orders import OrderStatus
-from tests.order_lifecycle import walk_to
 from platform_assets.partitions import APK, EMAIL, MANIFEST
 from standins.hmi_ci import publish_sample_apk
+from tests.order_lifecycle import walk_to
 
 if TYPE_CHECKING:
     from tests.sensors.conftest import Platform
@@ -31,7 +31,9 @@ def test_no_apk_skips(platform: Platform) -> None:
 
 def test_unrelated_objects_under_apk_are_not_an_apk(platform: Platform) -> None:
     _waiting_order(platform)
-    platform.s3().put_object(Bucket=platform.settings.artifacts.bucket, Key="apk/README.txt", Body=b"not an apk")
+    platform.s3().put_object(
+        Bucket=platform.settings.artifacts.bucket, Key="apk/README.txt", Body=b"not an apk"
+    )
 
     data = platform.tick("apk_sensor")
 

@@ -10,9 +10,9 @@ from dagster import DagsterRun, DagsterRunStatus
 from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from contracts.orders import OrderStatus
-from platform_db import Order
 from platform_assets.definitions import build_definitions
 from platform_assets.partitions import APK, CFN_OR_ISO, EDP_ARTIFACTS, EMAIL, MANIFEST
+from platform_db import Order
 
 if TYPE_CHECKING:
     from tests.conftest import ScriptedEdp
@@ -84,7 +84,9 @@ def test_an_order_whose_own_run_waits_for_edp_is_left_to_that_run(platform: Plat
     """One run per order: order/edp_artifacts waits for the job inside the run, which builds it."""
     order = _with_a_complete_job(platform)
     platform.instance.add_run(
-        DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED, tags={"dagster/partition": order.cfg_id})
+        DagsterRun(
+            job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED, tags={"dagster/partition": order.cfg_id}
+        )
     )
 
     data = platform.tick("edp_sensor")
@@ -215,7 +217,9 @@ def test_edps_reason_reaches_the_order_without_url_queries_and_capped(
 ) -> None:
     settings = platform.settings
     defs = build_definitions(
-        settings.model_copy(update={"edp": settings.edp.model_copy(update={"base_url": scripted_edp.base_url})})
+        settings.model_copy(
+            update={"edp": settings.edp.model_copy(update={"base_url": scripted_edp.base_url})}
+        )
     )
     order = platform.submit_order()
     platform.add_partitions(order.cfg_id)
@@ -243,7 +247,9 @@ def test_an_edp_answer_that_is_not_a_job_leaves_the_order_waiting(
 ) -> None:
     settings = platform.settings
     defs = build_definitions(
-        settings.model_copy(update={"edp": settings.edp.model_copy(update={"base_url": scripted_edp.base_url})})
+        settings.model_copy(
+            update={"edp": settings.edp.model_copy(update={"base_url": scripted_edp.base_url})}
+        )
     )
     order = platform.submit_order()
     platform.add_partitions(order.cfg_id)

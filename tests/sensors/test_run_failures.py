@@ -64,7 +64,7 @@ def test_a_failing_step_of_any_order_asset_is_the_reason(platform: Platform) -> 
     platform.add_partitions(order.cfg_id)
 
     @asset(key_prefix=ORDER_PREFIX, partitions_def=orders_partitions)
-    def broken(context) -> None:  # noqa: ANN001 (a string annotation is refused by Dagster)
+    def broken(context) -> None:
         raise Failure(f"dtm.json of {context.partition_key} lists no devices")
 
     result = materialize(
@@ -135,7 +135,9 @@ def test_a_run_that_began_after_the_retry_still_fails_the_order(platform: Platfo
     def broken() -> None:
         raise Failure("S3 is down")
 
-    result = materialize([broken], partition_key=order.cfg_id, instance=platform.instance, raise_on_error=False)
+    result = materialize(
+        [broken], partition_key=order.cfg_id, instance=platform.instance, raise_on_error=False
+    )
     _report_failure(platform, result)
 
     assert platform.orders.get(order.cfg_id).status == OrderStatus.FAILED  # type: ignore[union-attr]

@@ -24,7 +24,9 @@ def _stand_still(platform: Platform, cfg_id: str, seconds: int) -> None:
     """As if the order's status had not moved for ``seconds``."""
     with platform.orders.engine.begin() as connection:
         connection.execute(
-            update(orders).where(orders.c.cfg_id == cfg_id).values(updated_at=datetime.now(UTC) - timedelta(seconds=seconds))
+            update(orders)
+            .where(orders.c.cfg_id == cfg_id)
+            .values(updated_at=datetime.now(UTC) - timedelta(seconds=seconds))
         )
 
 
@@ -56,7 +58,11 @@ def test_a_stuck_order_is_resumed_at_its_step_unless_a_run_is_still_in_progress(
 
     # A run of the order is in progress: that run will move it (or run monitoring ends it).
     platform.instance.add_run(
-        DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED, tags={"dagster/partition": building.cfg_id})
+        DagsterRun(
+            job_name="__ASSET_JOB",
+            status=DagsterRunStatus.STARTED,
+            tags={"dagster/partition": building.cfg_id},
+        )
     )
     again = platform.tick(SENSOR)
     assert [request.partition_key for request in again.run_requests] == [received.cfg_id]

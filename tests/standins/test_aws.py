@@ -29,7 +29,10 @@ RECIPIENT = "customer@example.org"
 
 def client(settings: Settings, service: str) -> Any:
     return boto3.client(
-        service, endpoint_url=settings.aws.endpoint_url, region_name=settings.aws.region, **settings.aws_credentials()
+        service,
+        endpoint_url=settings.aws.endpoint_url,
+        region_name=settings.aws.region,
+        **settings.aws_credentials(),
     )
 
 
@@ -61,7 +64,9 @@ def test_sender_is_verified_for_both_ses_apis(running_aws: Settings) -> None:
     sent = client(running_aws, "sesv2").send_email(
         FromEmailAddress=sender,
         Destination={"ToAddresses": [RECIPIENT]},
-        Content={"Simple": {"Subject": {"Data": "Your delivery"}, "Body": {"Text": {"Data": "See the portal."}}}},
+        Content={
+            "Simple": {"Subject": {"Data": "Your delivery"}, "Body": {"Text": {"Data": "See the portal."}}}
+        },
     )
     assert sent["MessageId"]
     classic = client(running_aws, "ses").send_email(
@@ -89,7 +94,9 @@ def test_bootstrap_can_be_repeated(running_aws: Settings) -> None:
 def test_us_east_1_bucket_needs_no_location_constraint(
     make_settings: Callable[[dict[str, Any]], Settings],
 ) -> None:
-    settings = make_settings({"aws": {"region": "us-east-1"}, "artifacts": {"bucket": "platform-artifacts-use1"}})
+    settings = make_settings(
+        {"aws": {"region": "us-east-1"}, "artifacts": {"bucket": "platform-artifacts-use1"}}
+    )
     server = start_aws_standin(settings)
     try:
         s3 = client(settings, "s3")
@@ -114,7 +121,10 @@ def test_cli_bootstraps_and_stops_on_sigterm(tmp_path: Path, free_port: Callable
     customer.write_text(
         yaml.safe_dump(
             {
-                "aws": {"endpoint_url": f"http://127.0.0.1:{port}", "public_endpoint_url": f"http://127.0.0.1:{port}"},
+                "aws": {
+                    "endpoint_url": f"http://127.0.0.1:{port}",
+                    "public_endpoint_url": f"http://127.0.0.1:{port}",
+                },
                 # In memory: the local stage's .local/aws is the developer's, not the test's.
                 "standins": {"aws": {"port": port, "state_dir": None}},
             }
@@ -123,7 +133,11 @@ def test_cli_bootstraps_and_stops_on_sigterm(tmp_path: Path, free_port: Callable
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env.update(ENV="local", CFG_CUSTOMER_PATH=str(customer), SECRETS_PATH=str(tmp_path / "no-secrets.env"))
     process = subprocess.Popen(
-        [sys.executable, "-m", "standins.aws"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "standins.aws"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         s3 = boto3.client(
@@ -263,12 +277,16 @@ def test_objects_buckets_and_ses_messages_survive_kill_9_and_restart(
     }
     for key, (body, content_type) in objects.items():
         s3.put_object(Bucket=BUCKET, Key=key, Body=body, ContentType=content_type)
-    s3.create_bucket(Bucket="platform-artifacts-other", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    s3.create_bucket(
+        Bucket="platform-artifacts-other", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"}
+    )
     s3.put_object(Bucket="platform-artifacts-other", Key="a", Body=b"other")
     s3.put_object(Bucket=BUCKET, Key="tmp/gone", Body=b"deleted before the kill")
     s3.delete_object(Bucket=BUCKET, Key="tmp/gone")
     cli.client("sesv2").send_email(
-        FromEmailAddress=SENDER, Destination={"ToAddresses": [RECIPIENT]}, Content={"Raw": {"Data": _raw_email("v1")}}
+        FromEmailAddress=SENDER,
+        Destination={"ToAddresses": [RECIPIENT]},
+        Content={"Raw": {"Data": _raw_email("v1")}},
     )
     cli.client("ses").send_email(
         Source=SENDER,
@@ -296,7 +314,9 @@ def test_objects_buckets_and_ses_messages_survive_kill_9_and_restart(
     # What was restored is written on like anything else, and survives the next kill too.
     s3.put_object(Bucket=BUCKET, Key="orders/cfg-2/config.json", Body=b"{}", ContentType="application/json")
     cli.client("sesv2").send_email(
-        FromEmailAddress=SENDER, Destination={"ToAddresses": [RECIPIENT]}, Content={"Raw": {"Data": _raw_email("v2")}}
+        FromEmailAddress=SENDER,
+        Destination={"ToAddresses": [RECIPIENT]},
+        Content={"Raw": {"Data": _raw_email("v2")}},
     )
     cli.kill()
     cli.start()
@@ -312,10 +332,14 @@ def test_multipart_versions_and_acl_changes_survive_a_restart(
     cli.start()
     s3 = cli.client("s3")
     big = os.urandom(5 * 1024 * 1024 + 1000)
-    upload = s3.create_multipart_upload(Bucket=BUCKET, Key="iso/iso.img", ContentType="application/octet-stream")
+    upload = s3.create_multipart_upload(
+        Bucket=BUCKET, Key="iso/iso.img", ContentType="application/octet-stream"
+    )
     parts = []
     for number, chunk in enumerate((big[: 5 * 1024 * 1024], big[5 * 1024 * 1024 :]), start=1):
-        etag = s3.upload_part(Bucket=BUCKET, Key="iso/iso.img", UploadId=upload["UploadId"], PartNumber=number, Body=chunk)
+        etag = s3.upload_part(
+            Bucket=BUCKET, Key="iso/iso.img", UploadId=upload["UploadId"], PartNumber=number, Body=chunk
+        )
         parts.append({"ETag": etag["ETag"], "PartNumber": number})
     s3.complete_multipart_upload(
         Bucket=BUCKET, Key="iso/iso.img", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
@@ -331,16 +355,23 @@ def test_multipart_versions_and_acl_changes_survive_a_restart(
 
     cli.start()
     assert s3.get_object(Bucket=BUCKET, Key="iso/iso.img")["Body"].read() == big
-    assert [part["PartNumber"] for part in s3.list_parts(Bucket=BUCKET, Key="pending.bin", UploadId=pending)["Parts"]] == [1]
+    assert [
+        part["PartNumber"]
+        for part in s3.list_parts(Bucket=BUCKET, Key="pending.bin", UploadId=pending)["Parts"]
+    ] == [1]
     versions = s3.list_object_versions(Bucket=BUCKET, Prefix="versioned")["Versions"]
     assert sorted(version["VersionId"] for version in versions) == sorted([first, second])
     assert s3.get_object(Bucket=BUCKET, Key="versioned", VersionId=first)["Body"].read() == b"one"
     assert s3.get_object(Bucket=BUCKET, Key="versioned")["Body"].read() == b"two"
     grants = s3.get_object_acl(Bucket=BUCKET, Key="versioned")["Grants"]
-    assert any(grant["Permission"] == "READ" and "AllUsers" in grant["Grantee"].get("URI", "") for grant in grants)
+    assert any(
+        grant["Permission"] == "READ" and "AllUsers" in grant["Grantee"].get("URI", "") for grant in grants
+    )
 
 
-def test_without_state_dir_a_restart_starts_empty(aws_cli: Callable[[Path | None], AwsCli], tmp_path: Path) -> None:
+def test_without_state_dir_a_restart_starts_empty(
+    aws_cli: Callable[[Path | None], AwsCli], tmp_path: Path
+) -> None:
     cli = aws_cli(None)
     cli.start()
     cli.client("s3").put_object(Bucket=BUCKET, Key="kept-in-memory", Body=b"x")

@@ -98,7 +98,8 @@ def test_job_goes_queued_running_complete_and_serves_verified_artifacts(
     accepted = accept(server.base_url, "cfg-0001")
     assert len(accepted.job_id) == 32
     assert sorted(accepted.edp_artifact_urls) == sorted(
-        f"{server.base_url}/edp-api/jobs/{accepted.job_id}/artifacts/{name}" for name in ("dtm.json", "edp-report.json")
+        f"{server.base_url}/edp-api/jobs/{accepted.job_id}/artifacts/{name}"
+        for name in ("dtm.json", "edp-report.json")
     )
 
     job, seen = wait_finished(server.base_url, accepted.job_id)
@@ -121,7 +122,11 @@ def test_job_goes_queued_running_complete_and_serves_verified_artifacts(
     assert set(by_id) == {"meter-1", "pv-1", "bat-1"}
     assert by_id["pv-1"].connection is None
     assert by_id["bat-1"].connection is not None and by_id["bat-1"].connection.unit_id == 3
-    assert {point.name for point in by_id["meter-1"].points} >= {"active_power", "voltage_l1", "energy_import"}
+    assert {point.name for point in by_id["meter-1"].points} >= {
+        "active_power",
+        "voltage_l1",
+        "energy_import",
+    }
     assert {point.name for point in by_id["bat-1"].points} == {"state_of_charge", "power"}
 
     report = json.loads(downloaded["edp-report.json"])
@@ -129,7 +134,10 @@ def test_job_goes_queued_running_complete_and_serves_verified_artifacts(
     assert report["devices_without_connection"] == ["pv-1"]
     # Canonical JSON: sorted keys, indent 2.
     for data in downloaded.values():
-        assert data == (json.dumps(json.loads(data), sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+        assert (
+            data
+            == (json.dumps(json.loads(data), sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+        )
 
 
 def test_artifacts_are_reproducible(start_edp: StartEdp, edp_settings: EdpStandinSettings) -> None:
@@ -143,7 +151,9 @@ def test_artifacts_are_reproducible(start_edp: StartEdp, edp_settings: EdpStandi
     }
 
 
-def test_artifacts_are_not_served_before_complete(start_edp: StartEdp, edp_settings: EdpStandinSettings) -> None:
+def test_artifacts_are_not_served_before_complete(
+    start_edp: StartEdp, edp_settings: EdpStandinSettings
+) -> None:
     server = start_edp(edp_settings.model_copy(update={"queued_seconds": 30.0}))
     accepted = accept(server.base_url, "cfg-slow")
     job = job_status(server.base_url, accepted.job_id)
@@ -152,7 +162,9 @@ def test_artifacts_are_not_served_before_complete(start_edp: StartEdp, edp_setti
     assert response.status_code == 404
 
 
-def test_same_idempotency_key_answers_the_same_job(start_edp: StartEdp, edp_settings: EdpStandinSettings) -> None:
+def test_same_idempotency_key_answers_the_same_job(
+    start_edp: StartEdp, edp_settings: EdpStandinSettings
+) -> None:
     server = start_edp(edp_settings)
     first = accept(server.base_url, "cfg-0002")
     again = accept(server.base_url, "cfg-0002")
@@ -194,7 +206,9 @@ def test_missing_idempotency_key_and_malformed_json_are_400(
     assert "malformed JSON" in response.json()["error"]
 
 
-def test_invalid_payload_is_422_naming_the_fields(start_edp: StartEdp, edp_settings: EdpStandinSettings) -> None:
+def test_invalid_payload_is_422_naming_the_fields(
+    start_edp: StartEdp, edp_settings: EdpStandinSettings
+) -> None:
     server = start_edp(edp_settings)
     bad = copy.deepcopy(PAYLOAD)
     bad["devices"][1]["type"] = "wind_turbine"
@@ -211,12 +225,19 @@ def test_invalid_payload_is_422_naming_the_fields(start_edp: StartEdp, edp_setti
 def test_unknown_jobs_and_artifacts_are_404(start_edp: StartEdp, edp_settings: EdpStandinSettings) -> None:
     server = start_edp(edp_settings)
     assert requests.get(f"{server.base_url}/edp-api/jobs/{'0' * 32}", timeout=HTTP_TIMEOUT).status_code == 404
-    assert requests.get(f"{server.base_url}/edp-api/jobs/..%2F..%2Fetc", timeout=HTTP_TIMEOUT).status_code == 404
+    assert (
+        requests.get(f"{server.base_url}/edp-api/jobs/..%2F..%2Fetc", timeout=HTTP_TIMEOUT).status_code == 404
+    )
     accepted = accept(server.base_url, "cfg-0007")
     assert wait_finished(server.base_url, accepted.job_id)[0].status == "complete"
     url = f"{server.base_url}/edp-api/jobs/{accepted.job_id}/artifacts"
     assert requests.get(f"{url}/secret.txt", timeout=HTTP_TIMEOUT).status_code == 404
-    assert requests.get(f"{server.base_url}/edp-api/jobs/{'0' * 32}/artifacts/dtm.json", timeout=HTTP_TIMEOUT).status_code == 404
+    assert (
+        requests.get(
+            f"{server.base_url}/edp-api/jobs/{'0' * 32}/artifacts/dtm.json", timeout=HTTP_TIMEOUT
+        ).status_code
+        == 404
+    )
 
 
 def test_job_fails_mode_from_settings(start_edp: StartEdp, edp_settings: EdpStandinSettings) -> None:
@@ -229,7 +250,9 @@ def test_job_fails_mode_from_settings(start_edp: StartEdp, edp_settings: EdpStan
     assert requests.get(accepted.edp_artifact_urls[0], timeout=HTTP_TIMEOUT).status_code == 404
 
 
-def test_faults_can_be_injected_into_a_running_server(start_edp: StartEdp, edp_settings: EdpStandinSettings) -> None:
+def test_faults_can_be_injected_into_a_running_server(
+    start_edp: StartEdp, edp_settings: EdpStandinSettings
+) -> None:
     server = start_edp(edp_settings)
     before = accept(server.base_url, "cfg-0009")
     state = requests.get(f"{server.base_url}/_standin/faults", timeout=HTTP_TIMEOUT).json()
@@ -244,10 +267,15 @@ def test_faults_can_be_injected_into_a_running_server(start_edp: StartEdp, edp_s
     assert set_faults(server.base_url, failure="http_500")["failure"] == "http_500"
     response = submit(server.base_url, "cfg-0011")
     assert response.status_code == 500 and "error" in response.json()
-    assert requests.get(f"{server.base_url}/edp-api/jobs/{before.job_id}", timeout=HTTP_TIMEOUT).status_code == 500
+    assert (
+        requests.get(f"{server.base_url}/edp-api/jobs/{before.job_id}", timeout=HTTP_TIMEOUT).status_code
+        == 500
+    )
     assert requests.get(f"{server.base_url}/healthz", timeout=HTTP_TIMEOUT).json() == {"status": "ok"}
 
-    bad = requests.put(f"{server.base_url}/_standin/faults", json={"failure": "explode"}, timeout=HTTP_TIMEOUT)
+    bad = requests.put(
+        f"{server.base_url}/_standin/faults", json={"failure": "explode"}, timeout=HTTP_TIMEOUT
+    )
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "failure"
     unknown = requests.put(f"{server.base_url}/_standin/faults", json={"latency": 1}, timeout=HTTP_TIMEOUT)
     assert unknown.status_code == 422

@@ -60,7 +60,9 @@ class Upstream:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = int(self.httpd.server_port)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def stop(self) -> None:
@@ -140,7 +142,9 @@ def test_drop_response_forwards_and_withholds_the_answer(proxy: FaultProxy, upst
     assert (counts.forwarded, counts.dropped, counts.answered) == (1, 1, 0)
 
 
-def test_stall_forwards_and_keeps_silent_until_the_client_gives_up(proxy: FaultProxy, upstream: Upstream) -> None:
+def test_stall_forwards_and_keeps_silent_until_the_client_gives_up(
+    proxy: FaultProxy, upstream: Upstream
+) -> None:
     proxy.set_mode(FaultMode.STALL)
 
     with pytest.raises(TimeoutError):
@@ -160,7 +164,9 @@ def test_reset_forwards_nothing(proxy: FaultProxy, upstream: Upstream) -> None:
     assert (proxy.counts.reset, proxy.counts.forwarded) == (1, 0)
 
 
-def test_refuse_stops_listening_and_pass_listens_again_on_the_same_port(proxy: FaultProxy, upstream: Upstream) -> None:
+def test_refuse_stops_listening_and_pass_listens_again_on_the_same_port(
+    proxy: FaultProxy, upstream: Upstream
+) -> None:
     idle = connected(proxy)
     port = proxy.port
 
@@ -238,7 +244,9 @@ def test_a_fault_limited_to_paths_lets_other_requests_pass(proxy: FaultProxy, up
         proxy.set_mode(FaultMode.REFUSE, paths=("/v2/",))
 
 
-@pytest.mark.parametrize(("mode", "times"), [(FaultMode.REFUSE, 1), (FaultMode.PASS, 2), (FaultMode.DROP_RESPONSE, 0)])
+@pytest.mark.parametrize(
+    ("mode", "times"), [(FaultMode.REFUSE, 1), (FaultMode.PASS, 2), (FaultMode.DROP_RESPONSE, 0)]
+)
 def test_only_faults_the_proxy_sees_are_counted(proxy: FaultProxy, mode: FaultMode, times: int) -> None:
     with pytest.raises(ValueError, match="times"):
         proxy.set_mode(mode, times=times)

@@ -55,7 +55,10 @@ def test_publish_uploads_under_apk_prefix(s3: Any) -> None:
     assert stored["ContentType"] == APK_CONTENT_TYPE
     assert stored["Metadata"] == {"version": "2.4.0"}
 
-    assert publish_sample_apk(s3, BUCKET, version="2.4.0", name="ems-hmi-tablet") == "apk/ems-hmi-tablet-2.4.0.apk"
+    assert (
+        publish_sample_apk(s3, BUCKET, version="2.4.0", name="ems-hmi-tablet")
+        == "apk/ems-hmi-tablet-2.4.0.apk"
+    )
 
 
 @pytest.mark.parametrize("version", ["1.0", "v1.0.0", "1.0.0-beta", "1.0.0/../../x", "", "1..0"])
@@ -90,7 +93,10 @@ def test_cli_publishes_to_the_embedded_aws(
         main(["--version", "3.1.4"])
         assert capsys.readouterr().out.strip() == f"s3://{settings.artifacts.bucket}/apk/ems-hmi-3.1.4.apk"
         s3 = boto3.client(
-            "s3", endpoint_url=settings.aws.endpoint_url, region_name=settings.aws.region, **settings.aws_credentials()
+            "s3",
+            endpoint_url=settings.aws.endpoint_url,
+            region_name=settings.aws.region,
+            **settings.aws_credentials(),
         )
         body = s3.get_object(Bucket=settings.artifacts.bucket, Key="apk/ems-hmi-3.1.4.apk")["Body"].read()
         assert body == build_sample_apk("3.1.4")

@@ -20,7 +20,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("orders") as batch:
-        batch.add_column(sa.Column("portal_token_generation", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(
+            sa.Column("portal_token_generation", sa.Integer(), nullable=False, server_default="0")
+        )
 
 
 def downgrade() -> None:

@@ -36,7 +36,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True))
     emails = sa.table("delivery_emails", sa.column("state"), sa.column("sent_at"), sa.column("reason"))
     op.execute(emails.update().where(emails.c.sent_at.is_not(None)).values(state="sent"))
-    op.execute(emails.update().where(emails.c.sent_at.is_(None)).values(state="unknown", reason=PRE_0006_REASON))
+    op.execute(
+        emails.update().where(emails.c.sent_at.is_(None)).values(state="unknown", reason=PRE_0006_REASON)
+    )
     op.create_index("ix_delivery_emails_state", "delivery_emails", ["state"])
     op.create_table(
         "email_resolutions",

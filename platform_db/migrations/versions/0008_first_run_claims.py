@@ -23,9 +23,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("first_run_requested_at", sa.DateTime(timezone=True), nullable=True))
     # Orders past `received` had their first run from the cursor-based order_sensor of before;
     # a `received` one may not have, and order_sensor's run key keeps a second request out.
-    op.execute(
-        sa.text("UPDATE orders SET first_run_requested_at = created_at WHERE status <> 'received'")
-    )
+    op.execute(sa.text("UPDATE orders SET first_run_requested_at = created_at WHERE status <> 'received'"))
 
 
 def downgrade() -> None:
