@@ -36,8 +36,10 @@ COPY api ./api
 COPY contracts ./contracts
 COPY delivery ./delivery
 COPY local_stack ./local_stack
+COPY order_pipeline ./order_pipeline
 COPY platform_assets ./platform_assets
 COPY platform_db ./platform_db
+COPY platform_config ./platform_config
 COPY platform_instance ./platform_instance
 COPY resources ./resources
 COPY sensors ./sensors

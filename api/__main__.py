@@ -8,9 +8,9 @@ import uvicorn
 
 from api.app import create_app
 from api.server import uvicorn_config
+from platform_config.settings import ConfigError, load_settings
 from platform_db import OrderRepository
 from platform_db.migrate import upgrade
-from resources.settings import ConfigError, load_settings
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from api.orders import OrderView, PortalTokenRotated, SubmitAccepted, get_order,
 from api.portal import PortalSecurityHeaders, portal_download, portal_index, portal_version
 from api.redelivery import RedeliveryAccepted, RedeliveryRequest, redeliver
 from api.state import ApiState
+from platform_config.settings import Settings
 from platform_db import OrderRepository
-from resources.settings import Settings
 from service_kit.problems import problem_response
 
 

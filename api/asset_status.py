@@ -32,8 +32,8 @@ from dagster import (
 )
 from pydantic import BaseModel
 
-from platform_assets.partitions import APK, CFN_OR_ISO, CONFIG, EDP_ARTIFACTS, EMAIL, MANIFEST
-from platform_assets.step_errors import step_failure_cause
+from order_pipeline.keys import APK, CFN_OR_ISO, CONFIG, EDP_ARTIFACTS, EMAIL, MANIFEST
+from order_pipeline.step_errors import step_failure_cause
 
 logger = logging.getLogger(__name__)
 

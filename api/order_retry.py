@@ -34,11 +34,12 @@ from api.dagster_graphql import DagsterLaunchError
 from api.orders import _idempotency_key, _order_or_404
 from api.state import ApiState
 from contracts.orders import DELIVERED_ONCE, OrderStatus
-from platform_assets.partitions import (
+from order_pipeline.keys import (
     APK,
     CFN_OR_ISO,
     CONFIG,
     EDP_ARTIFACTS,
+    EDP_SUBMIT_TAG,
     EMAIL,
     MANIFEST,
 )
@@ -48,7 +49,6 @@ from platform_db.order_retries import (
     OrderRetryConflict,
     OrderRetryInProgress,
 )
-from sensors.orders import EDP_SUBMIT_TAG
 from service_kit.problems import Problem
 
 if TYPE_CHECKING:

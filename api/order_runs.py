@@ -13,9 +13,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from api.dagster_graphql import DagsterGraphQL, DagsterLaunchError
-from platform_assets.partitions import first_run_selection, orders_partitions
+from order_pipeline.keys import FIRST_RUN_TAGS, first_run_key, first_run_selection, orders_partitions
 from platform_db import OrderRepository
-from sensors.orders import FIRST_RUN_TAGS, first_run_key
 
 logger = logging.getLogger(__name__)
 

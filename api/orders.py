@@ -16,10 +16,10 @@ from api.asset_status import AssetStatusView
 from api.auth import require_bearer_token
 from api.state import ApiState
 from contracts.configurator import ConfiguratorPayload
-from contracts.orders import OrderStatus
+from contracts.orders import EmailState, OrderStatus
 from delivery.portal_links import PortalLinks
 from platform_db import IdempotencyConflict, Order
-from platform_db.deliveries import DeliveryEmail, EmailAction, EmailState, PortalVersion
+from platform_db.deliveries import DeliveryEmail, EmailAction, PortalVersion
 from service_kit.json_body import read_json_model
 from service_kit.problems import Problem
 

@@ -27,7 +27,7 @@ from api.auth import require_bearer_token
 from api.dagster_graphql import DagsterLaunchError
 from api.orders import _idempotency_key, _order_or_404
 from api.state import ApiState
-from platform_assets.partitions import AFTER_APK, REDELIVERY
+from order_pipeline.keys import AFTER_APK, REDELIVERY
 from platform_db.redeliveries import Redelivery, RedeliveryConflict, RedeliveryInProgress
 from service_kit.json_body import read_json_model
 from service_kit.problems import Problem

@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from resources.settings import Settings
+from platform_config.settings import Settings
 
 ACCESS_LOGGER = "uvicorn.access"
 # The link is the customer's credential: whoever reads the access log must not be able to use it.

@@ -13,11 +13,11 @@ from api.dagster_graphql import DagsterGraphQL
 from api.order_runs import FirstRunStarter
 from delivery.artifact_store import ArtifactStore
 from delivery.portal_links import PortalLinks, PortalTokens
+from platform_config.settings import Settings
 from platform_db import Order, OrderRepository
 from platform_db.deliveries import DeliveryRepository
 from platform_db.order_retries import OrderRetryRepository
 from platform_db.redeliveries import RedeliveryRepository
-from resources.settings import Settings
 
 
 def _s3_client(settings: Settings, endpoint_url: str | None) -> Any:

@@ -62,3 +62,17 @@ def can_move(current: OrderStatus, to: OrderStatus) -> bool:
 def allowed_from(to: OrderStatus) -> frozenset[OrderStatus]:
     """Every status an order may be in to move to ``to``."""
     return frozenset(current for current, targets in TRANSITIONS.items() if to in targets)
+
+
+class EmailState(StrEnum):
+    """Where a portal version's delivery email stands (``delivery_emails.state``)."""
+
+    # Claimed; the request to SES is under way (or the sender died: see DeliveryEmail.stale).
+    SENDING = "sending"
+    SENT = "sent"
+    # The request may have reached SES, but its answer was lost: only an operator resolves it.
+    UNKNOWN = "unknown"
+    # An operator confirmed the customer got it (SES's logs, the customer).
+    MARKED_SENT = "marked_sent"
+    # An operator released it for one resend; the email step's next claim takes it over.
+    RESEND_REQUESTED = "resend_requested"

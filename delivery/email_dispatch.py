@@ -47,10 +47,11 @@ from botocore.exceptions import (
 )
 
 from contracts.configurator import ConfiguratorPayload
+from contracts.orders import EmailState
 from delivery.edp_artifact_policy import readable_reason
 from delivery.email import compose_delivery_email, write_to_outbox
 from delivery.portal_publication import PortalPublication
-from platform_db.deliveries import DeliveryEmail, DeliveryRepository, EmailState
+from platform_db.deliveries import DeliveryEmail, DeliveryRepository
 
 __all__ = [
     "TRANSIENT_REFUSALS",

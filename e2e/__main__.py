@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from e2e.container_stack import DeliveredImages
     from e2e.runner import bundle_kind, run_bundle, run_delivery_path, scenarios_for
     from e2e.stack import Stack, StackError
-    from resources.settings import PROJECT_VERSION
+    from platform_config.settings import PROJECT_VERSION
 
     signal.signal(signal.SIGTERM, _terminate)
     # The cloud path runs boto3 against moto's server on loopback: nothing may ask for EC2 instance metadata.

@@ -44,7 +44,7 @@ from delivery.edge_bundle import (
 )
 from delivery.iso import USER_DATA_NAME, build_seed_iso
 from industrial_fixtures import fixture_dtm_bytes, load_fixture_dtm
-from resources.settings import PROJECT_VERSION, STANDIN_AWS_KEY
+from platform_config.settings import PROJECT_VERSION, STANDIN_AWS_KEY
 from standins.edp import build_dtm, build_flags
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from local_stack.demo_seed import start_demo_seed
 from local_stack.services import Service, ServiceFailed, python_module
 from local_stack.supervisor import HEALTH_TIMEOUT_SECONDS, Supervisor
-from resources.settings import ConfigError, Settings, load_settings
+from platform_config.settings import ConfigError, Settings, load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"

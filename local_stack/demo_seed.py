@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import requests
 
-from resources.settings import Settings
+from platform_config.settings import Settings
 from standins.hmi_ci import publish_sample_apk
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -35,7 +35,7 @@ import boto3
 import requests
 import yaml
 
-from resources.settings import Secrets, Settings, deep_merge, load_settings
+from platform_config.settings import Secrets, Settings, deep_merge, load_settings
 from standins.hmi_ci import publish_sample_apk
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -16,13 +16,13 @@ from dagster import (
 )
 
 from delivery.order_sweep import StuckLimits
+from order_pipeline.keys import first_run_selection
 from platform_assets.order import build_order_assets, step_retry_policy
-from platform_assets.partitions import first_run_selection
+from platform_config.settings import Settings, load_settings
 from resources.artifacts import ArtifactBucketResource
 from resources.edp import EdpResource
 from resources.pipeline import build_resources
 from resources.platform_db import PlatformDbResource
-from resources.settings import Settings, load_settings
 from sensors.apk import apk_sensor_tick
 from sensors.edp import edp_sensor_tick
 from sensors.orders import order_sensor_tick

@@ -20,7 +20,7 @@ from dagster import (
 from pydantic import BaseModel, ConfigDict
 
 from contracts.configurator import CloudDeployment, ConfiguratorPayload
-from contracts.orders import OrderStatus
+from contracts.orders import EmailState, OrderStatus
 from delivery.apk import APK_PREFIX, newest_apk
 from delivery.artifact_checks import cfn_lint_problems, manifest_artifact_problems, seed_iso_problems
 from delivery.artifact_store import StoredObject, order_key, sha256_hex
@@ -32,8 +32,7 @@ from delivery.email_dispatch import EmailNotSent, send_delivery_email_once
 from delivery.iso import build_seed_iso
 from delivery.order_config import canonical_config_json
 from delivery.portal_publication import PortalPublication, publish_portal_version
-from platform_assets.partitions import CFN_OR_ISO, CONFIG, EMAIL, MANIFEST, ORDER_PREFIX, orders_partitions
-from platform_db.deliveries import EmailState
+from order_pipeline.keys import CFN_OR_ISO, CONFIG, EMAIL, MANIFEST, ORDER_PREFIX, orders_partitions
 from resources.artifacts import ArtifactBucketResource
 from resources.delivery import DeliveryResource
 from resources.edp import EdpError, EdpResource

@@ -8,8 +8,8 @@ import sys
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from platform_config.settings import ConfigError, load_settings
 from platform_db.migrate import current_revision, upgrade
-from resources.settings import ConfigError, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from contracts.orders import EmailState
 from platform_db.repository import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     as_utc,
@@ -38,25 +39,11 @@ from platform_db.repository import (
 from platform_db.schema import delivery_emails, email_resolutions, portal_versions
 
 # A ``sending`` claim older than this was left by a sender that stopped mid-send (its process died):
-# its outcome is unknown. Far longer than one send may take (resources.settings.MAX_EMAIL_SEND_SECONDS).
+# its outcome is unknown. Far longer than one send may take (platform_config.settings.MAX_EMAIL_SEND_SECONDS).
 STALE_SENDING = timedelta(minutes=10)
 # A resend whose backfill launch never finished (or whose backfill never reached the email step)
 # may be requested again after this long; a second backfill still sends at most once (the claim).
 STALE_RESEND = timedelta(minutes=2)
-
-
-class EmailState(StrEnum):
-    """Where a portal version's delivery email stands (``delivery_emails.state``)."""
-
-    # Claimed; the request to SES is under way (or the sender died: see DeliveryEmail.stale).
-    SENDING = "sending"
-    SENT = "sent"
-    # The request may have reached SES, but its answer was lost: only an operator resolves it.
-    UNKNOWN = "unknown"
-    # An operator confirmed the customer got it (SES's logs, the customer).
-    MARKED_SENT = "marked_sent"
-    # An operator released it for one resend; the email step's next claim takes it over.
-    RESEND_REQUESTED = "resend_requested"
 
 
 class EmailAction(StrEnum):

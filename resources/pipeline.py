@@ -13,6 +13,7 @@ from dagster import (
     ResourceDefinition,
 )
 
+from platform_config.settings import PROJECT_VERSION, STANDIN_AWS_KEY, Settings
 from resources.artifacts import ArtifactBucketResource
 from resources.delivery import DeliveryResource
 from resources.edp import EdpResource
@@ -20,7 +21,6 @@ from resources.platform_db import PlatformDbResource
 from resources.portal import PortalResource
 from resources.s3 import S3PickleIOManager, S3Resource
 from resources.ses import SesResource
-from resources.settings import PROJECT_VERSION, STANDIN_AWS_KEY, Settings
 
 # Assets hand each other references (keys, digests), pickled into the artifact bucket, so a run
 # never depends on another run's local disk.

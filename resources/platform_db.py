@@ -6,11 +6,11 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import make_url
 
+from platform_config.settings import load_secrets
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
 from platform_db.order_retries import OrderRetryRepository
 from platform_db.repository import create_platform_db_engine
-from resources.settings import load_secrets
 
 
 class PlatformDbResource(ConfigurableResource):

@@ -6,7 +6,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from delivery.portal_links import PortalLinks, PortalTokens
-from resources.settings import load_secrets, portal_token_key
+from platform_config.settings import load_secrets, portal_token_key
 
 
 class PortalResource(ConfigurableResource):

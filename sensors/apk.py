@@ -6,7 +6,7 @@ from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReaso
 
 from contracts.orders import OrderStatus
 from delivery.apk import APK_PREFIX, newest_apk
-from platform_assets.partitions import AFTER_APK
+from order_pipeline.keys import AFTER_APK
 from resources.artifacts import ArtifactBucketResource
 from resources.platform_db import PlatformDbResource
 

@@ -8,7 +8,7 @@ from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReaso
 
 from contracts.orders import OrderStatus
 from delivery.edp_wait import failed_job_reason
-from platform_assets.partitions import AFTER_EDP
+from order_pipeline.keys import AFTER_EDP
 from resources.edp import EdpClient, EdpError, EdpResource
 from resources.platform_db import PlatformDbResource
 from sensors.order_runs import has_active_run

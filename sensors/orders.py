@@ -11,17 +11,10 @@ from collections.abc import Sequence
 
 from dagster import AssetKey, RunRequest, SensorEvaluationContext, SensorResult, SkipReason
 
-from platform_assets.partitions import orders_partitions
+from order_pipeline.keys import FIRST_RUN_TAGS, first_run_key, orders_partitions
 from resources.platform_db import PlatformDbResource
 
 BATCH = 100
-EDP_SUBMIT_TAG = "platform/edp"
-# The run queue caps how many runs submit EDP jobs at once by this tag.
-FIRST_RUN_TAGS = {EDP_SUBMIT_TAG: "submit"}
-
-
-def first_run_key(cfg_id: str) -> str:
-    return f"config:{cfg_id}"
 
 
 def order_sensor_tick(

@@ -11,7 +11,7 @@ from dagster import RunFailureSensorContext
 
 from contracts.orders import OrderStatus
 from delivery.edp_artifact_policy import readable_reason
-from platform_assets.step_errors import step_failure_cause
+from order_pipeline.step_errors import step_failure_cause
 from resources.platform_db import PlatformDbResource
 from sensors.order_runs import PARTITION_TAG, will_be_retried
 

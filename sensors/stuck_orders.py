@@ -13,10 +13,9 @@ from dagster import RunRequest, RunsFilter, SensorEvaluationContext, SensorResul
 
 from contracts.orders import IN_FLIGHT
 from delivery.order_sweep import StuckLimits, SweepAction, plan_sweep
-from platform_assets.partitions import AFTER_EDP, CONFIG
+from order_pipeline.keys import AFTER_EDP, CONFIG, EDP_SUBMIT_TAG
 from resources.platform_db import PlatformDbResource
 from sensors.order_runs import PARTITION_TAG, has_active_run
-from sensors.orders import EDP_SUBMIT_TAG
 
 SWEEP_TAG = "platform/sweep"
 RESUME_KINDS = ("resume_config", "resume_build")

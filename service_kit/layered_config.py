@@ -2,7 +2,7 @@
 
 The ``stage`` block of a defaults file, the customer file deep-merged over it, then one pydantic
 model validates the result; a failure names each wrong key path and the file that set it. The
-platform (``resources.settings``) and the delivered edge gateway load their settings with it.
+platform (``platform_config.settings``) and the delivered edge gateway load their settings with it.
 """
 
 from __future__ import annotations

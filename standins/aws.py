@@ -70,7 +70,7 @@ from moto.sesv2.models import sesv2_backends
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wsgi import get_input_stream
 
-from resources.settings import ConfigError, Settings, load_settings
+from platform_config.settings import ConfigError, Settings, load_settings
 
 US_EAST_1 = "us-east-1"
 STATE_FILE = "state.pickle"

@@ -40,7 +40,7 @@ from contracts.device_catalog import POINT_CATALOG
 from contracts.dtm import DTM_SCHEMA_VERSION, DeviceTopologyModel, DtmDevice, DtmSite
 from contracts.edp import EdpArtifact, EdpJob, EdpJobAccepted, EdpJobStatus
 from delivery.email import write_atomically
-from resources.settings import ConfigError, EdpStandinSettings, load_settings
+from platform_config.settings import ConfigError, EdpStandinSettings, load_settings
 
 FailureMode = Literal["none", "job_fails", "http_500", "hang"]
 

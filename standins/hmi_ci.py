@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from resources.settings import ConfigError, load_settings
+from platform_config.settings import ConfigError, load_settings
 
 APK_PREFIX = "apk/"
 APK_CONTENT_TYPE = "application/vnd.android.package-archive"

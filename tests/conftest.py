@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 import yaml
 
-from resources.settings import EdpStandinSettings, Settings, deep_merge, load_settings
+from platform_config.settings import EdpStandinSettings, Settings, deep_merge, load_settings
 from standins.edp import create_edp_app
 
 # The Docker engine and the project's images, for the tiers that run containers.

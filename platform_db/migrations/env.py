@@ -30,7 +30,7 @@ def _url() -> URL | str:
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from resources.settings import load_settings
+    from platform_config.settings import load_settings
 
     return load_settings().platform_db_url()
 

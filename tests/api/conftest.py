@@ -14,9 +14,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from platform_config.settings import Secrets, Settings, load_settings
 from platform_db import OrderRepository
 from platform_db.migrate import upgrade
-from resources.settings import Secrets, Settings, load_settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -27,8 +27,8 @@ from dagster import (
 from starlette.testclient import TestClient
 
 from api.asset_status import ORDER_ASSETS, AssetStatusReader, order_asset_statuses
-from platform_assets.partitions import APK, CFN_OR_ISO, CONFIG, EDP_ARTIFACTS, EMAIL, MANIFEST
-from resources.settings import Settings
+from order_pipeline.keys import APK, CFN_OR_ISO, CONFIG, EDP_ARTIFACTS, EMAIL, MANIFEST
+from platform_config.settings import Settings
 
 orders = DynamicPartitionsDefinition(name="orders")
 ARGS: dict[str, Any] = {"key_prefix": "order", "partitions_def": orders}

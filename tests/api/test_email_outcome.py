@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from contracts.orders import OrderStatus
+from contracts.orders import EmailState, OrderStatus
+from platform_config.settings import Secrets, Settings
 from platform_db import OrderRepository
-from platform_db.deliveries import DeliveryRepository, EmailState
-from resources.settings import Secrets, Settings
+from platform_db.deliveries import DeliveryRepository
 from tests.api.conftest import StubDagster
 
 LOST = "SES may have sent the email, but its answer was lost: ConnectionClosedError: Connection was closed"

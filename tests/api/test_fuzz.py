@@ -27,9 +27,9 @@ from contracts.configurator import OPTION_KEY_PATTERN, ConfiguratorPayload
 from delivery.artifact_store import ArtifactStore, order_key
 from delivery.portal_links import PortalLinks, PortalTokens
 from delivery.portal_publication import publish_portal_version
+from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
-from resources.settings import Settings
 from tests.api.conftest import StubDagster
 from tests.fuzzing import (
     MAX_EXAMPLES,

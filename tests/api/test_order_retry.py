@@ -18,9 +18,9 @@ from starlette.testclient import TestClient
 from api.asset_status import AssetStatusView
 from api.order_retry import restart_plan
 from contracts.orders import OrderStatus
+from platform_config.settings import Secrets, Settings
 from platform_db import OrderRepository
 from platform_db.order_retries import OrderRetryRepository
-from resources.settings import Secrets, Settings
 from tests.api.conftest import StubDagster
 
 ASSETS = ("config", "edp_artifacts", "cfn_or_iso", "apk", "manifest", "email")

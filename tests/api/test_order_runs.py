@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from platform_assets.partitions import first_run_selection
+from order_pipeline.keys import first_run_selection
+from platform_config.settings import Settings
 from platform_db import OrderRepository
-from resources.settings import Settings
 from tests.api.conftest import StubDagster
 
 

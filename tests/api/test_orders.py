@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from platform_config.settings import Settings
 from platform_db import OrderRepository
-from resources.settings import Settings
 
 
 def test_submit_stores_the_order_and_answers_as_the_website_expects(

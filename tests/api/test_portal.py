@@ -15,9 +15,9 @@ from contracts.configurator import ConfiguratorPayload
 from delivery.artifact_store import ArtifactStore, order_key
 from delivery.portal_links import PortalLinks, PortalTokens
 from delivery.portal_publication import publish_portal_version
+from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
-from resources.settings import Settings
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from platform_config.settings import Secrets, Settings
 from platform_db.deliveries import DeliveryRepository
 from platform_db.redeliveries import RedeliveryRepository
-from resources.settings import Secrets, Settings
 from tests.api.conftest import StubDagster
 
 

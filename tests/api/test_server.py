@@ -22,9 +22,9 @@ import uvicorn
 import api.__main__ as api_main
 from api.app import create_app
 from api.server import ACCESS_LOGGER, PortalTokenRedactor, install_access_log_redaction, uvicorn_config
+from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.migrate import upgrade
-from resources.settings import Settings
 
 pytestmark = pytest.mark.slow
 

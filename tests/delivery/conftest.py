@@ -13,7 +13,7 @@ import pytest
 
 from delivery.artifact_store import ArtifactStore
 from delivery.edp_artifact_policy import EdpArtifactPolicy
-from resources.settings import Settings
+from platform_config.settings import Settings
 
 
 @pytest.fixture

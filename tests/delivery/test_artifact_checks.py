@@ -11,7 +11,7 @@ from delivery.artifact_checks import cfn_lint_problems, manifest_artifact_proble
 from delivery.artifact_store import ArtifactStore, order_key
 from delivery.cfn import compose_cfn_template
 from delivery.iso import build_seed_iso
-from resources.settings import Settings
+from platform_config.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CFG_ID = "6f1c1f8e-3d2a-4f55-9a57-0c2b1d7e9a10"

@@ -20,7 +20,7 @@ from delivery.edge_bundle import (
     dtm_json,
 )
 from industrial_fixtures import load_fixture_dtm, load_manifest
-from resources.settings import deep_merge
+from platform_config.settings import deep_merge
 
 CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
 IMAGES = EdgeImages.release("ghcr.io/example", "0.1.0")

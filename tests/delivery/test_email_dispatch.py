@@ -46,12 +46,12 @@ from delivery.email_dispatch import (
 )
 from delivery.portal_links import PortalLinks
 from delivery.portal_publication import PortalPublication, publish_portal_version
+from platform_config.settings import STANDIN_AWS_KEY, Settings
 from platform_db import OrderRepository
 from platform_db.deliveries import STALE_SENDING, DeliveryRepository
 from platform_db.migrate import upgrade
 from platform_db.schema import delivery_emails
 from resources.ses import SesResource
-from resources.settings import STANDIN_AWS_KEY, Settings
 from standins.fault_proxy import FaultMode, FaultProxy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order-cloud.json"

@@ -15,9 +15,9 @@ from contracts.manifest import Manifest
 from delivery.artifact_store import ArtifactStore, StoredObject, order_key
 from delivery.portal_links import PortalLinks
 from delivery.portal_publication import PortalPublication, publish_portal_version
+from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
-from resources.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order-cloud.json"
 LINKS = PortalLinks(base_url="https://portal.example.com", token="t0ken")

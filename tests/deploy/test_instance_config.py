@@ -30,12 +30,12 @@ from dagster_postgres.utils import pg_url_from_config
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from platform_config.settings import load_settings
 from platform_instance.run_launcher import (
     QUIET_SECONDS,
     UNREACHABLE_CHECKS_TO_FAIL,
     MonitoredDefaultRunLauncher,
 )
-from resources.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

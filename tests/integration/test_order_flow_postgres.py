@@ -24,12 +24,12 @@ from sqlalchemy import create_engine, text
 
 from contracts.orders import OrderStatus
 from delivery.artifact_store import order_key, portal_key
+from order_pipeline.keys import AFTER_EDP, CONFIG, EMAIL, REDELIVERY
 from platform_assets.definitions import build_definitions, order_assets
-from platform_assets.partitions import AFTER_EDP, CONFIG, EMAIL, REDELIVERY
+from platform_config.settings import PlatformDbSettings, Settings, load_secrets
 from platform_db import OrderRepository
 from platform_db.migrate import upgrade
 from resources.pipeline import build_resources
-from resources.settings import PlatformDbSettings, Settings, load_secrets
 from standins.hmi_ci import publish_sample_apk
 from tests.platform_assets.conftest import EXAMPLES, OrderFlow, _start_api
 from tests.sensors.conftest import Platform

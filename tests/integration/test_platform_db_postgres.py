@@ -24,9 +24,9 @@ from sqlalchemy import create_engine, inspect, text
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus
+from platform_config.settings import load_settings
 from platform_db import OrderRepository
 from platform_db.migrate import current_revision, upgrade
-from resources.settings import load_settings
 
 # The SQLite suite, run again on PostgreSQL. Imported names are collected as this module's tests.
 from tests.platform_db.conftest import make_payload, migrated_url, repo  # noqa: F401 - fixtures over db_url below

@@ -19,7 +19,7 @@ import requests
 
 from api.dagster_graphql import DagsterGraphQL
 from local_stack.isolated import PROJECT_ROOT, IsolatedStack
-from resources.settings import Settings
+from platform_config.settings import Settings
 
 pytestmark = pytest.mark.slow
 

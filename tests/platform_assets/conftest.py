@@ -27,10 +27,10 @@ from contracts.manifest import Manifest
 from contracts.orders import OrderStatus
 from delivery.artifact_store import portal_key
 from platform_assets.definitions import order_assets
+from platform_config.settings import Settings
 from platform_db import Order, OrderRepository
 from resources.edp import EdpClient
 from resources.pipeline import build_resources
-from resources.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EDP_DONE_TIMEOUT = 20.0

@@ -15,10 +15,10 @@ import requests
 from dagster import materialize
 
 from contracts.orders import OrderStatus
+from order_pipeline.keys import CONFIG, EDP_ARTIFACTS
 from platform_assets.definitions import order_assets
-from platform_assets.partitions import CONFIG, EDP_ARTIFACTS
+from platform_config.settings import Settings
 from resources.pipeline import build_resources
-from resources.settings import Settings
 
 if TYPE_CHECKING:
     from tests.conftest import ScriptedEdp

@@ -20,7 +20,7 @@ import requests
 from dagster import ExecuteInProcessResult
 
 from contracts.orders import OrderStatus
-from platform_assets.partitions import AFTER_EDP, CONFIG
+from order_pipeline.keys import AFTER_EDP, CONFIG
 
 if TYPE_CHECKING:
     from tests.platform_assets.conftest import OrderFlow

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from contracts.orders import OrderStatus
+from order_pipeline.keys import AFTER_EDP, EVERY_STEP
 from platform_assets.definitions import build_definitions
-from platform_assets.partitions import AFTER_EDP, EVERY_STEP
-from resources.settings import EdpStandinSettings, load_settings
+from platform_config.settings import EdpStandinSettings, load_settings
 from standins.hmi_ci import publish_sample_apk
 from tests.sensors.conftest import Platform
 

@@ -10,7 +10,7 @@ from dagster import ExecuteInProcessResult
 
 from contracts.orders import OrderStatus
 from delivery.artifact_store import order_key, portal_key
-from platform_assets.partitions import AFTER_APK, AFTER_EDP, CONFIG, EMAIL, REDELIVERY
+from order_pipeline.keys import AFTER_APK, AFTER_EDP, CONFIG, EMAIL, REDELIVERY
 from standins.hmi_ci import publish_sample_apk
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import create_engine, text, update
 
 from contracts.configurator import ConfiguratorPayload
+from platform_config.settings import MAX_EMAIL_SEND_SECONDS
 from platform_db import OrderRepository
 from platform_db.deliveries import (
     STALE_RESEND,
@@ -19,7 +20,6 @@ from platform_db.deliveries import (
 )
 from platform_db.migrate import downgrade, upgrade
 from platform_db.schema import delivery_emails, email_resolutions
-from resources.settings import MAX_EMAIL_SEND_SECONDS
 
 MakePayload = Callable[..., ConfiguratorPayload]
 

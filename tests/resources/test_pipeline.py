@@ -9,7 +9,7 @@ import pytest
 from dagster import DagsterInvalidConfigError, validate_run_config
 
 from platform_assets.definitions import build_definitions
-from resources.settings import Settings
+from platform_config.settings import Settings
 
 
 @pytest.mark.parametrize(

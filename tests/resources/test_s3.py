@@ -7,8 +7,8 @@ import uuid
 import pytest
 from dagster import DynamicPartitionsDefinition, asset, instance_for_test, materialize
 
+from platform_config.settings import STANDIN_AWS_KEY
 from resources.s3 import S3PickleIOManager, S3Resource
-from resources.settings import STANDIN_AWS_KEY
 
 orders = DynamicPartitionsDefinition(name="orders")
 

@@ -18,9 +18,9 @@ from dagster._core.definitions.sensor_definition import SensorExecutionData
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus
 from platform_assets.definitions import build_definitions
+from platform_config.settings import Settings
 from platform_db import Order, OrderRepository
 from resources.edp import EdpClient
-from resources.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

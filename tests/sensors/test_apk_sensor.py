@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from contracts.orders import OrderStatus
-from platform_assets.partitions import APK, EMAIL, MANIFEST
+from order_pipeline.keys import APK, EMAIL, MANIFEST
 from standins.hmi_ci import publish_sample_apk
 from tests.order_lifecycle import walk_to
 

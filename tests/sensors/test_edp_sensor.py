@@ -10,8 +10,8 @@ from dagster import DagsterRun, DagsterRunStatus
 from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from contracts.orders import OrderStatus
+from order_pipeline.keys import APK, CFN_OR_ISO, EDP_ARTIFACTS, EMAIL, MANIFEST
 from platform_assets.definitions import build_definitions
-from platform_assets.partitions import APK, CFN_OR_ISO, EDP_ARTIFACTS, EMAIL, MANIFEST
 from platform_db import Order
 
 if TYPE_CHECKING:

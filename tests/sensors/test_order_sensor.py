@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from dagster._core.definitions.dynamic_partitions_request import AddDynamicPartitionsRequest
 
-from platform_assets.partitions import CONFIG, EVERY_STEP, first_run_selection
+from order_pipeline.keys import CONFIG, EVERY_STEP, first_run_selection
 
 if TYPE_CHECKING:
     from tests.sensors.conftest import Platform

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from dagster import ExecuteInProcessResult, Failure, asset, build_run_status_sensor_context, materialize
 
 from contracts.orders import OrderStatus
+from order_pipeline.keys import CONFIG, ORDER_PREFIX, orders_partitions
 from platform_assets.definitions import order_assets
-from platform_assets.partitions import CONFIG, ORDER_PREFIX, orders_partitions
 from platform_db.order_retries import OrderRetryRepository
 
 if TYPE_CHECKING:

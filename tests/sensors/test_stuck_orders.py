@@ -10,7 +10,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from sqlalchemy import update
 
 from contracts.orders import OrderStatus
-from platform_assets.partitions import AFTER_EDP, CONFIG
+from order_pipeline.keys import AFTER_EDP, CONFIG
 from platform_db.schema import orders
 from tests.order_lifecycle import walk_to
 

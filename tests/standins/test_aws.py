@@ -19,7 +19,7 @@ import requests
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
-from resources.settings import PROJECT_ROOT, Settings
+from platform_config.settings import PROJECT_ROOT, Settings
 from standins.aws import AwsStandinError, bootstrap, start_aws_standin
 
 pytestmark = pytest.mark.slow

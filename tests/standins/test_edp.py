@@ -21,7 +21,7 @@ import yaml
 from contracts.configurator import ConfiguratorPayload
 from contracts.dtm import DeviceTopologyModel
 from contracts.edp import EdpJob, EdpJobAccepted
-from resources.settings import PROJECT_ROOT, EdpStandinSettings
+from platform_config.settings import PROJECT_ROOT, EdpStandinSettings
 from standins.edp import build_artifacts
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from resources.settings import Settings
+from platform_config.settings import Settings
 from standins.aws import start_aws_standin
 from standins.hmi_ci import APK_CONTENT_TYPE, build_sample_apk, main, publish_sample_apk
 

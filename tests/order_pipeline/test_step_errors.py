@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster._utils.error import SerializableErrorInfo
 
-from platform_assets.step_errors import error_cause
+from order_pipeline.step_errors import error_cause
 
 
 def _error(

@@ -1,4 +1,4 @@
-"""Every order is one partition (key = cfg_id) of one dynamic partitions definition."""
+"""Every order is one partition (key = cfg_id) of one dynamic partitions definition; its runs are\nselections of the order's assets, tagged so the run queue and the sensors can tell them apart."""
 
 from dagster import AssetKey, DynamicPartitionsDefinition
 
@@ -24,3 +24,14 @@ def first_run_selection(edp_wait_in_run_seconds: float) -> list[AssetKey]:
     wait for EDP inside the run (one run per order), else ``order/config`` alone, and ``edp_sensor``
     starts the rest once EDP is done (EDP taking hours, as on beta)."""
     return list(EVERY_STEP) if edp_wait_in_run_seconds > 0 else [CONFIG]
+
+
+EDP_SUBMIT_TAG = "platform/edp"
+# The run queue caps how many runs submit EDP jobs at once by this tag.
+FIRST_RUN_TAGS = {EDP_SUBMIT_TAG: "submit"}
+
+
+def first_run_key(cfg_id: str) -> str:
+    """The run key of an order's first run: it never repeats, so a restarted daemon or a second
+    starter (the API and ``order_sensor``) does not submit twice."""
+    return f"config:{cfg_id}"

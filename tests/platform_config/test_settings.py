@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.settings import ConfigError, deep_merge, load_settings
+from platform_config.settings import ConfigError, deep_merge, load_settings
 
 DEFAULTS = """
 local:
