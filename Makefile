@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 TEST_TOOLS := xorriso:xorriso cloud-init:cloud-init ip:iproute2 dockerd:docker.io debootstrap:debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test venv test-tools e2e e2e-docker images
+.PHONY: run test lint venv test-tools e2e e2e-docker images
 
 venv: $(STAMP)
 
@@ -33,7 +33,13 @@ test-tools:
 run: venv
 	$(PY) -m local_stack
 
-test: venv test-tools
+# Lint, formatting and types over the code (settings in pyproject.toml), then the suite.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: venv test-tools lint
 	$(PY) -m pytest
 
 # Every image (platform, edge gateway, industrial fixtures) from a wheelhouse made on this host;

@@ -1,61 +1,52 @@
-"""Where an order's assets stand in Dagster, read from the Dagster instance of ``dagster.home``.
+"""Where an order's assets stand in Dagster, asked of the Dagster webserver's GraphQL API.
 
-The API process opens the same instance as the webserver and daemon (SQLite under
-``.local/dagster`` in local, dagster-postgres in beta) and asks it only indexed questions per
-order: the latest materialization of each asset in the order's partition, the order's most recent
-runs (by their partition tag), and for the few runs that decide a status, that one run's failure
-(or planned-materialization) events. Nothing scans the event log.
+The same webserver the API launches backfills and first runs at answers only indexed questions per
+order: the latest materialization of each asset in the order's partition and the order's most
+recent runs (by their partition tag), in one request; then, for the few runs that decide a status,
+that one run's log (its failures, or the assets it planned). Nothing scans the event log.
 
-Of the API, only this module imports Dagster.
+Of the API, only ``order_pipeline.keys`` brings Dagster in (the assets' keys); Dagster itself is
+reached over GraphQL alone.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Literal
 
-from dagster import (
-    AssetKey,
-    AssetRecordsFilter,
-    DagsterEventType,
-    DagsterInstance,
-    DagsterRunStatus,
-    EventLogEntry,
-    EventLogRecord,
-    RunRecord,
-    RunsFilter,
-)
 from pydantic import BaseModel
 
-from order_pipeline.keys import APK, CFN_OR_ISO, CONFIG, EDP_ARTIFACTS, EMAIL, MANIFEST
-from order_pipeline.step_errors import step_failure_cause
+from api.dagster_graphql import (
+    AssetPath,
+    DagsterGraphQL,
+    DagsterUnreachable,
+    LatestMaterialization,
+    OrderRun,
+    RunFailure,
+    RunLog,
+    StepFailure,
+)
+from order_pipeline.keys import APK, CFN_OR_ISO, CONFIG, EDP_ARTIFACTS, EMAIL, MANIFEST, AssetKey
+from order_pipeline.step_errors import failure_cause
 
 logger = logging.getLogger(__name__)
 
 ORDER_ASSETS: tuple[AssetKey, ...] = (CONFIG, EDP_ARTIFACTS, CFN_OR_ISO, APK, MANIFEST, EMAIL)
-PARTITION_TAG = "dagster/partition"
 # The order's most recent runs that decide running/failed; older runs only matter through the
 # materializations they left, which are looked up by themselves.
 RECENT_RUNS = 20
 MAX_ERROR = 2000
-# After the instance failed to open (no dagster.home yet, database down), the next attempt waits
-# this long, so order look-ups stay fast while Dagster is away.
-REOPEN_AFTER_SECONDS = 15.0
-RUNNING_STATUSES = frozenset(
-    {
-        DagsterRunStatus.QUEUED,
-        DagsterRunStatus.NOT_STARTED,
-        DagsterRunStatus.STARTING,
-        DagsterRunStatus.STARTED,
-        DagsterRunStatus.SUSPENDED,
-        DagsterRunStatus.CANCELING,
-    }
-)
+# After the webserver could not be reached (not started yet, restarting, timed out), the next
+# attempt waits this long, so order look-ups stay fast while Dagster is away.
+ASK_AGAIN_AFTER_SECONDS = 15.0
+# An order look-up waits this long for an answer, not as long as a launch may.
+STATUS_READ_TIMEOUT_SECONDS = 10.0
+# Dagster's RunStatus names of a run that has not ended.
+RUNNING_STATUSES = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "SUSPENDED", "CANCELING"})
+FAILURE = "FAILURE"
 
 AssetState = Literal["materialized", "running", "failed", "not_started"]
 
@@ -71,117 +62,81 @@ class AssetStatusView(BaseModel):
     error: str | None = None
 
 
-class InstanceUnavailable(RuntimeError):
-    """The Dagster instance cannot be opened (yet)."""
-
-
 def _clip(text: str) -> str:
     text = text.strip()
     return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
 
 
-def _step_error(entry: EventLogEntry) -> str:
-    event = entry.dagster_event
-    if event is None or event.step_failure_data is None:
-        return entry.message or "the step failed"
-    return _clip(step_failure_cause(event))
+def _step_error(failure: StepFailure) -> str:
+    return _clip(failure_cause(failure.description, failure.error))
 
 
-def _run_error(entry: EventLogEntry) -> str:
-    event = entry.dagster_event
-    data = event.event_specific_data if event is not None else None
-    error = getattr(data, "error", None)
-    if error is not None:
-        return _clip(error.message)
-    return _clip(entry.message or "the run failed")
+def _run_error(failure: RunFailure) -> str:
+    if failure.error is not None:
+        return _clip(failure.error.message)
+    return _clip(failure.message or "the run failed")
 
 
-class _RunEvents:
-    """What the few runs that decide a status logged, each read once: one filtered read per run."""
+def _step_failures(log: RunLog) -> tuple[dict[str, str], str | None]:
+    """``({step key: reason}, run failure reason)`` of a failed run: each step's first failure."""
+    steps: dict[str, str] = {}
+    for failure in log.step_failures:
+        if failure.step_key:
+            steps.setdefault(failure.step_key, _step_error(failure))
+    run_error = _run_error(log.run_failures[-1]) if log.run_failures else None
+    return steps, run_error
 
-    def __init__(self, instance: DagsterInstance) -> None:
-        self._instance = instance
-        self._failures: dict[str, tuple[dict[str, str], str | None]] = {}
-        self._planned: dict[str, frozenset[AssetKey]] = {}
 
-    def failures(self, run_id: str) -> tuple[dict[str, str], str | None]:
-        """``({step key: reason}, run failure reason)`` of a failed run."""
-        if run_id not in self._failures:
-            steps: dict[str, str] = {}
-            run_error: str | None = None
-            entries = self._instance.all_logs(
-                run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
-            )
-            for entry in entries:
-                if entry.dagster_event is None:
-                    continue
-                if entry.dagster_event.event_type == DagsterEventType.STEP_FAILURE and entry.step_key:
-                    steps.setdefault(entry.step_key, _step_error(entry))
-                elif entry.dagster_event.event_type == DagsterEventType.RUN_FAILURE:
-                    run_error = _run_error(entry)
-            self._failures[run_id] = (steps, run_error)
-        return self._failures[run_id]
+class _RunLogs:
+    """The logs of the few runs that decide a status, each read once."""
 
-    def targets(self, record: RunRecord, key: AssetKey) -> bool:
-        """Whether the run materializes (or was to materialize) ``key``."""
-        run = record.dagster_run
-        # Runs launched by sensors and backfills name their assets; others (a whole job, an
-        # in-process run) log the assets they plan to materialize when they are created.
+    def __init__(self, dagster: DagsterGraphQL) -> None:
+        self._dagster = dagster
+        self._logs: dict[str, RunLog] = {}
+
+    def log(self, run_id: str) -> RunLog:
+        if run_id not in self._logs:
+            self._logs[run_id] = self._dagster.run_log(run_id)
+        return self._logs[run_id]
+
+    def targets(self, run: OrderRun, path: AssetPath) -> bool:
+        """Whether the run materializes (or was to materialize) the asset at ``path``."""
+        # Runs launched by sensors, backfills and the API name their assets; others (a whole job,
+        # an in-process run) log the assets they plan to materialize when they are created.
         if run.asset_selection:
-            return key in run.asset_selection
-        if run.run_id not in self._planned:
-            entries = self._instance.all_logs(
-                run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED
-            )
-            self._planned[run.run_id] = frozenset(
-                entry.dagster_event.asset_key
-                for entry in entries
-                if entry.dagster_event is not None and entry.dagster_event.asset_key is not None
-            )
-        return key in self._planned[run.run_id]
-
-
-def _created(record: RunRecord) -> float:
-    created = record.create_timestamp
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=UTC)
-    return created.timestamp()
+            return path in run.asset_selection
+        return path in self.log(run.run_id).planned
 
 
 def _asset_status(
-    instance: DagsterInstance,
     key: AssetKey,
-    cfg_id: str,
-    runs: Sequence[RunRecord],
-    events: _RunEvents,
+    last: LatestMaterialization | None,
+    runs: Sequence[OrderRun],
+    logs: _RunLogs,
     labels: Mapping[str, str],
 ) -> AssetStatusView:
-    found = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=[cfg_id]), limit=1
-    )
-    last: EventLogRecord | None = found.records[0] if found.records else None
-    materialized_at = datetime.fromtimestamp(last.timestamp, UTC) if last is not None else None
+    materialized_at = last.at if last is not None else None
     settled = (
         AssetStatusView(status="materialized", last_materialized_at=materialized_at, run_id=last.run_id)
         if last is not None
         else AssetStatusView(status="not_started")
     )
+    path = tuple(key.path)
     step_key = key.to_python_identifier()
     # Newest first: the newest run that targets the asset decides, unless it is older than the
     # newest materialization (which then came from elsewhere, e.g. a run beyond RECENT_RUNS).
-    for record in runs:
-        if not events.targets(record, key):
+    for run in runs:
+        if not logs.targets(run, path):
             continue
-        run = record.dagster_run
         materialized_here = last is not None and last.run_id == run.run_id
-        if last is not None and not materialized_here and _created(record) < last.timestamp:
+        if last is not None and not materialized_here and run.creation_time < last.at.timestamp():
             return settled
         if run.status in RUNNING_STATUSES:
             if materialized_here:
                 return settled
             return AssetStatusView(status="running", last_materialized_at=materialized_at, run_id=run.run_id)
-        if run.status == DagsterRunStatus.FAILURE:
-            steps, run_error = events.failures(run.run_id)
+        if run.status == FAILURE:
+            steps, run_error = _step_failures(logs.log(run.run_id))
             if step_key in steps:
                 # Also when the step materialized first and a blocking check failed it afterwards.
                 error = steps[step_key]
@@ -201,72 +156,50 @@ def _asset_status(
 
 
 def order_asset_statuses(
-    instance: DagsterInstance,
+    dagster: DagsterGraphQL,
     cfg_id: str,
     assets: Sequence[AssetKey] = ORDER_ASSETS,
     recent_runs: int = RECENT_RUNS,
 ) -> dict[str, AssetStatusView]:
     """``{"order/config": AssetStatusView, ...}`` for the partition ``cfg_id``, in lineage order."""
-    runs = list(instance.get_run_records(RunsFilter(tags={PARTITION_TAG: cfg_id}), limit=recent_runs))
-    events = _RunEvents(instance)
+    records = dagster.order_records(cfg_id, [tuple(key.path) for key in assets], recent_runs=recent_runs)
+    logs = _RunLogs(dagster)
     labels = {key.to_python_identifier(): key.to_user_string() for key in assets}
     return {
-        key.to_user_string(): _asset_status(instance, key, cfg_id, runs, events, labels) for key in assets
+        key.to_user_string(): _asset_status(key, records.latest[tuple(key.path)], records.runs, logs, labels)
+        for key in assets
     }
 
 
-def open_instance_at(home: str | Path) -> DagsterInstance:
-    """The instance of ``home`` (its dagster.yaml); never creates a home that is not there."""
-    path = Path(home).expanduser().resolve()
-    if not path.is_dir():
-        raise InstanceUnavailable(f"the Dagster home {path} does not exist (yet)")
-    return DagsterInstance.from_config(str(path))
-
-
 class AssetStatusReader:
-    """Opens the Dagster instance on first use and answers ``None`` whenever Dagster cannot."""
+    """Asks the webserver per order and answers ``None`` whenever Dagster cannot say."""
 
     def __init__(
         self,
-        open_instance: Callable[[], DagsterInstance],
+        dagster: DagsterGraphQL,
         *,
-        reopen_after_seconds: float = REOPEN_AFTER_SECONDS,
+        ask_again_after_seconds: float = ASK_AGAIN_AFTER_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._open_instance = open_instance
-        self._reopen_after = reopen_after_seconds
+        self._dagster = dagster
+        self._ask_again_after = ask_again_after_seconds
         self._clock = clock
-        self._instance: DagsterInstance | None = None
-        self._retry_at = 0.0
-        self._lock = threading.Lock()
+        self._ask_again_at = 0.0
 
     @classmethod
-    def for_home(cls, home: str | Path) -> AssetStatusReader:
-        return cls(lambda: open_instance_at(home))
-
-    def instance(self) -> DagsterInstance | None:
-        with self._lock:
-            if self._instance is None and self._clock() >= self._retry_at:
-                try:
-                    self._instance = self._open_instance()
-                except Exception as exc:  # noqa: BLE001 - any failure means "no Dagster now"
-                    self._retry_at = self._clock() + self._reopen_after
-                    logger.warning("Dagster instance unavailable, asset status omitted: %s", exc)
-            return self._instance
+    def for_url(cls, graphql_url: str) -> AssetStatusReader:
+        return cls(DagsterGraphQL(graphql_url, read_timeout=STATUS_READ_TIMEOUT_SECONDS))
 
     def statuses(self, cfg_id: str) -> dict[str, AssetStatusView] | None:
-        """The order's assets, or ``None`` when the instance cannot be opened or read."""
-        instance = self.instance()
-        if instance is None:
+        """The order's assets, or ``None`` when the webserver cannot be reached or read."""
+        if self._clock() < self._ask_again_at:
             return None
         try:
-            return order_asset_statuses(instance, cfg_id)
+            return order_asset_statuses(self._dagster, cfg_id)
+        except DagsterUnreachable as exc:
+            self._ask_again_at = self._clock() + self._ask_again_after
+            logger.warning("Dagster webserver unavailable, asset status omitted: %s", exc)
+            return None
         except Exception as exc:  # noqa: BLE001 - the rest of the order still answers
             logger.warning("reading the asset status of order %s from Dagster failed: %s", cfg_id, exc)
             return None
-
-    def close(self) -> None:
-        with self._lock:
-            if self._instance is not None:
-                self._instance.dispose()
-                self._instance = None

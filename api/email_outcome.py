@@ -29,9 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.auth import require_bearer_token
-from api.dagster_graphql import DagsterLaunchError
-from api.orders import EmailView, _idempotency_key, _order_or_404
+from api.orders import RETRY_AFTER_SECONDS, EmailView, _order_or_404, launch_or_undo, read_keyed_request
 from api.state import ApiState
 from contracts.orders import OrderStatus
 from platform_db.deliveries import (
@@ -41,12 +39,10 @@ from platform_db.deliveries import (
     EmailState,
     ResolutionKeyTaken,
 )
-from service_kit.json_body import read_json_model
 from service_kit.problems import Problem
 
 EMAIL_ASSET = ["order", "email"]
 BACKFILL_TAGS = {"platform/email-resend": "api"}
-RETRY_AFTER_SECONDS = "30"
 
 
 class EmailResolutionRequest(BaseModel):
@@ -218,8 +214,9 @@ def _resolve(
 
 
 def _launch_resend(state: ApiState, resolution: EmailResolution) -> EmailResolution:
-    try:
-        launched = state.backfills.launch(
+    # Undone, the email is unknown again.
+    launched = launch_or_undo(
+        lambda: state.backfills.launch(
             [resolution.cfg_id],
             [EMAIL_ASSET],
             tags=BACKFILL_TAGS,
@@ -227,30 +224,15 @@ def _launch_resend(state: ApiState, resolution: EmailResolution) -> EmailResolut
                 f"resend of the email of portal version {resolution.version} of order {resolution.cfg_id} "
                 "(its outcome was unknown) through the API"
             ),
-        )
-    except DagsterLaunchError as exc:
-        # Nothing was launched: the email is unknown again and the key free for the client's retry.
-        state.deliveries.undo_resend(resolution.id)
-        raise Problem(
-            503, f"the resend was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}
-        ) from None
-    except BaseException:
-        state.deliveries.undo_resend(resolution.id)
-        raise
+        ),
+        lambda: state.deliveries.undo_resend(resolution.id),
+        "resend",
+    )
     return state.deliveries.record_resend_backfill(resolution.id, launched.backfill_id)
 
 
 async def resolve_email(request: Request) -> JSONResponse:
-    state: ApiState = request.app.state.api
-    require_bearer_token(request, state.bearer_token)
-    key = _idempotency_key(request)
-    api = state.settings.api
-    body = await read_json_model(
-        request,
-        EmailResolutionRequest,
-        api.max_body_bytes,
-        read_timeout_seconds=api.body_read_timeout_seconds,
-    )
+    state, key, body = await read_keyed_request(request, EmailResolutionRequest)
     answer, status = await run_in_threadpool(
         _resolve, state, request.path_params["cfg_id"], body.version, body.action, key
     )

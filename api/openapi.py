@@ -1,25 +1,53 @@
-"""The OpenAPI document, with the request and answer schemas taken from the pydantic models."""
+"""The OpenAPI document, with the request and answer schemas taken from the pydantic models.
+
+Its paths come from the app's own routes: every route is documented under its path, with its path
+parameters read from the route. ``OPERATIONS`` adds, per route name, what a route cannot tell (the
+summary, authentication, the request body and the answers); a route it does not name is still
+documented, with its endpoint's docstring as summary.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from starlette.convertors import Convertor, FloatConvertor, IntegerConvertor, UUIDConvertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
 
 from api.orders import IDEMPOTENCY_KEY_RE
 from contracts.configurator import ConfiguratorPayload
 
 REF = "#/components/schemas/{model}"
-TOKEN = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
-VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+# What the path's own convertor cannot say: a cfg_id is a uuid4, portal versions count from 1.
+PATH_PARAMETER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "cfg_id": {"type": "string", "format": "uuid"},
+    "version": {"type": "integer", "minimum": 1},
+}
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
     "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_RE.pattern, "maxLength": 255},
+}
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "required": ["detail"],
 }
 
 
@@ -30,32 +58,186 @@ def _json(schema_name: str, description: str) -> dict[str, Any]:
     }
 
 
-def build_openapi(
-    extra_models: list[type[BaseModel]], request_models: list[type[BaseModel]] | None = None
-) -> dict[str, Any]:
-    """``extra_models`` are answers (serialization schemas), ``request_models`` request bodies."""
-    _, defs = models_json_schema(
-        [(model, "serialization") for model in extra_models]
-        + [(model, "validation") for model in [ConfiguratorPayload, *(request_models or [])]],
-        ref_template=REF,
-    )
-    schemas: dict[str, Any] = defs.get("$defs", {})
-    schemas["Problem"] = {
-        "type": "object",
-        "properties": {
-            "detail": {"type": "string"},
-            "errors": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-                },
-            },
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {}}}
+
+
+def _problems(*codes: str) -> dict[str, Any]:
+    return {code: _json("Problem", "error") for code in codes}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the document says of a route beyond its path and path parameters."""
+
+    summary: str
+    responses: dict[str, Any]
+    bearer: bool = False
+    idempotency_key: bool = False
+    request_body: dict[str, Any] | None = None
+
+    def document(self, path_parameters: list[dict[str, Any]]) -> dict[str, Any]:
+        parameters = [*path_parameters, *([IDEMPOTENCY_KEY] if self.idempotency_key else [])]
+        operation: dict[str, Any] = {"summary": self.summary}
+        if self.bearer:
+            operation["security"] = BEARER
+        if parameters:
+            operation["parameters"] = parameters
+        if self.request_body is not None:
+            operation["requestBody"] = self.request_body
+        operation["responses"] = self.responses
+        return operation
+
+
+# Keyed by route name (Starlette's default: the endpoint function's name).
+OPERATIONS: dict[str, Operation] = {
+    "submit": Operation(
+        summary="Submit an order (ConfiguratorPayload); it is stored before the answer.",
+        bearer=True,
+        idempotency_key=True,
+        request_body={"required": True, **_json("ConfiguratorPayload", "the order")},
+        responses={
+            "200": _json("SubmitAccepted", "order stored"),
+            **_problems("400", "401", "408", "409", "413", "415", "422"),
         },
-        "required": ["detail"],
-    }
-    problem = _json("Problem", "error")
-    bearer = [{"bearer": []}]
+    ),
+    "get_order": Operation(
+        summary="An order, its delivery status and its assets in Dagster.",
+        bearer=True,
+        responses={"200": _json("OrderView", "the order"), **_problems("401", "404")},
+    ),
+    "rotate_portal_token": Operation(
+        summary="Rotate the order's portal link; the old link answers 404 from then on.",
+        bearer=True,
+        responses={"200": _json("PortalTokenRotated", "the new link"), **_problems("401", "404")},
+    ),
+    "redeliver": Operation(
+        summary=(
+            "Re-deliver a delivered order: a Dagster backfill of order/manifest and order/email "
+            "(with apk: true also order/apk, to ship the newest APK); portal version N+1 is "
+            "published and emailed. A repeated Idempotency-Key answers the same backfill."
+        ),
+        bearer=True,
+        idempotency_key=True,
+        request_body={"required": False, **_json("RedeliveryRequest", "what to re-deliver (optional)")},
+        responses={
+            "202": _json("RedeliveryAccepted", "backfill launched"),
+            **_problems("400", "401", "404", "408", "409", "413", "415", "422", "429", "503"),
+        },
+    ),
+    "retry_order": Operation(
+        summary=(
+            "Retry a failed order from where it stopped (the order's asset statuses in Dagster): "
+            "order/config with a new EDP job when EDP or its artifacts failed (the order is received), "
+            "else a Dagster backfill of the first of order/cfn_or_iso, order/apk, order/manifest, "
+            "order/email not materialized and everything after it (the order is building). A repeated "
+            "Idempotency-Key answers the same backfill; 409 unless the order is failed."
+        ),
+        bearer=True,
+        idempotency_key=True,
+        responses={
+            "202": _json("OrderRetryAccepted", "backfill launched"),
+            **_problems("400", "401", "404", "409", "503"),
+        },
+    ),
+    "resolve_email": Operation(
+        summary=(
+            "Resolve a delivery email whose outcome is unknown (SES may or may not have sent it): "
+            "mark_sent (200; the order moves from email_unknown to delivered once no email of it is "
+            "unknown) or resend (202; newest portal version only: a Dagster backfill of order/email "
+            "sends it once more). A repeated Idempotency-Key answers what the first request did."
+        ),
+        bearer=True,
+        idempotency_key=True,
+        request_body={"required": True, **_json("EmailResolutionRequest", "the version and the action")},
+        responses={
+            "200": _json("EmailResolutionAnswer", "marked sent"),
+            "202": _json("EmailResolutionAnswer", "resend backfill launched"),
+            **_problems("400", "401", "404", "408", "409", "413", "415", "422", "503"),
+        },
+    ),
+    "portal_index": Operation(
+        summary="The customer's portal: the latest version and the history (HTML).",
+        responses={"200": _html("portal page"), **_problems("404")},
+    ),
+    "portal_version": Operation(
+        summary="One portal version's page (HTML).",
+        responses={"200": _html("version page"), **_problems("404")},
+    ),
+    "portal_download": Operation(
+        summary="Download an artifact: 303 to a freshly presigned URL (manifest.json is answered directly).",
+        responses={"303": {"description": "redirect to the download"}, **_problems("404")},
+    ),
+    "healthz": Operation(
+        summary="Liveness and platform_db reachability.",
+        responses={"200": {"description": "ok"}, "503": {"description": "platform_db unreachable"}},
+    ),
+    "openapi_document": Operation(
+        summary="This document.",
+        responses={"200": {"description": "the OpenAPI document"}},
+    ),
+}
+
+
+def _convertor_schema(convertor: Convertor[Any]) -> dict[str, Any]:
+    if isinstance(convertor, IntegerConvertor):
+        return {"type": "integer"}
+    if isinstance(convertor, FloatConvertor):
+        return {"type": "number"}
+    if isinstance(convertor, UUIDConvertor):
+        return {"type": "string", "format": "uuid"}
+    return {"type": "string"}
+
+
+def _path_parameters(route: Route) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": PATH_PARAMETER_SCHEMAS.get(name) or _convertor_schema(convertor),
+        }
+        for name, convertor in route.param_convertors.items()
+    ]
+
+
+def _operation(route: Route) -> Operation:
+    described = OPERATIONS.get(route.name)
+    if described is not None:
+        return described
+    docstring = (route.endpoint.__doc__ or "").strip()
+    return Operation(
+        summary=docstring.splitlines()[0] if docstring else route.name,
+        responses={"default": {"description": "the answer"}},
+    )
+
+
+def build_paths(routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    """One path item per route, one operation per method (HEAD, which Starlette adds to GET, aside)."""
+    paths: dict[str, Any] = {}
+    for route in routes:
+        if not isinstance(route, Route):
+            continue
+        operation = _operation(route).document(_path_parameters(route))
+        item = paths.setdefault(route.path_format, {})
+        for method in sorted(route.methods or ()):
+            if method != "HEAD":
+                item[method.lower()] = operation
+    return paths
+
+
+def build_openapi(
+    routes: Sequence[BaseRoute],
+    extra_models: list[type[BaseModel]],
+    request_models: list[type[BaseModel]] | None = None,
+) -> dict[str, Any]:
+    """``routes`` are the app's; ``extra_models`` are answers (serialization schemas), ``request_models`` request bodies."""
+    modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [(model, "serialization") for model in extra_models]
+    bodies: list[type[BaseModel]] = [ConfiguratorPayload, *(request_models or [])]
+    modes += [(model, "validation") for model in bodies]
+    _, defs = models_json_schema(modes, ref_template=REF)
+    schemas: dict[str, Any] = defs.get("$defs", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
     return {
         "openapi": "3.1.0",
         "info": {"title": "Platform API", "version": "1"},
@@ -63,187 +245,7 @@ def build_openapi(
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "paths": {
-            "/submit": {
-                "post": {
-                    "summary": "Submit an order (ConfiguratorPayload); it is stored before the answer.",
-                    "security": bearer,
-                    "parameters": [IDEMPOTENCY_KEY],
-                    "requestBody": {"required": True, **_json("ConfiguratorPayload", "the order")},
-                    "responses": {
-                        "200": _json("SubmitAccepted", "order stored"),
-                        **{code: problem for code in ("400", "401", "408", "409", "413", "415", "422")},
-                    },
-                }
-            },
-            "/orders/{cfg_id}": {
-                "get": {
-                    "summary": "An order, its delivery status and its assets in Dagster.",
-                    "security": bearer,
-                    "parameters": [
-                        {
-                            "name": "cfg_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "format": "uuid"},
-                        }
-                    ],
-                    "responses": {"200": _json("OrderView", "the order"), "401": problem, "404": problem},
-                }
-            },
-            "/orders/{cfg_id}/portal-token": {
-                "post": {
-                    "summary": "Rotate the order's portal link; the old link answers 404 from then on.",
-                    "security": bearer,
-                    "parameters": [
-                        {
-                            "name": "cfg_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "format": "uuid"},
-                        }
-                    ],
-                    "responses": {
-                        "200": _json("PortalTokenRotated", "the new link"),
-                        "401": problem,
-                        "404": problem,
-                    },
-                }
-            },
-            "/orders/{cfg_id}/redeliver": {
-                "post": {
-                    "summary": (
-                        "Re-deliver a delivered order: a Dagster backfill of order/manifest and order/email "
-                        "(with apk: true also order/apk, to ship the newest APK); portal version N+1 is "
-                        "published and emailed. A repeated Idempotency-Key answers the same backfill."
-                    ),
-                    "security": bearer,
-                    "parameters": [
-                        {
-                            "name": "cfg_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "format": "uuid"},
-                        },
-                        IDEMPOTENCY_KEY,
-                    ],
-                    "requestBody": {
-                        "required": False,
-                        **_json("RedeliveryRequest", "what to re-deliver (optional)"),
-                    },
-                    "responses": {
-                        "202": _json("RedeliveryAccepted", "backfill launched"),
-                        **{
-                            code: problem
-                            for code in ("400", "401", "404", "408", "409", "413", "415", "422", "429", "503")
-                        },
-                    },
-                }
-            },
-            "/orders/{cfg_id}/retry": {
-                "post": {
-                    "summary": (
-                        "Retry a failed order from where it stopped (the Dagster instance's asset statuses): "
-                        "order/config with a new EDP job when EDP or its artifacts failed (the order is received), "
-                        "else a Dagster backfill of the first of order/cfn_or_iso, order/apk, order/manifest, "
-                        "order/email not materialized and everything after it (the order is building). A repeated "
-                        "Idempotency-Key answers the same backfill; 409 unless the order is failed."
-                    ),
-                    "security": bearer,
-                    "parameters": [
-                        {
-                            "name": "cfg_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "format": "uuid"},
-                        },
-                        IDEMPOTENCY_KEY,
-                    ],
-                    "responses": {
-                        "202": _json("OrderRetryAccepted", "backfill launched"),
-                        **{code: problem for code in ("400", "401", "404", "409", "503")},
-                    },
-                }
-            },
-            "/orders/{cfg_id}/email": {
-                "post": {
-                    "summary": (
-                        "Resolve a delivery email whose outcome is unknown (SES may or may not have sent it): "
-                        "mark_sent (200; the order moves from email_unknown to delivered once no email of it is "
-                        "unknown) or resend (202; newest portal version only: a Dagster backfill of order/email "
-                        "sends it once more). A repeated Idempotency-Key answers what the first request did."
-                    ),
-                    "security": bearer,
-                    "parameters": [
-                        {
-                            "name": "cfg_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "format": "uuid"},
-                        },
-                        IDEMPOTENCY_KEY,
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        **_json("EmailResolutionRequest", "the version and the action"),
-                    },
-                    "responses": {
-                        "200": _json("EmailResolutionAnswer", "marked sent"),
-                        "202": _json("EmailResolutionAnswer", "resend backfill launched"),
-                        **{
-                            code: problem
-                            for code in ("400", "401", "404", "408", "409", "413", "415", "422", "503")
-                        },
-                    },
-                }
-            },
-            "/portal/{token}": {
-                "get": {
-                    "summary": "The customer's portal: the latest version and the history (HTML).",
-                    "parameters": [TOKEN],
-                    "responses": {
-                        "200": {"description": "portal page", "content": {"text/html": {}}},
-                        "404": problem,
-                    },
-                }
-            },
-            "/portal/{token}/v{version}": {
-                "get": {
-                    "summary": "One portal version's page (HTML).",
-                    "parameters": [TOKEN, VERSION],
-                    "responses": {
-                        "200": {"description": "version page", "content": {"text/html": {}}},
-                        "404": problem,
-                    },
-                }
-            },
-            "/portal/{token}/v{version}/{name}": {
-                "get": {
-                    "summary": "Download an artifact: 303 to a freshly presigned URL (manifest.json is answered directly).",
-                    "parameters": [
-                        TOKEN,
-                        VERSION,
-                        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-                    ],
-                    "responses": {"303": {"description": "redirect to the download"}, "404": problem},
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "Liveness and platform_db reachability.",
-                    "responses": {
-                        "200": {"description": "ok"},
-                        "503": {"description": "platform_db unreachable"},
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document.",
-                    "responses": {"200": {"description": "the OpenAPI document"}},
-                }
-            },
-        },
+        "paths": build_paths(routes),
     }
 
 

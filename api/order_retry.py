@@ -1,6 +1,6 @@
 """Retry: ``POST /orders/{cfg_id}/retry`` puts a failed order back on its way in one call.
 
-Where it restarts follows the order's assets in the Dagster instance (what GET /orders shows):
+Where it restarts follows the order's assets in Dagster (what GET /orders shows):
 
 - ``order/config`` or ``order/edp_artifacts`` not materialized (EDP failed, or its artifacts were
   refused): ``order/config`` again with a NEW EDP job (the order's ``edp_attempt`` is bumped, and
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +41,7 @@ from order_pipeline.keys import (
     EDP_SUBMIT_TAG,
     EMAIL,
     MANIFEST,
+    AssetKey,
 )
 from platform_db import Order
 from platform_db.order_retries import (
@@ -50,9 +50,6 @@ from platform_db.order_retries import (
     OrderRetryInProgress,
 )
 from service_kit.problems import Problem
-
-if TYPE_CHECKING:
-    from dagster import AssetKey
 
 RETRY_AFTER_SECONDS = "30"
 BACKFILL_TAGS = {"platform/retry": "api"}
@@ -146,7 +143,7 @@ def _plan(state: ApiState, cfg_id: str) -> tuple[Order, RestartPlan]:
     if statuses is None:
         raise Problem(
             503,
-            "the order was not retried: the Dagster instance cannot be read, so where the order stopped is not known",
+            "the order was not retried: the Dagster webserver cannot be reached or read, so where the order stopped is not known",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
     running = [name for name, view in statuses.items() if view.status == "running"]

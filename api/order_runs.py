@@ -13,7 +13,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from api.dagster_graphql import DagsterGraphQL, DagsterLaunchError
-from order_pipeline.keys import FIRST_RUN_TAGS, first_run_key, first_run_selection, orders_partitions
+from order_pipeline.keys import FIRST_RUN_TAGS, ORDERS_PARTITIONS, first_run_key, first_run_selection
 from platform_db import OrderRepository
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class FirstRunStarter:
         try:
             run_id = self._dagster.launch_partition_run(
                 cfg_id,
-                orders_partitions.name,
+                ORDERS_PARTITIONS,
                 self._selection,
                 # The same run key order_sensor would give it, so the run reads the same in the UI.
                 tags={**FIRST_RUN_TAGS, "dagster/run_key": first_run_key(cfg_id)},

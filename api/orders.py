@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -14,9 +14,11 @@ from starlette.responses import JSONResponse
 
 from api.asset_status import AssetStatusView
 from api.auth import require_bearer_token
+from api.dagster_graphql import DagsterLaunchError, LaunchedBackfill
 from api.state import ApiState
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import EmailState, OrderStatus
+from contracts.s3_layout import is_cfg_id
 from delivery.portal_links import PortalLinks
 from platform_db import IdempotencyConflict, Order
 from platform_db.deliveries import DeliveryEmail, EmailAction, PortalVersion
@@ -89,7 +91,7 @@ class OrderView(BaseModel):
     last_attempt_error: str | None = None
     order: dict[str, Any]
     # The six assets of the order's partition as Dagster sees them ("order/config", ...);
-    # None while the Dagster instance cannot be read.
+    # None while the Dagster webserver cannot be reached or read.
     assets: dict[str, AssetStatusView] | None = None
 
     @classmethod
@@ -126,6 +128,10 @@ class OrderView(BaseModel):
         )
 
 
+BodyT = TypeVar("BodyT", bound=BaseModel)
+RETRY_AFTER_SECONDS = "30"
+
+
 def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not IDEMPOTENCY_KEY_RE.match(key):
@@ -133,14 +139,45 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-async def submit(request: Request) -> JSONResponse:
+async def read_keyed_request(
+    request: Request, model: type[BodyT], *, when_empty: BodyT | None = None
+) -> tuple[ApiState, str | None, BodyT]:
+    """The API's state, the Idempotency-Key and the body of a client's request, checked in that order."""
     state: ApiState = request.app.state.api
     require_bearer_token(request, state.bearer_token)
     key = _idempotency_key(request)
     api = state.settings.api
-    payload = await read_json_model(
-        request, ConfiguratorPayload, api.max_body_bytes, read_timeout_seconds=api.body_read_timeout_seconds
+    body = await read_json_model(
+        request,
+        model,
+        api.max_body_bytes,
+        when_empty=when_empty,
+        read_timeout_seconds=api.body_read_timeout_seconds,
     )
+    return state, key, body
+
+
+def launch_or_undo(
+    launch: Callable[[], LaunchedBackfill], undo: Callable[[], None], what: str
+) -> LaunchedBackfill:
+    """``launch()``'s backfill; on any failure ``undo()`` first, and a failed launch answers 503.
+
+    Nothing was launched then: undoing the claim frees its Idempotency-Key for the client's retry.
+    """
+    try:
+        return launch()
+    except DagsterLaunchError as exc:
+        undo()
+        raise Problem(
+            503, f"the {what} was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        ) from None
+    except BaseException:
+        undo()
+        raise
+
+
+async def submit(request: Request) -> JSONResponse:
+    state, key, payload = await read_keyed_request(request, ConfiguratorPayload)
     try:
         # Committed to platform_db before the answer: an accepted order is never lost.
         order, _created = await run_in_threadpool(state.orders.submit, payload, key)
@@ -154,7 +191,7 @@ async def submit(request: Request) -> JSONResponse:
 
 
 def _order_or_404(state: ApiState, cfg_id: str) -> Order:
-    order = state.orders.get(cfg_id) if _is_uuid(cfg_id) else None
+    order = state.orders.get(cfg_id) if is_cfg_id(cfg_id) else None
     if order is None:
         raise Problem(404, "no order with this cfg_id")
     return order
@@ -191,10 +228,3 @@ async def rotate_portal_token(request: Request) -> JSONResponse:
     require_bearer_token(request, state.bearer_token)
     rotated = await run_in_threadpool(_rotate, state, request.path_params["cfg_id"])
     return JSONResponse(rotated.model_dump())
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False

@@ -1,5 +1,9 @@
 """The customer's portal: stable pages and download links that answer 303 to fresh presigned URLs.
 
+The pages and manifest.json are rendered from the stored manifests on each request, with the
+links under the order's current token: nothing stored carries one, so a rotation leaves no stale
+link behind.
+
 Every miss (unknown or rotated token, unknown version or artifact) is the same 404, so a
 response never tells which part of a guessed link was wrong.
 
@@ -20,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.state import ApiState
 from contracts.manifest import Manifest
-from delivery.portal import render_portal_index, render_version_page
+from delivery.portal import MANIFEST_NAME, render_portal_index, render_version_page
 from delivery.portal_links import PortalLinks, PortalTokens
 from delivery.portal_publication import history_of, load_manifest, with_links
 from platform_db import Order
@@ -74,13 +78,11 @@ def _resolve(state: ApiState, token: str) -> tuple[Order, list[PortalVersion], P
     return order, versions, state.portal_links(order)
 
 
-def _manifest(
-    state: ApiState, order: Order, versions: list[PortalVersion], version: int, links: PortalLinks
-) -> Manifest:
+def _manifest(state: ApiState, order: Order, versions: list[PortalVersion], version: int) -> Manifest:
     if version not in {v.version for v in versions}:
         raise Problem(404, NOT_FOUND)
     try:
-        return with_links(load_manifest(state.store, order.cfg_id, version), links)
+        return load_manifest(state.store, order.cfg_id, version)
     except ClientError as exc:
         # The version is recorded but its manifest is gone from the bucket (e.g. the embedded
         # S3 of a restarted local stack keeps nothing): nothing to serve, not a server error.
@@ -96,13 +98,18 @@ def _portal_page(state: ApiState, token: str, version: int | None) -> str:
     # Shown on the live pages the portal link opens, never in the email.
     commissioning_token = state.tokens.commissioning_token(order.cfg_id)
     if version is None:
-        latest = _manifest(state, order, versions, versions[-1].version, links)
+        latest = _manifest(state, order, versions, versions[-1].version)
         return render_portal_index(
-            latest=latest, order=payload, history=history, commissioning_token=commissioning_token
+            latest=latest,
+            order=payload,
+            links=links,
+            history=history,
+            commissioning_token=commissioning_token,
         )
     return render_version_page(
-        manifest=_manifest(state, order, versions, version, links),
+        manifest=_manifest(state, order, versions, version),
         order=payload,
+        links=links,
         history=history,
         commissioning_token=commissioning_token,
     )
@@ -124,9 +131,9 @@ async def portal_version(request: Request) -> Response:
 
 def _download(state: ApiState, token: str, version: int, name: str) -> Response:
     order, versions, links = _resolve(state, token)
-    manifest = _manifest(state, order, versions, version, links)
-    if name == "manifest.json":
-        return JSONResponse(manifest.model_dump(mode="json"))
+    manifest = _manifest(state, order, versions, version)
+    if name == MANIFEST_NAME:
+        return JSONResponse(with_links(manifest, links).model_dump(mode="json"))
     artifact = next((a for a in manifest.artifacts if a.name == name), None)
     if artifact is None:
         raise Problem(404, NOT_FOUND)

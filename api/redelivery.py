@@ -23,17 +23,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.auth import require_bearer_token
-from api.dagster_graphql import DagsterLaunchError
-from api.orders import _idempotency_key, _order_or_404
+from api.orders import _order_or_404, launch_or_undo, read_keyed_request
 from api.state import ApiState
 from order_pipeline.keys import AFTER_APK, REDELIVERY
 from platform_db.redeliveries import Redelivery, RedeliveryConflict, RedeliveryInProgress
-from service_kit.json_body import read_json_model
 from service_kit.problems import Problem
 
 BACKFILL_TAGS = {"platform/redelivery": "api"}
-RETRY_AFTER_SECONDS = "30"
 LIMIT_WINDOW = timedelta(days=1)
 
 
@@ -129,37 +125,21 @@ def _redeliver(state: ApiState, cfg_id: str, apk: bool, key: str | None) -> Rede
     if over_limit is not None:
         state.redeliveries.release(claim.id)
         raise over_limit
-    try:
-        launched = state.backfills.launch(
+    launched = launch_or_undo(
+        lambda: state.backfills.launch(
             [cfg_id],
             redelivery_assets(apk),
             tags=BACKFILL_TAGS,
             description=f"re-delivery of order {cfg_id} ({'with the newest APK' if apk else 'same APK'}) through the API",
-        )
-    except DagsterLaunchError as exc:
-        # Nothing was launched: the key is free again, so the client's retry may launch it.
-        state.redeliveries.release(claim.id)
-        raise Problem(
-            503, f"the re-delivery was not launched: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}
-        ) from None
-    except BaseException:
-        state.redeliveries.release(claim.id)
-        raise
+        ),
+        lambda: state.redeliveries.release(claim.id),
+        "re-delivery",
+    )
     state.redeliveries.record_backfill(claim.id, launched.backfill_id)
     return _accepted(cfg_id, launched.backfill_id, apk)
 
 
 async def redeliver(request: Request) -> JSONResponse:
-    state: ApiState = request.app.state.api
-    require_bearer_token(request, state.bearer_token)
-    key = _idempotency_key(request)
-    api = state.settings.api
-    body = await read_json_model(
-        request,
-        RedeliveryRequest,
-        api.max_body_bytes,
-        when_empty=RedeliveryRequest(),
-        read_timeout_seconds=api.body_read_timeout_seconds,
-    )
+    state, key, body = await read_keyed_request(request, RedeliveryRequest, when_empty=RedeliveryRequest())
     accepted = await run_in_threadpool(_redeliver, state, request.path_params["cfg_id"], body.apk, key)
     return JSONResponse(accepted.model_dump(), status_code=202)

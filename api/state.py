@@ -42,13 +42,14 @@ class ApiState:
     backfills: DagsterGraphQL
     # An order's first run is queued right after its commit, over the same GraphQL API.
     first_runs: FirstRunStarter
-    # ... and the assets' status is read from the Dagster instance itself.
+    # ... and the assets' status is asked of the same webserver.
     asset_status: AssetStatusReader
 
     @classmethod
     def build(cls, settings: Settings, orders: OrderRepository) -> ApiState:
         bucket = settings.artifacts.bucket
-        dagster = DagsterGraphQL(settings.dagster.webserver_graphql_url())
+        graphql_url = settings.dagster.webserver_graphql_url()
+        dagster = DagsterGraphQL(graphql_url)
         return cls(
             settings=settings,
             orders=orders,
@@ -62,7 +63,7 @@ class ApiState:
             order_retries=OrderRetryRepository(orders.engine),
             backfills=dagster,
             first_runs=FirstRunStarter(orders, dagster, settings.pipeline.edp_wait_in_run_seconds),
-            asset_status=AssetStatusReader.for_home(settings.dagster.home),
+            asset_status=AssetStatusReader.for_url(graphql_url),
         )
 
     @property

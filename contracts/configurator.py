@@ -67,7 +67,7 @@ def _ses_deliverable(value: str) -> str:
         raise ValueError(f"not an email address that can be delivered to: {exc}") from None
     # An internationalized domain is kept in its ASCII (punycode) form: the same mailbox, and
     # every header and SES call after this takes it as it is.
-    return checked.ascii_email
+    return checked.ascii_email or checked.normalized
 
 
 DeliverableEmail = Annotated[

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 
 from contracts.configurator import DeviceId, DeviceType, FreeText, ModbusTcpConnection, StrictModel
 
-DTM_SCHEMA_VERSION = 1
+DTM_SCHEMA_VERSION: Literal[1] = 1
 
 
 class Point(StrictModel):

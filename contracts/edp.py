@@ -6,8 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.s3_layout import ArtifactName
+
+# A host as edp.artifact_hosts names it: a name or IPv4 address, or [IPv6], each with an optional :port.
+ArtifactHost = Annotated[
+    str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?$")
+]
+
 EdpJobStatus = Literal["queued", "running", "complete", "failed"]
-ArtifactName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 
 
 class EdpModel(BaseModel):

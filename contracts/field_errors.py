@@ -16,9 +16,10 @@ def field_path(loc: tuple[int | str, ...], data: Any) -> str:
     parts: list[str] = []
     current = data
     for part in loc:
-        if (isinstance(current, dict) and part in current) or (
-            isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
-        ):
+        # Two arms, so the type checker sees each index against its own container.
+        if isinstance(current, dict) and part in current:  # noqa: SIM114
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
             current = current[part]
         elif (
             isinstance(current, dict)

@@ -1,13 +1,22 @@
-"""manifest.json: what one portal version delivers. Versioned; its JSON schema is published in the repo."""
+"""manifest.json: what one portal version delivers. Versioned; its JSON schema is published in the repo.
+
+Stored (``portal/<cfg_id>/v<N>/manifest.json``, and in any copy of that folder) it holds only what
+stays true: each artifact's kind, name, key, size and sha256. A download link depends on the
+order's current portal token, so ``url`` is added by the portal API when it serves the manifest
+(``GET /portal/{token}/v{N}/manifest.json``) and never stored. Version 1 stored the links as well;
+such manifests still read, and their links are dropped (a rotated token made them dead).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MANIFEST_SCHEMA_VERSION = 1
+from contracts.s3_layout import ArtifactName
+
+MANIFEST_SCHEMA_VERSION: Final = 2
 
 ArtifactKind = Literal["edp", "cfn", "iso", "apk"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -19,18 +28,37 @@ class ManifestModel(BaseModel):
 
 class ManifestArtifact(ManifestModel):
     kind: ArtifactKind
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    name: Annotated[
+        ArtifactName,
+        Field(
+            description="File name, unique within the version: the file's path in a copy of the version folder"
+        ),
+    ]
     key: Annotated[str, Field(description="S3 key in the stage's artifact bucket")]
     size: Annotated[int, Field(ge=0)]
     sha256: Sha256
-    url: Annotated[str, Field(description="Download link for the customer")]
+    url: Annotated[
+        str | None,
+        Field(
+            description="Download link for the customer: added where the portal API serves the manifest, never stored"
+        ),
+    ] = None
 
 
 class Manifest(ManifestModel):
-    schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
+    schema_version: Literal[1, 2] = MANIFEST_SCHEMA_VERSION
     cfg_id: str
     version: Annotated[int, Field(ge=1)]
     created_at: datetime
     deployment_target: Literal["cloud", "onprem"]
     flags: dict[str, Any] = Field(default_factory=dict)
     artifacts: list[ManifestArtifact]
+
+    def as_stored(self) -> Manifest:
+        """This manifest as it is stored now: the current schema version and no links."""
+        return self.model_copy(
+            update={
+                "schema_version": MANIFEST_SCHEMA_VERSION,
+                "artifacts": [a.model_copy(update={"url": None}) for a in self.artifacts],
+            }
+        )

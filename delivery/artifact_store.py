@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import re
-import uuid
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from contracts.s3_layout import is_artifact_name, is_cfg_id
+
 SHA256_METADATA = "sha256"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PRESIGN_MAX_SECONDS = 7 * 24 * 3600
 
 
@@ -29,13 +28,14 @@ class StoredObject(BaseModel):
 
 
 def checked_cfg_id(cfg_id: str) -> str:
-    if str(uuid.UUID(cfg_id)) != cfg_id:
+    if not is_cfg_id(cfg_id):
         raise ValueError(f"cfg_id {cfg_id!r} is not a canonical UUID")
     return cfg_id
 
 
 def checked_name(name: str) -> str:
-    if not NAME_RE.match(name) or ".." in name:
+    # No ".." anywhere: the contract's names allow it, keys in this bucket never carry it.
+    if not is_artifact_name(name) or ".." in name:
         raise ValueError(f"artifact name {name!r} is not allowed in a key")
     return name
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass, fields
+from typing import Any
 
 from troposphere import (
     AWSHelperFn,
@@ -42,10 +44,12 @@ from troposphere.iam import InstanceProfile, Policy, Role
 from troposphere.policies import CreationPolicy, ResourceSignal
 
 from contracts.configurator import CloudDeployment, ConfiguratorPayload
+from contracts.s3_layout import is_bucket_name, is_cfg_id
 from delivery.edge_bundle import BUNDLE_FILES, HMI_PORT, SECRETS_NAME, STACK_DIR
 
 TEMPLATE_FORMAT_VERSION = "2010-09-09"
 INSTANCE_LOGICAL_ID = "EdgeInstance"
+PUBLIC_IP_CONDITION = "UsePublicIp"
 SIGNAL_TIMEOUT = "PT20M"
 # Pinned so every stack runs the compose release the bundle was tested with.
 COMPOSE_VERSION = "v2.29.7"
@@ -62,8 +66,6 @@ ALLOWED_CIDR_PATTERN = rf"^({_OCTET}\.){{3}}{_OCTET}/([89]|[12][0-9]|3[0-2])$"
 
 # These values are substituted into the UserData shell script and IAM ARNs, so they are held to
 # alphabets that can neither break quoting nor reach outside the order's prefix.
-_CFG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUNDLE_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)*/$")
 
 # Fn::Sub reads "${...}" as its own variables, so the script spells shell variables as "$name".
@@ -111,9 +113,9 @@ def _ami_parameter_path(instance_type: str) -> str:
 
 
 def _check_inputs(cfg_id: str, bucket: str, bundle_prefix: str) -> None:
-    if not _CFG_ID.fullmatch(cfg_id):
+    if not is_cfg_id(cfg_id):
         raise ValueError(f"cfg_id {cfg_id!r} is not a valid order id")
-    if not _BUCKET.fullmatch(bucket):
+    if not is_bucket_name(bucket):
         raise ValueError(f"bucket {bucket!r} is not a valid S3 bucket name")
     if not _BUNDLE_PREFIX.fullmatch(bundle_prefix) or ".." in bundle_prefix.split("/"):
         raise ValueError(f"bundle_prefix {bundle_prefix!r} must be a relative key prefix ending in '/'")
@@ -135,88 +137,96 @@ def _user_data(*, cfg_id: str, bucket: str, bundle_prefix: str) -> AWSHelperFn:
     )
 
 
-def compose_cfn_template(
-    *, cfg_id: str, order: ConfiguratorPayload, bucket: str, bundle_prefix: str
-) -> bytes:
-    """The order's CloudFormation template as YAML; the same inputs always give the same bytes."""
+@dataclass(frozen=True)
+class _StackParameters:
+    """The parameters the person deploying the stack may set, as the resources refer to them."""
+
+    vpc_id: Parameter
+    subnet_id: Parameter
+    instance_type: Parameter
+    allowed_cidr: Parameter
+    associate_public_ip: Parameter
+    latest_ami_id: Parameter
+
+    def in_order(self) -> list[Parameter]:
+        """The parameters in the order of the fields, which is the order the template lists them in."""
+        return [getattr(self, field.name) for field in fields(self)]
+
+
+def _cloud_deployment(cfg_id: str, order: ConfiguratorPayload) -> CloudDeployment:
     deployment = order.deployment
     if not isinstance(deployment, CloudDeployment):
         raise ValueError(
             f"order {cfg_id} targets {deployment.target!r}; a CloudFormation template is for cloud orders"
         )
-    _check_inputs(cfg_id, bucket, bundle_prefix)
+    return deployment
 
-    site_name = _plain_text(order.site.name)
-    template = Template(Description=f"EMS edge stack for order {cfg_id}, site {site_name}")
-    template.set_version(TEMPLATE_FORMAT_VERSION)
-    template.set_metadata(
-        {
-            "Ems": {
-                "CfgId": cfg_id,
-                "Site": {"Name": site_name, "Timezone": order.site.timezone},
-                "Region": deployment.region,
-                "Bundle": {"Bucket": bucket, "Prefix": bundle_prefix, "Files": list(BUNDLE_FILES)},
-            },
-            "AWS::CloudFormation::Interface": {
-                "ParameterGroups": [
-                    {
-                        "Label": {"default": "Network"},
-                        "Parameters": ["VpcId", "SubnetId", "AssociatePublicIp", "AllowedCidr"],
-                    },
-                    {"Label": {"default": "Instance"}, "Parameters": ["InstanceType", "LatestAmiId"]},
-                ]
-            },
-        }
-    )
 
-    vpc_id = template.add_parameter(
-        Parameter("VpcId", Type="AWS::EC2::VPC::Id", Description="VPC the edge instance runs in.")
-    )
-    subnet_id = template.add_parameter(
-        Parameter(
+def _metadata(
+    *, cfg_id: str, order: ConfiguratorPayload, site_name: str, region: str, bucket: str, bundle_prefix: str
+) -> dict[str, Any]:
+    return {
+        "Ems": {
+            "CfgId": cfg_id,
+            "Site": {"Name": site_name, "Timezone": order.site.timezone},
+            "Region": region,
+            "Bundle": {"Bucket": bucket, "Prefix": bundle_prefix, "Files": list(BUNDLE_FILES)},
+        },
+        "AWS::CloudFormation::Interface": {
+            "ParameterGroups": [
+                {
+                    "Label": {"default": "Network"},
+                    "Parameters": ["VpcId", "SubnetId", "AssociatePublicIp", "AllowedCidr"],
+                },
+                {"Label": {"default": "Instance"}, "Parameters": ["InstanceType", "LatestAmiId"]},
+            ]
+        },
+    }
+
+
+def _add_parameters(template: Template, deployment: CloudDeployment) -> _StackParameters:
+    parameters = _StackParameters(
+        vpc_id=Parameter("VpcId", Type="AWS::EC2::VPC::Id", Description="VPC the edge instance runs in."),
+        subnet_id=Parameter(
             "SubnetId",
             Type="AWS::EC2::Subnet::Id",
             Description="Subnet of the edge instance; it needs outbound access to S3, packages and the image registry.",
-        )
-    )
-    instance_type = template.add_parameter(
-        Parameter(
+        ),
+        instance_type=Parameter(
             "InstanceType",
             Type="String",
             Default=deployment.instance_size,
             Description="EC2 instance type; the default is the size the order chose.",
-        )
-    )
-    allowed_cidr = template.add_parameter(
-        Parameter(
+        ),
+        allowed_cidr=Parameter(
             "AllowedCidr",
             Type="String",
             AllowedPattern=ALLOWED_CIDR_PATTERN,
             ConstraintDescription="an IPv4 CIDR such as 203.0.113.0/24, with a prefix length of 8 to 32",
             Description=f"Only this network may reach the HMI on port {HMI_PORT}.",
-        )
-    )
-    associate_public_ip = template.add_parameter(
-        Parameter(
+        ),
+        associate_public_ip=Parameter(
             "AssociatePublicIp",
             Type="String",
             AllowedValues=["true", "false"],
             Default="true",
             Description="Give the instance a public IPv4 address; false for subnets reached over a VPN.",
-        )
-    )
-    latest_ami_id = template.add_parameter(
-        Parameter(
+        ),
+        latest_ami_id=Parameter(
             "LatestAmiId",
             Type="AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
             Default=_ami_parameter_path(deployment.instance_size),
             Description="Amazon Linux 2023 image; the default follows the architecture of the ordered instance size.",
-        )
+        ),
     )
-    template.add_condition("UsePublicIp", Equals(Ref(associate_public_ip), "true"))
+    template.add_parameter(parameters.in_order())
+    return parameters
 
-    tags = Tags(Name=f"ems-edge-{cfg_id}", **{"ems:cfg-id": cfg_id})
 
+def _add_instance_profile(
+    template: Template, *, bucket: str, bundle_prefix: str, tags: Tags
+) -> InstanceProfile:
+    """The instance's role: Session Manager, and reading the order's bundle and nothing else."""
     role = template.add_resource(
         Role(
             "EdgeInstanceRole",
@@ -250,19 +260,23 @@ def compose_cfn_template(
             Tags=tags,
         )
     )
-    profile = template.add_resource(InstanceProfile("EdgeInstanceProfile", Roles=[Ref(role)]))
+    return template.add_resource(InstanceProfile("EdgeInstanceProfile", Roles=[Ref(role)]))
 
-    security_group = template.add_resource(
+
+def _add_security_group(
+    template: Template, *, cfg_id: str, parameters: _StackParameters, tags: Tags
+) -> SecurityGroup:
+    return template.add_resource(
         SecurityGroup(
             "EdgeSecurityGroup",
             GroupDescription=f"EMS edge HMI of order {cfg_id}",
-            VpcId=Ref(vpc_id),
+            VpcId=Ref(parameters.vpc_id),
             SecurityGroupIngress=[
                 SecurityGroupRule(
                     IpProtocol="tcp",
                     FromPort=HMI_PORT,
                     ToPort=HMI_PORT,
-                    CidrIp=Ref(allowed_cidr),
+                    CidrIp=Ref(parameters.allowed_cidr),
                     Description="EMS HMI",
                 )
             ],
@@ -270,12 +284,22 @@ def compose_cfn_template(
         )
     )
 
-    launch_template = template.add_resource(
+
+def _add_launch_template(
+    template: Template,
+    *,
+    parameters: _StackParameters,
+    profile: InstanceProfile,
+    security_group: SecurityGroup,
+    tags: Tags,
+    user_data: AWSHelperFn,
+) -> LaunchTemplate:
+    return template.add_resource(
         LaunchTemplate(
             "EdgeLaunchTemplate",
             LaunchTemplateData=LaunchTemplateData(
-                ImageId=Ref(latest_ami_id),
-                InstanceType=Ref(instance_type),
+                ImageId=Ref(parameters.latest_ami_id),
+                InstanceType=Ref(parameters.instance_type),
                 IamInstanceProfile=IamInstanceProfile(Arn=GetAtt(profile, "Arn")),
                 # Hop limit 1 keeps the instance role out of reach of the containers.
                 MetadataOptions=MetadataOptions(
@@ -286,9 +310,9 @@ def compose_cfn_template(
                 NetworkInterfaces=[
                     NetworkInterfaces(
                         DeviceIndex=0,
-                        SubnetId=Ref(subnet_id),
+                        SubnetId=Ref(parameters.subnet_id),
                         Groups=[Ref(security_group)],
-                        AssociatePublicIpAddress=Ref(associate_public_ip),
+                        AssociatePublicIpAddress=Ref(parameters.associate_public_ip),
                         DeleteOnTermination=True,
                     )
                 ],
@@ -307,12 +331,14 @@ def compose_cfn_template(
                     TagSpecifications(ResourceType="instance", Tags=tags),
                     TagSpecifications(ResourceType="volume", Tags=tags),
                 ],
-                UserData=_user_data(cfg_id=cfg_id, bucket=bucket, bundle_prefix=bundle_prefix),
+                UserData=user_data,
             ),
         )
     )
 
-    instance = template.add_resource(
+
+def _add_instance(template: Template, launch_template: LaunchTemplate) -> Instance:
+    return template.add_resource(
         Instance(
             INSTANCE_LOGICAL_ID,
             LaunchTemplate=LaunchTemplateSpecification(
@@ -323,6 +349,8 @@ def compose_cfn_template(
         )
     )
 
+
+def _add_outputs(template: Template, instance: Instance) -> None:
     template.add_output(
         [
             Output("InstanceId", Description="The edge instance.", Value=Ref(instance)),
@@ -331,9 +359,49 @@ def compose_cfn_template(
                 Description="The HMI of the edge stack.",
                 Value=Sub(
                     f"http://${{HmiAddress}}:{HMI_PORT}",
-                    HmiAddress=If("UsePublicIp", GetAtt(instance, "PublicIp"), GetAtt(instance, "PrivateIp")),
+                    HmiAddress=If(
+                        PUBLIC_IP_CONDITION, GetAtt(instance, "PublicIp"), GetAtt(instance, "PrivateIp")
+                    ),
                 ),
             ),
         ]
     )
+
+
+def compose_cfn_template(
+    *, cfg_id: str, order: ConfiguratorPayload, bucket: str, bundle_prefix: str
+) -> bytes:
+    """The order's CloudFormation template as YAML; the same inputs always give the same bytes."""
+    deployment = _cloud_deployment(cfg_id, order)
+    _check_inputs(cfg_id, bucket, bundle_prefix)
+
+    site_name = _plain_text(order.site.name)
+    template = Template(Description=f"EMS edge stack for order {cfg_id}, site {site_name}")
+    template.set_version(TEMPLATE_FORMAT_VERSION)
+    template.set_metadata(
+        _metadata(
+            cfg_id=cfg_id,
+            order=order,
+            site_name=site_name,
+            region=deployment.region,
+            bucket=bucket,
+            bundle_prefix=bundle_prefix,
+        )
+    )
+    parameters = _add_parameters(template, deployment)
+    template.add_condition(PUBLIC_IP_CONDITION, Equals(Ref(parameters.associate_public_ip), "true"))
+
+    tags = Tags(Name=f"ems-edge-{cfg_id}", **{"ems:cfg-id": cfg_id})
+    profile = _add_instance_profile(template, bucket=bucket, bundle_prefix=bundle_prefix, tags=tags)
+    security_group = _add_security_group(template, cfg_id=cfg_id, parameters=parameters, tags=tags)
+    launch_template = _add_launch_template(
+        template,
+        parameters=parameters,
+        profile=profile,
+        security_group=security_group,
+        tags=tags,
+        user_data=_user_data(cfg_id=cfg_id, bucket=bucket, bundle_prefix=bundle_prefix),
+    )
+    instance = _add_instance(template, launch_template)
+    _add_outputs(template, instance)
     return template.to_yaml().encode("utf-8")

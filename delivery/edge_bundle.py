@@ -5,25 +5,25 @@ files side by side in ``STACK_DIR`` and run ``docker compose up -d`` there, so t
 customer's machine is the same whichever way it arrived.
 
 The compose file also declares the industrial fixtures (simulated Modbus devices, see
-``industrial_fixtures``) as services of the profile ``fixtures``: a plain ``up`` never starts them,
-``docker compose --profile fixtures up`` runs them next to the gateway under the hostnames that
-``industrial-fixtures.json`` points at, from the fixtures image.
+``industrial_fixtures``; the caller passes ``load_manifest().fixtures``) as services of the profile
+``fixtures``: a plain ``up`` never starts them, ``docker compose --profile fixtures up`` runs them
+next to the gateway under the hostnames that ``industrial-fixtures.json`` points at, from the
+fixtures image.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
 from contracts.configurator import ConfiguratorPayload, looks_like_secret
 from contracts.dtm import DeviceTopologyModel
-from industrial_fixtures import load_manifest
+from service_kit.canonical_json import canonical_json
 
 CUSTOMER_CONFIG_NAME = "cfg.customer.yml"
 DTM_NAME = "dtm.json"
@@ -53,6 +53,21 @@ FIXTURES_MODULE = "industrial_fixtures"
 # built it.
 GATEWAY_IMAGE_NAME = "ems-edge-gateway"
 FIXTURES_IMAGE_NAME = "ems-industrial-fixtures"
+
+
+class IndustrialFixture(Protocol):
+    """One simulated device of the stack (``industrial_fixtures.Fixture``)."""
+
+    # Its compose service name, the host the fixture DTM connects to.
+    @property
+    def hostname(self) -> str: ...
+    # A ``contracts.device_catalog`` type: what the fixture process simulates.
+    @property
+    def type(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def unit_id(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -111,14 +126,13 @@ def customer_config_yaml(*, cfg_id: str, order: ConfiguratorPayload, flags: dict
 
 def dtm_json(dtm: DeviceTopologyModel) -> bytes:
     """Canonical ``dtm.json``: the same model always gives the same bytes."""
-    text = json.dumps(dtm.model_dump(mode="json"), sort_keys=True, indent=2, ensure_ascii=False)
-    return (text + "\n").encode("utf-8")
+    return canonical_json(dtm.model_dump(mode="json"))
 
 
-def fixture_services(images: EdgeImages) -> dict[str, Any]:
+def fixture_services(images: EdgeImages, fixtures: Sequence[IndustrialFixture]) -> dict[str, Any]:
     """The industrial fixtures as compose services of the ``fixtures`` profile, one per hostname."""
     services: dict[str, Any] = {}
-    for fixture in load_manifest().fixtures:
+    for fixture in fixtures:
         if fixture.hostname == GATEWAY_SERVICE:
             raise ValueError(f"fixture hostname {fixture.hostname!r} collides with the gateway service")
         services[fixture.hostname] = {
@@ -141,7 +155,9 @@ def fixture_services(images: EdgeImages) -> dict[str, Any]:
     return services
 
 
-def compose_file(*, dtm: DeviceTopologyModel, images: EdgeImages) -> bytes:
+def compose_file(
+    *, dtm: DeviceTopologyModel, images: EdgeImages, fixtures: Sequence[IndustrialFixture]
+) -> bytes:
     """The docker compose file of the delivered stack."""
     config_mounts = [
         {
@@ -188,7 +204,7 @@ def compose_file(*, dtm: DeviceTopologyModel, images: EdgeImages) -> bytes:
                     "start_period": "30s",
                 },
             },
-            **fixture_services(images),
+            **fixture_services(images, fixtures),
         },
         "volumes": {GATEWAY_DATA_VOLUME: {}},
     }
@@ -202,6 +218,7 @@ def build_bundle(
     dtm: DeviceTopologyModel,
     flags: dict[str, Any],
     images: EdgeImages,
+    fixtures: Sequence[IndustrialFixture],
     commissioning_token: str,
     dtm_bytes: bytes | None = None,
 ) -> dict[str, bytes]:
@@ -209,7 +226,7 @@ def build_bundle(
     return {
         CUSTOMER_CONFIG_NAME: customer_config_yaml(cfg_id=cfg_id, order=order, flags=flags),
         DTM_NAME: dtm_bytes if dtm_bytes is not None else dtm_json(dtm),
-        COMPOSE_NAME: compose_file(dtm=dtm, images=images),
+        COMPOSE_NAME: compose_file(dtm=dtm, images=images, fixtures=fixtures),
         SECRETS_NAME: stack_secrets_env(commissioning_token),
     }
 

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
@@ -45,7 +45,7 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.util import connection as urllib3_connection
 from urllib3.util.retry import Retry
 
-from contracts.edp import EdpArtifact
+from contracts.edp import ArtifactHost, EdpArtifact
 
 DTM_NAME = "dtm.json"
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -62,10 +62,6 @@ MAX_REASON_CHARS = 500
 IDENTITY = {"Accept-Encoding": "identity"}
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# A host as edp.artifact_hosts names it: a name or IPv4 address, or [IPv6], each with an optional :port.
-ArtifactHost = Annotated[
-    str, Field(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?$")
-]
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
 _STRAY_QUERY = re.compile(r"\?[^\s?#]*=\S*")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from datetime import UTC
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -15,6 +14,7 @@ from pathlib import Path
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import Manifest
 from delivery.portal import template_environment
+from service_kit.timestamps import as_utc
 
 OUTBOX_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
 # Only ids of this shape go into the Message-ID; anything else would make the header invalid.
@@ -35,11 +35,7 @@ def compose_delivery_email(
         f"Your delivery for {_single_line(order.site.name)} is ready (version {manifest.version})"
     )
     # The date of the portal version, not of sending: a re-run renders the identical message.
-    # A timestamp without a zone comes from our own pipeline, which works in UTC.
-    created_at = manifest.created_at
-    if created_at.tzinfo is None:
-        created_at = created_at.replace(tzinfo=UTC)
-    message["Date"] = format_datetime(created_at)
+    message["Date"] = format_datetime(as_utc(manifest.created_at))
     idstring = f"v{manifest.version}"
     if MSGID_SAFE_RE.fullmatch(manifest.cfg_id):
         idstring = f"{manifest.cfg_id}.{idstring}"

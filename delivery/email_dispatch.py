@@ -31,10 +31,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import (
     ClientError,
@@ -51,10 +52,11 @@ from contracts.orders import EmailState
 from delivery.edp_artifact_policy import readable_reason
 from delivery.email import compose_delivery_email, write_to_outbox
 from delivery.portal_publication import PortalPublication
-from platform_db.deliveries import DeliveryEmail, DeliveryRepository
 
 __all__ = [
     "TRANSIENT_REFUSALS",
+    "EmailClaim",
+    "EmailClaims",
     "EmailNotSent",
     "EmailOutcome",
     "EmailState",
@@ -72,6 +74,38 @@ TRANSIENT_REFUSALS = frozenset(
 _NOT_CONNECTED = (EndpointConnectionError, ConnectTimeoutError)
 # botocore refused to build or sign the request: it did not leave, and trying again will not help.
 _NOT_BUILT = (ParamValidationError, NoCredentialsError, PartialCredentialsError, NoRegionError)
+
+
+class EmailClaim(Protocol):
+    """A portal version's email claim as recorded (``platform_db.deliveries.DeliveryEmail``)."""
+
+    @property
+    def cfg_id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def state(self) -> EmailState: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def claimed_at(self) -> datetime: ...
+    @property
+    def reason(self) -> str | None: ...
+    # ``sending`` for longer than the repository's stale_sending: the sender stopped mid-send.
+    @property
+    def stale(self) -> bool: ...
+    @property
+    def outcome_reason(self) -> str | None: ...
+
+
+class EmailClaims(Protocol):
+    """Where the email claims are kept (``platform_db.deliveries.DeliveryRepository``)."""
+
+    def claim_email(self, cfg_id: str, version: int) -> bool: ...
+    def email_of(self, cfg_id: str, version: int) -> EmailClaim | None: ...
+    def record_email_sent(self, cfg_id: str, version: int, message_id: str) -> None: ...
+    def release_email_claim(self, cfg_id: str, version: int) -> None: ...
+    def mark_unknown(self, cfg_id: str, version: int, reason: str, *, stale_only: bool = False) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -153,10 +187,11 @@ def require_single_attempt(ses_client: Any) -> None:
 def send_delivery_email_once(
     *,
     publication: PortalPublication,
+    portal_url: str,
     order: ConfiguratorPayload,
     sender: str,
     ses_client: Any,
-    deliveries: DeliveryRepository,
+    deliveries: EmailClaims,
     outbox_dir: Path | None,
     policy: SendPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -171,7 +206,7 @@ def send_delivery_email_once(
     policy = policy or SendPolicy()
     cfg_id, version = publication.cfg_id, publication.version
     message = compose_delivery_email(
-        sender=sender, order=order, manifest=publication.manifest, page_url=publication.portal_url
+        sender=sender, order=order, manifest=publication.manifest, page_url=portal_url
     )
     # The claim and the look at an existing one race with a concurrent release (SES refused the
     # other attempt), so the claim is tried again when the row vanished in between.
@@ -197,17 +232,17 @@ def send_delivery_email_once(
     )
 
 
-def _outcome_of_claim(deliveries: DeliveryRepository, email: DeliveryEmail) -> EmailOutcome:
+def _outcome_of_claim(deliveries: EmailClaims, email: EmailClaim) -> EmailOutcome:
     """A retried step, another attempt, or an earlier one that ended unknown: nothing is sent."""
     if email.stale:
         # Its sender died mid-send; whoever notices records it (one conditional UPDATE).
-        reason = email.outcome_reason or "the sender stopped mid-send"
-        deliveries.mark_unknown(email.cfg_id, email.version, reason, stale_only=True)
+        stale_reason = email.outcome_reason or "the sender stopped mid-send"
+        deliveries.mark_unknown(email.cfg_id, email.version, stale_reason, stale_only=True)
         again = deliveries.email_of(email.cfg_id, email.version)
         if again is not None and again.state is not EmailState.SENDING:
             email = again
         else:
-            return EmailOutcome(EmailState.UNKNOWN, None, False, reason)
+            return EmailOutcome(EmailState.UNKNOWN, None, False, stale_reason)
     reason = email.reason
     if email.state is EmailState.SENDING:
         reason = f"another attempt claimed this email at {email.claimed_at.isoformat(timespec='seconds')} and is sending it"
@@ -222,7 +257,7 @@ def _send_claimed(
     sender: str,
     recipient: str,
     ses_client: Any,
-    deliveries: DeliveryRepository,
+    deliveries: EmailClaims,
     outbox_dir: Path | None,
     policy: SendPolicy,
     sleep: Callable[[float], None],

@@ -17,6 +17,7 @@ import time
 import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from time import struct_time
 from typing import Any
 
 import pycdlib
@@ -26,6 +27,7 @@ import pycdlib.pycdlib
 import yaml
 
 from contracts.configurator import ConfiguratorPayload, OnpremDeployment
+from contracts.s3_layout import is_cfg_id
 from delivery.edge_bundle import BUNDLE_FILES, COMPOSE_NAME, SECRET_FILES, STACK_DIR
 
 VOLUME_ID = "cidata"
@@ -36,8 +38,6 @@ NETWORK_CONFIG_NAME = "network-config"
 FIXED_EPOCH = 946684800.0
 FILE_MODE = 0o100444
 DEFAULT_HOSTNAME = "ems-edge"
-
-_CFG_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
 
 class _FrozenClock:
@@ -51,7 +51,7 @@ class _FrozenClock:
     def time(self) -> float:
         return FIXED_EPOCH
 
-    def localtime(self, seconds: float | None = None) -> time.struct_time:
+    def localtime(self, seconds: float | None = None) -> struct_time:
         return time.gmtime(FIXED_EPOCH if seconds is None else seconds)
 
     def __getattr__(self, name: str) -> Any:
@@ -66,14 +66,15 @@ _CLOCK_LOCK = threading.Lock()
 @contextmanager
 def _frozen_pycdlib_clock() -> Iterator[None]:
     with _CLOCK_LOCK:
+        # pycdlib's modules import time without exporting it, so mypy does not see the attribute.
         originals = [module.time for module in _PYCDLIB_MODULES_WITH_CLOCK]
         for module in _PYCDLIB_MODULES_WITH_CLOCK:
-            module.time = _FrozenClock()  # type: ignore[assignment]
+            module.time = _FrozenClock()  # type: ignore[attr-defined]
         try:
             yield
         finally:
             for module, original in zip(_PYCDLIB_MODULES_WITH_CLOCK, originals, strict=True):
-                module.time = original
+                module.time = original  # type: ignore[attr-defined]
 
 
 def seed_instance_id(cfg_id: str, bundle: Mapping[str, bytes]) -> str:
@@ -81,7 +82,7 @@ def seed_instance_id(cfg_id: str, bundle: Mapping[str, bytes]) -> str:
 
     The order's network settings are not part of it: they are fixed for a cfg_id, like the order.
     """
-    if not _CFG_ID.fullmatch(cfg_id):
+    if not is_cfg_id(cfg_id):
         raise ValueError(f"cfg_id {cfg_id!r} is not a valid order id")
     digest = hashlib.sha256()
     # Length-prefixed so that moving bytes between files or names can never collide.

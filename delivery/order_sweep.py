@@ -11,10 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from contracts.orders import OrderStatus
-from platform_db import Order
+
+
+class InFlightOrder(Protocol):
+    """What the sweep reads of an order (``platform_db.Order``); timestamps timezone-aware UTC."""
+
+    @property
+    def cfg_id(self) -> str: ...
+    @property
+    def status(self) -> OrderStatus: ...
+    @property
+    def edp_job_id(self) -> str | None: ...
+    # When the status last moved.
+    @property
+    def updated_at(self) -> datetime: ...
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,7 @@ class SweepAction:
 
 
 def plan_sweep(
-    orders: Iterable[Order],
+    orders: Iterable[InFlightOrder],
     *,
     now: datetime,
     limits: StuckLimits,

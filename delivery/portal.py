@@ -2,6 +2,11 @@
 
 Everything here is pure: it takes the manifest and the order and returns bytes or HTML. Writing to
 S3 is the caller's business, so the pages can be tested and previewed without any storage.
+
+The same templates render the API's live pages (links under the customer's token, see
+``delivery.portal_links``) and the pages stored in the bucket, whose links are relative
+(:class:`FolderLinks`): a version folder copied off S3 with its manifest.json and artifacts, as an
+air-gapped site receives it, opens from disk with no server, and the stored pages hold no token.
 """
 
 from __future__ import annotations
@@ -9,14 +14,19 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import Manifest
+from service_kit.canonical_json import canonical_json
+from service_kit.timestamps import as_utc
+
+MANIFEST_NAME = "manifest.json"
+PAGE_NAME = "index.html"
 
 
 @dataclass(frozen=True)
@@ -29,40 +39,73 @@ class PortalVersionSummary:
     page_url: str
 
 
+class PageLinks(Protocol):
+    """Where a portal page's links lead: ``delivery.portal_links.PortalLinks`` or :class:`FolderLinks`."""
+
+    def artifact(self, version: int, name: str) -> str: ...
+    def version_page(self, version: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class FolderLinks:
+    """Relative links of a page stored in the bucket, from the folder it lies in.
+
+    ``version`` is the version folder of the page (``portal/<cfg_id>/v<N>/index.html``, whose
+    artifacts lie beside it in a copy of the folder); ``None`` is the order's folder
+    (``portal/<cfg_id>/index.html``, with the version folders below it). ``index.html`` is named
+    in every link: a browser opening files from disk shows no folder's index by itself.
+    """
+
+    version: int | None = None
+
+    def _folder(self, version: int) -> str:
+        if version == self.version:
+            return ""
+        up = "" if self.version is None else "../"
+        return f"{up}v{int(version)}/"
+
+    def artifact(self, version: int, name: str) -> str:
+        return f"{self._folder(version)}{name}"
+
+    def version_page(self, version: int) -> str:
+        return f"{self._folder(version)}{PAGE_NAME}"
+
+
 def manifest_json(manifest: Manifest) -> bytes:
-    """The manifest as published: sorted keys, two-space indent, trailing newline, UTF-8.
+    """The manifest as stored: no links, in the canonical JSON form (see service_kit.canonical_json).
 
     A stable byte form means the same manifest always hashes the same, so a re-publish of an
     unchanged version is recognisable.
     """
-    data = manifest.model_dump(mode="json")
+    data = manifest.as_stored().model_dump(mode="json", exclude={"artifacts": {"__all__": {"url"}}})
     # Revalidate the dumped form: a manifest built with model_construct() or mutated through
     # its dict would otherwise reach customers unchecked.
     Manifest.model_validate(data)
-    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return canonical_json(data)
 
 
 def render_version_page(
     *,
     manifest: Manifest,
     order: ConfiguratorPayload,
-    history: list[PortalVersionSummary],
+    links: PageLinks,
+    history: list[PortalVersionSummary] | None,
     commissioning_token: str | None = None,
 ) -> str:
     """The page of one portal version (``portal/<cfg_id>/v<N>/index.html``).
 
+    ``history`` is ``None`` for the page stored in the version folder: a copy of that folder holds
+    no other version, and a stored list would miss every version published after it.
     ``commissioning_token`` only where the customer's stable link is the reader (the API's live
     pages), never in a page stored in the bucket.
     """
-    return (
-        template_environment()
-        .get_template("portal_version.html.j2")
-        .render(
-            manifest=manifest,
-            order=order,
-            history=_newest_first(history),
-            commissioning_token=commissioning_token,
-        )
+    return _render(
+        "portal_version.html.j2",
+        manifest=manifest,
+        order=order,
+        links=links,
+        history=history,
+        commissioning_token=commissioning_token,
     )
 
 
@@ -70,18 +113,29 @@ def render_portal_index(
     *,
     latest: Manifest,
     order: ConfiguratorPayload,
+    links: PageLinks,
     history: list[PortalVersionSummary],
     commissioning_token: str | None = None,
 ) -> str:
     """The order's landing page (``portal/<cfg_id>/index.html``): the latest version and the history."""
+    return _render(
+        "portal_index.html.j2",
+        manifest=latest,
+        order=order,
+        links=links,
+        history=history,
+        commissioning_token=commissioning_token,
+    )
+
+
+def _render(template: str, *, history: list[PortalVersionSummary] | None, **context: Any) -> str:
     return (
         template_environment()
-        .get_template("portal_index.html.j2")
+        .get_template(template)
         .render(
-            manifest=latest,
-            order=order,
-            history=_newest_first(history),
-            commissioning_token=commissioning_token,
+            history=None if history is None else _newest_first(history),
+            manifest_name=MANIFEST_NAME,
+            **context,
         )
     )
 
@@ -130,12 +184,12 @@ def human_size(size: int) -> str:
 
 def utc_text(moment: datetime) -> str:
     """``2025-03-01 14:05:09 UTC``: readable, and unambiguous for customers in any timezone."""
-    return _as_utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def utc_iso(moment: datetime) -> str:
     """Machine-readable form for ``<time datetime=...>``."""
-    return _as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def display_value(value: Any) -> str:
@@ -145,13 +199,6 @@ def display_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
-
-
-def _as_utc(moment: datetime) -> datetime:
-    # Timestamps without a zone are produced by our own pipeline, which works in UTC.
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _newest_first(history: list[PortalVersionSummary]) -> list[PortalVersionSummary]:

@@ -43,7 +43,7 @@ from delivery.edge_bundle import (
     build_bundle,
 )
 from delivery.iso import USER_DATA_NAME, build_seed_iso
-from industrial_fixtures import fixture_dtm_bytes, load_fixture_dtm
+from industrial_fixtures import fixture_dtm_bytes, load_fixture_dtm, load_manifest
 from platform_config.settings import PROJECT_VERSION, STANDIN_AWS_KEY
 from standins.edp import build_dtm, build_flags
 
@@ -120,6 +120,7 @@ def bundle_files_for(order: ConfiguratorPayload, *, cfg_id: str, dtm_source: Dtm
         dtm=dtm,
         flags=build_flags(order),
         images=edge_images(),
+        fixtures=load_manifest().fixtures,
         # The scenarios commission with the token the bundle carries, as a customer would.
         commissioning_token=secrets.token_urlsafe(16),
         dtm_bytes=dtm_bytes,

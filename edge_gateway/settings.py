@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
 from contracts.configurator import OptionValue
+from contracts.s3_layout import CfgId
 from service_kit.layered_config import Section, Stage, load_layered, stage_and_customer_file
 
 DEFAULTS_PATH = Path(__file__).resolve().parent / "cfg.defaults.yml"
@@ -118,9 +119,7 @@ class GatewaySettings(Section):
     schema_version: Literal[1] | None = Field(
         default=None, description="Version of the platform's cfg.customer.yml."
     )
-    cfg_id: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
-        default=None, description="The order this installation was delivered for."
-    )
+    cfg_id: CfgId | None = Field(default=None, description="The order this installation was delivered for.")
     customer: CustomerInfo | None = None
     site: SiteInfo | None = None
     options: dict[str, OptionValue] = Field(default_factory=dict)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from contracts.dtm import DeviceTopologyModel
 from contracts.field_errors import field_errors
+from service_kit.canonical_json import canonical_json
 
 STORED_TOPOLOGY_NAME = "topology.json"
 STORED_FORMAT = 1
@@ -114,9 +115,7 @@ class TopologyStore:
             "delivered_dtm_sha256": self._delivered_sha256,
             "topology": topology.model_dump(mode="json"),
         }
-        write_durably(
-            self.stored_path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
-        )
+        write_durably(self.stored_path, canonical_json(document))
 
     def _read_stored(self) -> tuple[DeviceTopologyModel, str | None]:
         try:

@@ -2,7 +2,8 @@
 
 from dagster import AssetKey, DynamicPartitionsDefinition
 
-orders_partitions = DynamicPartitionsDefinition(name="orders")
+ORDERS_PARTITIONS = "orders"
+orders_partitions = DynamicPartitionsDefinition(name=ORDERS_PARTITIONS)
 
 ORDER_PREFIX = "order"
 CONFIG = AssetKey([ORDER_PREFIX, "config"])

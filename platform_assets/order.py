@@ -1,7 +1,9 @@
 """The six assets of an order. Each gathers its inputs from resources and calls plain functions."""
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 from dagster import (
     AssetCheckResult,
@@ -19,7 +21,7 @@ from dagster import (
 )
 from pydantic import BaseModel, ConfigDict
 
-from contracts.configurator import CloudDeployment, ConfiguratorPayload
+from contracts.configurator import CloudDeployment
 from contracts.orders import EmailState, OrderStatus
 from delivery.apk import APK_PREFIX, newest_apk
 from delivery.artifact_checks import cfn_lint_problems, manifest_artifact_problems, seed_iso_problems
@@ -33,6 +35,7 @@ from delivery.iso import build_seed_iso
 from delivery.order_config import canonical_config_json
 from delivery.portal_publication import PortalPublication, publish_portal_version
 from order_pipeline.keys import CFN_OR_ISO, CONFIG, EMAIL, MANIFEST, ORDER_PREFIX, orders_partitions
+from platform_db import Order
 from resources.artifacts import ArtifactBucketResource
 from resources.delivery import DeliveryResource
 from resources.edp import EdpError, EdpResource
@@ -43,7 +46,11 @@ from resources.ses import SesResource
 DEPLOYABLE = "deployable"
 ARTIFACTS_MATCH = "artifacts_match_manifest"
 EMAIL_SENT = "email_sent"
-ASSET_ARGS = {"key_prefix": ORDER_PREFIX, "partitions_def": orders_partitions, "group_name": "order"}
+ASSET_ARGS: dict[str, Any] = {
+    "key_prefix": ORDER_PREFIX,
+    "partitions_def": orders_partitions,
+    "group_name": "order",
+}
 
 
 def step_retry_policy(retries: int, first_delay_seconds: float) -> RetryPolicy:
@@ -62,7 +69,7 @@ def step_retry_policy(retries: int, first_delay_seconds: float) -> RetryPolicy:
 class BuiltArtifact(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    kind: str
+    kind: Literal["cfn", "iso"]
     artifact: StoredObject
     bundle: list[StoredObject]
 
@@ -88,11 +95,11 @@ def edp_idempotency_key(cfg_id: str, attempt: int) -> str:
     return cfg_id if attempt == 0 else f"{cfg_id}:attempt-{attempt}"
 
 
-def _order(platform_db: PlatformDbResource, cfg_id: str) -> ConfiguratorPayload:
+def _stored_order(platform_db: PlatformDbResource, cfg_id: str) -> Order:
     order = platform_db.orders.get(cfg_id)
     if order is None:
         raise Failure(f"order {cfg_id} is not in platform_db", allow_retries=False)
-    return order.configurator_payload()
+    return order
 
 
 def _edp_unavailable(
@@ -125,9 +132,7 @@ def config(
 ) -> MaterializeResult:
     # No output: what comes after reads the EDP job from platform_db and the files from S3.
     cfg_id = context.partition_key
-    stored = platform_db.orders.get(cfg_id)
-    if stored is None:
-        raise Failure(f"order {cfg_id} is not in platform_db", allow_retries=False)
+    stored = _stored_order(platform_db, cfg_id)
     order = stored.configurator_payload()
     store = artifacts.get_store()
     config_json = store.put(
@@ -224,7 +229,7 @@ def cfn_or_iso(
     portal: PortalResource,
 ) -> Iterator[Output[BuiltArtifact] | AssetCheckResult]:
     cfg_id = context.partition_key
-    order = _order(platform_db, cfg_id)
+    order = _stored_order(platform_db, cfg_id).configurator_payload()
     store = artifacts.get_store()
     dtm_bytes = store.get(edp_artifacts.dtm.key)
     dtm = parse_dtm(dtm_bytes)
@@ -234,11 +239,16 @@ def cfn_or_iso(
         dtm=dtm,
         flags=edp_artifacts.flags,
         images=delivery.edge_images(),
+        fixtures=delivery.industrial_fixtures(),
         commissioning_token=portal.commissioning_token(cfg_id),
         dtm_bytes=dtm_bytes,
     )
     bundle = [store.put(order_key(cfg_id, "bundle", name), data) for name, data in bundle_files.items()]
-    if order.target == "cloud":
+    # The one place that says which delivery path the order takes: what is built, and its check.
+    deployment = order.deployment
+    kind: Literal["cfn", "iso"]
+    problems_of: Callable[[bytes], list[str]]
+    if isinstance(deployment, CloudDeployment):
         kind = "cfn"
         template = compose_cfn_template(
             cfg_id=cfg_id,
@@ -247,20 +257,18 @@ def cfn_or_iso(
             bundle_prefix=order_key(cfg_id, "bundle") + "/",
         )
         built = store.put(order_key(cfg_id, "cfn", "cfn.yaml"), template, "application/yaml")
+        problems_of = functools.partial(cfn_lint_problems, region=deployment.region)
     else:
         kind = "iso"
         image = build_seed_iso(cfg_id=cfg_id, order=order, bundle=bundle_files)
         built = store.put(order_key(cfg_id, "iso", "iso.img"), image, "application/octet-stream")
+        problems_of = seed_iso_problems
     yield Output(
         BuiltArtifact(kind=kind, artifact=built, bundle=bundle),
-        metadata={"target": order.target, "kind": kind, **_object_metadata(built)},
+        metadata={"target": deployment.target, "kind": kind, **_object_metadata(built)},
     )
     # Checked on the bytes read back from the bucket: what the customer downloads.
-    stored = store.get(built.key)
-    if isinstance(order.deployment, CloudDeployment):
-        problems = cfn_lint_problems(stored, order.deployment.region)
-    else:
-        problems = seed_iso_problems(stored)
+    problems = problems_of(store.get(built.key))
     yield AssetCheckResult(
         check_name=DEPLOYABLE,
         passed=not problems,
@@ -296,9 +304,7 @@ def manifest(
     portal: PortalResource,
 ) -> Iterator[Output[PortalPublication] | AssetCheckResult]:
     cfg_id = context.partition_key
-    stored = platform_db.orders.get(cfg_id)
-    if stored is None:
-        raise Failure(f"order {cfg_id} is not in platform_db", allow_retries=False)
+    stored = _stored_order(platform_db, cfg_id)
     if apk.chosen is None:
         # apk_sensor resumes the order when the HMI CI publishes one; a delivered order being
         # re-delivered stays delivered (the lifecycle refuses the move).
@@ -331,9 +337,8 @@ def manifest(
         ],
         store=store,
         deliveries=platform_db.deliveries,
-        links=portal.links_for(cfg_id, stored.portal_token_generation),
     )
-    # The links carry the customer's token, so metadata names keys, not URLs.
+    # Keys, never links: a link carries the customer's token.
     yield Output(
         publication,
         metadata={
@@ -358,13 +363,17 @@ def email(
     manifest: PortalPublication,
     platform_db: PlatformDbResource,
     ses: SesResource,
+    portal: PortalResource,
 ) -> MaterializeResult:
     cfg_id = context.partition_key
-    order = _order(platform_db, cfg_id)
+    stored = _stored_order(platform_db, cfg_id)
+    # The link of the token valid now: one rotated since the manifest step retired the published one.
+    portal_url = portal.links_for(cfg_id, stored.portal_token_generation).portal()
     try:
         outcome = send_delivery_email_once(
             publication=manifest,
-            order=order,
+            portal_url=portal_url,
+            order=stored.configurator_payload(),
             sender=ses.sender,
             ses_client=ses.get_client(),
             deliveries=platform_db.deliveries,
@@ -412,7 +421,7 @@ def email(
 
 def build_order_assets(step_retries: RetryPolicy) -> list[AssetsDefinition]:
     """The six assets of an order; ``step_retries`` on every step but the email (settings pipeline.step_*)."""
-    retried = {**ASSET_ARGS, "retry_policy": step_retries}
+    retried: dict[str, Any] = {**ASSET_ARGS, "retry_policy": step_retries}
     return [
         asset(
             **retried, description="Canonical config.json and cfg.customer.yml in S3; the EDP job submitted."

@@ -18,7 +18,8 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from sqlalchemy.engine import URL, make_url
 
-from delivery.edp_artifact_policy import ArtifactHost
+from contracts.edp import ArtifactHost
+from contracts.s3_layout import BucketName
 from service_kit.layered_config import (
     STAGES,
     ConfigError,
@@ -100,9 +101,7 @@ class AwsSettings(Section):
 
 
 class ArtifactSettings(Section):
-    bucket: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description="The stage's artifact bucket."
-    )
+    bucket: BucketName = Field(description="The stage's artifact bucket.")
 
 
 class EmailSettings(Section):

@@ -10,6 +10,7 @@ table has the columns ``id``, ``idempotency_key`` (unique; NULL for requests wit
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -17,13 +18,27 @@ from sqlalchemy import Engine, Row, Table, delete, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
-from platform_db.repository import IDEMPOTENCY_KEY_MAX_LENGTH, create_platform_db_engine
+from platform_db.repository import check_idempotency_key, create_platform_db_engine
+from platform_db.rows import inserted_id, record_of
 
 # A claim whose request never recorded a backfill (its process died mid-launch) may be taken over
 # after this long; far longer than one launch may take.
 STALE_CLAIM = timedelta(minutes=2)
 
-C = TypeVar("C")
+
+@dataclass(frozen=True)
+class BackfillClaim:
+    """What every claims table holds; a table's record adds what its requests ask for."""
+
+    id: int
+    idempotency_key: str | None
+    cfg_id: str
+    # None while the claiming request is still launching the backfill.
+    backfill_id: str | None
+    created_at: datetime
+
+
+C = TypeVar("C", bound=BackfillClaim)
 
 
 class KeyConflict(Exception):
@@ -49,12 +64,13 @@ class ClaimInProgress(Exception):
 class BackfillClaims(Generic[C]):
     """One claims table, behind methods that each commit before they return.
 
-    Subclasses name the ``table``, the exceptions to raise and how a row becomes a claim
-    (:meth:`_to_claim`), and offer their own ``claim``/``record_backfill`` on top of
-    :meth:`_claim` and :meth:`_record`.
+    Subclasses name the ``table``, its ``record`` and the exceptions to raise, and offer their own
+    ``claim``/``record_backfill`` on top of :meth:`_claim` and :meth:`_record`; a record whose fields
+    are not the stored values as they are overrides :meth:`_to_claim`.
     """
 
     table: ClassVar[Table]
+    record: type[C]
     conflict: ClassVar[type[KeyConflict]] = KeyConflict
     in_progress: ClassVar[type[ClaimInProgress]] = ClaimInProgress
 
@@ -67,7 +83,7 @@ class BackfillClaims(Generic[C]):
         return cls(create_platform_db_engine(url))
 
     def _to_claim(self, row: Row[Any]) -> C:
-        raise NotImplementedError
+        return record_of(self.record, row)
 
     def _claim(self, idempotency_key: str | None, request: Mapping[str, Any]) -> tuple[C, bool]:
         """Claim a row for ``request`` (cfg_id and what else identifies it), or find the key's row.
@@ -77,8 +93,7 @@ class BackfillClaims(Generic[C]):
         ``backfill_id`` is the answer. Raises :attr:`conflict` when the key was used for another
         request, :attr:`in_progress` while the earlier request is still launching.
         """
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
-            raise ValueError(f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters")
+        check_idempotency_key(idempotency_key)
         if idempotency_key is not None:
             existing = self._row_by_key(idempotency_key)
             if existing is not None:
@@ -91,7 +106,7 @@ class BackfillClaims(Generic[C]):
         }
         try:
             with self._engine.begin() as connection:
-                claim_id = connection.execute(insert(self.table).values(**values)).inserted_primary_key[0]
+                claim_id = inserted_id(connection, insert(self.table).values(**values))
         except IntegrityError:
             # A concurrent request with the same key claimed it between our look-up and our insert.
             existing = self._row_by_key(idempotency_key) if idempotency_key is not None else None

@@ -31,11 +31,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from contracts.orders import EmailState
-from platform_db.repository import (
-    IDEMPOTENCY_KEY_MAX_LENGTH,
-    as_utc,
-    create_platform_db_engine,
-)
+from platform_db.repository import check_idempotency_key, create_platform_db_engine
+from platform_db.rows import as_utc, inserted_id, record_of
 from platform_db.schema import delivery_emails, email_resolutions, portal_versions
 
 # A ``sending`` claim older than this was left by a sender that stopped mid-send (its process died):
@@ -103,15 +100,7 @@ class ResolutionKeyTaken(Exception):
 
 
 def _to_resolution(row: Row[Any]) -> EmailResolution:
-    return EmailResolution(
-        id=row.id,
-        idempotency_key=row.idempotency_key,
-        cfg_id=row.cfg_id,
-        version=row.version,
-        action=EmailAction(row.action),
-        backfill_id=row.backfill_id,
-        created_at=as_utc(row.created_at),
-    )
+    return record_of(EmailResolution, row, action=EmailAction(row.action))
 
 
 @dataclass(frozen=True)
@@ -125,14 +114,7 @@ class PortalVersion:
 
 
 def _to_version(row: Row[Any]) -> PortalVersion:
-    return PortalVersion(
-        cfg_id=row.cfg_id,
-        version=row.version,
-        run_id=row.run_id,
-        manifest_key=row.manifest_key,
-        artifact_count=row.artifact_count,
-        created_at=as_utc(row.created_at),
-    )
+    return record_of(PortalVersion, row)
 
 
 class DeliveryRepository:
@@ -163,7 +145,7 @@ class DeliveryRepository:
                 latest = connection.execute(
                     select(func.max(portal_versions.c.version)).where(portal_versions.c.cfg_id == cfg_id)
                 ).scalar_one()
-            values = {
+            values: dict[str, Any] = {
                 "cfg_id": cfg_id,
                 "version": (latest or 0) + 1,
                 "run_id": run_id,
@@ -429,16 +411,11 @@ class DeliveryRepository:
     def _to_email(self, row: Row[Any]) -> DeliveryEmail:
         claimed_at = as_utc(row.claimed_at)
         state = EmailState(row.state)
-        return DeliveryEmail(
-            cfg_id=row.cfg_id,
-            version=row.version,
+        return record_of(
+            DeliveryEmail,
+            row,
             state=state,
-            message_id=row.message_id,
-            claimed_at=claimed_at,
-            sent_at=as_utc(row.sent_at) if row.sent_at is not None else None,
-            reason=row.reason,
             resolution=EmailAction(row.resolution) if row.resolution else None,
-            resolved_at=as_utc(row.resolved_at) if row.resolved_at is not None else None,
             stale=state is EmailState.SENDING and claimed_at < self._stale_cutoff(),
         )
 
@@ -451,10 +428,9 @@ class DeliveryRepository:
         resolvable: ColumnElement[bool],
         idempotency_key: str | None,
     ) -> EmailResolution | None:
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
-            raise ValueError(f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters")
+        check_idempotency_key(idempotency_key)
         now = datetime.now(UTC)
-        values = {
+        values: dict[str, Any] = {
             "idempotency_key": idempotency_key,
             "cfg_id": cfg_id,
             "version": version,
@@ -466,9 +442,7 @@ class DeliveryRepository:
             with self._engine.begin() as connection:
                 if not self._change_state(connection, cfg_id, version, resolvable, to, action, now):
                     return None
-                resolution_id = connection.execute(
-                    insert(email_resolutions).values(**values)
-                ).inserted_primary_key[0]
+                resolution_id = inserted_id(connection, insert(email_resolutions).values(**values))
         except IntegrityError:
             # Only the key is unique: a concurrent request stored it first; the state change rolled back.
             if idempotency_key is None:

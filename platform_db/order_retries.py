@@ -14,21 +14,16 @@ from typing import Any
 
 from sqlalchemy import Row, func, select
 
-from platform_db.claims import BackfillClaims, ClaimInProgress, KeyConflict
-from platform_db.repository import as_utc
+from platform_db.claims import BackfillClaim, BackfillClaims, ClaimInProgress, KeyConflict
+from platform_db.rows import as_utc, record_of
 from platform_db.schema import order_retries
 
 
 @dataclass(frozen=True)
-class OrderRetry:
-    id: int
-    idempotency_key: str | None
-    cfg_id: str
-    # What the retry launched; all three None while the claiming request is still launching.
+class OrderRetry(BackfillClaim):
+    # What the retry launched; None, like backfill_id, while the claiming request is still launching.
     assets: tuple[str, ...] | None
     new_edp_job: bool | None
-    backfill_id: str | None
-    created_at: datetime
 
 
 class OrderRetryConflict(KeyConflict):
@@ -47,6 +42,7 @@ class OrderRetryRepository(BackfillClaims[OrderRetry]):
     """The ``order_retries`` table, behind methods that each commit before they return."""
 
     table = order_retries
+    record = OrderRetry
     conflict = OrderRetryConflict
     in_progress = OrderRetryInProgress
 
@@ -74,12 +70,5 @@ class OrderRetryRepository(BackfillClaims[OrderRetry]):
         return None if latest is None else as_utc(latest)
 
     def _to_claim(self, row: Row[Any]) -> OrderRetry:
-        return OrderRetry(
-            id=row.id,
-            idempotency_key=row.idempotency_key,
-            cfg_id=row.cfg_id,
-            assets=None if row.assets is None else tuple(row.assets),
-            new_edp_job=None if row.new_edp_job is None else bool(row.new_edp_job),
-            backfill_id=row.backfill_id,
-            created_at=as_utc(row.created_at),
-        )
+        # Stored as a JSON list.
+        return record_of(OrderRetry, row, assets=None if row.assets is None else tuple(row.assets))

@@ -9,25 +9,15 @@ claim logic is :mod:`platform_db.claims`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Row
-
-from platform_db.claims import BackfillClaims, ClaimInProgress, KeyConflict
-from platform_db.repository import as_utc
+from platform_db.claims import BackfillClaim, BackfillClaims, ClaimInProgress, KeyConflict
 from platform_db.schema import redeliveries
 
 
 @dataclass(frozen=True)
-class Redelivery:
-    id: int
-    idempotency_key: str | None
-    cfg_id: str
+class Redelivery(BackfillClaim):
+    # Whether the re-delivery ships the newest APK too.
     apk: bool
-    # None while the claiming request is still launching the backfill.
-    backfill_id: str | None
-    created_at: datetime
 
 
 class RedeliveryConflict(KeyConflict):
@@ -46,6 +36,7 @@ class RedeliveryRepository(BackfillClaims[Redelivery]):
     """The ``redeliveries`` table, behind methods that each commit before they return."""
 
     table = redeliveries
+    record = Redelivery
     conflict = RedeliveryConflict
     in_progress = RedeliveryInProgress
 
@@ -63,13 +54,3 @@ class RedeliveryRepository(BackfillClaims[Redelivery]):
     def record_backfill(self, claim_id: int, backfill_id: str) -> Redelivery:
         """The claimed re-delivery was launched as Dagster backfill ``backfill_id``."""
         return self._record(claim_id, backfill_id)
-
-    def _to_claim(self, row: Row[Any]) -> Redelivery:
-        return Redelivery(
-            id=row.id,
-            idempotency_key=row.idempotency_key,
-            cfg_id=row.cfg_id,
-            apk=bool(row.apk),
-            backfill_id=row.backfill_id,
-            created_at=as_utc(row.created_at),
-        )

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus, allowed_from
+from platform_db.rows import inserted_id, record_of
 from platform_db.schema import orders
 
 # Writers on SQLite take turns on one file lock; an API request waits this long for a Dagster run's
@@ -73,6 +74,12 @@ def payload_sha256(payload: ConfiguratorPayload) -> str:
     return hashlib.sha256(canonical_json(payload.model_dump(mode="json")).encode("utf-8")).hexdigest()
 
 
+def check_idempotency_key(idempotency_key: str | None) -> None:
+    """Raise ``ValueError`` for a key the ``idempotency_key`` columns cannot hold (or an empty one)."""
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise ValueError(f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters")
+
+
 def create_platform_db_engine(url: URL | str) -> Engine:
     """An engine set up for a store that several processes share.
 
@@ -109,29 +116,8 @@ def _create_sqlite_parent_directory(url: URL) -> None:
     Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def as_utc(value: datetime) -> datetime:
-    # SQLite stores no offset and hands back naive values; they were written as UTC.
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
 def _to_order(row: Row[Any]) -> Order:
-    return Order(
-        seq=row.seq,
-        cfg_id=row.cfg_id,
-        idempotency_key=row.idempotency_key,
-        payload=row.payload,
-        target=row.target,
-        status=OrderStatus(row.status),
-        edp_job_id=row.edp_job_id,
-        last_error=row.last_error,
-        created_at=as_utc(row.created_at),
-        updated_at=as_utc(row.updated_at),
-        portal_token_generation=row.portal_token_generation,
-        edp_attempt=row.edp_attempt,
-        attempt_error=row.attempt_error,
-    )
+    return record_of(Order, row, status=OrderStatus(row.status))
 
 
 class OrderRepository:
@@ -154,8 +140,7 @@ class OrderRepository:
         Returns ``(order, created)``. The order is committed when this returns. Raises
         :class:`IdempotencyConflict` when the key was used before with a different payload.
         """
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
-            raise ValueError(f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters")
+        check_idempotency_key(idempotency_key)
         document = payload.model_dump(mode="json")
         digest = payload_sha256(payload)
 
@@ -180,8 +165,7 @@ class OrderRepository:
         }
         try:
             with self._engine.begin() as connection:
-                result = connection.execute(insert(orders).values(**values))
-                seq = result.inserted_primary_key[0]
+                seq = inserted_id(connection, insert(orders).values(**values))
         except IntegrityError:
             # A concurrent request with the same key committed between our look-up and our
             # insert; the unique index kept it to one row, and that row is the answer.

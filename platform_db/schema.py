@@ -6,6 +6,8 @@ change here without a migration (or the other way round) fails the build.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.schema import SchemaItem
 
 # Named constraints make migrations deterministic across dialects; SQLite batch mode needs the
 # names to find a constraint again when it rebuilds a table.
@@ -102,59 +105,63 @@ delivery_emails = Table(
     Index("ix_delivery_emails_state", "state"),
 )
 
+
+def _keyed_requests(
+    name: str, cfg_id: Column[str], *request: Column[Any], constraints: list[SchemaItem]
+) -> Table:
+    """A table of API requests that launch a Dagster backfill, one row each, keyed by Idempotency-Key.
+
+    A request stores its key before it launches anything, so a retried request answers what the
+    first one launched; ``backfill_id`` is NULL while it is being launched. ``request`` are the
+    columns of what the request asked for.
+    """
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        # NULL for requests without an Idempotency-Key; NULLs never collide in a unique index.
+        Column("idempotency_key", String(255), nullable=True, unique=True),
+        cfg_id,
+        *request,
+        Column("backfill_id", String(64), nullable=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        *constraints,
+        sqlite_autoincrement=True,
+    )
+
+
 # One row per operator resolution of an unknown email outcome (POST /orders/{cfg_id}/email): the
 # audit of who-did-what is in the API log, what was done is here. A request claims its
-# Idempotency-Key in the same transaction that changes the email's state, so a retried request
-# answers what the first one did; ``backfill_id`` (resend only) is NULL while it is being launched.
-email_resolutions = Table(
+# Idempotency-Key in the same transaction that changes the email's state; ``backfill_id`` is the
+# resend's.
+email_resolutions = _keyed_requests(
     "email_resolutions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    # NULL for requests without an Idempotency-Key; NULLs never collide in a unique index.
-    Column("idempotency_key", String(255), nullable=True, unique=True),
     Column("cfg_id", String(36), nullable=False),
     Column("version", Integer, nullable=False),
     Column("action", String(16), nullable=False),
-    Column("backfill_id", String(64), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    ForeignKeyConstraint(["cfg_id", "version"], ["portal_versions.cfg_id", "portal_versions.version"]),
-    Index("ix_email_resolutions_cfg_id_version", "cfg_id", "version"),
-    sqlite_autoincrement=True,
+    constraints=[
+        ForeignKeyConstraint(["cfg_id", "version"], ["portal_versions.cfg_id", "portal_versions.version"]),
+        Index("ix_email_resolutions_cfg_id_version", "cfg_id", "version"),
+    ],
 )
 
-# One row per re-delivery launched through the API (a Dagster backfill of one order). A request
-# claims its Idempotency-Key here before it launches anything, so a retried request answers the
-# backfill it launched before instead of launching a second one; ``backfill_id`` is NULL while the
-# claiming request is still launching.
-redeliveries = Table(
+# One row per re-delivery launched through the API (a Dagster backfill of one order), claimed
+# before the launch (platform_db.claims).
+redeliveries = _keyed_requests(
     "redeliveries",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    # NULL for requests without an Idempotency-Key; NULLs never collide in a unique index.
-    Column("idempotency_key", String(255), nullable=True, unique=True),
     Column("cfg_id", String(36), ForeignKey("orders.cfg_id"), nullable=False),
     Column("apk", Boolean, nullable=False),
-    Column("backfill_id", String(64), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Index("ix_redeliveries_cfg_id", "cfg_id"),
-    sqlite_autoincrement=True,
+    constraints=[Index("ix_redeliveries_cfg_id", "cfg_id")],
 )
 
 # One row per retry of a failed order launched through the API (POST /orders/{cfg_id}/retry: a
-# Dagster backfill from where the order stopped). Claimed like a re-delivery before the launch;
-# ``assets``, ``new_edp_job`` and ``backfill_id`` are NULL while the claiming request is launching.
-order_retries = Table(
+# Dagster backfill from where the order stopped), claimed like a re-delivery; ``assets`` and
+# ``new_edp_job`` are NULL while the claiming request is launching.
+order_retries = _keyed_requests(
     "order_retries",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    # NULL for requests without an Idempotency-Key; NULLs never collide in a unique index.
-    Column("idempotency_key", String(255), nullable=True, unique=True),
     Column("cfg_id", String(36), ForeignKey("orders.cfg_id"), nullable=False),
     # The backfilled asset keys, e.g. ["order/config"], and whether the retry asked EDP for a new job.
     Column("assets", JSON(none_as_null=True), nullable=True),
     Column("new_edp_job", Boolean, nullable=True),
-    Column("backfill_id", String(64), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Index("ix_order_retries_cfg_id", "cfg_id"),
-    sqlite_autoincrement=True,
+    constraints=[Index("ix_order_retries_cfg_id", "cfg_id")],
 )

@@ -266,7 +266,7 @@ class MonitoredDefaultRunLauncher(DefaultRunLauncher):
         self, run: DagsterRun, client: DagsterGrpcClient, address: str, error: DagsterUserCodeUnreachableError
     ) -> CheckRunHealthResult:
         cause = error.__cause__
-        code = cause.code() if isinstance(cause, grpc.RpcError) else None  # type: ignore[attr-defined]
+        code = cause.code() if isinstance(cause, grpc.RpcError) else None
         reason = f"{error}" + (f" ({code.name})" if code is not None and code.name not in str(error) else "")
         worker = self._local_worker(run, client)
         if worker is not None:

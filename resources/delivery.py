@@ -6,6 +6,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from delivery.edge_bundle import EdgeImages
+from industrial_fixtures import Fixture, load_manifest
 
 
 class DeliveryResource(ConfigurableResource):
@@ -17,3 +18,7 @@ class DeliveryResource(ConfigurableResource):
 
     def edge_images(self) -> EdgeImages:
         return EdgeImages.release(self.edge_registry, self.release_version)
+
+    def industrial_fixtures(self) -> list[Fixture]:
+        """The simulated devices every delivered stack declares (behind the ``fixtures`` profile)."""
+        return load_manifest().fixtures

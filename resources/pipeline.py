@@ -57,12 +57,11 @@ def io_manager_bound_to_settings(factory: ConfigurableIOManagerFactory) -> IOMan
 
 def build_resources(settings: Settings) -> dict[str, Any]:
     """Every resource of the pipeline, fixed by the settings: a run cannot override any of them."""
-    configurable = configurable_resources(settings)
-    io_manager = configurable.pop("io_manager")
-    assert isinstance(io_manager, ConfigurableIOManagerFactory)
     return {
-        **{name: bound_to_settings(resource) for name, resource in configurable.items()},
-        "io_manager": io_manager_bound_to_settings(io_manager),
+        name: io_manager_bound_to_settings(resource)
+        if isinstance(resource, ConfigurableIOManagerFactory)
+        else bound_to_settings(resource)
+        for name, resource in configurable_resources(settings).items()
     }
 
 
@@ -71,12 +70,13 @@ def configurable_resources(
 ) -> dict[str, ConfigurableResource | ConfigurableIOManagerFactory]:
     # Only the embedded stand-in gets explicit (placeholder) keys: real keys would show in the
     # Dagster UI, so beta takes them from the environment or the instance/task role.
-    standin_keys: dict[str, str] = (
-        {"aws_access_key_id": STANDIN_AWS_KEY, "aws_secret_access_key": STANDIN_AWS_KEY}
-        if settings.aws.endpoint_url
-        else {}
+    standin_key = STANDIN_AWS_KEY if settings.aws.endpoint_url else None
+    s3 = S3Resource(
+        region_name=settings.aws.region,
+        endpoint_url=settings.aws.endpoint_url,
+        aws_access_key_id=standin_key,
+        aws_secret_access_key=standin_key,
     )
-    s3 = S3Resource(region_name=settings.aws.region, endpoint_url=settings.aws.endpoint_url, **standin_keys)
     return {
         "s3": s3,
         "artifacts": ArtifactBucketResource(
@@ -92,7 +92,8 @@ def configurable_resources(
             send_backoff_seconds=settings.email.send_backoff_seconds,
             connect_timeout_seconds=settings.email.connect_timeout_seconds,
             read_timeout_seconds=settings.email.read_timeout_seconds,
-            **standin_keys,
+            aws_access_key_id=standin_key,
+            aws_secret_access_key=standin_key,
         ),
         "edp": EdpResource(
             base_url=settings.edp.base_url,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import make_url
@@ -13,6 +15,13 @@ from platform_db.order_retries import OrderRetryRepository
 from platform_db.repository import create_platform_db_engine
 
 
+@dataclass(frozen=True)
+class _Repositories:
+    orders: OrderRepository
+    deliveries: DeliveryRepository
+    order_retries: OrderRetryRepository
+
+
 class PlatformDbResource(ConfigurableResource):
     """Orders, portal versions and delivery emails.
 
@@ -22,9 +31,7 @@ class PlatformDbResource(ConfigurableResource):
 
     url: str = Field(description="SQLAlchemy URL of platform_db, without password.")
 
-    _orders: OrderRepository | None = PrivateAttr(default=None)
-    _deliveries: DeliveryRepository | None = PrivateAttr(default=None)
-    _order_retries: OrderRetryRepository | None = PrivateAttr(default=None)
+    _repositories: _Repositories | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         url = make_url(self.url)
@@ -32,28 +39,30 @@ class PlatformDbResource(ConfigurableResource):
         if password is not None and url.host:
             url = url.set(password=password.get_secret_value())
         engine = create_platform_db_engine(url)
-        self._orders = OrderRepository(engine)
-        self._deliveries = DeliveryRepository(engine)
-        self._order_retries = OrderRetryRepository(engine)
+        self._repositories = _Repositories(
+            orders=OrderRepository(engine),
+            deliveries=DeliveryRepository(engine),
+            order_retries=OrderRetryRepository(engine),
+        )
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._orders is not None:
-            self._orders.dispose()
+        # The repositories share one engine: disposing it once closes every connection.
+        if self._repositories is not None:
+            self._repositories.orders.dispose()
 
     @property
     def orders(self) -> OrderRepository:
-        if self._orders is None:
-            raise RuntimeError("PlatformDbResource used outside of a run or sensor")
-        return self._orders
+        return self._started().orders
 
     @property
     def order_retries(self) -> OrderRetryRepository:
-        if self._order_retries is None:
-            raise RuntimeError("PlatformDbResource used outside of a run or sensor")
-        return self._order_retries
+        return self._started().order_retries
 
     @property
     def deliveries(self) -> DeliveryRepository:
-        if self._deliveries is None:
+        return self._started().deliveries
+
+    def _started(self) -> _Repositories:
+        if self._repositories is None:
             raise RuntimeError("PlatformDbResource used outside of a run or sensor")
-        return self._deliveries
+        return self._repositories

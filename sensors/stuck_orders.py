@@ -22,7 +22,7 @@ RESUME_KINDS = ("resume_config", "resume_build")
 
 
 def _run_request(action: SweepAction, edp_job_id: str | None) -> RunRequest:
-    tags = {SWEEP_TAG: action.kind}
+    tags: dict[str, str] = {SWEEP_TAG: action.kind}
     if action.kind == "resume_config":
         return RunRequest(
             partition_key=action.cfg_id,

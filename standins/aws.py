@@ -52,7 +52,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Self, cast
 
 import boto3
 import moto
@@ -63,7 +63,7 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
-from moto.s3.models import FakeKey, s3_backends
+from moto.s3.models import FakeKey, S3Backend, s3_backends
 from moto.s3.utils import _VersionedKeyStore
 from moto.ses.models import ses_backends
 from moto.sesv2.models import sesv2_backends
@@ -117,7 +117,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def _write_durably(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def _write_durably(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` whole or not at all: temporary file, fsync, rename (the caller fsyncs the directory)."""
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -154,13 +154,17 @@ class _BlobRef:
         return _load_blob, (self.name,)
 
 
-class _RecordPickler(pickle.Pickler):
-    """Pickles one S3 object version (and the part versions its multipart holds) with blob refs for bytes."""
+class _StorePickler(pickle.Pickler):
+    """A pickler that puts object bytes into the store's blobs and notes which blobs it referenced."""
 
     def __init__(self, file: IO[bytes], store: AwsStateStore) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._store = store
         self.blobs: set[str] = set()
+
+
+class _RecordPickler(_StorePickler):
+    """Pickles one S3 object version (and the part versions its multipart holds) with blob refs for bytes."""
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, FakeKey):
@@ -171,17 +175,13 @@ class _RecordPickler(pickle.Pickler):
             skip = ("_value_buffer", "lock", _RECORD_ATTR)
             state = {k: v for k, v in obj.__dict__.items() if k not in skip}
             state["value"] = _BlobRef(blob)
-            return copyreg.__newobj__, (type(obj),), state
+            # copyreg.__newobj__ is what pickle protocol 2+ names for cls.__new__; typeshed omits it.
+            return copyreg.__newobj__, (type(obj),), state  # type: ignore[attr-defined]
         return NotImplemented
 
 
-class _SnapshotPickler(pickle.Pickler):
+class _SnapshotPickler(_StorePickler):
     """Pickles the backends; each S3 object version goes in as its cached record (see AwsStateStore)."""
-
-    def __init__(self, file: IO[bytes], store: AwsStateStore) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._store = store
-        self.blobs: set[str] = set()
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, FakeKey):
@@ -191,7 +191,14 @@ class _SnapshotPickler(pickle.Pickler):
         if isinstance(obj, _VersionedKeyStore):
             # A dict of key name -> versions whose items() and __setitem__ see the newest version
             # only; pickled as is it would come back without its older versions.
-            return copyreg.__newobj__, (type(obj),), dict(dict.items(obj)), None, None, dict.update
+            return (
+                copyreg.__newobj__,  # type: ignore[attr-defined]
+                (type(obj),),
+                dict(dict.items(obj)),
+                None,
+                None,
+                dict.update,
+            )
         if isinstance(obj, BackendDict):
             # Nothing in a backend should hold a whole service's BackendDict; if it did, a copy of
             # it would come back beside moto's own. Fail the snapshot loudly instead.
@@ -291,7 +298,7 @@ class AwsStateStore:
         if not names:
             return
         with backend_lock:
-            backends = [backend for _, _, backend in s3_backends.iter_backends()]
+            backends = [cast("S3Backend", backend) for _, _, backend in s3_backends.iter_backends()]
         for backend in backends:
             for bucket in backend.buckets.values():
                 for name in names:

@@ -26,7 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +41,7 @@ from contracts.dtm import DTM_SCHEMA_VERSION, DeviceTopologyModel, DtmDevice, Dt
 from contracts.edp import EdpArtifact, EdpJob, EdpJobAccepted, EdpJobStatus
 from delivery.email import write_atomically
 from platform_config.settings import ConfigError, EdpStandinSettings, load_settings
+from service_kit.canonical_json import canonical_json
 
 FailureMode = Literal["none", "job_fails", "http_500", "hang"]
 
@@ -53,6 +54,8 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 JOB_ID_LENGTH = 32
 HEX_DIGITS = frozenset("0123456789abcdef")
+
+Body = TypeVar("Body", bound=BaseModel)
 
 
 class FaultState(BaseModel):
@@ -120,11 +123,6 @@ class IndexEntry(BaseModel):
 
     idempotency_key: str
     job_id: str
-
-
-def canonical_json(data: Any) -> bytes:
-    """Sorted keys, fixed indent: the same content always gives the same bytes and sha256."""
-    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def build_dtm(payload: ConfiguratorPayload) -> DeviceTopologyModel:
@@ -247,106 +245,129 @@ def _validation_errors(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-async def _read_json(request: Request) -> Any | Response:
+async def _read_body(request: Request, model: type[Body], name: str) -> Body | Response:
+    """The request body as ``model``, or the 413/400/422 answer that refuses it."""
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         return _error(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
     try:
-        return json.loads(body)
+        data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return _error(400, f"malformed JSON: {exc}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        return _error(422, f"invalid {name}", detail=_validation_errors(exc))
+
+
+def _idempotency_key(request: Request) -> str | Response:
+    idempotency_key = (request.headers.get("Idempotency-Key") or "").strip()
+    if not idempotency_key:
+        return _error(400, "header Idempotency-Key is required")
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        return _error(400, f"header Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    return idempotency_key
+
+
+def _new_job(
+    idempotency_key: str,
+    payload: ConfiguratorPayload,
+    payload_sha256: str,
+    artifacts: dict[str, bytes],
+    faults: FaultState,
+) -> StoredJob:
+    """A job accepted now, its latencies and outcome fixed by the faults in force."""
+    failed = faults.failure == "job_fails"
+    return StoredJob(
+        job_id=uuid.uuid4().hex,
+        idempotency_key=idempotency_key,
+        payload_sha256=payload_sha256,
+        created_at=time.time(),
+        queued_seconds=faults.queued_seconds,
+        running_seconds=faults.running_seconds,
+        outcome="failed" if failed else "complete",
+        error=(
+            "EDP engineering failed: injected fault job_fails (the device topology could not be engineered)"
+            if failed
+            else None
+        ),
+        flags=build_flags(payload),
+        artifacts=[
+            StoredArtifact(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+            for name, data in artifacts.items()
+        ],
+        payload=payload,
+    )
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def create_edp_app(settings: EdpStandinSettings, public_base_url: str) -> Starlette:
-    """The EDP stand-in as an ASGI app; artifact URLs start with ``public_base_url``."""
-    base_url = public_base_url.rstrip("/")
-    store = JobStore(Path(settings.state_dir))
-    faults = FaultState(
-        failure=settings.failure,
-        queued_seconds=settings.queued_seconds,
-        running_seconds=settings.running_seconds,
-        hang_seconds=settings.hang_seconds,
-    )
+class EdpStandin:
+    """The stand-in's state (job store, faults in force) and its endpoints."""
 
-    def artifact_url(job_id: str, name: str) -> str:
-        return f"{base_url}/edp-api/jobs/{job_id}/artifacts/{name}"
+    def __init__(self, settings: EdpStandinSettings, public_base_url: str) -> None:
+        self.base_url = public_base_url.rstrip("/")
+        self.store = JobStore(Path(settings.state_dir))
+        self.faults = FaultState(
+            failure=settings.failure,
+            queued_seconds=settings.queued_seconds,
+            running_seconds=settings.running_seconds,
+            hang_seconds=settings.hang_seconds,
+        )
 
-    def edp_api(handler: Endpoint) -> Endpoint:
+    def routes(self) -> list[Route]:
+        return [
+            Route("/edp-api/jobs", self._edp_api(self.create_job), methods=["POST"]),
+            Route("/edp-api/jobs/{job_id}", self._edp_api(self.get_job), methods=["GET"]),
+            Route(
+                "/edp-api/jobs/{job_id}/artifacts/{name}", self._edp_api(self.get_artifact), methods=["GET"]
+            ),
+            Route("/_standin/faults", self.read_faults, methods=["GET"]),
+            Route("/_standin/faults", self.update_faults, methods=["PUT"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+        ]
+
+    def artifact_url(self, job_id: str, name: str) -> str:
+        return f"{self.base_url}/edp-api/jobs/{job_id}/artifacts/{name}"
+
+    def _edp_api(self, handler: Endpoint) -> Endpoint:
         """Apply the injected fault to an ``/edp-api`` endpoint; the control endpoints stay healthy."""
 
         async def endpoint(request: Request) -> Response:
-            if faults.failure == "http_500":
+            if self.faults.failure == "http_500":
                 return _error(500, "EDP stand-in: injected fault http_500")
-            if faults.failure == "hang":
-                await asyncio.sleep(faults.hang_seconds)
+            if self.faults.failure == "hang":
+                await asyncio.sleep(self.faults.hang_seconds)
             return await handler(request)
 
         return endpoint
 
-    @edp_api
-    async def create_job(request: Request) -> Response:
-        idempotency_key = (request.headers.get("Idempotency-Key") or "").strip()
-        if not idempotency_key:
-            return _error(400, "header Idempotency-Key is required")
-        if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-            return _error(
-                400, f"header Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
-            )
-        body = await _read_json(request)
-        if isinstance(body, Response):
-            return body
-        try:
-            payload = ConfiguratorPayload.model_validate(body)
-        except ValidationError as exc:
-            return _error(422, "invalid ConfiguratorPayload", detail=_validation_errors(exc))
+    async def create_job(self, request: Request) -> Response:
+        idempotency_key = _idempotency_key(request)
+        if isinstance(idempotency_key, Response):
+            return idempotency_key
+        payload = await _read_body(request, ConfiguratorPayload, "ConfiguratorPayload")
+        if isinstance(payload, Response):
+            return payload
         payload_sha256 = hashlib.sha256(canonical_json(payload.model_dump(mode="json"))).hexdigest()
 
         # No await between lookup and add: on the single event loop, a key cannot race into two jobs.
-        existing = store.find_by_key(idempotency_key)
-        if existing is not None:
-            if existing.payload_sha256 != payload_sha256:
-                return _error(
-                    409,
-                    "Idempotency-Key was already used with a different payload",
-                    job_id=existing.job_id,
-                )
-            job = existing
-        else:
+        job = self.store.find_by_key(idempotency_key)
+        if job is None:
             artifacts = build_artifacts(payload)
-            failed = faults.failure == "job_fails"
-            job = StoredJob(
-                job_id=uuid.uuid4().hex,
-                idempotency_key=idempotency_key,
-                payload_sha256=payload_sha256,
-                created_at=time.time(),
-                queued_seconds=faults.queued_seconds,
-                running_seconds=faults.running_seconds,
-                outcome="failed" if failed else "complete",
-                error=(
-                    "EDP engineering failed: injected fault job_fails (the device topology could not be engineered)"
-                    if failed
-                    else None
-                ),
-                flags=build_flags(payload),
-                artifacts=[
-                    StoredArtifact(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-                    for name, data in artifacts.items()
-                ],
-                payload=payload,
-            )
-            store.add(job, {} if failed else artifacts)
+            job = _new_job(idempotency_key, payload, payload_sha256, artifacts, self.faults)
+            self.store.add(job, {} if job.outcome == "failed" else artifacts)
+        elif job.payload_sha256 != payload_sha256:
+            return _error(409, "Idempotency-Key was already used with a different payload", job_id=job.job_id)
         accepted = EdpJobAccepted(
             job_id=job.job_id,
-            edp_artifact_urls=[artifact_url(job.job_id, artifact.name) for artifact in job.artifacts],
+            edp_artifact_urls=[self.artifact_url(job.job_id, artifact.name) for artifact in job.artifacts],
         )
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
 
-    @edp_api
-    async def get_job(request: Request) -> Response:
-        job = store.get(request.path_params["job_id"])
+    async def get_job(self, request: Request) -> Response:
+        job = self.store.get(request.path_params["job_id"])
         if job is None:
             return _error(404, "unknown job")
         status = job.status_at(time.time())
@@ -354,7 +375,7 @@ def create_edp_app(settings: EdpStandinSettings, public_base_url: str) -> Starle
             status=status,
             edp_artifacts=(
                 [
-                    EdpArtifact(name=a.name, url=artifact_url(job.job_id, a.name), sha256=a.sha256)
+                    EdpArtifact(name=a.name, url=self.artifact_url(job.job_id, a.name), sha256=a.sha256)
                     for a in job.artifacts
                 ]
                 if status == "complete"
@@ -365,49 +386,38 @@ def create_edp_app(settings: EdpStandinSettings, public_base_url: str) -> Starle
         )
         return JSONResponse(answer.model_dump(mode="json"))
 
-    @edp_api
-    async def get_artifact(request: Request) -> Response:
+    async def get_artifact(self, request: Request) -> Response:
         job_id, name = request.path_params["job_id"], request.path_params["name"]
-        job = store.get(job_id)
+        job = self.store.get(job_id)
         if job is None:
             return _error(404, "unknown job")
         if job.status_at(time.time()) != "complete":
             return _error(404, "artifacts are available once the job is complete")
-        data = store.artifact(job_id, name)
+        data = self.store.artifact(job_id, name)
         if data is None:
             return _error(404, f"unknown artifact {name!r}")
         return Response(
             data, media_type="application/json", headers={"ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
         )
 
-    async def read_faults(request: Request) -> Response:
-        return JSONResponse(faults.model_dump(mode="json"))
+    async def read_faults(self, request: Request) -> Response:
+        return JSONResponse(self.faults.model_dump(mode="json"))
 
-    async def update_faults(request: Request) -> Response:
-        body = await _read_json(request)
-        if isinstance(body, Response):
-            return body
-        try:
-            update = FaultUpdate.model_validate(body)
-        except ValidationError as exc:
-            return _error(422, "invalid fault update", detail=_validation_errors(exc))
+    async def update_faults(self, request: Request) -> Response:
+        update = await _read_body(request, FaultUpdate, "fault update")
+        if isinstance(update, Response):
+            return update
         for field, value in update.model_dump(exclude_none=True).items():
-            setattr(faults, field, value)
-        return JSONResponse(faults.model_dump(mode="json"))
+            setattr(self.faults, field, value)
+        return JSONResponse(self.faults.model_dump(mode="json"))
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(
-        routes=[
-            Route("/edp-api/jobs", create_job, methods=["POST"]),
-            Route("/edp-api/jobs/{job_id}", get_job, methods=["GET"]),
-            Route("/edp-api/jobs/{job_id}/artifacts/{name}", get_artifact, methods=["GET"]),
-            Route("/_standin/faults", read_faults, methods=["GET"]),
-            Route("/_standin/faults", update_faults, methods=["PUT"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ]
-    )
+
+def create_edp_app(settings: EdpStandinSettings, public_base_url: str) -> Starlette:
+    """The EDP stand-in as an ASGI app; artifact URLs start with ``public_base_url``."""
+    return Starlette(routes=EdpStandin(settings, public_base_url).routes())
 
 
 def main() -> None:

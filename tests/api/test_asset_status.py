@@ -1,17 +1,22 @@
-"""Asset status of an order, read from a real Dagster instance with real runs and materializations.
+"""Asset status of an order, asked of a real Dagster webserver over a real instance with real runs.
 
 Six small assets stand in for the order's: the same keys, partitions and lineage, with switches
-to fail a step or hold it while the test looks at the running run.
+to fail a step or hold it while the test looks at the running run. The runs are made in-process
+against the instance the webserver serves (tests/api/dagster_webserver.py).
 """
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from dagster import (
@@ -24,11 +29,20 @@ from dagster import (
     instance_for_test,
     materialize,
 )
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from api.asset_status import ORDER_ASSETS, AssetStatusReader, order_asset_statuses
+from api.asset_status import ORDER_ASSETS, AssetStatusReader, AssetStatusView, order_asset_statuses
+from api.dagster_graphql import DagsterGraphQL
 from order_pipeline.keys import APK, CFN_OR_ISO, CONFIG, EDP_ARTIFACTS, EMAIL, MANIFEST
 from platform_config.settings import Settings
+from tests.api.dagster_webserver import DagsterWebserver, dagster_webserver, serve_dagster_webserver
+from tests.conftest import serve_in_thread
+
+__all__ = ["dagster_webserver"]
 
 orders = DynamicPartitionsDefinition(name="orders")
 ARGS: dict[str, Any] = {"key_prefix": "order", "partitions_def": orders}
@@ -101,9 +115,16 @@ def reset_switches() -> Iterator[None]:
 
 
 @pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with instance_for_test() as test_instance:
-        yield test_instance
+def instance(dagster_webserver: DagsterWebserver) -> DagsterInstance:
+    """The instance the runs are made in; the webserver serves it."""
+    return dagster_webserver.instance
+
+
+@pytest.fixture
+def ask(dagster_webserver: DagsterWebserver) -> Callable[[str], dict[str, AssetStatusView]]:
+    """The order's asset statuses, as the webserver's GraphQL API answers them."""
+    dagster = DagsterGraphQL(dagster_webserver.graphql_url)
+    return lambda cfg_id: order_asset_statuses(dagster, cfg_id)
 
 
 def new_order(instance: DagsterInstance) -> str:
@@ -120,8 +141,8 @@ def run(
     )
 
 
-def states(instance: DagsterInstance, cfg_id: str) -> dict[str, str]:
-    return {name: view.status for name, view in order_asset_statuses(instance, cfg_id).items()}
+def states(statuses: dict[str, AssetStatusView]) -> dict[str, str]:
+    return {name: view.status for name, view in statuses.items()}
 
 
 def test_the_six_order_assets_in_lineage_order() -> None:
@@ -136,22 +157,27 @@ def test_the_six_order_assets_in_lineage_order() -> None:
     ]
 
 
-def test_a_new_order_has_nothing_started(instance: DagsterInstance) -> None:
+Ask = Callable[[str], dict[str, AssetStatusView]]
+
+
+def test_a_new_order_has_nothing_started(instance: DagsterInstance, ask: Ask) -> None:
     cfg_id = new_order(instance)
-    statuses = order_asset_statuses(instance, cfg_id)
+    statuses = ask(cfg_id)
     assert list(statuses) == NAMES
     for view in statuses.values():
         assert view.status == "not_started"
         assert view.run_id is None and view.last_materialized_at is None and view.error is None
 
 
-def test_a_delivered_order_has_every_asset_materialized_by_its_run(instance: DagsterInstance) -> None:
+def test_a_delivered_order_has_every_asset_materialized_by_its_run(
+    instance: DagsterInstance, ask: Ask
+) -> None:
     cfg_id = new_order(instance)
     before = datetime.now(UTC)
     result = run(instance, cfg_id)
     assert result.success
 
-    statuses = order_asset_statuses(instance, cfg_id)
+    statuses = ask(cfg_id)
 
     for view in statuses.values():
         assert view.status == "materialized"
@@ -161,18 +187,18 @@ def test_a_delivered_order_has_every_asset_materialized_by_its_run(instance: Dag
         )
         assert view.error is None
     # Another partition of the same assets is another order.
-    assert set(states(instance, new_order(instance)).values()) == {"not_started"}
+    assert set(states(ask(new_order(instance))).values()) == {"not_started"}
 
 
 def test_a_failed_step_fails_its_asset_with_the_reason_and_the_assets_after_it(
-    instance: DagsterInstance,
+    instance: DagsterInstance, ask: Ask
 ) -> None:
     cfg_id = new_order(instance)
     SWITCHES.fail["edp_artifacts"] = Failure(description="dtm.json is missing from the EDP artifacts")
     result = run(instance, cfg_id, [CONFIG, EDP_ARTIFACTS, CFN_OR_ISO, MANIFEST, EMAIL])
     assert not result.success
 
-    statuses = order_asset_statuses(instance, cfg_id)
+    statuses = ask(cfg_id)
 
     assert statuses["order/config"].status == "materialized"
     failed = statuses["order/edp_artifacts"]
@@ -189,36 +215,55 @@ def test_a_failed_step_fails_its_asset_with_the_reason_and_the_assets_after_it(
     assert statuses["order/apk"].status == "not_started"
 
 
-def test_an_exception_in_the_asset_is_reported_without_dagsters_wrapper(instance: DagsterInstance) -> None:
+def test_an_exception_in_the_asset_is_reported_without_dagsters_wrapper(
+    instance: DagsterInstance, ask: Ask
+) -> None:
     cfg_id = new_order(instance)
     SWITCHES.fail["config"] = ValueError("EDP answered 500")
     run(instance, cfg_id, [CONFIG])
 
-    assert order_asset_statuses(instance, cfg_id)["order/config"].error == "ValueError: EDP answered 500"
+    assert ask(cfg_id)["order/config"].error == "ValueError: EDP answered 500"
 
 
-def test_a_later_successful_run_clears_the_failure(instance: DagsterInstance) -> None:
+def test_a_whole_job_run_targets_the_assets_it_planned(instance: DagsterInstance, ask: Ask) -> None:
+    cfg_id = new_order(instance)
+    SWITCHES.fail["config"] = ValueError("EDP answered 500")
+    # No selection: the run names no assets, only its log says which it was to materialize.
+    result = materialize([config, apk], partition_key=cfg_id, instance=instance, raise_on_error=False)
+    recorded = instance.get_run_by_id(result.run_id)
+    assert recorded is not None and not recorded.asset_selection
+
+    statuses = ask(cfg_id)
+
+    assert statuses["order/config"].status == "failed"
+    assert statuses["order/config"].error == "ValueError: EDP answered 500"
+    assert statuses["order/apk"].status == "materialized"
+    assert statuses["order/apk"].run_id == result.run_id
+    assert statuses["order/email"].status == "not_started"
+
+
+def test_a_later_successful_run_clears_the_failure(instance: DagsterInstance, ask: Ask) -> None:
     cfg_id = new_order(instance)
     SWITCHES.fail["manifest"] = RuntimeError("S3 is down")
     first = run(instance, cfg_id)
-    assert states(instance, cfg_id)["order/manifest"] == "failed"
+    assert states(ask(cfg_id))["order/manifest"] == "failed"
 
     SWITCHES.fail.clear()
     again = run(instance, cfg_id, [MANIFEST, EMAIL])
 
-    statuses = order_asset_statuses(instance, cfg_id)
-    assert {name: view.status for name, view in statuses.items()} == dict.fromkeys(NAMES, "materialized")
+    statuses = ask(cfg_id)
+    assert states(statuses) == dict.fromkeys(NAMES, "materialized")
     assert statuses["order/manifest"].run_id == again.run_id
     assert statuses["order/config"].run_id == first.run_id
 
 
-def test_a_redelivery_that_fails_keeps_the_last_materialization(instance: DagsterInstance) -> None:
+def test_a_redelivery_that_fails_keeps_the_last_materialization(instance: DagsterInstance, ask: Ask) -> None:
     cfg_id = new_order(instance)
     delivered = run(instance, cfg_id)
     SWITCHES.fail["email"] = RuntimeError("SES throttled")
     redelivery = run(instance, cfg_id, [MANIFEST, EMAIL])
 
-    statuses = order_asset_statuses(instance, cfg_id)
+    statuses = ask(cfg_id)
 
     assert statuses["order/manifest"].status == "materialized"
     assert statuses["order/manifest"].run_id == redelivery.run_id
@@ -230,7 +275,7 @@ def test_a_redelivery_that_fails_keeps_the_last_materialization(instance: Dagste
     assert statuses["order/config"].run_id == delivered.run_id
 
 
-def test_a_run_in_progress_shows_its_assets_running(instance: DagsterInstance) -> None:
+def test_a_run_in_progress_shows_its_assets_running(instance: DagsterInstance, ask: Ask) -> None:
     cfg_id = new_order(instance)
     run(instance, cfg_id)
     SWITCHES.hold["email"] = threading.Event()
@@ -239,7 +284,7 @@ def test_a_run_in_progress_shows_its_assets_running(instance: DagsterInstance) -
     worker.start()
     try:
         assert SWITCHES.holding.wait(90), "the redelivery run did not reach its email step"
-        statuses = order_asset_statuses(instance, cfg_id)
+        statuses = ask(cfg_id)
     finally:
         SWITCHES.hold["email"].set()
         worker.join(90)
@@ -252,47 +297,82 @@ def test_a_run_in_progress_shows_its_assets_running(instance: DagsterInstance) -
     assert statuses["order/email"].run_id == redelivery.run_id
     assert statuses["order/email"].last_materialized_at is not None
     assert statuses["order/config"].status == "materialized"
-    assert states(instance, cfg_id)["order/email"] == "materialized"
+    assert states(ask(cfg_id))["order/email"] == "materialized"
 
 
 # --- the reader the API uses ----------------------------------------------------------------------
 
 
-def test_no_dagster_home_means_no_asset_status_and_no_home_is_created(tmp_path: Path) -> None:
-    home = tmp_path / "dagster"
+def _closed_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}/graphql"
 
-    assert AssetStatusReader.for_home(home).statuses(str(uuid.uuid4())) is None
-    assert not home.exists()
+
+def test_a_webserver_that_does_not_listen_means_no_asset_status() -> None:
+    assert AssetStatusReader.for_url(_closed_url()).statuses(str(uuid.uuid4())) is None
 
 
-def test_an_instance_that_cannot_be_opened_is_retried_later() -> None:
+@dataclass
+class Answering:
+    """A GraphQL endpoint that answers every read the same way: ``answer`` (status, body)."""
+
+    url: str
+    answer: tuple[int, str] = (502, "Bad Gateway")
+    asked: int = 0
+
+
+@pytest.fixture
+def answering() -> Iterator[Answering]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = Answering(url=f"{base_url}/graphql")
+
+    async def graphql(request: Request) -> Response:
+        endpoint.asked += 1
+        status, body = endpoint.answer
+        return Response(body, status_code=status, media_type="application/json")
+
+    running = serve_in_thread(
+        Starlette(routes=[Route("/graphql", graphql, methods=["POST"])]), sock, base_url
+    )
+    yield endpoint
+    running.stop()
+
+
+def test_an_unreachable_webserver_is_asked_again_only_after_a_while(answering: Answering) -> None:
+    # A proxy in front of a stopped webserver: HTTP 502, no GraphQL result.
     now = [0.0]
-    attempts: list[float] = []
+    reader = AssetStatusReader(
+        DagsterGraphQL(answering.url), ask_again_after_seconds=10, clock=lambda: now[0]
+    )
 
-    def open_instance() -> DagsterInstance:
-        attempts.append(now[0])
-        raise ConnectionError("database is down")
-
-    reader = AssetStatusReader(open_instance, reopen_after_seconds=10, clock=lambda: now[0])
     assert reader.statuses("x") is None
     now[0] = 5.0
     assert reader.statuses("x") is None
+    assert answering.asked == 1
     now[0] = 10.0
     assert reader.statuses("x") is None
-    assert attempts == [0.0, 10.0]
+    assert answering.asked == 2
 
 
-def test_the_reader_opens_the_instance_of_the_dagster_home(tmp_path: Path) -> None:
-    home = tmp_path / "dagster"
-    home.mkdir()
-    with instance_for_test(temp_dir=str(home)) as writer:
-        cfg_id = new_order(writer)
-        run(writer, cfg_id, [CONFIG])
-    reader = AssetStatusReader.for_home(home)
-    try:
-        statuses = reader.statuses(cfg_id)
-    finally:
-        reader.close()
+def test_a_rejected_query_means_no_asset_status_and_is_asked_again_next_time(answering: Answering) -> None:
+    answering.answer = (400, json.dumps({"data": None, "errors": [{"message": "Cannot query field"}]}))
+    reader = AssetStatusReader(DagsterGraphQL(answering.url), clock=lambda: 0.0)
+
+    assert reader.statuses("x") is None
+    assert reader.statuses("x") is None
+    assert answering.asked == 2
+
+
+def test_the_reader_asks_the_webserver_of_the_graphql_url(
+    dagster_webserver: DagsterWebserver, instance: DagsterInstance
+) -> None:
+    cfg_id = new_order(instance)
+    run(instance, cfg_id, [CONFIG])
+
+    statuses = AssetStatusReader.for_url(dagster_webserver.graphql_url).statuses(cfg_id)
 
     assert statuses is not None
     assert statuses["order/config"].status == "materialized"
@@ -300,24 +380,23 @@ def test_the_reader_opens_the_instance_of_the_dagster_home(tmp_path: Path) -> No
 
 
 def test_get_order_reports_the_assets_next_to_the_unchanged_fields(
-    tmp_path: Path,
     settings: Settings,
     make_client: Callable[[Settings], TestClient],
     cloud_order: dict[str, Any],
 ) -> None:
-    home = Path(settings.dagster.home)
+    port = urlsplit(settings.dagster.webserver_graphql_url()).port
+    assert port is not None
     with make_client(settings) as client:
         cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
-        # No Dagster home yet: the order still answers, without assets.
+        # No webserver yet: the order still answers, without assets.
         before = client.get(f"/orders/{cfg_id}").json()
-        home.mkdir(parents=True)
-        with instance_for_test(temp_dir=str(home)) as writer:
-            writer.add_dynamic_partitions("orders", [cfg_id])
-            SWITCHES.fail["edp_artifacts"] = Failure(description="dtm.json is missing")
-            run(writer, cfg_id, [CONFIG, EDP_ARTIFACTS])
-        # A new app: the one above remembers for a while that the instance could not be opened.
-    with make_client(settings) as client:
-        after = client.get(f"/orders/{cfg_id}").json()
+    with instance_for_test() as instance, serve_dagster_webserver(instance, port):
+        instance.add_dynamic_partitions("orders", [cfg_id])
+        SWITCHES.fail["edp_artifacts"] = Failure(description="dtm.json is missing")
+        run(instance, cfg_id, [CONFIG, EDP_ARTIFACTS])
+        # A new app: the one above remembers for a while that the webserver could not be reached.
+        with make_client(settings) as client:
+            after = client.get(f"/orders/{cfg_id}").json()
 
     assert before["assets"] is None
     assert {key: value for key, value in after.items() if key != "assets"} == {
@@ -339,3 +418,5 @@ def test_get_order_reports_the_assets_next_to_the_unchanged_fields(
         "run_id": None,
         "error": None,
     }
+    # The API reads Dagster over GraphQL alone: it never makes a Dagster home of its own.
+    assert not Path(settings.dagster.home).exists()

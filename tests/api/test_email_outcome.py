@@ -10,25 +10,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from contracts.orders import EmailState, OrderStatus
-from platform_config.settings import Secrets, Settings
+from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
-from tests.api.conftest import StubDagster
+from tests.api.conftest import TOKEN, StubDagster, assert_only_the_token_is_let_through
 
 LOST = "SES may have sent the email, but its answer was lost: ConnectionClosedError: Connection was closed"
-
-
-@pytest.fixture
-def stub_settings(settings: Settings, stub_dagster: StubDagster) -> Settings:
-    return settings.model_copy(
-        update={"dagster": settings.dagster.model_copy(update={"graphql_url": stub_dagster.url})}
-    )
-
-
-@pytest.fixture
-def api(stub_settings: Settings, make_client: Callable[[Settings], TestClient]) -> Iterator[TestClient]:
-    with make_client(stub_settings) as client:
-        yield client
 
 
 @pytest.fixture
@@ -346,31 +333,14 @@ def test_an_empty_body_or_a_bad_key_is_400(api: TestClient, shipped: Callable[..
 
 
 def test_beta_requires_the_bearer_token(
-    stub_settings: Settings,
-    make_client: Callable[[Settings], TestClient],
-    cloud_order: dict[str, Any],
-    stub_dagster: StubDagster,
+    token_api: TestClient, stub_settings: Settings, cloud_order: dict[str, Any], stub_dagster: StubDagster
 ) -> None:
-    guarded = stub_settings.model_copy(
-        update={
-            "api": stub_settings.api.model_copy(update={"require_token": True}),
-            "secrets": Secrets(API_TOKEN="the-token"),
-        }
+    cfg_id = token_api.post("/submit", json=cloud_order, headers=TOKEN).json()["cfg_id"]
+    _shipped(stub_settings, cfg_id, ["unknown"])
+
+    assert_only_the_token_is_let_through(
+        token_api, f"/orders/{cfg_id}/email", stub_dagster, json={"version": 1, "action": "resend"}
     )
-    token = {"Authorization": "Bearer the-token"}
-    body = {"version": 1, "action": "resend"}
-    with make_client(guarded) as client:
-        cfg_id = client.post("/submit", json=cloud_order, headers=token).json()["cfg_id"]
-        _shipped(guarded, cfg_id, ["unknown"])
-
-        missing = client.post(f"/orders/{cfg_id}/email", json=body)
-        wrong = client.post(f"/orders/{cfg_id}/email", json=body, headers={"Authorization": "Bearer nope"})
-        assert stub_dagster.received == []
-        allowed = client.post(f"/orders/{cfg_id}/email", json=body, headers=token)
-
-    assert missing.status_code == wrong.status_code == 401
-    assert missing.headers["www-authenticate"] == "Bearer"
-    assert allowed.status_code == 202
 
 
 # --- GET /orders/{cfg_id} ------------------------------------------------------------------------

@@ -63,7 +63,6 @@ class Delivered:
             artifacts=[("edp", dtm), ("cfn", cfn)],
             store=self.store,
             deliveries=self.deliveries,
-            links=self.links(),
         )
         return publication.version
 
@@ -215,3 +214,31 @@ def test_the_portal_page_shows_the_commissioning_token_the_bundle_carries(
     # The pages stored beside the manifests in the bucket are no place for a credential.
     for key in (f"portal/{delivered.cfg_id}/index.html", f"portal/{delivered.cfg_id}/v1/index.html"):
         assert token.encode() not in delivered.store.get(key)
+
+
+def test_a_manifest_stored_with_links_by_schema_version_1_is_served_with_the_current_ones(
+    delivered: Delivered, client: TestClient
+) -> None:
+    delivered.publish("run-1")
+    key = f"portal/{delivered.cfg_id}/v1/manifest.json"
+    stored = json.loads(delivered.store.get(key))
+    # As earlier releases wrote it: schema version 1, each artifact's link under the token of then.
+    dead = "https://old.example.com/portal/retired-token/v1"
+    stored["schema_version"] = 1
+    for artifact in stored["artifacts"]:
+        artifact["url"] = f"{dead}/{artifact['name']}"
+    delivered.store.put(key, json.dumps(stored).encode(), "application/json")
+    links = delivered.links()
+
+    manifest = client.get(path_of(links.artifact(1, "manifest.json"), delivered.settings))
+    page = client.get(path_of(links.version_page(1), delivered.settings))
+    index = client.get(path_of(links.portal(), delivered.settings))
+
+    assert manifest.status_code == 200
+    assert manifest.json()["schema_version"] == 2
+    assert [a["url"] for a in manifest.json()["artifacts"]] == [links.artifact(1, n) for n in delivered.files]
+    for answer in (page, index):
+        assert answer.status_code == 200
+        assert dead not in answer.text and links.artifact(1, "cfn.yaml") in answer.text
+    download = client.get(path_of(links.artifact(1, "cfn.yaml"), delivered.settings))
+    assert download.status_code == 303

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from platform_config.settings import Secrets, Settings
+from platform_config.settings import Settings
 from platform_db.deliveries import DeliveryRepository
 from platform_db.redeliveries import RedeliveryRepository
-from tests.api.conftest import StubDagster
-
-
-def _with_graphql_url(settings: Settings, url: str) -> Settings:
-    return settings.model_copy(update={"dagster": settings.dagster.model_copy(update={"graphql_url": url})})
-
-
-@pytest.fixture
-def stub_settings(settings: Settings, stub_dagster: StubDagster) -> Settings:
-    return _with_graphql_url(settings, stub_dagster.url)
-
-
-@pytest.fixture
-def api(stub_settings: Settings, make_client: Callable[[Settings], TestClient]) -> Iterator[TestClient]:
-    with make_client(stub_settings) as client:
-        yield client
+from tests.api.conftest import TOKEN, StubDagster, answered_status, assert_only_the_token_is_let_through
 
 
 def _deliver(settings: Settings, cfg_id: str, version: int = 1) -> None:
@@ -187,30 +172,12 @@ def test_an_unreachable_dagster_is_a_503(
 
 
 def test_beta_requires_the_bearer_token(
-    stub_settings: Settings,
-    make_client: Callable[[Settings], TestClient],
-    cloud_order: dict[str, Any],
-    stub_dagster: StubDagster,
+    token_api: TestClient, stub_settings: Settings, cloud_order: dict[str, Any], stub_dagster: StubDagster
 ) -> None:
-    guarded = stub_settings.model_copy(
-        update={
-            "api": stub_settings.api.model_copy(update={"require_token": True}),
-            "secrets": Secrets(API_TOKEN="the-token"),
-        }
-    )
-    token = {"Authorization": "Bearer the-token"}
-    with make_client(guarded) as client:
-        cfg_id = client.post("/submit", json=cloud_order, headers=token).json()["cfg_id"]
-        _deliver(guarded, cfg_id)
+    cfg_id = token_api.post("/submit", json=cloud_order, headers=TOKEN).json()["cfg_id"]
+    _deliver(stub_settings, cfg_id)
 
-        missing = client.post(f"/orders/{cfg_id}/redeliver")
-        wrong = client.post(f"/orders/{cfg_id}/redeliver", headers={"Authorization": "Bearer nope"})
-        assert stub_dagster.received == []
-        allowed = client.post(f"/orders/{cfg_id}/redeliver", headers=token)
-
-    assert missing.status_code == wrong.status_code == 401
-    assert missing.headers["www-authenticate"] == "Bearer"
-    assert allowed.status_code == 202
+    assert_only_the_token_is_let_through(token_api, f"/orders/{cfg_id}/redeliver", stub_dagster)
 
 
 @pytest.mark.parametrize(
@@ -342,7 +309,6 @@ def test_concurrent_redeliveries_at_the_limit_launch_one(
     race: Callable[[int, Callable[[int], Any]], list[Any]],
 ) -> None:
     from api.redelivery import _redeliver
-    from service_kit.problems import Problem
 
     limited = _limited(stub_settings, total=1, per_day=1)
     with make_client(limited) as client:
@@ -350,14 +316,9 @@ def test_concurrent_redeliveries_at_the_limit_launch_one(
         _deliver(limited, cfg_id)
         state = client.app.state.api  # type: ignore[attr-defined]
 
-        def request(index: int) -> int:
-            try:
-                _redeliver(state, cfg_id, False, f"racing-{index}")
-            except Problem as problem:
-                return problem.status_code
-            return 202
-
-        outcomes = race(4, request)
+        outcomes = race(
+            4, lambda index: answered_status(lambda: _redeliver(state, cfg_id, False, f"racing-{index}"))
+        )
 
     assert sorted(outcomes) == [202, 429, 429, 429]
     assert stub_dagster.launched == 1

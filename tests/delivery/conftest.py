@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import boto3
@@ -14,6 +13,7 @@ import pytest
 from delivery.artifact_store import ArtifactStore
 from delivery.edp_artifact_policy import EdpArtifactPolicy
 from platform_config.settings import Settings
+from tests.conftest import LoopbackHTTPServer, QuietHandler
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ QUERY_SECRETS = ("AKIDSECRETCREDENTIAL", "deadbeefsignature", "X-Amz", "?")
 Route = Callable[[BaseHTTPRequestHandler], None]
 
 
-class ArtifactServer:
+class ArtifactServer(LoopbackHTTPServer):
     """A tiny HTTP server on 127.0.0.1 whose answers the test writes; it remembers every request."""
 
     def __init__(self) -> None:
@@ -44,12 +44,7 @@ class ArtifactServer:
         self.bytes_sent = 0
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 server.requests.append(path)
@@ -62,22 +57,14 @@ class ArtifactServer:
                 except OSError:
                     pass  # the client hung up, as a refusing downloader does
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
+        super().__init__(Handler)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}{QUERY}"
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     # --- answers ----------------------------------------------------------------------------
 

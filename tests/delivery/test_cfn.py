@@ -261,7 +261,7 @@ def test_outputs() -> None:
 
 def test_same_inputs_give_identical_bytes() -> None:
     assert render(make_order()) == render(make_order())
-    assert render(make_order()) != render(make_order(), cfg_id="another-order")
+    assert render(make_order()) != render(make_order(), cfg_id="6a1d8b63-9e2f-4d4c-8b7a-3f2e1c0d9b82")
 
 
 def test_refuses_onprem_orders_and_unsafe_inputs() -> None:

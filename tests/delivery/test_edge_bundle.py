@@ -2,6 +2,7 @@ import importlib.util
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,14 @@ from delivery.edge_bundle import (
     customer_config_yaml,
     dtm_json,
 )
-from industrial_fixtures import load_fixture_dtm, load_manifest
+from industrial_fixtures import Fixture, load_fixture_dtm, load_manifest
 from platform_config.settings import deep_merge
 
 CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
 IMAGES = EdgeImages.release("ghcr.io/example", "0.1.0")
 TOKEN = "bundle-test-commissioning-1"
 FLAGS = {"commissioning_required": True, "device_count": 2}
+FIXTURES = load_manifest().fixtures
 
 
 def make_order(devices: int = 2, **site: str) -> ConfiguratorPayload:
@@ -65,8 +67,23 @@ def make_dtm(order: ConfiguratorPayload) -> DeviceTopologyModel:
     )
 
 
-def compose_of(order: ConfiguratorPayload) -> dict[str, Any]:
-    return yaml.safe_load(compose_file(dtm=make_dtm(order), images=IMAGES))
+def compose_of(order: ConfiguratorPayload, fixtures: Sequence[Fixture] = FIXTURES) -> dict[str, Any]:
+    return yaml.safe_load(compose_file(dtm=make_dtm(order), images=IMAGES, fixtures=fixtures))
+
+
+def bundle_of(
+    order: ConfiguratorPayload, *, token: str = TOKEN, dtm_bytes: bytes | None = None
+) -> dict[str, bytes]:
+    return build_bundle(
+        cfg_id=CFG_ID,
+        order=order,
+        dtm=make_dtm(order),
+        flags=FLAGS,
+        images=IMAGES,
+        fixtures=FIXTURES,
+        commissioning_token=token,
+        dtm_bytes=dtm_bytes,
+    )
 
 
 def test_constants_name_the_bundle() -> None:
@@ -113,8 +130,8 @@ def test_compose_file_runs_the_gateway_with_its_config_mounted_read_only() -> No
 
 def test_compose_file_is_deterministic_and_follows_the_topology() -> None:
     order = make_order()
-    assert compose_file(dtm=make_dtm(order), images=IMAGES) == compose_file(
-        dtm=make_dtm(order), images=IMAGES
+    assert compose_file(dtm=make_dtm(order), images=IMAGES, fixtures=FIXTURES) == compose_file(
+        dtm=make_dtm(order), images=IMAGES, fixtures=FIXTURES
     )
 
     # A new DTM must make `docker compose up -d` recreate the container, not keep the old one.
@@ -125,7 +142,7 @@ def test_compose_file_is_deterministic_and_follows_the_topology() -> None:
 
 def test_compose_file_keeps_customer_text_out() -> None:
     order = make_order(name="Werk ${HOME} $$ Süd")
-    text = compose_file(dtm=make_dtm(order), images=IMAGES).decode()
+    text = compose_file(dtm=make_dtm(order), images=IMAGES, fixtures=FIXTURES).decode()
     # Compose interpolates "$" everywhere, so customer text must never reach the file.
     assert "$" not in text and "Werk" not in text
 
@@ -186,9 +203,7 @@ def test_customer_config_deep_merges_over_the_stage_block() -> None:
 def test_build_bundle_has_every_file() -> None:
     order = make_order()
     dtm = make_dtm(order)
-    bundle = build_bundle(
-        cfg_id=CFG_ID, order=order, dtm=dtm, flags=FLAGS, images=IMAGES, commissioning_token=TOKEN
-    )
+    bundle = bundle_of(order)
 
     assert tuple(bundle) == BUNDLE_FILES
     assert bundle["secrets.env"] == f"COMMISSIONING_TOKEN={TOKEN}\n".encode()
@@ -196,27 +211,15 @@ def test_build_bundle_has_every_file() -> None:
     assert DeviceTopologyModel.model_validate(json.loads(bundle["dtm.json"])) == dtm
     assert bundle["dtm.json"] == dtm_json(dtm)
     edp_bytes = b'{"schema_version": 1}'
-    assert (
-        build_bundle(
-            cfg_id=CFG_ID,
-            order=order,
-            dtm=dtm,
-            flags=FLAGS,
-            images=IMAGES,
-            commissioning_token=TOKEN,
-            dtm_bytes=edp_bytes,
-        )["dtm.json"]
-        == edp_bytes
-    )
+    assert bundle_of(order, dtm_bytes=edp_bytes)["dtm.json"] == edp_bytes
 
 
 def test_compose_file_declares_the_industrial_fixtures_under_their_profile() -> None:
     compose = compose_of(make_order())
-    manifest = load_manifest()
 
     fixtures = {name: service for name, service in compose["services"].items() if name != "gateway"}
-    assert list(fixtures) == [fixture.hostname for fixture in manifest.fixtures]
-    for fixture in manifest.fixtures:
+    assert list(fixtures) == [fixture.hostname for fixture in FIXTURES]
+    for fixture in FIXTURES:
         service = fixtures[fixture.hostname]
         assert service["profiles"] == ["fixtures"]
         # The fixtures image of the same release as the gateway.
@@ -240,6 +243,22 @@ def test_compose_file_declares_the_industrial_fixtures_under_their_profile() -> 
     assert hosts == set(fixtures)
 
 
+def test_compose_file_declares_the_fixtures_it_is_given() -> None:
+    meter = Fixture(hostname="meter-a", type="power_meter", port=1502, unit_id=7)
+
+    services = compose_of(make_order(), fixtures=[meter])["services"]
+
+    assert list(services) == ["gateway", "meter-a"]
+    assert services["meter-a"]["command"][-4:] == ["--port", "1502", "--unit-id", "7"]
+    assert list(compose_of(make_order(), fixtures=[])["services"]) == ["gateway"]
+
+
+def test_a_fixture_named_like_the_gateway_is_refused() -> None:
+    clash = Fixture(hostname="gateway", type="battery")
+    with pytest.raises(ValueError, match="collides with the gateway service"):
+        compose_of(make_order(), fixtures=[clash])
+
+
 def _compose_binary() -> Path:
     spec = importlib.util.find_spec("compose")
     if spec is None or not spec.submodule_search_locations:
@@ -251,15 +270,13 @@ def _compose_binary() -> Path:
 def test_compose_renders_the_fixtures_only_with_their_profile(
     tmp_path: Path, profile_args: tuple[str, ...], expected: set[str] | None
 ) -> None:
-    order = make_order()
-    bundle = build_bundle(
-        cfg_id=CFG_ID, order=order, dtm=make_dtm(order), flags=FLAGS, images=IMAGES, commissioning_token=TOKEN
-    )
+    bundle = bundle_of(make_order())
     for name, data in bundle.items():
         (tmp_path / name).write_bytes(data)
 
     result = subprocess.run(
         [str(_compose_binary()), "-f", "compose.yaml", *profile_args, "config", "--format", "json"],
+        check=False,
         cwd=tmp_path,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
         capture_output=True,
@@ -269,19 +286,11 @@ def test_compose_renders_the_fixtures_only_with_their_profile(
 
     assert result.returncode == 0, result.stderr
     services = set(json.loads(result.stdout)["services"])
-    assert services == (expected or {"gateway", *(fixture.hostname for fixture in load_manifest().fixtures)})
+    assert services == (expected or {"gateway", *(fixture.hostname for fixture in FIXTURES)})
 
 
 @pytest.mark.parametrize("token", ["short", "has space in it 12345", "line\nbreak-0123456789", "x" * 129])
 def test_a_malformed_commissioning_token_is_refused_without_echoing_it(token: str) -> None:
-    order = make_order()
     with pytest.raises(ValueError, match="commissioning token must be") as refused:
-        build_bundle(
-            cfg_id=CFG_ID,
-            order=order,
-            dtm=make_dtm(order),
-            flags=FLAGS,
-            images=IMAGES,
-            commissioning_token=token,
-        )
+        bundle_of(make_order(), token=token)
     assert token not in str(refused.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable
+from functools import partial
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -170,7 +171,7 @@ def test_a_host_that_is_not_edps_nor_listed_is_refused_before_any_lookup(
         f"https://edp.example.com:8443/dtm.json{QUERY}",  # EDP's host, another port
         f"http://edp.example.com/dtm.json{QUERY}",  # EDP's host over http: port 80, not 443
     ):
-        refused(lambda: downloader.download(artifact(url), LIMIT), "firmware.bin", "edp.artifact_hosts")
+        refused(partial(downloader.download, artifact(url), LIMIT), "firmware.bin", "edp.artifact_hosts")
 
 
 def test_a_listed_artifact_host_takes_its_own_port_or_the_schemes_default() -> None:
@@ -396,43 +397,22 @@ def test_a_slow_drip_is_cut_off_at_the_deadline(edp_host: ArtifactServer) -> Non
     assert DEADLINE <= elapsed < DEADLINE + DEADLINE_SLACK
 
 
-def test_dripping_headers_are_cut_off_at_the_deadline(edp_host: ArtifactServer) -> None:
+def _dripping_headers(edp_host: ArtifactServer) -> str:
     edp_host.drip("/firmware.bin", total=200, interval=0.05, headers_too=True)
-
-    elapsed = _timed_refusal(
-        EdpArtifactDownloader(policy(edp_host.base_url, retries=3)),
-        edp_host.url("/firmware.bin"),
-        "edp.download_deadline_seconds",
-    )
-
-    assert elapsed < DEADLINE + DEADLINE_SLACK
+    return "/firmware.bin"
 
 
-def test_an_answer_later_than_the_deadline_is_refused(edp_host: ArtifactServer) -> None:
+def _an_answer_later_than_the_deadline(edp_host: ArtifactServer) -> str:
     edp_host.late("/firmware.bin", delay=5.0, data=b"firmware")
-
-    elapsed = _timed_refusal(
-        EdpArtifactDownloader(policy(edp_host.base_url, timeout_seconds=10.0)),
-        edp_host.url("/firmware.bin"),
-        "edp.download_deadline_seconds",
-    )
-
-    assert elapsed < DEADLINE + DEADLINE_SLACK
+    return "/firmware.bin"
 
 
-def test_the_deadline_spans_redirects(edp_host: ArtifactServer) -> None:
+def _redirects_each_in_time(edp_host: ArtifactServer) -> str:
     # Each hop answers in 0.4 s, well within the socket timeout; together they outlast the deadline.
     for hop in range(3):
         edp_host.routes[f"/hop/{hop}"] = _late_redirect(f"/hop/{hop + 1}")
     edp_host.body("/hop/3", b"firmware")
-
-    elapsed = _timed_refusal(
-        EdpArtifactDownloader(policy(edp_host.base_url, max_redirects=5)),
-        edp_host.url("/hop/0"),
-        "edp.download_deadline_seconds",
-    )
-
-    assert elapsed < DEADLINE + DEADLINE_SLACK
+    return "/hop/0"
 
 
 def _late_redirect(target: str) -> Route:
@@ -444,6 +424,26 @@ def _late_redirect(target: str) -> Route:
         handler.end_headers()
 
     return answer
+
+
+@pytest.mark.parametrize(
+    ("serve", "limits"),
+    [
+        pytest.param(_dripping_headers, {"retries": 3}, id="dripping headers"),
+        pytest.param(_an_answer_later_than_the_deadline, {"timeout_seconds": 10.0}, id="a late answer"),
+        pytest.param(_redirects_each_in_time, {"max_redirects": 5}, id="redirects"),
+    ],
+)
+def test_the_deadline_cuts_off(
+    edp_host: ArtifactServer, serve: Callable[[ArtifactServer], str], limits: dict[str, Any]
+) -> None:
+    elapsed = _timed_refusal(
+        EdpArtifactDownloader(policy(edp_host.base_url, **limits)),
+        edp_host.url(serve(edp_host)),
+        "edp.download_deadline_seconds",
+    )
+
+    assert elapsed < DEADLINE + DEADLINE_SLACK
 
 
 # --- failures are readable --------------------------------------------------------------------

@@ -44,7 +44,6 @@ from delivery.email_dispatch import (
     SesClientRetries,
     send_delivery_email_once,
 )
-from delivery.portal_links import PortalLinks
 from delivery.portal_publication import PortalPublication, publish_portal_version
 from platform_config.settings import STANDIN_AWS_KEY, Settings
 from platform_db import OrderRepository
@@ -56,6 +55,7 @@ from standins.fault_proxy import FaultMode, FaultProxy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order-cloud.json"
 ENDPOINT = "https://email.eu-central-1.amazonaws.com/v2/email/outbound-emails"
+PORTAL_URL = "https://portal.example.com/portal/t0ken"
 
 
 def _order() -> ConfiguratorPayload:
@@ -125,6 +125,7 @@ class Dispatch:
     ) -> EmailOutcome:
         return send_delivery_email_once(
             publication=self.publication,
+            portal_url=PORTAL_URL,
             order=self.order,
             sender=sender,
             ses_client=ses,
@@ -158,8 +159,6 @@ def dispatch(tmp_path: Path) -> Iterator[Dispatch]:
         cfg_id=cfg_id,
         version=1,
         manifest_key=manifest_key,
-        page_url="https://portal.example.com/portal/t0ken/v1",
-        portal_url="https://portal.example.com/portal/t0ken",
         manifest=manifest,
     )
     yield Dispatch(order=order, publication=publication, deliveries=deliveries, outbox=tmp_path / "outbox")
@@ -252,7 +251,7 @@ def test_a_refusal_is_not_retried_and_raises_ses_reason(dispatch: Dispatch, code
 
 
 def test_a_request_botocore_refused_to_build_is_not_sent(dispatch: Dispatch) -> None:
-    with pytest.raises(EmailNotSent, match="^the email was not sent: ParamValidationError"):
+    with pytest.raises(EmailNotSent, match=r"^the email was not sent: ParamValidationError"):
         dispatch.send(ScriptedSes(ParamValidationError(report="Invalid type for parameter Content")))
     assert dispatch.state() is None
 
@@ -364,34 +363,31 @@ def test_a_version_released_for_a_resend_is_sent_once_more(dispatch: Dispatch) -
     assert len(ses.requests) == 1
 
 
-def test_a_claim_another_attempt_holds_is_sending_and_sends_nothing(dispatch: Dispatch) -> None:
+@pytest.mark.parametrize(
+    ("claimed_ago", "state", "reason"),
+    [
+        # Another attempt holds the claim right now: it is sending.
+        (timedelta(0), EmailState.SENDING, "another attempt"),
+        # Older than stale_sending: its sender died mid-send, so the outcome is unknown.
+        (STALE_SENDING + timedelta(minutes=1), EmailState.UNKNOWN, "never finished"),
+    ],
+    ids=["held-by-another-attempt", "stale-of-a-dead-sender"],
+)
+def test_an_existing_claim_sends_nothing(
+    dispatch: Dispatch, claimed_ago: timedelta, state: EmailState, reason: str
+) -> None:
     assert dispatch.deliveries.claim_email(dispatch.cfg_id, 1)
+    if claimed_ago:
+        with dispatch.deliveries._engine.begin() as connection:
+            connection.execute(update(delivery_emails).values(claimed_at=datetime.now(UTC) - claimed_ago))
     ses = ScriptedSes()
 
     outcome = dispatch.send(ses)
 
-    assert (outcome.state, outcome.sent_now) == (EmailState.SENDING, False)
-    assert outcome.reason is not None and "another attempt" in outcome.reason
+    assert (outcome.state, outcome.sent_now) == (state, False)
+    assert outcome.reason is not None and reason in outcome.reason
     assert ses.requests == []
-    assert dispatch.state() is EmailState.SENDING
-
-
-def test_a_stale_claim_of_a_dead_sender_becomes_unknown(dispatch: Dispatch) -> None:
-    assert dispatch.deliveries.claim_email(dispatch.cfg_id, 1)
-    with dispatch.deliveries._engine.begin() as connection:
-        connection.execute(
-            update(delivery_emails).values(
-                claimed_at=datetime.now(UTC) - STALE_SENDING - timedelta(minutes=1)
-            )
-        )
-    ses = ScriptedSes()
-
-    outcome = dispatch.send(ses)
-
-    assert (outcome.state, outcome.sent_now) == (EmailState.UNKNOWN, False)
-    assert outcome.reason is not None and "never finished" in outcome.reason
-    assert ses.requests == []
-    assert dispatch.state() is EmailState.UNKNOWN
+    assert dispatch.state() is state
 
 
 def test_a_client_that_retries_by_itself_is_refused_before_claiming(dispatch: Dispatch) -> None:
@@ -463,6 +459,7 @@ class Mailing:
     ) -> EmailOutcome:
         return send_delivery_email_once(
             publication=self.publication,
+            portal_url=PORTAL_URL,
             order=self.order,
             sender=sender or self.settings.email.sender,
             ses_client=ses if ses is not None else self.default_client,
@@ -507,7 +504,6 @@ def mailing(pipeline_settings: Settings, tmp_path: Path) -> Iterator[Mailing]:
         artifacts=[("edp", store.put(order_key(cfg_id, "edp", "dtm.json"), b"{}", "application/json"))],
         store=store,
         deliveries=deliveries,
-        links=PortalLinks(base_url="https://portal.example.com", token="t0ken"),
     )
     moto = urlsplit(settings.aws.endpoint_url)
     assert moto.hostname is not None and moto.port is not None
@@ -537,8 +533,8 @@ def test_sends_one_email_through_ses_and_writes_it_to_the_outbox(mailing: Mailin
     assert isinstance(delivered, EmailMessage)
     delivered_text = delivered.get_body(("plain",))
     delivered_html = delivered.get_body(("html",))
-    assert delivered_text is not None and mailing.publication.portal_url in delivered_text.get_content()
-    assert delivered_html is not None and mailing.publication.portal_url in delivered_html.get_content()
+    assert delivered_text is not None and PORTAL_URL in delivered_text.get_content()
+    assert delivered_html is not None and PORTAL_URL in delivered_html.get_content()
 
     files = mailing.outbox_files()
     assert [f.name for f in files] == [f"{mailing.publication.cfg_id}-v1.eml"]
@@ -546,7 +542,7 @@ def test_sends_one_email_through_ses_and_writes_it_to_the_outbox(mailing: Mailin
     assert "ada@example.com" in written["To"]
     assert "version 1" in written["Subject"]
     text = written.get_body(("plain",))
-    assert text is not None and mailing.publication.portal_url in text.get_content()
+    assert text is not None and PORTAL_URL in text.get_content()
     assert mailing.deliveries.email_message_id(mailing.publication.cfg_id, 1) == outcome.message_id
     assert mailing.proxy.counts.forwarded == 1
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from contracts.orders import OrderStatus
-from delivery.order_sweep import StuckLimits, plan_sweep
+from delivery.order_sweep import StuckLimits, SweepAction, plan_sweep
 from platform_db import Order
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -33,13 +33,19 @@ def _order(cfg_id: str, status: OrderStatus, still_for: timedelta) -> Order:
     )
 
 
+def _sweep(
+    *orders: Order,
+    now: datetime = NOW,
+    active: frozenset[str] = frozenset(),
+    resumes: dict[str, int] | None = None,
+) -> list[SweepAction]:
+    return plan_sweep(orders, now=now, limits=LIMITS, active=active, resumes=resumes or {})
+
+
 def _plan(
     *orders: Order, active: frozenset[str] = frozenset(), resumes: dict[str, int] | None = None
 ) -> list[tuple[str, str]]:
-    return [
-        (action.cfg_id, action.kind)
-        for action in plan_sweep(orders, now=NOW, limits=LIMITS, active=active, resumes=resumes or {})
-    ]
+    return [(action.cfg_id, action.kind) for action in _sweep(*orders, active=active, resumes=resumes)]
 
 
 def test_orders_within_their_limits_or_with_a_run_are_left_alone() -> None:
@@ -64,36 +70,22 @@ def test_a_stuck_received_or_building_order_is_resumed_at_its_step() -> None:
 
 def test_the_same_stand_still_gets_the_same_run_key_so_it_is_resumed_once() -> None:
     stuck = _order("a", OrderStatus.BUILDING, timedelta(minutes=16))
-    first = plan_sweep([stuck], now=NOW, limits=LIMITS, active=frozenset(), resumes={})
-    later = plan_sweep([stuck], now=NOW + timedelta(minutes=1), limits=LIMITS, active=frozenset(), resumes={})
+    first = _sweep(stuck)
+    later = _sweep(stuck, now=NOW + timedelta(minutes=1))
     assert first[0].run_key == later[0].run_key
     moved_again = replace(stuck, updated_at=NOW)
-    again = plan_sweep(
-        [moved_again], now=NOW + timedelta(minutes=16), limits=LIMITS, active=frozenset(), resumes={}
-    )
+    again = _sweep(moved_again, now=NOW + timedelta(minutes=16))
     assert again[0].run_key != first[0].run_key
 
 
 def test_an_order_resumed_max_times_is_failed_with_the_reason() -> None:
-    [action] = plan_sweep(
-        [_order("a", OrderStatus.BUILDING, timedelta(minutes=20))],
-        now=NOW,
-        limits=LIMITS,
-        active=frozenset(),
-        resumes={"a": 2},
-    )
+    [action] = _sweep(_order("a", OrderStatus.BUILDING, timedelta(minutes=20)), resumes={"a": 2})
     assert action.kind == "fail"
     assert "building for 1200 s" in action.reason and "2 automatic resume(s)" in action.reason
 
 
 def test_an_edp_job_past_its_timeout_fails_the_order_and_says_how_to_retry() -> None:
-    [action] = plan_sweep(
-        [_order("a", OrderStatus.EDP_PENDING, timedelta(minutes=11))],
-        now=NOW,
-        limits=LIMITS,
-        active=frozenset(),
-        resumes={},
-    )
+    [action] = _sweep(_order("a", OrderStatus.EDP_PENDING, timedelta(minutes=11)))
     assert action.kind == "fail"
     assert "EDP job job-1 did not finish within 600 s" in action.reason
     assert "POST /orders/a/retry" in action.reason

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -13,14 +15,12 @@ import pytest
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import Manifest
 from delivery.artifact_store import ArtifactStore, StoredObject, order_key
-from delivery.portal_links import PortalLinks
 from delivery.portal_publication import PortalPublication, publish_portal_version
 from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order-cloud.json"
-LINKS = PortalLinks(base_url="https://portal.example.com", token="t0ken")
 
 
 @dataclass
@@ -40,7 +40,6 @@ class Delivery:
             artifacts=self.artifacts,  # type: ignore[arg-type]
             store=self.store,
             deliveries=self.deliveries,
-            links=LINKS,
         )
 
     def manifest_in_s3(self, version: int) -> Manifest:
@@ -92,8 +91,6 @@ def test_first_publication_is_version_1(delivery: Delivery) -> None:
     assert publication.version == 1
     assert publication.cfg_id == delivery.cfg_id
     assert publication.manifest_key == f"portal/{delivery.cfg_id}/v1/manifest.json"
-    assert publication.page_url == "https://portal.example.com/portal/t0ken/v1"
-    assert publication.portal_url == "https://portal.example.com/portal/t0ken"
     assert publication.manifest.version == 1
     assert [v.version for v in delivery.deliveries.portal_versions(delivery.cfg_id)] == [1]
 
@@ -116,7 +113,11 @@ def test_manifest_in_s3_validates_and_lists_each_artifact(delivery: Delivery) ->
         data = delivery.store.get(artifact.key)
         assert len(data) == artifact.size
         assert hashlib.sha256(data).hexdigest() == artifact.sha256
-        assert artifact.url == f"https://portal.example.com/portal/t0ken/v1/{artifact.name}"
+        assert artifact.url is None
+    # Only what stays true is stored: a link under the token would die with its rotation.
+    raw = json.loads(delivery.store.get(publication.manifest_key))
+    assert raw["schema_version"] == 2
+    assert all("url" not in artifact for artifact in raw["artifacts"])
     head = delivery.store.head(publication.manifest_key)
     assert head is not None and head["ContentType"] == "application/json"
 
@@ -128,8 +129,7 @@ def test_retry_of_the_same_run_republishes_the_same_version(delivery: Delivery) 
     again = delivery.publish("run-a")
 
     assert again.version == first.version == 1
-    assert again.manifest == first.manifest
-    assert again.page_url == first.page_url
+    assert again == first
     assert [v.version for v in delivery.deliveries.portal_versions(delivery.cfg_id)] == [1]
     assert delivery.store.head(f"portal/{delivery.cfg_id}/v2/manifest.json") is None
     assert version_links(delivery.html(f"portal/{delivery.cfg_id}/index.html")) == {1}
@@ -148,10 +148,11 @@ def test_new_run_publishes_version_2_and_keeps_version_1(delivery: Delivery) -> 
     assert delivery.store.head(f"portal/{delivery.cfg_id}/v1/index.html") is not None
     assert [v.version for v in delivery.deliveries.portal_versions(delivery.cfg_id)] == [1, 2]
 
-    page = delivery.html(f"portal/{delivery.cfg_id}/v2/index.html")
-    assert version_links(page) == {1, 2}
-    assert first.page_url in page
-    assert second.page_url in page
+    # Each version's folder stands alone; the order's index leads to both.
+    assert version_links(delivery.html(f"portal/{delivery.cfg_id}/v2/index.html")) == set()
+    index = delivery.html(f"portal/{delivery.cfg_id}/index.html")
+    assert version_links(index) == {1, 2}
+    assert 'href="v1/index.html"' in index and 'href="v2/index.html"' in index
 
 
 @pytest.mark.slow
@@ -170,7 +171,7 @@ def test_order_index_names_the_latest_version_and_the_history(delivery: Delivery
     assert version_links(index) == {1, 2}
     for artifact in second.manifest.artifacts:
         assert artifact.sha256 in index
-        assert artifact.url in index
+        assert f'href="v2/{artifact.name}"' in index
 
 
 @pytest.mark.slow
@@ -187,4 +188,58 @@ def test_retry_of_an_old_run_after_a_newer_version_keeps_its_number(delivery: De
     assert "latest: version 2" in index
     assert "The latest version is <strong>version 2</strong>" in index
     assert version_links(index) == {1, 2}
-    assert version_links(delivery.html(f"portal/{delivery.cfg_id}/v1/index.html")) == {1, 2}
+    assert version_links(delivery.html(f"portal/{delivery.cfg_id}/v1/index.html")) == set()
+
+
+def copy_off_s3(delivery: Delivery, folder: Path, versions: list[int]) -> None:
+    """The order's portal folder as an air-gapped site gets it: per version, its manifest.json, its
+    index.html and its artifacts beside them, under their names."""
+    portal = f"portal/{delivery.cfg_id}"
+    (folder / "index.html").write_bytes(delivery.store.get(f"{portal}/index.html"))
+    for version in versions:
+        (folder / f"v{version}").mkdir(parents=True)
+        for name in ("manifest.json", "index.html"):
+            (folder / f"v{version}" / name).write_bytes(delivery.store.get(f"{portal}/v{version}/{name}"))
+        for artifact in delivery.manifest_in_s3(version).artifacts:
+            (folder / f"v{version}" / artifact.name).write_bytes(delivery.store.get(artifact.key))
+
+
+def hrefs(page: str) -> list[str]:
+    return [html.unescape(href) for href in re.findall(r'href="([^"]*)"', page)]
+
+
+@pytest.mark.slow
+def test_a_copied_portal_folder_opens_from_disk_with_every_link_working(
+    delivery: Delivery, tmp_path: Path
+) -> None:
+    delivery.publish("run-a")
+    delivery.publish("run-b")
+    copy_off_s3(delivery, tmp_path, [1, 2])
+
+    for page in (tmp_path / "index.html", tmp_path / "v1" / "index.html", tmp_path / "v2" / "index.html"):
+        links = hrefs(page.read_text(encoding="utf-8"))
+        assert links, page
+        for link in links:
+            # Relative: no scheme, host or absolute path, so file:// resolves it within the copy.
+            assert urlsplit(link).scheme == "" and urlsplit(link).netloc == "" and not link.startswith("/")
+            assert (page.parent / link).resolve().is_file(), f"{page}: {link}"
+    for version in (1, 2):
+        folder = tmp_path / f"v{version}"
+        manifest = Manifest.model_validate_json((folder / "manifest.json").read_bytes())
+        for artifact in manifest.artifacts:
+            data = (folder / artifact.name).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == artifact.sha256
+        assert sorted(hrefs((folder / "index.html").read_text(encoding="utf-8"))) == sorted(
+            [*(a.name for a in manifest.artifacts), "manifest.json"]
+        )
+
+
+@pytest.mark.slow
+def test_nothing_stored_carries_an_absolute_link(delivery: Delivery) -> None:
+    # Publishing is given no token or host at all; what it stores must not invent one either.
+    delivery.publish("run-a")
+
+    keys = [key for key, _ in delivery.store.keys(f"portal/{delivery.cfg_id}/")]
+    assert len(keys) == 3
+    for key in keys:
+        assert b"://" not in delivery.store.get(key), key

@@ -65,6 +65,7 @@ def run_compose(
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
 
 
@@ -76,7 +77,7 @@ def rendered(project: Path, env: dict[str, str] | None = None) -> dict[str, Any]
 
 def test_compose_binary_is_compose_v2() -> None:
     result = subprocess.run(
-        [str(compose_binary()), "version", "--short"], capture_output=True, text=True, timeout=30
+        [str(compose_binary()), "version", "--short"], capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("2."), result.stdout
@@ -213,7 +214,7 @@ def test_postgres_entrypoint_maps_the_password(project: Path, tmp_path: Path) ->
     base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "ENV_DUMP": str(dump)}
 
     result = subprocess.run(
-        ["sh", "-c", script], env={**base, **FAKE_SECRETS}, capture_output=True, text=True
+        ["sh", "-c", script], env={**base, **FAKE_SECRETS}, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
     seen = dict(
@@ -227,7 +228,11 @@ def test_postgres_entrypoint_maps_the_password(project: Path, tmp_path: Path) ->
 
     dump.unlink()
     empty = subprocess.run(
-        ["sh", "-c", script], env={**base, "PLATFORM_DB_PASSWORD": ""}, capture_output=True, text=True
+        ["sh", "-c", script],
+        env={**base, "PLATFORM_DB_PASSWORD": ""},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert empty.returncode != 0
     assert "PLATFORM_DB_PASSWORD is empty" in empty.stderr
@@ -319,6 +324,7 @@ def test_command_exists_in_the_image(label: str) -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert result.returncode == 0, f"{label}: {result.stderr}"
     for option in (part for part in argv[1:] if part.startswith("-")):

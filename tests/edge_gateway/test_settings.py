@@ -20,6 +20,7 @@ from delivery.edge_bundle import (
     customer_config_yaml,
 )
 from edge_gateway.settings import DEFAULTS_PATH, dtm_path_from, load_gateway_settings
+from industrial_fixtures import load_manifest
 from service_kit.layered_config import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -70,9 +71,9 @@ def test_the_bundled_defaults_load_for_every_stage() -> None:
 
 def test_beta_fits_the_delivered_compose_file(tmp_path: Path) -> None:
     dtm = DeviceTopologyModel.model_validate({"schema_version": 1, "site": {"name": "S", "timezone": "UTC"}})
-    service = yaml.safe_load(compose_file(dtm=dtm, images=EdgeImages.release("example", "1")))["services"][
-        GATEWAY_SERVICE
-    ]
+    service = yaml.safe_load(
+        compose_file(dtm=dtm, images=EdgeImages.release("example", "1"), fixtures=load_manifest().fixtures)
+    )["services"][GATEWAY_SERVICE]
     environment = service["environment"]
     assert environment["ENV"] == DELIVERED_STAGE
     assert environment["CFG_CUSTOMER_PATH"] == f"{CONTAINER_CONFIG_DIR}/{CUSTOMER_CONFIG_NAME}"
@@ -166,7 +167,7 @@ def test_backoff_max_below_initial_is_rejected(defaults: Path, tmp_path: Path) -
 def test_unknown_stage_and_missing_customer_file_fail_at_start(defaults: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown stage ENV='prod'"):
         load_gateway_settings(defaults_path=defaults, environ={"ENV": "prod"})
-    with pytest.raises(ConfigError, match="customer file .*nope.yml does not exist"):
+    with pytest.raises(ConfigError, match=r"customer file .*nope\.yml does not exist"):
         load_gateway_settings(defaults_path=defaults, customer_path=tmp_path / "nope.yml", environ={})
 
 

@@ -64,7 +64,7 @@ def test_a_broken_dtm_names_the_file_and_the_field(tmp_path: Path) -> None:
     delivered.write_text("{not json")
     with pytest.raises(TopologyError, match="is not valid JSON"):
         TopologyStore(tmp_path / "data", delivered).load()
-    with pytest.raises(TopologyError, match="DTM_PATH .* does not exist"):
+    with pytest.raises(TopologyError, match=r"DTM_PATH .* does not exist"):
         TopologyStore(tmp_path / "data", tmp_path / "missing.json").load()
 
 

@@ -20,6 +20,7 @@ from delivery.edge_bundle import dtm_json
 from industrial_fixtures import fixture_dtm_bytes, load_fixture_dtm, load_manifest
 from industrial_fixtures.registers import decode, encode, raw_value, register_count
 from industrial_fixtures.signals import DeviceSignals
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE_TYPES: tuple[DeviceType, ...] = ("power_meter", "pv_inverter", "battery")
@@ -75,16 +76,17 @@ def fixture_server(request: pytest.FixtureRequest) -> Iterator[tuple[DeviceType,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+    def listening() -> bool:
+        assert process.poll() is None, process.communicate()[0].decode()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, process.communicate()[0].decode()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the fixture does not listen"
-                time.sleep(0.1)
+        wait_for("the fixture listening", listening, 15, interval=0.1)
         yield device_type, port, unit_id
     finally:
         process.terminate()

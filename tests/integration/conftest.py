@@ -34,6 +34,12 @@ from sqlalchemy.engine import URL
 
 from platform_db.migrate import downgrade
 
+# The platform_db suite's fixtures, for its tests run again on PostgreSQL (test_platform_db_postgres.py):
+# ``db_url`` below points them at the server.
+from tests.platform_db.conftest import connect, make_payload, migrated_url, new_order, repo
+
+__all__ = ["connect", "make_payload", "migrated_url", "new_order", "repo"]
+
 ROLE = "platform"
 PLATFORM_DB = "platform"
 DAGSTER_DB = "dagster"
@@ -263,3 +269,9 @@ def platform_db_url(postgres: PostgresServer) -> str:
     url = postgres.url().render_as_string(hide_password=False)
     downgrade(url, "base")
     return url
+
+
+@pytest.fixture
+def db_url(platform_db_url: str) -> str:
+    """The ``platform`` database on the test server, without any schema (for the platform_db suite)."""
+    return platform_db_url

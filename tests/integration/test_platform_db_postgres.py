@@ -1,8 +1,8 @@
 """platform_db on PostgreSQL, the beta stage's database.
 
 The platform_db suite written against SQLite (tests/platform_db) runs here unchanged against the
-real server: its test functions and fixtures are imported, and ``db_url`` / ``migrated_url`` /
-``repo`` below point them at the ``platform`` database. Behaviour that differs between the two
+real server: its test functions are imported, and the fixtures they need (tests/integration/conftest.py,
+with ``db_url`` at the ``platform`` database) point them at the server. Behaviour that differs between the two
 engines (locking, time zones, types) is what those tests would catch. The tests after them cover
 what only PostgreSQL has: the password from secrets, conditional updates racing on row locks, the
 column types the migrations create.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,11 +28,19 @@ from platform_db import OrderRepository
 from platform_db.migrate import current_revision, upgrade
 
 # The SQLite suite, run again on PostgreSQL. Imported names are collected as this module's tests.
-from tests.platform_db.conftest import make_payload, migrated_url, repo  # noqa: F401 - fixtures over db_url below
+from tests.platform_db.conftest import Connect
+from tests.platform_db.test_claims import (  # noqa: F401 - fixtures and tests
+    claims,
+    test_a_claim_being_launched_is_in_progress_until_released,
+    test_a_recorded_claim_is_not_released,
+    test_a_stale_claim_is_taken_over_by_one_retry,
+    test_concurrent_requests_with_one_key_make_one_claim,
+    test_the_same_key_answers_the_recorded_backfill,
+    test_without_a_key_every_claim_is_new,
+)
 from tests.platform_db.test_deliveries import (  # noqa: F401 - fixtures and tests
     cfg_id,
     deliveries,
-    new_order,
     published,
     test_a_claim_survives_a_new_connection,
     test_a_claimed_version_keeps_its_publication_on_retry,
@@ -53,7 +60,7 @@ from tests.platform_db.test_deliveries import (  # noqa: F401 - fixtures and tes
 )
 from tests.platform_db.test_migrate import (  # noqa: F401 - tests
     HEAD,
-    PROJECT_ROOT,
+    run_module,
     test_alembic_cli_upgrades_and_finds_no_pending_changes,
     test_downgrade_to_base_and_upgrade_again,
     test_migrated_schema_matches_the_metadata,
@@ -90,57 +97,42 @@ pytestmark = pytest.mark.slow
 MakePayload = Callable[..., ConfiguratorPayload]
 
 
-@pytest.fixture
-def db_url(platform_db_url: str) -> str:
-    """The ``platform`` database on the test server, without any schema."""
-    return platform_db_url
-
-
 # --- what the SQLite suite has no test for -------------------------------------------------------
 
 
 def test_concurrent_conditional_moves_let_exactly_one_through(
-    migrated_url: str, make_payload: MakePayload, race: Callable[[int, Callable[[int], Any]], list[Any]]
+    connect: Connect, make_payload: MakePayload, race: Callable[[int, Callable[[int], Any]], list[Any]]
 ) -> None:
     """PostgreSQL re-checks the WHERE of an UPDATE that waited on a row lock: one writer moves the order."""
     workers = 8
-    repositories = [OrderRepository.from_url(migrated_url) for _ in range(workers)]
-    try:
-        order, _ = repositories[0].submit(make_payload(), None)
-        repositories[0].fail(order.cfg_id, "EDP job failed")
+    repositories = [connect(OrderRepository) for _ in range(workers)]
+    order, _ = repositories[0].submit(make_payload(), None)
+    repositories[0].fail(order.cfg_id, "EDP job failed")
 
-        # Two operators retry the same failed order at once: one retry starts, with one new EDP attempt.
-        moved = race(
-            workers,
-            lambda index: repositories[index].start_retry(
-                order.cfg_id, OrderStatus.RECEIVED, new_edp_job=True
-            ),
-        )
+    # Two operators retry the same failed order at once: one retry starts, with one new EDP attempt.
+    moved = race(
+        workers,
+        lambda index: repositories[index].start_retry(order.cfg_id, OrderStatus.RECEIVED, new_edp_job=True),
+    )
 
-        assert sorted(moved) == [False] * (workers - 1) + [True]
-        retried = repositories[0].get(order.cfg_id)
-        assert retried is not None
-        assert retried.status is OrderStatus.RECEIVED and retried.edp_attempt == 1
-    finally:
-        for repository in repositories:
-            repository.dispose()
+    assert sorted(moved) == [False] * (workers - 1) + [True]
+    retried = repositories[0].get(order.cfg_id)
+    assert retried is not None
+    assert retried.status is OrderStatus.RECEIVED and retried.edp_attempt == 1
 
 
 def test_concurrent_submits_without_a_key_get_distinct_increasing_seqs(
-    migrated_url: str, make_payload: MakePayload, race: Callable[[int, Callable[[int], Any]], list[Any]]
+    connect: Connect, make_payload: MakePayload, race: Callable[[int, Callable[[int], Any]], list[Any]]
 ) -> None:
     workers = 8
-    repositories = [OrderRepository.from_url(migrated_url) for _ in range(workers)]
-    try:
-        results = race(workers, lambda index: repositories[index].submit(make_payload(), None)[0])
+    repositories = [connect(OrderRepository) for _ in range(workers)]
 
-        seqs = sorted(order.seq for order in results)
-        assert len(set(seqs)) == workers
-        # The sensors' cursor sees every one of them once, in seq order.
-        assert [order.seq for order in repositories[0].orders_after(0)] == seqs
-    finally:
-        for repository in repositories:
-            repository.dispose()
+    results = race(workers, lambda index: repositories[index].submit(make_payload(), None)[0])
+
+    seqs = sorted(order.seq for order in results)
+    assert len(set(seqs)) == workers
+    # The sensors' cursor sees every one of them once, in seq order.
+    assert [order.seq for order in repositories[0].orders_after(0)] == seqs
 
 
 def test_timestamps_come_back_in_utc_whatever_the_session_time_zone(
@@ -252,14 +244,7 @@ def _platform_db_cli(
         SECRETS_PATH=str(tmp_path / "no-secrets.env"),
         **_beta_secrets(password),
     )
-    return subprocess.run(
-        [sys.executable, "-m", "platform_db", "upgrade"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_module("platform_db", "upgrade", env=env)
 
 
 def test_module_cli_upgrades_the_beta_database_without_showing_the_password(

@@ -9,7 +9,6 @@ Idempotency-Key, sent twice, launches one backfill: exactly one version 3 and on
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ import requests
 from api.dagster_graphql import DagsterGraphQL
 from local_stack.isolated import PROJECT_ROOT, IsolatedStack
 from platform_config.settings import Settings
+from tests.conftest import BACKFILL_DONE, BACKFILL_GAVE_UP, backfill_status, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +29,6 @@ TIMEOUT = 240.0
 FAST_EDP = {"standins": {"edp": {"queued_seconds": 0.5, "running_seconds": 0.5}}}
 TARGETS = ("cloud", "onprem")
 MANIFEST_AND_EMAIL = [["order", "manifest"], ["order", "email"]]
-BACKFILL_STATUS = """
-query BackfillStatus($backfillId: String!) {
-  partitionBackfillOrError(backfillId: $backfillId) {
-    __typename
-    ... on PartitionBackfill { status }
-    ... on Error { message }
-  }
-}
-"""
-DONE = {"COMPLETED", "COMPLETED_SUCCESS"}
-GAVE_UP = {"FAILED", "COMPLETED_FAILED", "CANCELED"}
 
 
 def _example(target: str) -> dict[str, Any]:
@@ -74,26 +63,17 @@ class Waiter:
         self.stack = stack
 
     def until(self, what: str, check: Callable[[], T | None], timeout: float = TIMEOUT) -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not within {timeout:.0f} s: {what}\n{self.stack.output()}")
-            time.sleep(1.0)
+        return wait_for(what, check, timeout, self.stack.output, interval=1.0)
 
     def backfill_done(self, backfill_id: str) -> str:
         url = _settings(self.stack).dagster.webserver_graphql_url()
 
         def status() -> str | None:
-            answer = requests.post(
-                url, json={"query": BACKFILL_STATUS, "variables": {"backfillId": backfill_id}}, timeout=10
-            ).json()["data"]["partitionBackfillOrError"]
-            assert answer.get("status") not in GAVE_UP, (
-                f"backfill {backfill_id}: {answer}\n{self.stack.output()}"
+            current = backfill_status(url, backfill_id, timeout=10)
+            assert current not in BACKFILL_GAVE_UP, (
+                f"backfill {backfill_id}: {current}\n{self.stack.output()}"
             )
-            return answer.get("status") if answer.get("status") in DONE else None
+            return current if current in BACKFILL_DONE else None
 
         return self.until(f"backfill {backfill_id} completes", status)
 
@@ -190,7 +170,7 @@ def test_the_order_shows_its_versions_and_assets_from_dagster(redelivery: Redeli
     assert order["status"] == "delivered"
     assert _versions(order) == [1, 2, 3]
     assets = order["assets"]
-    assert assets is not None, "the API could not read the Dagster instance"
+    assert assets is not None, "the API could not read the Dagster webserver"
     assert list(assets) == [
         "order/config",
         "order/edp_artifacts",

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 
 import pytest
 
 from local_stack.isolated import child_pids, group_alive
 from local_stack.services import Service, ServiceFailed
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
+from tests.conftest import wait_for
 
 
 def test_stop_ends_the_whole_process_group_even_a_grandchild_that_ignores_sigterm() -> None:
@@ -33,11 +25,11 @@ def test_stop_ends_the_whole_process_group_even_a_grandchild_that_ignores_sigter
     assert service.process is not None
     leader = service.process.pid
     try:
-        _wait_for(lambda: len(child_pids(leader)) == 2)
+        wait_for("the sleeper and its grandchild", lambda: len(child_pids(leader)) == 2, 10.0, interval=0.05)
         assert group_alive(leader)
         service.stop(grace_seconds=2)
         assert service.exited()
-        _wait_for(lambda: not group_alive(leader), timeout=5)
+        wait_for("the group to end", lambda: not group_alive(leader), 5.0, interval=0.05)
     finally:
         service.signal_group(signal.SIGKILL)
 

@@ -21,44 +21,39 @@ import requests
 from local_stack.isolated import IsolatedStack, child_pids
 from local_stack.services import Service, process_group_alive
 from local_stack.supervisor import RestartBudget, Supervisor, describe_window
+from tests.conftest import wait_for
 
-# Answers 200 on every GET until killed; with a marker path argument, only the first run
-# (no marker yet) listens and later runs just sleep: a restart that never becomes healthy.
-FAKE_SERVER = """
-import http.server, os, sys, time
+# What the fake services share: a handler answering 200 on every GET.
+OK_HANDLER = """
+import http.server, os, sys, threading, time
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+"""
+# Answers until killed; with a marker path argument, only the first run (no marker yet) listens
+# and later runs just sleep: a restart that never becomes healthy.
+FAKE_SERVER = (
+    OK_HANDLER
+    + """
 port, marker = int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else ""
 if marker and os.path.exists(marker):
     time.sleep(300)
 if marker:
     open(marker, "w").close()
-class Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-    def log_message(self, *args):
-        pass
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Ok).serve_forever()
 """
+)
 # Answers for a moment, then exits with 3: a service that keeps crashing.
-FLAKY_SERVER = """
-import http.server, os, sys, threading
-class Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-    def log_message(self, *args):
-        pass
+FLAKY_SERVER = (
+    OK_HANDLER
+    + """
 threading.Timer(1.2, os._exit, (3,)).start()
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
 """
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
+)
 
 
 def fake_service(
@@ -138,11 +133,11 @@ def test_a_killed_service_is_restarted_and_the_other_keeps_its_process(
     run.start()
     assert crashy.process is not None and steady.process is not None
     old_leader, steady_pid = crashy.process.pid, steady.process.pid
-    _wait_for(lambda: len(child_pids(old_leader)) == 1)
+    wait_for("crashy's server", lambda: len(child_pids(old_leader)) == 1, 15.0, interval=0.05)
     old_server = child_pids(old_leader)[0]
 
     os.kill(old_leader, signal.SIGKILL)
-    _wait_for(lambda: len(run.matching(r"^crashy: ")) == 2)
+    wait_for("crashy started again", lambda: len(run.matching(r"^crashy: ")) == 2, 15.0, interval=0.05)
 
     assert run.matching(r"^crashy stopped") == [
         f"crashy stopped unexpectedly (exit code -9, see {crashy.log_path}); restarting it (1 of 5 in 10 min)"
@@ -220,12 +215,15 @@ def test_a_stop_during_a_restart_leaves_no_process_behind(
     first = service.process.pid
     os.kill(first, signal.SIGKILL)
     # The restart is under way (and would wait a minute for an answer) when Ctrl-C comes.
-    _wait_for(
+    wait_for(
+        "the restart under way",
         lambda: (
             service.process is not None
             and service.process.pid != first
             and len(child_pids(service.process.pid)) == 1
-        )
+        ),
+        15.0,
+        interval=0.05,
     )
     restarted = service.process.pid
     started = time.monotonic()

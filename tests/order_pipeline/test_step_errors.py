@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dagster._utils.error import SerializableErrorInfo
 
-from order_pipeline.step_errors import error_cause
+from order_pipeline.step_errors import error_cause, failure_cause
 
 
 def _error(
@@ -44,3 +46,44 @@ def test_an_unwrapped_error_is_itself() -> None:
         error_cause(_error("ValueError: dtm.json lists no devices"))
         == "ValueError: dtm.json lists no devices"
     )
+
+
+@dataclass(frozen=True)
+class Link:
+    """Any error chain: a message and the error it was raised from."""
+
+    message: str
+    cause: Link | None = None
+
+
+def test_any_error_chain_is_read_by_the_same_rule() -> None:
+    chain = Link(
+        "Exceeded max_retries of 2",
+        Link(
+            'Error occurred while executing op "order__email":',
+            Link("botocore.errorfactory.MessageRejected: Email address is not verified."),
+        ),
+    )
+    assert (
+        error_cause(chain)
+        == "MessageRejected: Email address is not verified. (still failing after 2 retries)"
+    )
+
+
+def test_a_wrapper_with_nothing_below_is_itself() -> None:
+    assert error_cause(Link('Error occurred while executing op "order__apk":')) == (
+        'Error occurred while executing op "order__apk":'
+    )
+
+
+def test_a_failures_description_says_why_before_the_error_it_raised() -> None:
+    raised = _error("dagster._core.definitions.events.Failure: dtm.json is missing\n")
+    assert failure_cause("  dtm.json is missing from the EDP artifacts\n", raised) == (
+        "dtm.json is missing from the EDP artifacts"
+    )
+    assert (
+        failure_cause(None, S3_DOWN)
+        == 'EndpointConnectionError: Could not connect to the endpoint URL: "http://127.0.0.1:5000/b"'
+    )
+    assert failure_cause("", Link("ValueError: no devices")) == "ValueError: no devices"
+    assert failure_cause(None, None) == "the step failed"

@@ -26,6 +26,7 @@ from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import Manifest
 from contracts.orders import OrderStatus
 from delivery.artifact_store import portal_key
+from delivery.portal_links import PortalLinks, PortalTokens
 from platform_assets.definitions import order_assets
 from platform_config.settings import Settings
 from platform_db import Order, OrderRepository
@@ -152,9 +153,30 @@ class OrderFlow:
             for path in files
         ]
 
+    def portal_links(self, cfg_id: str) -> PortalLinks:
+        """The order's portal links under its current token."""
+        token = PortalTokens(self.settings.portal_token_key()).token(
+            cfg_id, self.order(cfg_id).portal_token_generation
+        )
+        return PortalLinks(base_url=self.settings.api.public_url, token=token)
+
+    def portal_link_in(self, mail: EmailMessage) -> str:
+        """The portal link the email's text carries."""
+        body = mail.get_body(preferencelist=("plain",))
+        assert body is not None
+        prefix = f"{self.settings.api.public_url}/portal/"
+        return next(word for word in body.get_content().split() if word.startswith(prefix))
+
     def assert_downloads_match(self, manifest: Manifest) -> None:
-        """Every link in the manifest downloads exactly the bytes it promises."""
-        for artifact in manifest.artifacts:
+        """The portal serves the stored manifest with a link per artifact, and every link downloads
+        exactly the bytes it promises."""
+        links = self.portal_links(manifest.cfg_id)
+        answer = requests.get(links.artifact(manifest.version, "manifest.json"), timeout=10)
+        assert answer.status_code == 200
+        served = Manifest.model_validate(answer.json())
+        assert served.as_stored() == manifest
+        for artifact in served.artifacts:
+            assert artifact.url == links.artifact(manifest.version, artifact.name)
             response = requests.get(artifact.url, allow_redirects=True, timeout=30)
             assert response.status_code == 200, f"{artifact.name}: HTTP {response.status_code}"
             assert len(response.content) == artifact.size, artifact.name

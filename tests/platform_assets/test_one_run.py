@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from contracts.orders import OrderStatus
 from order_pipeline.keys import AFTER_EDP, EVERY_STEP
 from platform_assets.definitions import build_definitions
-from platform_config.settings import EdpStandinSettings, load_settings
+from platform_config.settings import EdpStandinSettings
 from standins.hmi_ci import publish_sample_apk
 from tests.sensors.conftest import Platform
 
@@ -24,17 +23,9 @@ EDP_SECONDS = 2.0
 
 
 @pytest.fixture
-def edp_settings(tmp_path: Path) -> EdpStandinSettings:
+def edp_settings(edp_settings: EdpStandinSettings) -> EdpStandinSettings:
     """Jobs that take EDP_SECONDS queued and as long running: longer than a short wait, shorter than a long one."""
-    return load_settings(
-        "local", secrets_path=tmp_path / "no-secrets.env", environ={}
-    ).standins.edp.model_copy(
-        update={
-            "state_dir": str(tmp_path / "edp-state"),
-            "queued_seconds": EDP_SECONDS,
-            "running_seconds": EDP_SECONDS,
-        }
-    )
+    return edp_settings.model_copy(update={"queued_seconds": EDP_SECONDS, "running_seconds": EDP_SECONDS})
 
 
 def _order_with_an_apk(flow: OrderFlow, target: str, *, wait_seconds: float) -> tuple[OrderFlow, str]:

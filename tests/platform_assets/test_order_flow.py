@@ -10,7 +10,17 @@ from dagster import ExecuteInProcessResult
 
 from contracts.orders import OrderStatus
 from delivery.artifact_store import order_key, portal_key
-from order_pipeline.keys import AFTER_APK, AFTER_EDP, CONFIG, EMAIL, REDELIVERY
+from order_pipeline.keys import (
+    AFTER_APK,
+    AFTER_EDP,
+    APK,
+    CFN_OR_ISO,
+    CONFIG,
+    EDP_ARTIFACTS,
+    EMAIL,
+    MANIFEST,
+    REDELIVERY,
+)
 from standins.hmi_ci import publish_sample_apk
 
 if TYPE_CHECKING:
@@ -85,11 +95,27 @@ def test_a_cloud_order_waits_for_the_apk_then_is_delivered(flow: OrderFlow) -> N
         str(flow.order(cfg_id).configurator_payload().customer.email)
     ]
     # The email carries the customer's portal link, and that link opens.
-    body = mail.get_body(preferencelist=("plain",)).get_content()
-    portal_url = next(
-        word for word in body.split() if word.startswith(f"{flow.settings.api.public_url}/portal/")
-    )
-    assert requests.get(portal_url, timeout=10).status_code == 200
+    assert requests.get(flow.portal_link_in(mail), timeout=10).status_code == 200
+
+
+def test_an_email_sent_after_the_token_was_rotated_carries_the_new_link(flow: OrderFlow) -> None:
+    publish_sample_apk(flow.s3(), flow.settings.artifacts.bucket, "1.0.0")
+    cfg_id = _config_and_edp(flow, "onprem")
+    assert flow.materialize(cfg_id, [EDP_ARTIFACTS, CFN_OR_ISO, APK, MANIFEST]).success
+    published_with = flow.portal_links(cfg_id)
+
+    # The token rotated between the manifest step and the email step (POST /orders/{cfg_id}/portal-token).
+    flow.orders.rotate_portal_token(cfg_id)
+    assert flow.materialize(cfg_id, [EMAIL]).success
+
+    current = flow.portal_links(cfg_id)
+    assert current.portal() != published_with.portal()
+    [mail] = flow.outbox(cfg_id)
+    assert flow.portal_link_in(mail) == current.portal()
+    assert published_with.token not in mail.as_string()
+    assert requests.get(current.portal(), timeout=10).status_code == 200
+    assert requests.get(published_with.portal(), timeout=10).status_code == 404
+    assert flow.status(cfg_id) == OrderStatus.DELIVERED
 
 
 def test_an_onprem_order_with_an_apk_ready_is_delivered_in_one_go(flow: OrderFlow) -> None:

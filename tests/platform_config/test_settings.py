@@ -130,7 +130,7 @@ def test_a_replaced_mapping_belongs_to_the_customer_file(defaults: Path, tmp_pat
 
 
 def test_missing_customer_file_and_bad_yaml_are_reported(defaults: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="customer file .*nope.yml does not exist"):
+    with pytest.raises(ConfigError, match=r"customer file .*nope\.yml does not exist"):
         load_settings(defaults_path=defaults, customer_path=tmp_path / "nope.yml", environ={})
     broken = write(tmp_path, "broken.yml", "api: [unclosed\n")
     with pytest.raises(ConfigError, match="is not valid YAML"):

@@ -7,10 +7,11 @@ database instead (e.g. a scratch PostgreSQL); it is emptied to the base revision
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Self, TypeVar
 
 import pytest
 
@@ -18,21 +19,23 @@ from contracts.configurator import ConfiguratorPayload
 from platform_db import OrderRepository
 from platform_db.migrate import downgrade, upgrade
 
-EXAMPLE_PAYLOAD: dict[str, Any] = {
-    "schema_version": 1,
-    "customer": {"name": "Ada", "company": "ACME", "email": "ada@example.com"},
-    "deployment": {"target": "cloud", "region": "eu-central-1", "instance_size": "t3.medium"},
-    "site": {"name": "Plant 1", "timezone": "Europe/Berlin"},
-    "devices": [
-        {
-            "id": "meter-1",
-            "type": "power_meter",
-            "model": "PM5560",
-            "connection": {"protocol": "modbus_tcp", "host": "10.0.0.5", "port": 502, "unit_id": 1},
-        }
-    ],
-    "options": {},
-}
+# The project's example order, as the website would submit it.
+EXAMPLE_ORDER = Path(__file__).resolve().parents[2] / "examples" / "order-cloud.json"
+EXAMPLE_PAYLOAD: dict[str, Any] = json.loads(EXAMPLE_ORDER.read_text())
+
+
+class Repository(Protocol):
+    @classmethod
+    def from_url(cls, url: str) -> Self: ...
+
+    def dispose(self) -> None: ...
+
+
+R = TypeVar("R", bound=Repository)
+
+
+class Connect(Protocol):
+    def __call__(self, repository_type: type[R]) -> R: ...
 
 
 @pytest.fixture
@@ -70,7 +73,34 @@ def migrated_url(db_url: str) -> str:
 
 
 @pytest.fixture
-def repo(migrated_url: str) -> Iterator[OrderRepository]:
-    repository = OrderRepository.from_url(migrated_url)
-    yield repository
-    repository.dispose()
+def connect(migrated_url: str) -> Iterator[Connect]:
+    """Open a repository on its own engine, as a separate process (an API worker, a Dagster run) would.
+
+    Every repository opened is disposed after the test.
+    """
+    opened: list[Repository] = []
+
+    def open_repository(repository_type: type[R]) -> R:
+        repository = repository_type.from_url(migrated_url)
+        opened.append(repository)
+        return repository
+
+    yield open_repository
+    for repository in opened:
+        repository.dispose()
+
+
+@pytest.fixture
+def repo(connect: Connect) -> OrderRepository:
+    return connect(OrderRepository)
+
+
+@pytest.fixture
+def new_order(repo: OrderRepository, make_payload: Callable[..., ConfiguratorPayload]) -> Callable[[], str]:
+    """Store an order (the other tables refer to it) and return its cfg_id."""
+
+    def make() -> str:
+        order, _ = repo.submit(make_payload(), None)
+        return order.cfg_id
+
+    return make

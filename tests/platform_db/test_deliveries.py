@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,31 +15,20 @@ from platform_db.deliveries import (
     STALE_SENDING,
     DeliveryRepository,
     EmailAction,
+    EmailResolution,
     EmailState,
     ResolutionKeyTaken,
 )
 from platform_db.migrate import downgrade, upgrade
 from platform_db.schema import delivery_emails, email_resolutions
+from tests.platform_db.conftest import Connect
 
 MakePayload = Callable[..., ConfiguratorPayload]
 
 
 @pytest.fixture
-def deliveries(migrated_url: str) -> Iterator[DeliveryRepository]:
-    repository = DeliveryRepository.from_url(migrated_url)
-    yield repository
-    repository.dispose()
-
-
-@pytest.fixture
-def new_order(repo: OrderRepository, make_payload: MakePayload) -> Callable[[], str]:
-    """Store an order (portal versions refer to it) and return its cfg_id."""
-
-    def make() -> str:
-        order, _ = repo.submit(make_payload(), None)
-        return order.cfg_id
-
-    return make
+def deliveries(connect: Connect) -> DeliveryRepository:
+    return connect(DeliveryRepository)
 
 
 @pytest.fixture
@@ -97,38 +86,29 @@ def test_versions_are_counted_per_order(deliveries: DeliveryRepository, new_orde
     assert deliveries.claim_portal_version(first_order, "run-c").version == 3
 
 
-def test_a_claim_survives_a_new_connection(migrated_url: str, cfg_id: str) -> None:
-    before = DeliveryRepository.from_url(migrated_url)
-    try:
-        claimed = before.claim_portal_version(cfg_id, "run-a")
-    finally:
-        before.dispose()
+def test_a_claim_survives_a_new_connection(connect: Connect, cfg_id: str) -> None:
+    before = connect(DeliveryRepository)
+    claimed = before.claim_portal_version(cfg_id, "run-a")
+    before.dispose()
 
-    after = DeliveryRepository.from_url(migrated_url)
-    try:
-        assert after.claim_portal_version(cfg_id, "run-a") == claimed
-        assert after.claim_portal_version(cfg_id, "run-b").version == 2
-    finally:
-        after.dispose()
+    after = connect(DeliveryRepository)
+    assert after.claim_portal_version(cfg_id, "run-a") == claimed
+    assert after.claim_portal_version(cfg_id, "run-b").version == 2
 
 
 def test_concurrent_runs_get_distinct_consecutive_versions(
-    migrated_url: str, cfg_id: str, race: Callable[[int, Callable[[int], Any]], list[Any]]
+    connect: Connect, cfg_id: str, race: Callable[[int, Callable[[int], Any]], list[Any]]
 ) -> None:
     workers = 5
     # One engine each, as separate Dagster runs would have.
-    repositories = [DeliveryRepository.from_url(migrated_url) for _ in range(workers)]
-    try:
-        claimed = race(
-            workers, lambda index: repositories[index].claim_portal_version(cfg_id, f"run-{index}")
-        )
-        assert sorted(version.version for version in claimed) == list(range(1, workers + 1))
-        # Each run keeps the number it got.
-        for index, version in enumerate(claimed):
-            assert repositories[0].claim_portal_version(cfg_id, f"run-{index}").version == version.version
-    finally:
-        for repository in repositories:
-            repository.dispose()
+    repositories = [connect(DeliveryRepository) for _ in range(workers)]
+
+    claimed = race(workers, lambda index: repositories[index].claim_portal_version(cfg_id, f"run-{index}"))
+
+    assert sorted(version.version for version in claimed) == list(range(1, workers + 1))
+    # Each run keeps the number it got.
+    for index, version in enumerate(claimed):
+        assert repositories[0].claim_portal_version(cfg_id, f"run-{index}").version == version.version
 
 
 def test_only_published_versions_are_listed_oldest_first(deliveries: DeliveryRepository, cfg_id: str) -> None:
@@ -224,16 +204,14 @@ def test_sent_email_is_never_released(deliveries: DeliveryRepository, published:
 
 
 def test_concurrent_email_claims_let_exactly_one_sender_through(
-    migrated_url: str, published: str, race: Callable[[int, Callable[[int], Any]], list[Any]]
+    connect: Connect, published: str, race: Callable[[int, Callable[[int], Any]], list[Any]]
 ) -> None:
     workers = 6
-    repositories = [DeliveryRepository.from_url(migrated_url) for _ in range(workers)]
-    try:
-        results = race(workers, lambda index: repositories[index].claim_email(published, 1))
-        assert sorted(results) == [False] * (workers - 1) + [True]
-    finally:
-        for repository in repositories:
-            repository.dispose()
+    repositories = [connect(DeliveryRepository) for _ in range(workers)]
+
+    results = race(workers, lambda index: repositories[index].claim_email(published, 1))
+
+    assert sorted(results) == [False] * (workers - 1) + [True]
 
 
 # --- email outcomes ---------------------------------------------------------------------------
@@ -252,6 +230,22 @@ def _age_claim(deliveries: DeliveryRepository, cfg_id: str, version: int, by: ti
 def _age_resolutions(deliveries: DeliveryRepository, by: timedelta) -> None:
     with deliveries._engine.begin() as connection:
         connection.execute(update(email_resolutions).values(created_at=datetime.now(UTC) - by))
+
+
+@pytest.fixture
+def unknown(deliveries: DeliveryRepository, published: str) -> str:
+    """A published order whose email of version 1 has an unknown outcome (its SES answer was lost)."""
+    deliveries.claim_email(published, 1)
+    deliveries.mark_unknown(published, 1, "answer lost")
+    return published
+
+
+@pytest.fixture
+def resend(deliveries: DeliveryRepository, unknown: str) -> EmailResolution:
+    """An operator's resend (key ``resend-1``) of the unknown email, its backfill not launched yet."""
+    resolution = deliveries.release_for_resend(unknown, 1, "resend-1")
+    assert resolution is not None
+    return resolution
 
 
 def test_a_claimed_email_is_sending_and_a_sent_one_sent(
@@ -328,12 +322,9 @@ def test_a_stale_sending_claim_counts_as_unknown(deliveries: DeliveryRepository,
 
 
 def test_mark_sent_by_operator_resolves_an_unknown_email(
-    deliveries: DeliveryRepository, published: str
+    deliveries: DeliveryRepository, unknown: str
 ) -> None:
-    deliveries.claim_email(published, 1)
-    deliveries.mark_unknown(published, 1, "answer lost")
-
-    resolution = deliveries.mark_sent_by_operator(published, 1, "op-1")
+    resolution = deliveries.mark_sent_by_operator(unknown, 1, "op-1")
 
     assert resolution is not None
     assert (resolution.action, resolution.idempotency_key, resolution.backfill_id) == (
@@ -341,7 +332,7 @@ def test_mark_sent_by_operator_resolves_an_unknown_email(
         "op-1",
         None,
     )
-    email = deliveries.email_of(published, 1)
+    email = deliveries.email_of(unknown, 1)
     assert email is not None
     assert (email.state, email.resolution, email.reason) == (
         EmailState.MARKED_SENT,
@@ -351,10 +342,10 @@ def test_mark_sent_by_operator_resolves_an_unknown_email(
     assert email.resolved_at is not None
     assert deliveries.unknown_emails() == []
     assert deliveries.resolution_by_key("op-1") == resolution
-    assert deliveries.claim_email(published, 1) is False
+    assert deliveries.claim_email(unknown, 1) is False
     # Once resolved, nothing more to resolve.
-    assert deliveries.mark_sent_by_operator(published, 1) is None
-    assert deliveries.release_for_resend(published, 1) is None
+    assert deliveries.mark_sent_by_operator(unknown, 1) is None
+    assert deliveries.release_for_resend(unknown, 1) is None
 
 
 @pytest.mark.parametrize("state", ["never claimed", "sending", "sent"])
@@ -372,58 +363,46 @@ def test_only_an_unknown_email_can_be_resolved(
 
 
 def test_release_for_resend_lets_the_next_claim_send_it_once(
-    deliveries: DeliveryRepository, published: str
+    deliveries: DeliveryRepository, unknown: str
 ) -> None:
-    deliveries.claim_email(published, 1)
-    deliveries.mark_unknown(published, 1, "answer lost")
-
-    resolution = deliveries.release_for_resend(published, 1, "resend-1")
+    resolution = deliveries.release_for_resend(unknown, 1, "resend-1")
 
     assert resolution is not None and resolution.action is EmailAction.RESEND
-    released = deliveries.email_of(published, 1)
+    released = deliveries.email_of(unknown, 1)
     assert released is not None and released.state is EmailState.RESEND_REQUESTED
     assert released.resolution is EmailAction.RESEND
     launched = deliveries.record_resend_backfill(resolution.id, "backfill-1")
     assert launched.backfill_id == "backfill-1"
     # The email step claims it, once.
-    assert deliveries.claim_email(published, 1) is True
-    assert deliveries.claim_email(published, 1) is False
-    taken = deliveries.email_of(published, 1)
+    assert deliveries.claim_email(unknown, 1) is True
+    assert deliveries.claim_email(unknown, 1) is False
+    taken = deliveries.email_of(unknown, 1)
     assert taken is not None
     assert (taken.state, taken.reason, taken.resolution) == (EmailState.SENDING, None, EmailAction.RESEND)
-    deliveries.record_email_sent(published, 1, "msg-2")
-    assert deliveries.email_of(published, 1).state is EmailState.SENT  # type: ignore[union-attr]
-    assert [r.backfill_id for r in deliveries.resolutions(published, 1)] == ["backfill-1"]
+    deliveries.record_email_sent(unknown, 1, "msg-2")
+    assert deliveries.email_of(unknown, 1).state is EmailState.SENT  # type: ignore[union-attr]
+    assert [r.backfill_id for r in deliveries.resolutions(unknown, 1)] == ["backfill-1"]
 
 
-def test_a_resend_is_requested_again_only_after_a_while(
-    deliveries: DeliveryRepository, published: str
-) -> None:
-    deliveries.claim_email(published, 1)
-    deliveries.mark_unknown(published, 1, "answer lost")
-    assert deliveries.release_for_resend(published, 1) is not None
+def test_a_resend_is_requested_again_only_after_a_while(deliveries: DeliveryRepository, unknown: str) -> None:
+    assert deliveries.release_for_resend(unknown, 1) is not None
 
-    assert deliveries.release_for_resend(published, 1) is None
+    assert deliveries.release_for_resend(unknown, 1) is None
 
-    _age_claim(deliveries, published, 1, STALE_RESEND + timedelta(seconds=5))
-    assert deliveries.release_for_resend(published, 1) is not None
+    _age_claim(deliveries, unknown, 1, STALE_RESEND + timedelta(seconds=5))
+    assert deliveries.release_for_resend(unknown, 1) is not None
     # An operator may still call it off: marked sent, the pending resend sends nothing.
-    assert deliveries.mark_sent_by_operator(published, 1) is not None
-    assert deliveries.claim_email(published, 1) is False
-    assert len(deliveries.resolutions(published, 1)) == 3
+    assert deliveries.mark_sent_by_operator(unknown, 1) is not None
+    assert deliveries.claim_email(unknown, 1) is False
+    assert len(deliveries.resolutions(unknown, 1)) == 3
 
 
 def test_undo_resend_makes_it_unknown_again_and_frees_the_key(
-    deliveries: DeliveryRepository, published: str
+    deliveries: DeliveryRepository, resend: EmailResolution
 ) -> None:
-    deliveries.claim_email(published, 1)
-    deliveries.mark_unknown(published, 1, "answer lost")
-    resolution = deliveries.release_for_resend(published, 1, "resend-1")
-    assert resolution is not None
+    deliveries.undo_resend(resend.id)
 
-    deliveries.undo_resend(resolution.id)
-
-    email = deliveries.email_of(published, 1)
+    email = deliveries.email_of(resend.cfg_id, 1)
     assert email is not None
     assert (email.state, email.resolution, email.resolved_at, email.reason) == (
         EmailState.UNKNOWN,
@@ -432,35 +411,27 @@ def test_undo_resend_makes_it_unknown_again_and_frees_the_key(
         "answer lost",
     )
     assert deliveries.resolution_by_key("resend-1") is None
-    assert deliveries.release_for_resend(published, 1, "resend-1") is not None
+    assert deliveries.release_for_resend(resend.cfg_id, 1, "resend-1") is not None
 
 
-def test_a_launched_resend_is_never_undone(deliveries: DeliveryRepository, published: str) -> None:
-    deliveries.claim_email(published, 1)
-    deliveries.mark_unknown(published, 1, "answer lost")
-    resolution = deliveries.release_for_resend(published, 1, "resend-1")
-    assert resolution is not None
-    deliveries.record_resend_backfill(resolution.id, "backfill-1")
+def test_a_launched_resend_is_never_undone(deliveries: DeliveryRepository, resend: EmailResolution) -> None:
+    deliveries.record_resend_backfill(resend.id, "backfill-1")
 
-    deliveries.undo_resend(resolution.id)
-    assert deliveries.forget_stale_resolution(resolution.id) is False
+    deliveries.undo_resend(resend.id)
+    assert deliveries.forget_stale_resolution(resend.id) is False
 
-    assert deliveries.email_of(published, 1).state is EmailState.RESEND_REQUESTED  # type: ignore[union-attr]
+    assert deliveries.email_of(resend.cfg_id, 1).state is EmailState.RESEND_REQUESTED  # type: ignore[union-attr]
     assert deliveries.resolution_by_key("resend-1") is not None
 
 
 def test_a_stale_unlaunched_resolution_can_be_forgotten(
-    deliveries: DeliveryRepository, published: str
+    deliveries: DeliveryRepository, resend: EmailResolution
 ) -> None:
-    deliveries.claim_email(published, 1)
-    deliveries.mark_unknown(published, 1, "answer lost")
-    resolution = deliveries.release_for_resend(published, 1, "resend-1")
-    assert resolution is not None
-    assert deliveries.forget_stale_resolution(resolution.id) is False  # its launch may still be under way
+    assert deliveries.forget_stale_resolution(resend.id) is False  # its launch may still be under way
 
     _age_resolutions(deliveries, STALE_RESEND + timedelta(seconds=5))
 
-    assert deliveries.forget_stale_resolution(resolution.id) is True
+    assert deliveries.forget_stale_resolution(resend.id) is True
     assert deliveries.resolution_by_key("resend-1") is None
 
 
@@ -506,22 +477,18 @@ def test_emails_of_an_order_by_version(deliveries: DeliveryRepository, new_order
 
 
 def test_concurrent_resolutions_of_one_email_let_one_through(
-    migrated_url: str, published: str, race: Callable[[int, Callable[[int], Any]], list[Any]]
+    connect: Connect,
+    deliveries: DeliveryRepository,
+    unknown: str,
+    race: Callable[[int, Callable[[int], Any]], list[Any]],
 ) -> None:
-    setup = DeliveryRepository.from_url(migrated_url)
-    setup.claim_email(published, 1)
-    setup.mark_unknown(published, 1, "answer lost")
     workers = 6
-    repositories = [DeliveryRepository.from_url(migrated_url) for _ in range(workers)]
-    try:
-        results = race(
-            workers, lambda index: repositories[index].release_for_resend(published, 1, f"k-{index}")
-        )
-        assert sum(result is not None for result in results) == 1
-        assert len(setup.resolutions(published, 1)) == 1
-    finally:
-        for repository in [setup, *repositories]:
-            repository.dispose()
+    repositories = [connect(DeliveryRepository) for _ in range(workers)]
+
+    results = race(workers, lambda index: repositories[index].release_for_resend(unknown, 1, f"k-{index}"))
+
+    assert sum(result is not None for result in results) == 1
+    assert len(deliveries.resolutions(unknown, 1)) == 1
 
 
 def test_migration_0006_derives_the_state_of_existing_emails(db_url: str, make_payload: MakePayload) -> None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -14,7 +16,7 @@ from sqlalchemy import create_engine, inspect
 import platform_db
 from contracts.configurator import ConfiguratorPayload
 from platform_db import OrderRepository
-from platform_db.migrate import alembic_config, current_revision, downgrade, upgrade
+from platform_db.migrate import MIGRATIONS_DIR, alembic_config, current_revision, downgrade, upgrade
 from platform_db.schema import metadata
 
 PROJECT_ROOT = Path(platform_db.__file__).resolve().parent.parent
@@ -31,6 +33,25 @@ def table_names(url: str) -> set[str]:
 
 def test_there_is_one_head() -> None:
     assert ScriptDirectory.from_config(alembic_config()).get_heads() == [HEAD]
+
+
+def test_a_new_migration_starts_with_the_header_of_the_others(tmp_path: Path) -> None:
+    # Written into a copy of the migrations, so the project's own history stays as it is.
+    shutil.copytree(MIGRATIONS_DIR, tmp_path / "migrations", ignore=shutil.ignore_patterns("__pycache__"))
+    config = alembic_config()
+    config.set_main_option("script_location", str(tmp_path / "migrations"))
+
+    script = command.revision(config, message="orders: something new", rev_id="9999")
+
+    assert script is not None and not isinstance(script, list)
+    assert script.revision == "9999" and script.down_revision == HEAD
+    written = Path(script.path).read_text()
+    assert written.startswith(
+        '"""orders: something new"""\n\n'
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        f'revision = "9999"\ndown_revision = "{HEAD}"\n\n\ndef upgrade() -> None:\n'
+    )
+    assert ScriptDirectory.from_config(config).get_heads() == ["9999"]
 
 
 def test_upgrade_creates_the_schema_and_is_idempotent(db_url: str) -> None:
@@ -70,21 +91,29 @@ def test_downgrade_to_base_and_upgrade_again(
         repo.dispose()
 
 
-def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m <args>`` from the project root, as an operator runs it."""
+    # No check: the tests assert the exit code, and a failure's output is part of what they show.
     return subprocess.run(
-        [sys.executable, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
 def test_alembic_cli_upgrades_and_finds_no_pending_changes(db_url: str) -> None:
     ini = str(PROJECT_ROOT / "platform_db" / "alembic.ini")
 
-    upgraded = _run(["-m", "alembic", "-c", ini, "-x", f"url={db_url}", "upgrade", "head"])
+    upgraded = run_module("alembic", "-c", ini, "-x", f"url={db_url}", "upgrade", "head")
     assert upgraded.returncode == 0, upgraded.stderr
     assert current_revision(db_url) == HEAD
 
     # `alembic check` autogenerates against the metadata and fails when a migration is missing.
-    checked = _run(["-m", "alembic", "-c", ini, "-x", f"url={db_url}", "check"])
+    checked = run_module("alembic", "-c", ini, "-x", f"url={db_url}", "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -101,7 +130,7 @@ def _stage_env(tmp_path: Path, platform_db_url: str, **extra: str) -> dict[str, 
 def test_module_cli_upgrades_the_stage_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'stage' / 'platform.db'}"
 
-    result = _run(["-m", "platform_db", "upgrade"], env=_stage_env(tmp_path, url))
+    result = run_module("platform_db", "upgrade", env=_stage_env(tmp_path, url))
 
     assert result.returncode == 0, result.stderr
     assert current_revision(url) == HEAD
@@ -116,7 +145,7 @@ def test_module_cli_never_shows_the_password(tmp_path: Path) -> None:
         PLATFORM_DB_PASSWORD="do-not-print-me",
     )
 
-    result = _run(["-m", "platform_db", "upgrade"], env=env)
+    result = run_module("platform_db", "upgrade", env=env)
 
     assert result.returncode == 1
     assert "could not be upgraded" in result.stderr

@@ -15,6 +15,7 @@ from platform_db.migrate import upgrade
 from platform_db.repository import SQLITE_BUSY_TIMEOUT_MS
 from platform_db.schema import orders
 from tests.order_lifecycle import walk_to
+from tests.platform_db.conftest import Connect
 
 MakePayload = Callable[..., ConfiguratorPayload]
 
@@ -189,35 +190,30 @@ def test_changing_an_unknown_order_is_a_key_error(
         change(repo, str(uuid.uuid4()))
 
 
-def test_an_order_survives_a_restart(migrated_url: str, make_payload: MakePayload) -> None:
-    before = OrderRepository.from_url(migrated_url)
+def test_an_order_survives_a_restart(connect: Connect, make_payload: MakePayload) -> None:
+    before = connect(OrderRepository)
     order, _ = before.submit(make_payload(), "key-1")
     before.record_edp_job(order.cfg_id, "job-1")
     stored = before.get(order.cfg_id)
     before.dispose()
 
-    after = OrderRepository.from_url(migrated_url)
-    try:
-        assert after.get(order.cfg_id) == stored
-        assert after.submit(make_payload(), "key-1") == (stored, False)
-    finally:
-        after.dispose()
+    after = connect(OrderRepository)
+    assert after.get(order.cfg_id) == stored
+    assert after.submit(make_payload(), "key-1") == (stored, False)
 
 
 def test_concurrent_submits_with_one_key_store_one_order(
-    migrated_url: str, make_payload: MakePayload, race: Callable[[int, Callable[[int], Any]], list[Any]]
+    connect: Connect, make_payload: MakePayload, race: Callable[[int, Callable[[int], Any]], list[Any]]
 ) -> None:
     workers = 8
     # One engine each, as separate processes (API workers, Dagster runs) would have.
-    repositories = [OrderRepository.from_url(migrated_url) for _ in range(workers)]
-    try:
-        results = race(workers, lambda index: repositories[index].submit(make_payload(), "same-key"))
-        assert len({order.cfg_id for order, _ in results}) == 1
-        assert sum(created for _, created in results) == 1
-        assert row_count(repositories[0]) == 1
-    finally:
-        for repository in repositories:
-            repository.dispose()
+    repositories = [connect(OrderRepository) for _ in range(workers)]
+
+    results = race(workers, lambda index: repositories[index].submit(make_payload(), "same-key"))
+
+    assert len({order.cfg_id for order, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert row_count(repositories[0]) == 1
 
 
 def _lose_the_race(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,7 +270,7 @@ def test_order_repr_leaves_out_the_customer_data(repo: OrderRepository, make_pay
 
 
 def test_rotating_the_portal_token_moves_to_the_next_generation(
-    repo: OrderRepository, make_payload: Callable[..., ConfiguratorPayload]
+    repo: OrderRepository, make_payload: MakePayload
 ) -> None:
     order, _ = repo.submit(make_payload(), None)
     assert order.portal_token_generation == 0

@@ -25,6 +25,8 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import GrpcServerTarget
 from dagster._grpc.client import DagsterGrpcClient
 
+from tests.conftest import wait_for
+
 # The session's PostgreSQL server of tests/integration (a fixture of its own in this directory).
 from tests.integration.conftest import postgres  # noqa: F401
 
@@ -40,17 +42,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
@@ -113,7 +104,7 @@ class CodeServer:
             env=self.env, cwd=HERE, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-        wait_for(self._answers, START_TIMEOUT, f"the code server on port {self.port}", interval=0.1)
+        wait_for(f"the code server on port {self.port}", self._answers, START_TIMEOUT, interval=0.1)
         return self
 
     def _answers(self) -> bool:
@@ -169,7 +160,7 @@ class Daemon:
             beats = instance.get_daemon_heartbeats()
             return all(name in beats and beats[name].timestamp >= started for name in needed)
 
-        wait_for(beating, START_TIMEOUT, "the daemon's heartbeats", interval=0.5)
+        wait_for("the daemon's heartbeats", beating, START_TIMEOUT, interval=0.5)
         return self
 
     def stop(self) -> None:

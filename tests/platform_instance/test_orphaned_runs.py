@@ -35,11 +35,11 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 from psycopg2 import sql
 
 from platform_instance.run_launcher import process_alive
+from tests.conftest import wait_for
 from tests.platform_instance.conftest import (
     CodeServer,
     Daemon,
     start_order_run,
-    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ class Stack:
 
     def worker_pid(self, run_id: str) -> int:
         pid_file = self.state_dir / f"{run_id}.pid"
-        wait_for(pid_file.exists, BOUND_SECONDS, f"run {run_id}'s step to start")
+        wait_for(f"run {run_id}'s step to start", pid_file.exists, BOUND_SECONDS)
         return int(pid_file.read_text())
 
     def status(self, run_id: str) -> DagsterRunStatus:
@@ -73,17 +73,17 @@ class Stack:
 
     def wait_status(self, run_id: str, *statuses: DagsterRunStatus) -> DagsterRunStatus:
         return wait_for(
+            f"run {run_id} in {statuses}",
             lambda: self.status(run_id) if self.status(run_id) in statuses else None,
             BOUND_SECONDS,
-            f"run {run_id} in {statuses}",
         )
 
     def retry_of(self, run_id: str) -> str:
         try:
             runs = wait_for(
+                f"a retry of {run_id}",
                 lambda: self.instance.get_runs(RunsFilter(tags={"dagster/parent_run_id": run_id})),
                 BOUND_SECONDS,
-                f"a retry of {run_id}",
             )
         except AssertionError:
             failed = self.instance.get_run_by_id(run_id)
@@ -179,7 +179,7 @@ def test_killed_code_server_group(stack: Stack) -> None:
     assert stack.status(run_id) == DagsterRunStatus.STARTED
     killed = time.time()
     stack.server.kill_group()
-    wait_for(lambda: not process_alive(pid), 10, f"worker {pid} to die with its group")
+    wait_for(f"worker {pid} to die with its group", lambda: not process_alive(pid), 10)
     stack.server.start()
 
     stack.wait_status(run_id, DagsterRunStatus.FAILURE)

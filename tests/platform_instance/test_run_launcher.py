@@ -41,11 +41,11 @@ from platform_instance.run_launcher import (
     CODE_SERVER_ID_TAG,
     MonitoredDefaultRunLauncher,
 )
+from tests.conftest import wait_for
 from tests.platform_instance.conftest import (
     CodeServer,
     free_port,
     start_order_run,
-    wait_for,
 )
 
 LAUNCHER = {"module": "platform_instance.run_launcher", "class": "MonitoredDefaultRunLauncher"}
@@ -196,7 +196,7 @@ def test_live_code_server(
     server = code_servers(server_env)
     run_id = start_order_run(instance, server.port, "order-60", queue=False)
     pid_file = Path(server_env["ORPHAN_STATE_DIR"]) / f"{run_id}.pid"
-    wait_for(pid_file.exists, 60, "the run's step to start")
+    wait_for("the run's step to start", pid_file.exists, 60)
     run = instance.get_run_by_id(run_id)
     assert run is not None and run.status == DagsterRunStatus.STARTED
     server_id = server.client.get_server_id()
@@ -247,7 +247,7 @@ def test_live_code_server(
     # The healthy run is untouched by all of that; it ends as an operator would end it.
     assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
     assert launcher.terminate(run_id)
-    ended = wait_for(lambda: instance.get_run_by_id(run_id).is_finished, 60, "the run to end")  # type: ignore[union-attr]
+    ended = wait_for("the run to end", lambda: instance.get_run_by_id(run_id).is_finished, 60)  # type: ignore[union-attr]
     assert ended and instance.get_run_by_id(run_id).status == DagsterRunStatus.CANCELED  # type: ignore[union-attr]
 
 

@@ -102,6 +102,16 @@ class FaultStack:
         edp = self.stack.settings.edp.base_url  # type: ignore[union-attr]
         requests.put(f"{edp}/_standin/faults", json=faults, timeout=HTTP_TIMEOUT).raise_for_status()
 
+    def delete_artifacts(self, prefix: str) -> None:
+        """Delete every object of the artifact bucket under ``prefix``."""
+        s3 = self.stack.boto3_client("s3")
+        bucket = self.stack.settings.artifacts.bucket  # type: ignore[union-attr]
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        # Listed to the end first: no page is read after a delete.
+        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        for key in keys:
+            s3.delete_object(Bucket=bucket, Key=key)
+
     def assert_all_delivered(self, ended: dict[str, dict[str, Any]]) -> None:
         where = {
             cfg_id: (order["status"], order.get("error"))
@@ -256,14 +266,11 @@ def test_ses_rejecting_fails_the_order_with_ses_reason_and_a_retry_delivers_it(f
 
 def test_a_redelivery_that_fails_leaves_a_delivered_order_delivered(faults: FaultStack) -> None:
     row = faults.row("/redeliver of a delivered order whose artifacts were lost")
-    s3 = faults.stack.boto3_client("s3")
-    bucket = faults.stack.settings.artifacts.bucket  # type: ignore[union-attr]
 
     def run() -> str:
         # An order delivered by an earlier row.
         cfg_id = next(cfg_id for cfg_id in faults.expected_emails if faults.status(cfg_id) == "delivered")
-        for key in _keys(s3, bucket, f"orders/{cfg_id}/"):
-            s3.delete_object(Bucket=bucket, Key=key)
+        faults.delete_artifacts(f"orders/{cfg_id}/")
         answer = faults.post(f"/orders/{cfg_id}/redeliver", {}, f"redeliver-{cfg_id}")
         assert answer.status_code == 202, answer.text
         deadline = time.monotonic() + END_BOUND
@@ -300,12 +307,9 @@ def test_kill_9_of_the_whole_dagster_group_mid_burst_ends_every_order_delivered(
 
 def test_a_restart_of_the_whole_stack_loses_nothing(faults: FaultStack) -> None:
     row = faults.row("make run stopped (SIGTERM) with orders waiting for EDP and for an APK, started again")
-    s3 = faults.stack.boto3_client("s3")
-    bucket = faults.stack.settings.artifacts.bucket  # type: ignore[union-attr]
 
     def run() -> str:
-        for key in _keys(s3, bucket, "apk/"):
-            s3.delete_object(Bucket=bucket, Key=key)
+        faults.delete_artifacts("apk/")
         waiting = [faults.submit("cloud"), faults.submit("onprem")]
         faults.wait_until(waiting, {"waiting_for_apk"})
         # Jobs accepted now stay queued past the stop: the orders are edp_pending when it comes.
@@ -345,10 +349,3 @@ def test_no_order_is_lost_and_no_email_is_sent_twice(faults: FaultStack) -> None
         return f"{len(ended)} orders, 0 lost, 0 duplicate emails"
 
     _timed(row, run)
-
-
-def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys += [item["Key"] for item in page.get("Contents", [])]
-    return keys

@@ -6,7 +6,7 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from dagster import DagsterRun, DagsterRunStatus
+from dagster import DagsterRun, DagsterRunStatus, Definitions
 from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from contracts.orders import OrderStatus
@@ -212,9 +212,8 @@ def test_a_hanging_edp_never_lets_a_tick_outlast_its_budget(platform: Platform) 
     assert all(platform.status_of(order.cfg_id) == OrderStatus.EDP_PENDING for order in orders)
 
 
-def test_edps_reason_reaches_the_order_without_url_queries_and_capped(
-    platform: Platform, scripted_edp: ScriptedEdp
-) -> None:
+def _waiting_on_scripted_edp(platform: Platform, scripted_edp: ScriptedEdp) -> tuple[Definitions, Order]:
+    """Definitions that poll ``scripted_edp``, and an order waiting on its job."""
     settings = platform.settings
     defs = build_definitions(
         settings.model_copy(
@@ -224,6 +223,13 @@ def test_edps_reason_reaches_the_order_without_url_queries_and_capped(
     order = platform.submit_order()
     platform.add_partitions(order.cfg_id)
     platform.orders.record_edp_job(order.cfg_id, scripted_edp.job_id)
+    return defs, order
+
+
+def test_edps_reason_reaches_the_order_without_url_queries_and_capped(
+    platform: Platform, scripted_edp: ScriptedEdp
+) -> None:
+    defs, order = _waiting_on_scripted_edp(platform, scripted_edp)
     reason = (
         "upload to https://bucket.s3.amazonaws.com/jobs/1/dtm.json?X-Amz-Credential=AKIDSECRET&X-Amz-Signature=f00d"
         " failed\n" + "detail " * 500
@@ -245,15 +251,7 @@ def test_edps_reason_reaches_the_order_without_url_queries_and_capped(
 def test_an_edp_answer_that_is_not_a_job_leaves_the_order_waiting(
     platform: Platform, scripted_edp: ScriptedEdp
 ) -> None:
-    settings = platform.settings
-    defs = build_definitions(
-        settings.model_copy(
-            update={"edp": settings.edp.model_copy(update={"base_url": scripted_edp.base_url})}
-        )
-    )
-    order = platform.submit_order()
-    platform.add_partitions(order.cfg_id)
-    platform.orders.record_edp_job(order.cfg_id, scripted_edp.job_id)
+    defs, order = _waiting_on_scripted_edp(platform, scripted_edp)
     scripted_edp.job_answer = (200, b'{"status": "SECRET-BODY"}')
 
     data = platform.tick("edp_sensor", defs=defs)

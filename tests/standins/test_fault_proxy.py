@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -16,21 +14,17 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from standins.fault_proxy import FaultCounts, FaultMode, FaultProxy
+from tests.conftest import LoopbackHTTPServer, QuietHandler
 
 
-class Upstream:
+class Upstream(LoopbackHTTPServer):
     """An HTTP/1.1 server on 127.0.0.1 answering ``echo:<body>``; ``received`` holds each request's path and body."""
 
     def __init__(self) -> None:
         self.received: list[tuple[str, bytes]] = []
         upstream = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = b""
@@ -58,16 +52,19 @@ class Upstream:
                 self.end_headers()
                 self.wfile.write(answer)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.httpd.server_port)
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
+        super().__init__(Handler)
 
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+
+def _ses(proxy: FaultProxy) -> Any:
+    """An SES v2 client behind ``proxy`` that tries each call once."""
+    return boto3.client(
+        "sesv2",
+        region_name="eu-central-1",
+        endpoint_url=proxy.url,
+        aws_access_key_id="standin",
+        aws_secret_access_key="standin",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
 
 
 @pytest.fixture
@@ -195,17 +192,9 @@ def test_a_proxy_may_start_refusing(upstream: Upstream) -> None:
 
 def test_throttle_answers_ses_throttling_without_forwarding(proxy: FaultProxy, upstream: Upstream) -> None:
     proxy.set_mode(FaultMode.THROTTLE)
-    ses = boto3.client(
-        "sesv2",
-        region_name="eu-central-1",
-        endpoint_url=proxy.url,
-        aws_access_key_id="standin",
-        aws_secret_access_key="standin",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
 
     with pytest.raises(ClientError) as caught:
-        ses.send_email(
+        _ses(proxy).send_email(
             FromEmailAddress="a@example.com",
             Destination={"ToAddresses": ["b@example.com"]},
             Content={"Raw": {"Data": b"Subject: x\r\n\r\nx"}},
@@ -283,14 +272,6 @@ def test_stop_closes_every_connection(upstream: Upstream) -> None:
 
 def test_botocore_sees_a_refused_proxy_as_a_connection_that_never_opened(proxy: FaultProxy) -> None:
     proxy.set_mode(FaultMode.REFUSE)
-    ses = boto3.client(
-        "sesv2",
-        region_name="eu-central-1",
-        endpoint_url=proxy.url,
-        aws_access_key_id="standin",
-        aws_secret_access_key="standin",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
 
     with pytest.raises(EndpointConnectionError):
-        ses.get_account()
+        _ses(proxy).get_account()

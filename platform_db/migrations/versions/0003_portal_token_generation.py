@@ -1,21 +1,10 @@
-"""orders.portal_token_generation: rotating a customer's portal link.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-27 00:00:00
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""orders.portal_token_generation: rotating a customer's portal link."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | Sequence[str] | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0003"
+down_revision = "0002"
 
 
 def upgrade() -> None:

@@ -1,21 +1,10 @@
-"""redeliveries: re-deliveries launched through the API, keyed by their Idempotency-Key.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-27 00:00:00
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""redeliveries: re-deliveries launched through the API, keyed by their Idempotency-Key."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0004"
+down_revision = "0003"
 
 
 def upgrade() -> None:

@@ -1,21 +1,10 @@
-"""orders: edp_attempt (a new EDP job per retry) and attempt_error (a failed re-delivery beside a delivered order).
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-12-01 00:00:00
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""orders: edp_attempt (a new EDP job per retry) and attempt_error (a failed re-delivery beside a delivered order)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0005"
+down_revision = "0004"
 
 
 def upgrade() -> None:

@@ -4,23 +4,13 @@ An email whose SES answer was lost is ``unknown`` until an operator resolves it 
 release it for one resend); ``email_resolutions`` holds those resolutions with their
 Idempotency-Keys. Rows claimed before this revision get their state from ``sent_at``: sent when
 set, else unknown (the claim was never recorded as sent: the sender may have died mid-send).
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-12-02 00:00:00
 """
-
-from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0005"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0006"
+down_revision = "0005"
 
 PRE_0006_REASON = (
     "claimed before platform_db recorded email outcomes (revision 0006) and never recorded as sent; "

@@ -1,21 +1,10 @@
-"""order_retries: retries of failed orders launched through the API, keyed by their Idempotency-Key.
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-03 00:00:00
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""order_retries: retries of failed orders launched through the API, keyed by their Idempotency-Key."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0006"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0007"
+down_revision = "0006"
 
 
 def upgrade() -> None:

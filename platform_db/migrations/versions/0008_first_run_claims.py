@@ -1,21 +1,10 @@
-"""orders: first_run_requested_at, the claim of whoever starts an order's first run (API or order_sensor).
-
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-12-04 00:00:00
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""orders: first_run_requested_at, the claim of whoever starts an order's first run (API or order_sensor)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0007"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0008"
+down_revision = "0007"
 
 
 def upgrade() -> None:
