@@ -213,7 +213,9 @@ def test_changed_bundle_gives_a_new_instance_id_and_image() -> None:
 
     assert seed_instance_id(CFG_ID, before) == seed_instance_id(CFG_ID, dict(reversed(before.items())))
     assert seed_instance_id(CFG_ID, before) != seed_instance_id(CFG_ID, after)
-    assert seed_instance_id(CFG_ID, before) != seed_instance_id("another-order", before)
+    assert seed_instance_id(CFG_ID, before) != seed_instance_id(
+        "6a1d8b63-9e2f-4d4c-8b7a-3f2e1c0d9b82", before
+    )
     assert re.fullmatch(rf"ems-{CFG_ID}-[0-9a-f]{{16}}", seed_instance_id(CFG_ID, before))
     assert build(bundle=before) != build(bundle=after)
 
