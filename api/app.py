@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -23,7 +22,7 @@ from api.redelivery import RedeliveryAccepted, RedeliveryRequest, redeliver
 from api.state import ApiState
 from platform_config.settings import Settings
 from platform_db import OrderRepository
-from service_kit.problems import problem_response
+from service_kit.problems import problem_handlers
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -62,7 +61,7 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi_document, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: problem_response},
+        exception_handlers=problem_handlers(),
         middleware=[Middleware(PortalSecurityHeaders)],
     )
     app.state.api = ApiState.build(settings, orders)

@@ -31,14 +31,9 @@ from starlette.responses import JSONResponse
 
 from api.orders import RETRY_AFTER_SECONDS, EmailView, _order_or_404, launch_or_undo, read_keyed_request
 from api.state import ApiState
-from contracts.orders import OrderStatus
-from platform_db.deliveries import (
-    DeliveryEmail,
-    EmailAction,
-    EmailResolution,
-    EmailState,
-    ResolutionKeyTaken,
-)
+from contracts.orders import EmailState, OrderStatus
+from contracts.records import DeliveryEmail, EmailAction
+from platform_db.deliveries import EmailResolution, ResolutionKeyTaken
 from service_kit.problems import Problem
 
 EMAIL_ASSET = ["order", "email"]

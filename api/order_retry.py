@@ -33,6 +33,7 @@ from api.dagster_graphql import DagsterLaunchError
 from api.orders import _idempotency_key, _order_or_404
 from api.state import ApiState
 from contracts.orders import DELIVERED_ONCE, OrderStatus
+from contracts.records import Order
 from order_pipeline.keys import (
     APK,
     CFN_OR_ISO,
@@ -43,7 +44,6 @@ from order_pipeline.keys import (
     MANIFEST,
     AssetKey,
 )
-from platform_db import Order
 from platform_db.order_retries import (
     OrderRetry,
     OrderRetryConflict,

@@ -18,10 +18,10 @@ from api.dagster_graphql import DagsterLaunchError, LaunchedBackfill
 from api.state import ApiState
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import EmailState, OrderStatus
+from contracts.records import DeliveryEmail, EmailAction, Order, PortalVersion
 from contracts.s3_layout import is_cfg_id
 from delivery.portal_links import PortalLinks
-from platform_db import IdempotencyConflict, Order
-from platform_db.deliveries import DeliveryEmail, EmailAction, PortalVersion
+from platform_db import IdempotencyConflict
 from service_kit.json_body import read_json_model
 from service_kit.problems import Problem
 
@@ -36,7 +36,7 @@ class SubmitAccepted(BaseModel):
 
 
 class EmailView(BaseModel):
-    """A portal version's delivery email: see platform_db.deliveries.EmailState."""
+    """A portal version's delivery email: see contracts.orders.EmailState."""
 
     # sending, sent, unknown (SES may or may not have sent it: an operator resolves it with
     # POST /orders/{cfg_id}/email), marked_sent or resend_requested. A claim whose sender died

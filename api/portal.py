@@ -24,11 +24,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.state import ApiState
 from contracts.manifest import Manifest
+from contracts.records import Order, PortalVersion
 from delivery.portal import MANIFEST_NAME, render_portal_index, render_version_page
 from delivery.portal_links import PortalLinks, PortalTokens
 from delivery.portal_publication import history_of, load_manifest, with_links
-from platform_db import Order
-from platform_db.deliveries import PortalVersion
 from service_kit.problems import Problem
 
 NOT_FOUND = "not found"

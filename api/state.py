@@ -11,10 +11,11 @@ from pydantic import SecretStr
 from api.asset_status import AssetStatusReader
 from api.dagster_graphql import DagsterGraphQL
 from api.order_runs import FirstRunStarter
+from contracts.records import Order
 from delivery.artifact_store import ArtifactStore
 from delivery.portal_links import PortalLinks, PortalTokens
 from platform_config.settings import Settings
-from platform_db import Order, OrderRepository
+from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
 from platform_db.order_retries import OrderRetryRepository
 from platform_db.redeliveries import RedeliveryRepository

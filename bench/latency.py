@@ -482,6 +482,13 @@ def print_cpu(result: PhaseResult, idle_per_second: float | None) -> None:
     print(f"    per {unit} by part: {stack_cpu.by_part(cpu, per=count)}")
 
 
+def print_emailed(result: PhaseResult, start: str, first_start: str) -> None:
+    """The times from ``start`` to the email, and how long after ``first_start`` the last was sent."""
+    print(f"  {start} -> email: {summary(result.done)}")
+    if result.span is not None:
+        print(f"  {len(result.done)} of {len(result.orders)} emailed {result.span:.2f} s after {first_start}")
+
+
 def print_delivery(result: PhaseResult, idle_per_second: float | None, per_order: bool) -> None:
     if per_order:
         print(
@@ -515,11 +522,7 @@ def print_delivery(result: PhaseResult, idle_per_second: float | None, per_order
     else:
         for t in result.failed:
             print(f"  not emailed: {t.index} {t.cfg_id}: {t.status}{': ' + t.error if t.error else ''}")
-    print(f"  submit -> email: {summary(result.done)}")
-    if result.span is not None:
-        print(
-            f"  {len(result.done)} of {len(result.orders)} emailed {result.span:.2f} s after the first submit answer"
-        )
+    print_emailed(result, "submit", "the first submit answer")
     if result.phases:
         all_phases = list(result.phases.values())
         runs = collections.Counter(p.runs for p in all_phases)
@@ -542,11 +545,7 @@ def print_delivery(result: PhaseResult, idle_per_second: float | None, per_order
 def print_redelivery(result: PhaseResult, idle_per_second: float | None) -> None:
     for t in result.failed:
         print(f"  not emailed: {t.cfg_id}-v{t.version}: {t.status}{': ' + t.error if t.error else ''}")
-    print(f"  answer -> email: {summary(result.done)}")
-    if result.span is not None:
-        print(
-            f"  {len(result.done)} of {len(result.orders)} emailed {result.span:.2f} s after the first answer"
-        )
+    print_emailed(result, "answer", "the first answer")
     if result.redelivery_phases:
         medians = median_by_name(list(result.redelivery_phases.values()))
         print(
@@ -743,23 +742,15 @@ def parse_bursts(text: str) -> list[int]:
 
 
 def commit() -> str:
+    def git(*args: str) -> str:
+        argv = ["git", *args]
+        return subprocess.run(
+            argv, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head} (+ uncommitted changes)" if dirty else head

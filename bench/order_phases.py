@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 CONFIG_STEP = "order/config"
 SUCCESS = "SUCCESS"
 
+# What a run's way from queued to started waits on, in a first delivery and a re-delivery alike.
+_LAUNCHED = "launched (RUN_STARTING): a free slot in the run queue, the daemon's dequeue"
+_STARTED = "started (RUN_START): run worker process start, imports, code load"
+
 # Name (a column header) and meaning of each phase of a first delivery, in order; the seconds of
 # all sum to the order's submit -> email time.
 TO_DAGSTER = "queued"
@@ -40,14 +44,8 @@ ORDER_PHASES: tuple[tuple[str, str], ...] = (
         TO_DAGSTER,
         "submit answer -> the order's first run is created (queued): a sensor tick or the API's launch",
     ),
-    (
-        IN_QUEUE,
-        "first run queued -> launched (RUN_STARTING): a free slot in the run queue, the daemon's dequeue",
-    ),
-    (
-        QUEUE_AND_START,
-        "first run launched -> started (RUN_START): run worker process start, imports, code load",
-    ),
+    (IN_QUEUE, f"first run queued -> {_LAUNCHED}"),
+    (QUEUE_AND_START, f"first run launched -> {_STARTED}"),
     (TO_CONFIG_STEP, "first run started -> step order/config started: execution plan, step process start"),
     (CONFIG, "step order/config: config written to S3, EDP job submitted"),
     (WAITING_ON_EDP, "order/config done -> EDP job complete (what is left of EDP's queued + running time)"),
@@ -72,11 +70,8 @@ TO_FIRST_STEP = "to step"
 STEPS = "steps"
 REDELIVERY_PHASES: tuple[tuple[str, str], ...] = (
     (TO_BACKFILL_RUN, "202 answer -> the backfill's run is created: the daemon's backfill loop"),
-    (
-        RUN_IN_QUEUE,
-        "run queued -> launched (RUN_STARTING): a free slot in the run queue, the daemon's dequeue",
-    ),
-    (RUN_START, "run launched -> started (RUN_START): run worker process start, imports, code load"),
+    (RUN_IN_QUEUE, f"run queued -> {_LAUNCHED}"),
+    (RUN_START, f"run launched -> {_STARTED}"),
     (TO_FIRST_STEP, "run started -> its first step started"),
     (STEPS, "first step started -> <cfg_id>-v<N>.eml in the outbox"),
 )

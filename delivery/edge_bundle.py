@@ -17,12 +17,13 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
 from contracts.configurator import ConfiguratorPayload, looks_like_secret
 from contracts.dtm import DeviceTopologyModel
+from contracts.fixtures import Fixture
 from service_kit.canonical_json import canonical_json
 
 CUSTOMER_CONFIG_NAME = "cfg.customer.yml"
@@ -53,21 +54,6 @@ FIXTURES_MODULE = "industrial_fixtures"
 # built it.
 GATEWAY_IMAGE_NAME = "ems-edge-gateway"
 FIXTURES_IMAGE_NAME = "ems-industrial-fixtures"
-
-
-class IndustrialFixture(Protocol):
-    """One simulated device of the stack (``industrial_fixtures.Fixture``)."""
-
-    # Its compose service name, the host the fixture DTM connects to.
-    @property
-    def hostname(self) -> str: ...
-    # A ``contracts.device_catalog`` type: what the fixture process simulates.
-    @property
-    def type(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def unit_id(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -129,7 +115,7 @@ def dtm_json(dtm: DeviceTopologyModel) -> bytes:
     return canonical_json(dtm.model_dump(mode="json"))
 
 
-def fixture_services(images: EdgeImages, fixtures: Sequence[IndustrialFixture]) -> dict[str, Any]:
+def fixture_services(images: EdgeImages, fixtures: Sequence[Fixture]) -> dict[str, Any]:
     """The industrial fixtures as compose services of the ``fixtures`` profile, one per hostname."""
     services: dict[str, Any] = {}
     for fixture in fixtures:
@@ -155,9 +141,7 @@ def fixture_services(images: EdgeImages, fixtures: Sequence[IndustrialFixture]) 
     return services
 
 
-def compose_file(
-    *, dtm: DeviceTopologyModel, images: EdgeImages, fixtures: Sequence[IndustrialFixture]
-) -> bytes:
+def compose_file(*, dtm: DeviceTopologyModel, images: EdgeImages, fixtures: Sequence[Fixture]) -> bytes:
     """The docker compose file of the delivered stack."""
     config_mounts = [
         {
@@ -218,7 +202,7 @@ def build_bundle(
     dtm: DeviceTopologyModel,
     flags: dict[str, Any],
     images: EdgeImages,
-    fixtures: Sequence[IndustrialFixture],
+    fixtures: Sequence[Fixture],
     commissioning_token: str,
     dtm_bytes: bytes | None = None,
 ) -> dict[str, bytes]:

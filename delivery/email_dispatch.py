@@ -31,7 +31,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
@@ -49,13 +48,13 @@ from botocore.exceptions import (
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import EmailState
+from contracts.records import DeliveryEmail
 from delivery.edp_artifact_policy import readable_reason
 from delivery.email import compose_delivery_email, write_to_outbox
 from delivery.portal_publication import PortalPublication
 
 __all__ = [
     "TRANSIENT_REFUSALS",
-    "EmailClaim",
     "EmailClaims",
     "EmailNotSent",
     "EmailOutcome",
@@ -76,33 +75,11 @@ _NOT_CONNECTED = (EndpointConnectionError, ConnectTimeoutError)
 _NOT_BUILT = (ParamValidationError, NoCredentialsError, PartialCredentialsError, NoRegionError)
 
 
-class EmailClaim(Protocol):
-    """A portal version's email claim as recorded (``platform_db.deliveries.DeliveryEmail``)."""
-
-    @property
-    def cfg_id(self) -> str: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def state(self) -> EmailState: ...
-    @property
-    def message_id(self) -> str | None: ...
-    @property
-    def claimed_at(self) -> datetime: ...
-    @property
-    def reason(self) -> str | None: ...
-    # ``sending`` for longer than the repository's stale_sending: the sender stopped mid-send.
-    @property
-    def stale(self) -> bool: ...
-    @property
-    def outcome_reason(self) -> str | None: ...
-
-
 class EmailClaims(Protocol):
     """Where the email claims are kept (``platform_db.deliveries.DeliveryRepository``)."""
 
     def claim_email(self, cfg_id: str, version: int) -> bool: ...
-    def email_of(self, cfg_id: str, version: int) -> EmailClaim | None: ...
+    def email_of(self, cfg_id: str, version: int) -> DeliveryEmail | None: ...
     def record_email_sent(self, cfg_id: str, version: int, message_id: str) -> None: ...
     def release_email_claim(self, cfg_id: str, version: int) -> None: ...
     def mark_unknown(self, cfg_id: str, version: int, reason: str, *, stale_only: bool = False) -> bool: ...
@@ -232,7 +209,7 @@ def send_delivery_email_once(
     )
 
 
-def _outcome_of_claim(deliveries: EmailClaims, email: EmailClaim) -> EmailOutcome:
+def _outcome_of_claim(deliveries: EmailClaims, email: DeliveryEmail) -> EmailOutcome:
     """A retried step, another attempt, or an earlier one that ended unknown: nothing is sent."""
     if email.stale:
         # Its sender died mid-send; whoever notices records it (one conditional UPDATE).

@@ -11,23 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 from contracts.orders import OrderStatus
-
-
-class InFlightOrder(Protocol):
-    """What the sweep reads of an order (``platform_db.Order``); timestamps timezone-aware UTC."""
-
-    @property
-    def cfg_id(self) -> str: ...
-    @property
-    def status(self) -> OrderStatus: ...
-    @property
-    def edp_job_id(self) -> str | None: ...
-    # When the status last moved.
-    @property
-    def updated_at(self) -> datetime: ...
+from contracts.records import Order
 
 
 @dataclass(frozen=True)
@@ -53,7 +40,7 @@ class SweepAction:
 
 
 def plan_sweep(
-    orders: Iterable[InFlightOrder],
+    orders: Iterable[Order],
     *,
     now: datetime,
     limits: StuckLimits,

@@ -8,13 +8,13 @@ API adds the links when it serves either (``with_links``, ``api.portal``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import ArtifactKind, Manifest, ManifestArtifact
+from contracts.records import PortalVersion
 from delivery.artifact_store import ArtifactStore, StoredObject, portal_key
 from delivery.portal import (
     MANIFEST_NAME,
@@ -31,23 +31,11 @@ from delivery.portal_links import PortalLinks
 HTML = "text/html; charset=utf-8"
 
 
-class PublishedVersion(Protocol):
-    """One portal version of an order as recorded (``platform_db.deliveries.PortalVersion``)."""
-
-    @property
-    def version(self) -> int: ...
-    @property
-    def created_at(self) -> datetime: ...
-    # None until the version's publication is recorded.
-    @property
-    def artifact_count(self) -> int | None: ...
-
-
 class PortalVersions(Protocol):
     """Where an order's portal versions are numbered (``platform_db.deliveries.DeliveryRepository``)."""
 
-    def claim_portal_version(self, cfg_id: str, run_id: str) -> PublishedVersion: ...
-    def portal_versions(self, cfg_id: str) -> Sequence[PublishedVersion]: ...
+    def claim_portal_version(self, cfg_id: str, run_id: str) -> PortalVersion: ...
+    def portal_versions(self, cfg_id: str) -> Sequence[PortalVersion]: ...
     def record_publication(
         self, cfg_id: str, version: int, *, manifest_key: str, artifact_count: int
     ) -> None: ...
@@ -65,7 +53,7 @@ class PortalPublication(BaseModel):
     manifest: Manifest
 
 
-def history_of(published: Sequence[PublishedVersion], links: PageLinks) -> list[PortalVersionSummary]:
+def history_of(published: Sequence[PortalVersion], links: PageLinks) -> list[PortalVersionSummary]:
     return [
         PortalVersionSummary(
             version=version.version,

@@ -48,12 +48,13 @@ from e2e.compose import (
 from e2e.stack import (
     LOG_TAIL_LINES,
     READY_TIMEOUT_SECONDS,
-    GatewayApi,
+    ManagedStack,
     StackError,
     checked_http_port,
     gateway_settings,
     tail,
 )
+from service_kit.started import once_started
 
 if TYPE_CHECKING:
     from edge_gateway.settings import GatewaySettings
@@ -256,7 +257,7 @@ def _monotonic_of(timestamp: str) -> float:
     return time.monotonic() - (time.time() - (whole + fraction))
 
 
-class ContainerStack(GatewayApi):
+class ContainerStack(ManagedStack):
     """One compose project of a bundle; use as a context manager so that it is always brought down."""
 
     def __init__(
@@ -292,15 +293,11 @@ class ContainerStack(GatewayApi):
 
     @property
     def gateway_started_at(self) -> float:
-        if self._gateway_started_at is None:
-            raise StackError("the gateway was never started")
-        return self._gateway_started_at
+        return once_started(self._gateway_started_at, StackError("the gateway was never started"))
 
     @property
     def base_url(self) -> str:
-        if self.http_address is None:
-            raise StackError("the stack is not started")
-        host, port = self.http_address
+        host, port = once_started(self.http_address, StackError("the stack is not started"))
         return f"http://{host}:{port}"
 
     def override_yaml(self) -> str:
@@ -377,17 +374,6 @@ class ContainerStack(GatewayApi):
         return state
 
     # -- lifecycle -------------------------------------------------------------------------------
-
-    def __enter__(self) -> ContainerStack:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _check_images(self) -> None:
         missing = [image for image in self.images if image_id(image, self.docker) is None]

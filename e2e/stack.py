@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from contracts.dtm import DeviceTopologyModel
 from e2e.bundle import PROJECT_ROOT, Bundle
@@ -227,7 +227,28 @@ class GatewayApi:
         )
 
 
-class Stack(GatewayApi):
+class ManagedStack(GatewayApi):
+    """A stack that a with block starts and always closes, after a failed start too."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Stack(ManagedStack):
     """One run of a bundle's stack; use as a context manager so that it is always torn down."""
 
     def __init__(self, bundle: Bundle, workdir: Path, *, python: str = sys.executable) -> None:
@@ -272,17 +293,6 @@ class Stack(GatewayApi):
         }
 
     # -- lifecycle -------------------------------------------------------------------------------
-
-    def __enter__(self) -> Stack:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def base_url(self) -> str:

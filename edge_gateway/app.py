@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -30,7 +29,7 @@ from edge_gateway.settings import GatewaySettings
 from edge_gateway.storage import MeasurementStore, Reading
 from edge_gateway.topology import TopologySource, TopologyStore
 from service_kit.json_body import read_json_model
-from service_kit.problems import Problem, problem_response
+from service_kit.problems import Problem, problem_handlers
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +182,7 @@ def create_app(settings: GatewaySettings, *, dtm_path: Path | None = None) -> St
             Route("/healthz", healthz, methods=["GET"]),
             Route("/status", get_status, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: problem_response},
+        exception_handlers=problem_handlers(),
         lifespan=lifespan,
     )
     app.state.gateway = state

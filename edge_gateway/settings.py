@@ -22,36 +22,28 @@ DEFAULTS_PATH = Path(__file__).resolve().parent / "cfg.defaults.yml"
 
 
 class HttpSettings(Section):
-    host: str = Field(description="Interface the gateway's HTTP API binds to.")
-    port: int = Field(ge=1, le=65535, description="Port of the gateway's HTTP API.")
-    max_body_bytes: int = Field(
-        default=16 * 1024 * 1024, ge=1024, description="Largest accepted POST /topology body."
-    )
+    host: str
+    """Interface the gateway's HTTP API binds to."""
+    port: int = Field(ge=1, le=65535)
+    """Port of the gateway's HTTP API."""
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest accepted POST /topology body."""
     # What one client on the LAN may hold of the gateway (uvicorn's defaults bound none of it).
-    timeout_keep_alive_seconds: int = Field(
-        default=5, ge=1, le=300, description="Idle keep-alive connection lifetime."
-    )
-    limit_concurrency: int = Field(
-        default=50,
-        ge=1,
-        description="Connections and requests in progress at once; beyond it the answer is 503.",
-    )
-    h11_max_incomplete_event_size: int = Field(
-        default=16 * 1024, ge=1024, description="Largest request line plus headers buffered (bytes)."
-    )
-    body_read_timeout_seconds: float = Field(
-        default=15.0,
-        gt=0,
-        le=300,
-        description="Deadline for a whole POST /topology body; slower clients get 408.",
-    )
+    timeout_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    """Idle keep-alive connection lifetime."""
+    limit_concurrency: int = Field(default=50, ge=1)
+    """Connections and requests in progress at once; beyond it the answer is 503."""
+    h11_max_incomplete_event_size: int = Field(default=16 * 1024, ge=1024)
+    """Largest request line plus headers buffered (bytes)."""
+    body_read_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    """Deadline for a whole POST /topology body; slower clients get 408."""
 
 
 class StorageSettings(Section):
-    path: str = Field(
-        description="SQLite file of the measurements; the stored topology lives in the same directory."
-    )
-    retention_days: float = Field(default=30, gt=0, description="Measurements older than this are deleted.")
+    path: str
+    """SQLite file of the measurements; the stored topology lives in the same directory."""
+    retention_days: float = Field(default=30, gt=0)
+    """Measurements older than this are deleted."""
 
     @property
     def data_dir(self) -> Path:
@@ -59,18 +51,14 @@ class StorageSettings(Section):
 
 
 class PollingSettings(Section):
-    interval_seconds: float = Field(
-        gt=0, le=3600, description="Time between the starts of two polls of one device."
-    )
-    request_timeout_seconds: float = Field(
-        gt=0, le=60, description="Connect and response timeout of one Modbus request."
-    )
-    backoff_initial_seconds: float = Field(
-        gt=0, le=3600, description="Wait after a device's first failed poll."
-    )
-    backoff_max_seconds: float = Field(
-        gt=0, le=3600, description="Longest wait between retries of a failing device."
-    )
+    interval_seconds: float = Field(gt=0, le=3600)
+    """Time between the starts of two polls of one device."""
+    request_timeout_seconds: float = Field(gt=0, le=60)
+    """Connect and response timeout of one Modbus request."""
+    backoff_initial_seconds: float = Field(gt=0, le=3600)
+    """Wait after a device's first failed poll."""
+    backoff_max_seconds: float = Field(gt=0, le=3600)
+    """Longest wait between retries of a failing device."""
 
     @model_validator(mode="after")
     def _backoff_range(self) -> PollingSettings:
@@ -80,22 +68,17 @@ class PollingSettings(Section):
 
 
 class CommissioningSettings(Section):
-    max_devices: int = Field(
-        default=500, ge=1, le=5000, description="Largest number of devices a posted topology may have."
-    )
-    allow_loopback_hosts: bool = Field(
-        default=False,
-        description="Accept loopback device hosts in a posted topology: for a gateway and devices on one test machine only.",
-    )
+    max_devices: int = Field(default=500, ge=1, le=5000)
+    """Largest number of devices a posted topology may have."""
+    allow_loopback_hosts: bool = False
+    """Accept loopback device hosts in a posted topology: for a gateway and devices on one test machine only."""
 
 
 class GatewaySecrets(Section):
     """From the stack's secrets.env (compose's env_file), never from a file that is mounted or mailed."""
 
-    COMMISSIONING_TOKEN: SecretStr | None = Field(
-        default=None,
-        description="Bearer token POST /topology and GET /status require; generated per order by the platform.",
-    )
+    COMMISSIONING_TOKEN: SecretStr | None = None
+    """Bearer token POST /topology and GET /status require; generated per order by the platform."""
 
 
 # What the platform writes into cfg.customer.yml (delivery.edge_bundle.customer_config_yaml).
@@ -116,10 +99,10 @@ class GatewaySettings(Section):
     polling: PollingSettings
     commissioning: CommissioningSettings = Field(default_factory=CommissioningSettings)
     secrets: GatewaySecrets = Field(default_factory=GatewaySecrets)
-    schema_version: Literal[1] | None = Field(
-        default=None, description="Version of the platform's cfg.customer.yml."
-    )
-    cfg_id: CfgId | None = Field(default=None, description="The order this installation was delivered for.")
+    schema_version: Literal[1] | None = None
+    """Version of the platform's cfg.customer.yml."""
+    cfg_id: CfgId | None = None
+    """The order this installation was delivered for."""
     customer: CustomerInfo | None = None
     site: SiteInfo | None = None
     options: dict[str, OptionValue] = Field(default_factory=dict)
@@ -151,8 +134,8 @@ def load_gateway_settings(
         defaults_path=defaults_path or DEFAULTS_PATH,
         stage=stage,
         customer_path=customer_path,
-        extra={"stage": stage, "secrets": secrets},
-        extra_origins={("secrets", name): f"environment variable {name}" for name in secrets},
+        secrets=secrets,
+        secret_origins={name: f"environment variable {name}" for name in secrets},
     )
 
 

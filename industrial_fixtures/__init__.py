@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from contracts.configurator import DeviceType, StrictModel
+from contracts.configurator import StrictModel
 from contracts.dtm import DeviceTopologyModel
+from contracts.fixtures import Fixture
 
 FIXTURE_DTM_NAME = "industrial-fixtures.json"
 MANIFEST_NAME = "fixtures.json"
-
-
-class Fixture(StrictModel):
-    """One simulated device: the hostname it answers at, its catalog type and its Modbus unit id."""
-
-    # One DNS label: it is the fixture's compose service name as well.
-    hostname: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-    type: DeviceType
-    port: Annotated[int, Field(ge=1, le=65535)] = 502
-    unit_id: Annotated[int, Field(ge=0, le=247)] = 1
 
 
 class FixtureManifest(StrictModel):

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from contracts.configurator import CloudDeployment
 from contracts.orders import EmailState, OrderStatus
+from contracts.records import Order
 from delivery.apk import APK_PREFIX, newest_apk
 from delivery.artifact_checks import cfn_lint_problems, manifest_artifact_problems, seed_iso_problems
 from delivery.artifact_store import StoredObject, order_key, sha256_hex
@@ -35,7 +36,6 @@ from delivery.iso import build_seed_iso
 from delivery.order_config import canonical_config_json
 from delivery.portal_publication import PortalPublication, publish_portal_version
 from order_pipeline.keys import CFN_OR_ISO, CONFIG, EMAIL, MANIFEST, ORDER_PREFIX, orders_partitions
-from platform_db import Order
 from resources.artifacts import ArtifactBucketResource
 from resources.delivery import DeliveryResource
 from resources.edp import EdpError, EdpResource

@@ -45,93 +45,66 @@ MAX_EMAIL_SEND_SECONDS = 300
 
 
 class ApiSettings(Section):
-    host: str = Field(description="Interface uvicorn binds the order intake API to.")
-    port: int = Field(ge=1, le=65535, description="Port of the order intake API.")
-    public_url: str = Field(
-        description="Base URL customers and the website reach the API at; portal links start here."
-    )
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest accepted request body.")
-    require_token: bool = Field(
-        description="Whether POST endpoints need the bearer token API_TOKEN from secrets.env."
-    )
+    host: str
+    """Interface uvicorn binds the order intake API to."""
+    port: int = Field(ge=1, le=65535)
+    """Port of the order intake API."""
+    public_url: str
+    """Base URL customers and the website reach the API at; portal links start here."""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest accepted request body."""
+    require_token: bool
+    """Whether POST endpoints need the bearer token API_TOKEN from secrets.env."""
     # What one client may hold of the server: uvicorn's defaults keep slow or idle connections
     # open for as long as the client likes and accept any number of them.
-    timeout_keep_alive_seconds: int = Field(
-        default=5, ge=1, le=300, description="How long uvicorn keeps an idle keep-alive connection open."
-    )
-    limit_concurrency: int = Field(
-        default=100,
-        ge=1,
-        description="Connections and requests in progress at once; beyond it uvicorn answers 503.",
-    )
-    h11_max_incomplete_event_size: int = Field(
-        default=16 * 1024, ge=1024, description="Largest request line plus headers uvicorn buffers (bytes)."
-    )
-    body_read_timeout_seconds: float = Field(
-        default=15.0,
-        gt=0,
-        le=300,
-        description="Deadline for receiving a whole request body; a slower client gets 408 and the connection closes.",
-    )
-    max_redeliveries_per_order: int = Field(
-        default=20,
-        ge=0,
-        description="Re-deliveries POST /orders/{cfg_id}/redeliver launches per order at most, ever.",
-    )
-    max_redeliveries_per_order_per_day: int = Field(
-        default=5, ge=0, description="Re-deliveries the API launches per order within any 24 hours."
-    )
+    timeout_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    """How long uvicorn keeps an idle keep-alive connection open."""
+    limit_concurrency: int = Field(default=100, ge=1)
+    """Connections and requests in progress at once; beyond it uvicorn answers 503."""
+    h11_max_incomplete_event_size: int = Field(default=16 * 1024, ge=1024)
+    """Largest request line plus headers uvicorn buffers (bytes)."""
+    body_read_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    """Deadline for receiving a whole request body; a slower client gets 408 and the connection closes."""
+    max_redeliveries_per_order: int = Field(default=20, ge=0)
+    """Re-deliveries POST /orders/{cfg_id}/redeliver launches per order at most, ever."""
+    max_redeliveries_per_order_per_day: int = Field(default=5, ge=0)
+    """Re-deliveries the API launches per order within any 24 hours."""
 
 
 class PlatformDbSettings(Section):
-    url: str = Field(
-        description="SQLAlchemy URL of platform_db without its password (PLATFORM_DB_PASSWORD in secrets.env)."
-    )
+    url: str
+    """SQLAlchemy URL of platform_db without its password (PLATFORM_DB_PASSWORD in secrets.env)."""
 
 
 class AwsSettings(Section):
-    region: str = Field(description="AWS region of the artifact bucket and SES.")
-    endpoint_url: str | None = Field(
-        default=None,
-        description="Endpoint for S3/SES calls; unset means real AWS, set means the embedded stand-in.",
-    )
-    public_endpoint_url: str | None = Field(
-        default=None, description="Endpoint that presigned download URLs name; defaults to endpoint_url."
-    )
+    region: str
+    """AWS region of the artifact bucket and SES."""
+    endpoint_url: str | None = None
+    """Endpoint for S3/SES calls; unset means real AWS, set means the embedded stand-in."""
+    public_endpoint_url: str | None = None
+    """Endpoint that presigned download URLs name; defaults to endpoint_url."""
 
 
 class ArtifactSettings(Section):
-    bucket: BucketName = Field(description="The stage's artifact bucket.")
+    bucket: BucketName
+    """The stage's artifact bucket."""
 
 
 class EmailSettings(Section):
-    sender: str = Field(description="Verified SES identity that delivery emails come from.")
-    outbox_dir: str | None = Field(
-        default=None, description="When set, every sent email is also written here as an .eml file."
-    )
+    sender: str
+    """Verified SES identity that delivery emails come from."""
+    outbox_dir: str | None = None
+    """When set, every sent email is also written here as an .eml file."""
     # The SES client makes one attempt per request (an SDK retry could send an email twice when
     # only SES's answer was lost); delivery/email_dispatch.py retries what certainly did not reach SES.
-    send_attempts: int = Field(
-        default=4,
-        ge=1,
-        le=10,
-        description="SES requests per email at most, retried only when the earlier ones certainly did not reach SES.",
-    )
-    send_backoff_seconds: float = Field(
-        default=1.0,
-        ge=0,
-        le=30,
-        description="Wait before the 2nd SES request; doubled before each further one.",
-    )
-    connect_timeout_seconds: float = Field(
-        default=5.0, gt=0, le=60, description="Connect timeout of one SES request."
-    )
-    read_timeout_seconds: float = Field(
-        default=10.0,
-        gt=0,
-        le=120,
-        description="Read timeout of one SES request; past it the email's outcome is unknown (no resend).",
-    )
+    send_attempts: int = Field(default=4, ge=1, le=10)
+    """SES requests per email at most, retried only when the earlier ones certainly did not reach SES."""
+    send_backoff_seconds: float = Field(default=1.0, ge=0, le=30)
+    """Wait before the 2nd SES request; doubled before each further one."""
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    """Connect timeout of one SES request."""
+    read_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    """Read timeout of one SES request; past it the email's outcome is unknown (no resend)."""
 
     @model_validator(mode="after")
     def _send_fits_the_claim(self) -> EmailSettings:
@@ -148,59 +121,41 @@ class EmailSettings(Section):
 
 
 class EdpSettings(Section):
-    base_url: str = Field(description="Base URL of the EDP API (the part before /edp-api).")
-    timeout_seconds: float = Field(gt=0, le=60, description="Connect and read timeout of one EDP request.")
-    retries: int = Field(ge=0, le=10, description="Retries with backoff for failed EDP requests.")
+    base_url: str
+    """Base URL of the EDP API (the part before /edp-api)."""
+    timeout_seconds: float = Field(gt=0, le=60)
+    """Connect and read timeout of one EDP request."""
+    retries: int = Field(ge=0, le=10)
+    """Retries with backoff for failed EDP requests."""
     # The EDP artifact policy (delivery/edp_artifact_policy.py): EDP's artifact URLs are fetched
     # from inside the platform and published to the customer, so where, how much and how long.
-    artifact_hosts: list[ArtifactHost] = Field(
-        default_factory=list,
-        description=(
-            "Hosts besides EDP's own (host and port of base_url) that artifact URLs and their redirects may name: "
-            "'host' (the scheme's default port) or 'host:port', matched exactly."
-        ),
-    )
-    allow_private_artifact_hosts: bool = Field(
-        default=False,
-        description=(
-            "Let artifact hosts resolve to loopback, private, link-local or reserved addresses "
-            "(local/demo: the EDP stand-in is on 127.0.0.1); false refuses them."
-        ),
-    )
-    max_artifacts: int = Field(default=32, ge=1, le=1000, description="Most artifacts one EDP job may list.")
-    max_artifact_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1, description="Largest EDP artifact (bytes)."
-    )
-    max_dtm_bytes: int = Field(
-        default=8 * 1024 * 1024,
-        ge=1,
-        description="Largest dtm.json (bytes); it is base64'd into the seed ISO's user-data.",
-    )
-    max_job_bytes: int = Field(
-        default=256 * 1024 * 1024, ge=1, description="Most bytes of one EDP job's artifacts together."
-    )
-    max_artifact_redirects: int = Field(
-        default=3,
-        ge=0,
-        le=10,
-        description="Redirects one artifact download follows, each hop checked like the URL.",
-    )
-    download_deadline_seconds: float = Field(
-        default=300.0,
-        gt=0,
-        le=3600,
-        description="Longest one artifact download may take, redirects, retries and every read included.",
-    )
+    artifact_hosts: list[ArtifactHost] = Field(default_factory=list)
+    """Hosts besides EDP's own (host and port of base_url) that artifact URLs and their redirects may name: 'host' (the scheme's default port) or 'host:port', matched exactly."""
+    allow_private_artifact_hosts: bool = False
+    """Let artifact hosts resolve to loopback, private, link-local or reserved addresses (local/demo: the EDP stand-in is on 127.0.0.1); false refuses them."""
+    max_artifacts: int = Field(default=32, ge=1, le=1000)
+    """Most artifacts one EDP job may list."""
+    max_artifact_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Largest EDP artifact (bytes)."""
+    max_dtm_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    """Largest dtm.json (bytes); it is base64'd into the seed ISO's user-data."""
+    max_job_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    """Most bytes of one EDP job's artifacts together."""
+    max_artifact_redirects: int = Field(default=3, ge=0, le=10)
+    """Redirects one artifact download follows, each hop checked like the URL."""
+    download_deadline_seconds: float = Field(default=300.0, gt=0, le=3600)
+    """Longest one artifact download may take, redirects, retries and every read included."""
 
 
 class DagsterSettings(Section):
-    host: str = Field(description="Interface the Dagster webserver binds to.")
-    port: int = Field(ge=1, le=65535, description="Port of the Dagster webserver.")
-    home: str = Field(description="DAGSTER_HOME: instance config and local storage.")
-    graphql_url: str | None = Field(
-        default=None,
-        description="GraphQL endpoint of the Dagster webserver as the API reaches it; unset: http://<host>:<port>/graphql.",
-    )
+    host: str
+    """Interface the Dagster webserver binds to."""
+    port: int = Field(ge=1, le=65535)
+    """Port of the Dagster webserver."""
+    home: str
+    """DAGSTER_HOME: instance config and local storage."""
+    graphql_url: str | None = None
+    """GraphQL endpoint of the Dagster webserver as the API reaches it; unset: http://<host>:<port>/graphql."""
 
     def webserver_graphql_url(self) -> str:
         """Where the API sends GraphQL requests (re-delivery backfills)."""
@@ -214,148 +169,93 @@ class DagsterSettings(Section):
 
 
 class PortalSettings(Section):
-    local_key_file: str | None = Field(
-        default=None,
-        description="Local/demo only: where a generated portal token key is kept when PORTAL_TOKEN_KEY is unset.",
-    )
+    local_key_file: str | None = None
+    """Local/demo only: where a generated portal token key is kept when PORTAL_TOKEN_KEY is unset."""
     # Every click on a download link presigns again, so a URL only has to outlive the redirect
     # and a slow start of the download; a leaked one is useless soon after.
-    presign_seconds: int = Field(
-        default=300,
-        ge=30,
-        le=7 * 24 * 3600,
-        description="Lifetime of the presigned S3 URL a download link answers with.",
-    )
+    presign_seconds: int = Field(default=300, ge=30, le=7 * 24 * 3600)
+    """Lifetime of the presigned S3 URL a download link answers with."""
 
 
 class LogSettings(Section):
-    dir: str = Field(
-        default=".local/logs", description="make run: where each service writes its log (<name>.log)."
-    )
+    dir: str = ".local/logs"
+    """make run: where each service writes its log (<name>.log)."""
 
 
 class SeedSettings(Section):
-    enabled: bool = Field(
-        default=False, description="Publish a sample APK and submit the sample orders at start (demo)."
-    )
-    apk_version: str = Field(
-        default="1.0.0", pattern=r"^\d+\.\d+\.\d+$", description="Version of the sample APK."
-    )
+    enabled: bool = False
+    """Publish a sample APK and submit the sample orders at start (demo)."""
+    apk_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$")
+    """Version of the sample APK."""
 
 
 class EdgeSettings(Section):
-    registry: str = Field(
-        default="",
-        pattern=r"^([a-z0-9][a-z0-9.:-]*(/[a-z0-9._-]+)*)?$",
-        description=(
-            "Registry (host and path) the delivered stack pulls its images from: <registry>/ems-edge-gateway:<version> "
-            "and <registry>/ems-industrial-fixtures:<version>; '' names the images as `make images` builds them."
-        ),
-    )
+    registry: str = Field(default="", pattern=r"^([a-z0-9][a-z0-9.:-]*(/[a-z0-9._-]+)*)?$")
+    """Registry (host and path) the delivered stack pulls its images from: <registry>/ems-edge-gateway:<version> and <registry>/ems-industrial-fixtures:<version>; '' names the images as `make images` builds them."""
 
 
 class PipelineSettings(Section):
-    sensor_interval_seconds: int = Field(
-        default=30, ge=5, le=3600, description="How often each sensor ticks."
-    )
-    sensors_running: bool = Field(
-        description="Sensors start running by default (local/demo) or wait for an operator."
-    )
-    edp_poll_budget_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        le=50,
-        description="Time one edp_sensor tick may spend polling EDP (Dagster stops a tick at 60 s).",
-    )
-    api_starts_first_run: bool = Field(
-        default=True,
-        description="The API queues an order's first run right after the commit (order_sensor remains the safety net).",
-    )
-    edp_wait_in_run_seconds: float = Field(
-        default=0.0,
-        ge=0,
-        le=600,
-        description=(
-            "How long order/edp_artifacts waits inside the order's first run for its EDP job; "
-            "0: the first run only submits the job and edp_sensor starts the build once EDP is done."
-        ),
-    )
-    step_retries: int = Field(
-        default=5,
-        ge=0,
-        le=10,
-        description="Retries of a step that failed (all but the email), e.g. S3 or EDP briefly down.",
-    )
-    step_retry_delay_seconds: float = Field(
-        default=5.0,
-        ge=0,
-        le=600,
-        description="Wait before a step's first retry; each further retry waits twice as long.",
-    )
+    sensor_interval_seconds: int = Field(default=30, ge=5, le=3600)
+    """How often each sensor ticks."""
+    sensors_running: bool
+    """Sensors start running by default (local/demo) or wait for an operator."""
+    edp_poll_budget_seconds: float = Field(default=30.0, gt=0, le=50)
+    """Time one edp_sensor tick may spend polling EDP (Dagster stops a tick at 60 s)."""
+    api_starts_first_run: bool = True
+    """The API queues an order's first run right after the commit (order_sensor remains the safety net)."""
+    edp_wait_in_run_seconds: float = Field(default=0.0, ge=0, le=600)
+    """How long order/edp_artifacts waits inside the order's first run for its EDP job; 0: the first run only submits the job and edp_sensor starts the build once EDP is done."""
+    step_retries: int = Field(default=5, ge=0, le=10)
+    """Retries of a step that failed (all but the email), e.g. S3 or EDP briefly down."""
+    step_retry_delay_seconds: float = Field(default=5.0, ge=0, le=600)
+    """Wait before a step's first retry; each further retry waits twice as long."""
     # The sweeper (stuck_order_sensor): an order standing still this long with no run left in
     # Dagster is resumed (up to stuck_max_resumes times), then failed with the reason.
-    stuck_received_seconds: int = Field(
-        default=600, ge=60, description="Longest an order may stay received with no run."
-    )
-    stuck_building_seconds: int = Field(
-        default=1800, ge=60, description="Longest an order may stay building with no run."
-    )
-    edp_job_timeout_seconds: int = Field(
-        default=21600,
-        ge=60,
-        description="Longest an EDP job may take; past it the order fails and a retry submits a new job.",
-    )
-    stuck_max_resumes: int = Field(
-        default=2, ge=0, le=10, description="Automatic resumes of one stuck order before it is failed."
-    )
-    sweep_interval_seconds: int = Field(default=60, ge=5, le=3600, description="How often the sweeper looks.")
+    stuck_received_seconds: int = Field(default=600, ge=60)
+    """Longest an order may stay received with no run."""
+    stuck_building_seconds: int = Field(default=1800, ge=60)
+    """Longest an order may stay building with no run."""
+    edp_job_timeout_seconds: int = Field(default=21600, ge=60)
+    """Longest an EDP job may take; past it the order fails and a retry submits a new job."""
+    stuck_max_resumes: int = Field(default=2, ge=0, le=10)
+    """Automatic resumes of one stuck order before it is failed."""
+    sweep_interval_seconds: int = Field(default=60, ge=5, le=3600)
+    """How often the sweeper looks."""
 
 
 class AwsStandinSettings(Section):
-    enabled: bool = Field(description="Start the embedded S3/SES (moto server mode).")
+    enabled: bool
+    """Start the embedded S3/SES (moto server mode)."""
     host: str = "127.0.0.1"
     port: int = Field(default=5000, ge=1, le=65535)
-    state_dir: str | None = Field(
-        default=None,
-        description=(
-            "Where the embedded S3/SES keeps its objects and sent messages across restarts "
-            "(written through before each change is answered); unset or '' keeps them in memory."
-        ),
-    )
+    state_dir: str | None = None
+    """Where the embedded S3/SES keeps its objects and sent messages across restarts (written through before each change is answered); unset or '' keeps them in memory."""
 
 
 class EdpStandinSettings(Section):
-    enabled: bool = Field(description="Start the local EDP stand-in.")
+    enabled: bool
+    """Start the local EDP stand-in."""
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
-    state_dir: str = Field(
-        default=".local/edp", description="Where the stand-in keeps its jobs across restarts."
-    )
-    queued_seconds: float = Field(default=1.0, ge=0, description="How long a new job stays queued.")
-    running_seconds: float = Field(
-        default=2.0, ge=0, description="How long a job then runs before it completes."
-    )
-    failure: Literal["none", "job_fails", "http_500", "hang"] = Field(
-        default="none", description="Fault to inject: jobs fail, every request answers 500, or requests hang."
-    )
-    hang_seconds: float = Field(
-        default=30.0, ge=0, description="How long a request hangs in failure mode 'hang'."
-    )
+    state_dir: str = ".local/edp"
+    """Where the stand-in keeps its jobs across restarts."""
+    queued_seconds: float = Field(default=1.0, ge=0)
+    """How long a new job stays queued."""
+    running_seconds: float = Field(default=2.0, ge=0)
+    """How long a job then runs before it completes."""
+    failure: Literal["none", "job_fails", "http_500", "hang"] = "none"
+    """Fault to inject: jobs fail, every request answers 500, or requests hang."""
+    hang_seconds: float = Field(default=30.0, ge=0)
+    """How long a request hangs in failure mode 'hang'."""
 
 
 class SupervisorSettings(Section):
     # make run restarts a crashed service instead of stopping the stack, but a service that keeps
     # crashing (a bad config, a port taken for good) must end the stack rather than loop forever.
-    max_restarts: int = Field(
-        default=5,
-        ge=0,
-        description="make run: restarts of one crashed service within restart_window_seconds before the stack stops (0: never restart).",
-    )
-    restart_window_seconds: float = Field(
-        default=600.0,
-        gt=0,
-        description="make run: the window max_restarts counts restarts of one service in.",
-    )
+    max_restarts: int = Field(default=5, ge=0)
+    """make run: restarts of one crashed service within restart_window_seconds before the stack stops (0: never restart)."""
+    restart_window_seconds: float = Field(default=600.0, gt=0)
+    """make run: the window max_restarts counts restarts of one service in."""
 
 
 class StandinSettings(Section):
@@ -499,8 +399,8 @@ def load_settings(
         defaults_path=defaults_path or DEFAULTS_PATH,
         stage=stage,
         customer_path=customer_path,
-        extra={"stage": stage, "secrets": secrets},
-        extra_origins={("secrets", key): origin for key, origin in secret_origins.items()},
+        secrets=secrets,
+        secret_origins=secret_origins,
     )
 
 

@@ -6,6 +6,6 @@ its monotonically increasing ``seq``. SQLAlchemy Core only, so the same code run
 (``python -m platform_db upgrade``).
 """
 
-from platform_db.repository import IdempotencyConflict, Order, OrderRepository
+from platform_db.repository import IdempotencyConflict, OrderRepository
 
-__all__ = ["IdempotencyConflict", "Order", "OrderRepository"]
+__all__ = ["IdempotencyConflict", "OrderRepository"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, Row, and_, delete, func, insert, or_, select, update
@@ -31,6 +30,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from contracts.orders import EmailState
+from contracts.records import DeliveryEmail, EmailAction, PortalVersion
+from platform_db.claims import BackfillClaim
 from platform_db.repository import check_idempotency_key, create_platform_db_engine
 from platform_db.rows import as_utc, inserted_id, record_of
 from platform_db.schema import delivery_emails, email_resolutions, portal_versions
@@ -43,52 +44,15 @@ STALE_SENDING = timedelta(minutes=10)
 STALE_RESEND = timedelta(minutes=2)
 
 
-class EmailAction(StrEnum):
-    """An operator's resolution of an unknown email outcome."""
-
-    MARK_SENT = "mark_sent"
-    RESEND = "resend"
-
-
 @dataclass(frozen=True)
-class DeliveryEmail:
-    cfg_id: str
-    version: int
-    state: EmailState
-    message_id: str | None
-    claimed_at: datetime
-    sent_at: datetime | None
-    reason: str | None
-    resolution: EmailAction | None
-    resolved_at: datetime | None
-    # ``sending`` for longer than the repository's stale_sending: the sender stopped mid-send.
-    stale: bool = False
+class EmailResolution(BackfillClaim):
+    """An operator's resolution of one version's email, stored under its Idempotency-Key.
 
-    @property
-    def outcome(self) -> EmailState:
-        """The state as far as anyone can tell: a stale ``sending`` is ``unknown``."""
-        return EmailState.UNKNOWN if self.stale else self.state
+    Only a resend launches a backfill (of order/email); a mark_sent's ``backfill_id`` stays None.
+    """
 
-    @property
-    def outcome_reason(self) -> str | None:
-        if self.stale:
-            return (
-                f"claimed at {self.claimed_at.isoformat(timespec='seconds')} and never finished: the sender "
-                "stopped mid-send, SES may or may not have sent it"
-            )
-        return self.reason
-
-
-@dataclass(frozen=True)
-class EmailResolution:
-    id: int
-    idempotency_key: str | None
-    cfg_id: str
     version: int
     action: EmailAction
-    # Resend only: the Dagster backfill of order/email; None while it is being launched.
-    backfill_id: str | None
-    created_at: datetime
 
 
 class ResolutionKeyTaken(Exception):
@@ -101,16 +65,6 @@ class ResolutionKeyTaken(Exception):
 
 def _to_resolution(row: Row[Any]) -> EmailResolution:
     return record_of(EmailResolution, row, action=EmailAction(row.action))
-
-
-@dataclass(frozen=True)
-class PortalVersion:
-    cfg_id: str
-    version: int
-    run_id: str
-    manifest_key: str | None
-    artifact_count: int | None
-    created_at: datetime
 
 
 def _to_version(row: Row[Any]) -> PortalVersion:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus, allowed_from
+from contracts.records import Order
 from platform_db.rows import inserted_id, record_of
 from platform_db.schema import orders
 
@@ -27,34 +27,6 @@ from platform_db.schema import orders
 # write to finish instead of failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
-
-
-@dataclass(frozen=True)
-class Order:
-    """One order as stored; timestamps are timezone-aware UTC."""
-
-    seq: int
-    cfg_id: str
-    idempotency_key: str | None
-    # Kept out of repr: it carries the customer's name and email, and orders end up in logs.
-    payload: dict[str, Any] = field(repr=False)
-    target: str
-    status: OrderStatus
-    edp_job_id: str | None
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    portal_token_generation: int = 0
-    # Bumped by a retry after a failed EDP job: part of the EDP Idempotency-Key, so the retry
-    # submits a new job instead of getting the failed one back.
-    edp_attempt: int = 0
-    # Why the latest attempt on an already delivered order (a re-delivery) failed; the order
-    # itself stays delivered. Cleared by the next delivery.
-    attempt_error: str | None = None
-
-    def configurator_payload(self) -> ConfiguratorPayload:
-        """The stored payload validated back into the model the website submitted."""
-        return ConfiguratorPayload.model_validate(self.payload)
 
 
 class IdempotencyConflict(Exception):
@@ -65,13 +37,14 @@ class IdempotencyConflict(Exception):
         self.idempotency_key = idempotency_key
 
 
-def canonical_json(document: dict[str, Any]) -> str:
-    """The payload as one byte-stable string: key order and whitespace never change its hash."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"))
-
-
 def payload_sha256(payload: ConfiguratorPayload) -> str:
-    return hashlib.sha256(canonical_json(payload.model_dump(mode="json")).encode("utf-8")).hexdigest()
+    """The payload's hash, stable under key order and whitespace (``orders.payload_sha256``).
+
+    Not ``service_kit.canonical_json``'s form: the stored rows' hashes were taken of this compact,
+    ASCII-escaped one, and a replayed Idempotency-Key is compared against them.
+    """
+    document = json.dumps(payload.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(document.encode("utf-8")).hexdigest()
 
 
 def check_idempotency_key(idempotency_key: str | None) -> None:

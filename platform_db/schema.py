@@ -92,7 +92,7 @@ delivery_emails = Table(
     Column("message_id", String(255), nullable=True),
     Column("claimed_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True), nullable=True),
-    # platform_db.deliveries.EmailState: sending (claimed, request under way), sent, unknown (the
+    # contracts.orders.EmailState: sending (claimed, request under way), sent, unknown (the
     # request may have reached SES, its answer was lost), marked_sent (an operator confirmed it),
     # resend_requested (an operator released it for one more attempt).
     Column("state", String(16), nullable=False, server_default="sending"),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from contracts.fixtures import Fixture
 from delivery.edge_bundle import EdgeImages
-from industrial_fixtures import Fixture, load_manifest
+from industrial_fixtures import load_manifest
 
 
 class DeliveryResource(ConfigurableResource):

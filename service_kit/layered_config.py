@@ -24,7 +24,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A field's description is the docstring under it, so a settings class reads as its reference.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,16 +85,16 @@ def load_layered(
     defaults_path: Path,
     stage: str,
     customer_path: Path | str | None = None,
-    extra: Mapping[str, Any] | None = None,
-    extra_origins: Mapping[tuple[str, ...], str] | None = None,
+    secrets: Mapping[str, str] | None = None,
+    secret_origins: Mapping[str, str] | None = None,
 ) -> ModelT:
     """The seed's config rules for any service: the ``stage`` block of ``defaults_path``, the
     customer file deep-merged over it, then ``model`` validates the result.
 
-    ``extra`` sets top-level keys after the merge (values that come from neither file, such as
-    the stage or the secrets), replacing whatever the files said there; ``extra_origins`` names
-    where its values came from. A failure raises ConfigError naming each wrong key path and the
-    file (and stage block) that set it.
+    The top-level keys ``stage`` and ``secrets`` come from neither file: they are set after the
+    merge to ``stage`` and ``secrets``, replacing whatever the files said there;
+    ``secret_origins`` names where each secret came from. A failure raises ConfigError naming
+    each wrong key path and the file (and stage block) that set it.
     """
     check_stage(stage)
     defaults = read_yaml_mapping(defaults_path, "defaults file")
@@ -109,12 +110,12 @@ def load_layered(
         merged = deep_merge(merged, customer)
         _record_origin(customer, str(customer_path), origins)
 
-    for key, value in (extra or {}).items():
+    for key, value in {"stage": stage, "secrets": dict(secrets or {})}.items():
         # A replaced key no longer carries anything a file set beneath it.
         for known in [path for path in origins if path[0] == key]:
             del origins[known]
         merged[key] = value
-    origins.update(extra_origins or {})
+    origins.update({("secrets", name): origin for name, origin in (secret_origins or {}).items()})
 
     try:
         return model.model_validate(merged)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -31,3 +32,8 @@ async def problem_response(request: Request, exc: Exception) -> JSONResponse:
     if errors:
         body["errors"] = errors
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def problem_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
+    """The exception handlers of every service's app: each HTTPException answered as a problem."""
+    return {HTTPException: problem_response}

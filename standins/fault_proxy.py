@@ -43,6 +43,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import BinaryIO, Self
 
+from service_kit.started import once_started
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_CONNECTIONS = 64
@@ -150,9 +152,7 @@ class FaultProxy:
 
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the proxy is not started")
-        return self._port
+        return once_started(self._port, RuntimeError("the proxy is not started"))
 
     @property
     def url(self) -> str:

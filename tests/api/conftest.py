@@ -2,6 +2,7 @@ import asyncio
 import json
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,21 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
+Submitted = Callable[[Settings], AbstractContextManager[tuple[TestClient, str]]]
+
+
+@pytest.fixture
+def submitted(make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any]) -> Submitted:
+    """``with submitted(settings) as (client, cfg_id)``: the app under ``settings``, a cloud order in it."""
+
+    @contextmanager
+    def serve(settings: Settings) -> Iterator[tuple[TestClient, str]]:
+        with make_client(settings) as client:
+            yield client, str(client.post("/submit", json=cloud_order).json()["cfg_id"])
+
+    return serve
+
+
 TOKEN = {"Authorization": "Bearer the-token"}
 
 
@@ -117,6 +133,25 @@ class StubDagster:
 
     def backfill_params(self) -> list[dict[str, Any]]:
         return [body["variables"]["backfillParams"] for body in self.received]
+
+    def assert_refused(self, answer: Any, launch: str) -> None:
+        """The API's answer to a launch this stand-in refused: a 503 that says the ``launch`` was not
+        launched, with a Retry-After and no traceback."""
+        assert answer.status_code == 503
+        assert answer.json()["detail"].startswith(f"the {launch} was not launched: ")
+        assert "Traceback" not in answer.text
+        assert answer.headers["retry-after"]
+
+    def assert_the_key_launches_once_back(
+        self, client: TestClient, path: str, headers: dict[str, str]
+    ) -> None:
+        """The Idempotency-Key of a refused launch stays free: once the stand-in answers again, a POST
+        of ``path`` with it launches."""
+        self.mode = "success"
+        retried = client.post(path, headers=headers)
+        assert retried.status_code == 202
+        # The first backfill: the refused launch left none behind.
+        assert retried.json()["backfill_id"] == "stub-backfill-1"
 
 
 REPOSITORY = {
@@ -238,6 +273,15 @@ def answered_status(launch: Callable[[], object]) -> int:
     except Problem as problem:
         return problem.status_code
     return 202
+
+
+RaceLaunches = Callable[[int, Callable[[int], object]], list[int]]
+
+
+@pytest.fixture
+def race_launches(race: Callable[[int, Callable[[int], Any]], list[Any]]) -> RaceLaunches:
+    """``race_launches(workers, launch)``: ``launch(0 .. workers-1)`` raced; the status each answers."""
+    return lambda workers, launch: race(workers, lambda index: answered_status(lambda: launch(index)))
 
 
 def assert_only_the_token_is_let_through(

@@ -40,7 +40,7 @@ from api.dagster_graphql import DagsterGraphQL
 from order_pipeline.keys import APK, CFN_OR_ISO, CONFIG, EDP_ARTIFACTS, EMAIL, MANIFEST
 from platform_config.settings import Settings
 from tests.api.dagster_webserver import DagsterWebserver, dagster_webserver, serve_dagster_webserver
-from tests.conftest import serve_in_thread
+from tests.conftest import ORDER_ASSET_NAMES, serve_in_thread
 
 __all__ = ["dagster_webserver"]
 
@@ -147,14 +147,7 @@ def states(statuses: dict[str, AssetStatusView]) -> dict[str, str]:
 
 def test_the_six_order_assets_in_lineage_order() -> None:
     assert list(ORDER_ASSETS) == ALL
-    assert NAMES == [
-        "order/config",
-        "order/edp_artifacts",
-        "order/cfn_or_iso",
-        "order/apk",
-        "order/manifest",
-        "order/email",
-    ]
+    assert NAMES == ORDER_ASSET_NAMES
 
 
 Ask = Callable[[str], dict[str, AssetStatusView]]

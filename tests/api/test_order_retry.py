@@ -18,10 +18,11 @@ from starlette.testclient import TestClient
 from api.asset_status import AssetStatusView
 from api.order_retry import restart_plan
 from contracts.orders import OrderStatus
+from contracts.records import Order
 from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.order_retries import OrderRetryRepository
-from tests.api.conftest import TOKEN, StubDagster, answered_status, assert_only_the_token_is_let_through
+from tests.api.conftest import TOKEN, StubDagster, Submitted, assert_only_the_token_is_let_through
 
 ASSETS = ("config", "edp_artifacts", "cfn_or_iso", "apk", "manifest", "email")
 BUILD = ["order/cfn_or_iso", "order/apk", "order/manifest", "order/email"]
@@ -112,6 +113,39 @@ def failed(order_in: Callable[[OrderStatus], str]) -> Callable[[], str]:
     return lambda: order_in(OrderStatus.FAILED)
 
 
+Retry = Callable[..., tuple[str, Any]]
+
+
+@pytest.fixture
+def retry_failed(api: TestClient, failed: Callable[[], str], assets: FakeAssetStatus) -> Retry:
+    """``retry_failed(statuses, headers=None)``: a new failed order whose assets stand at ``statuses``,
+    and the answer to its retry."""
+
+    def retry(statuses: dict[str, AssetStatusView], headers: dict[str, str] | None = None) -> tuple[str, Any]:
+        cfg_id = failed()
+        assets.answer = statuses
+        return cfg_id, api.post(f"/orders/{cfg_id}/retry", headers=headers)
+
+    return retry
+
+
+def _fail_at_edp(settings: Settings, cfg_id: str) -> None:
+    orders = OrderRepository.from_url(settings.platform_db_url())
+    try:
+        orders.record_edp_job(cfg_id, "job-1")
+        orders.fail(cfg_id, EDP_FAILED)
+    finally:
+        orders.dispose()
+
+
+def _order(settings: Settings, cfg_id: str) -> Order | None:
+    orders = OrderRepository.from_url(settings.platform_db_url())
+    try:
+        return orders.get(cfg_id)
+    finally:
+        orders.dispose()
+
+
 def _retries(settings: Settings, cfg_id: str) -> list[Any]:
     stored = OrderRetryRepository.from_url(settings.platform_db_url())
     try:
@@ -124,16 +158,9 @@ def _retries(settings: Settings, cfg_id: str) -> list[Any]:
 
 
 def test_after_a_failed_edp_job_it_restarts_at_config_with_a_new_edp_job(
-    api: TestClient,
-    failed: Callable[[], str],
-    assets: FakeAssetStatus,
-    stub_dagster: StubDagster,
-    orders: OrderRepository,
+    retry_failed: Retry, stub_dagster: StubDagster, orders: OrderRepository
 ) -> None:
-    cfg_id = failed()
-    assets.answer = views("config")
-
-    answer = api.post(f"/orders/{cfg_id}/retry", headers={"Idempotency-Key": "retry-1"})
+    cfg_id, answer = retry_failed(views("config"), {"Idempotency-Key": "retry-1"})
 
     assert answer.status_code == 202
     assert answer.json() == {
@@ -158,16 +185,9 @@ def test_after_a_failed_edp_job_it_restarts_at_config_with_a_new_edp_job(
 
 
 def test_after_a_failed_cfn_or_iso_it_rebuilds_from_there(
-    api: TestClient,
-    failed: Callable[[], str],
-    assets: FakeAssetStatus,
-    stub_dagster: StubDagster,
-    orders: OrderRepository,
+    retry_failed: Retry, stub_dagster: StubDagster, orders: OrderRepository
 ) -> None:
-    cfg_id = failed()
-    assets.answer = views("config", "edp_artifacts", "apk", cfn_or_iso="failed")
-
-    answer = api.post(f"/orders/{cfg_id}/retry")
+    cfg_id, answer = retry_failed(views("config", "edp_artifacts", "apk", cfn_or_iso="failed"))
 
     assert answer.status_code == 202
     assert answer.json()["assets"] == BUILD
@@ -183,12 +203,11 @@ def test_after_a_failed_cfn_or_iso_it_rebuilds_from_there(
 
 
 def test_with_only_the_email_missing_it_sends_the_email(
-    api: TestClient, failed: Callable[[], str], assets: FakeAssetStatus, stub_dagster: StubDagster
+    retry_failed: Retry, stub_dagster: StubDagster
 ) -> None:
-    cfg_id = failed()
-    assets.answer = views("config", "edp_artifacts", "cfn_or_iso", "apk", "manifest", email="failed")
-
-    answer = api.post(f"/orders/{cfg_id}/retry")
+    _, answer = retry_failed(
+        views("config", "edp_artifacts", "cfn_or_iso", "apk", "manifest", email="failed")
+    )
 
     assert answer.status_code == 202
     assert answer.json()["assets"] == ["order/email"]
@@ -289,16 +308,9 @@ def test_an_unknown_order_is_404(api: TestClient, stub_dagster: StubDagster, cfg
 
 
 def test_a_run_still_in_progress_is_a_conflict(
-    api: TestClient,
-    failed: Callable[[], str],
-    assets: FakeAssetStatus,
-    stub_dagster: StubDagster,
-    orders: OrderRepository,
+    retry_failed: Retry, stub_dagster: StubDagster, orders: OrderRepository
 ) -> None:
-    cfg_id = failed()
-    assets.answer = views("config", "edp_artifacts", cfn_or_iso="running")
-
-    answer = api.post(f"/orders/{cfg_id}/retry")
+    cfg_id, answer = retry_failed(views("config", "edp_artifacts", cfn_or_iso="running"))
 
     assert answer.status_code == 409
     assert "order/cfn_or_iso" in answer.json()["detail"]
@@ -349,7 +361,7 @@ def test_concurrent_retries_of_one_order_launch_one(
     failed: Callable[[], str],
     assets: FakeAssetStatus,
     stub_dagster: StubDagster,
-    race: Callable[[int, Callable[[int], Any]], list[Any]],
+    race_launches: Callable[[int, Callable[[int], object]], list[int]],
 ) -> None:
     from api.order_retry import _retry
 
@@ -357,7 +369,7 @@ def test_concurrent_retries_of_one_order_launch_one(
     assets.answer = views("config", "edp_artifacts", cfn_or_iso="failed")
     state = api.app.state.api  # type: ignore[attr-defined]
 
-    outcomes = race(4, lambda index: answered_status(lambda: _retry(state, cfg_id, f"racing-{index}")))
+    outcomes = race_launches(4, lambda index: _retry(state, cfg_id, f"racing-{index}"))
 
     assert sorted(outcomes) == [202, 409, 409, 409]
     assert stub_dagster.launched == 1
@@ -367,24 +379,15 @@ def test_concurrent_retries_of_one_order_launch_one(
 
 
 def test_an_unreadable_dagster_instance_is_a_503_and_nothing_moves(
-    stub_settings: Settings,
-    make_client: Callable[[Settings], TestClient],
-    cloud_order: dict[str, Any],
-    stub_dagster: StubDagster,
+    stub_settings: Settings, submitted: Submitted, stub_dagster: StubDagster
 ) -> None:
     # The real reader: the settings' Dagster home does not exist.
-    with make_client(stub_settings) as client:
-        cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
-        orders = OrderRepository.from_url(stub_settings.platform_db_url())
-        try:
-            orders.record_edp_job(cfg_id, "job-1")
-            orders.fail(cfg_id, EDP_FAILED)
+    with submitted(stub_settings) as (client, cfg_id):
+        _fail_at_edp(stub_settings, cfg_id)
 
-            answer = client.post(f"/orders/{cfg_id}/retry", headers={"Idempotency-Key": "dagster-away"})
+        answer = client.post(f"/orders/{cfg_id}/retry", headers={"Idempotency-Key": "dagster-away"})
 
-            order = orders.get(cfg_id)
-        finally:
-            orders.dispose()
+        order = _order(stub_settings, cfg_id)
 
     assert answer.status_code == 503
     assert "Dagster webserver cannot be reached or read" in answer.json()["detail"]
@@ -398,54 +401,37 @@ def test_an_unreadable_dagster_instance_is_a_503_and_nothing_moves(
 @pytest.mark.parametrize("mode", ["bad_gateway", "python_error"])
 def test_a_launch_dagster_refuses_is_a_503_the_order_stays_failed_and_the_key_is_free(
     api: TestClient,
-    failed: Callable[[], str],
-    assets: FakeAssetStatus,
+    retry_failed: Retry,
     stub_dagster: StubDagster,
     orders: OrderRepository,
     stub_settings: Settings,
     mode: str,
 ) -> None:
-    cfg_id = failed()
-    assets.answer = views("config", "edp_artifacts", cfn_or_iso="failed")
     headers = {"Idempotency-Key": f"retry-{mode}"}
     stub_dagster.mode = mode
 
-    refused = api.post(f"/orders/{cfg_id}/retry", headers=headers)
+    cfg_id, refused = retry_failed(views("config", "edp_artifacts", cfn_or_iso="failed"), headers)
 
-    assert refused.status_code == 503
-    assert refused.json()["detail"].startswith("the retry was not launched: ")
-    assert "Traceback" not in refused.text
-    assert refused.headers["retry-after"]
+    stub_dagster.assert_refused(refused, "retry")
     order = orders.get(cfg_id)
     assert order is not None
     assert (order.status, order.last_error) == (OrderStatus.FAILED, EDP_FAILED)
     assert _retries(stub_settings, cfg_id) == []
 
-    stub_dagster.mode = "success"
-    retried = api.post(f"/orders/{cfg_id}/retry", headers=headers)
-    assert retried.status_code == 202
-    assert retried.json()["backfill_id"] == "stub-backfill-1"
+    stub_dagster.assert_the_key_launches_once_back(api, f"/orders/{cfg_id}/retry", headers)
 
 
-def test_an_unreachable_dagster_webserver_is_a_503(
-    settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any]
-) -> None:
+def test_an_unreachable_dagster_webserver_is_a_503(settings: Settings, submitted: Submitted) -> None:
     # The settings fixture points the GraphQL URL at a port nothing listens on.
-    with make_client(settings) as client:
+    with submitted(settings) as (client, cfg_id):
         fake = FakeAssetStatus()
         fake.answer = views("config")
         _with_assets(client, fake)
-        cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
-        orders = OrderRepository.from_url(settings.platform_db_url())
-        try:
-            orders.record_edp_job(cfg_id, "job-1")
-            orders.fail(cfg_id, EDP_FAILED)
+        _fail_at_edp(settings, cfg_id)
 
-            answer = client.post(f"/orders/{cfg_id}/retry")
+        answer = client.post(f"/orders/{cfg_id}/retry")
 
-            order = orders.get(cfg_id)
-        finally:
-            orders.dispose()
+        order = _order(settings, cfg_id)
 
     assert answer.status_code == 503
     assert "is unreachable" in answer.json()["detail"]
@@ -465,12 +451,7 @@ def test_the_bearer_token_is_required_where_tokens_are(
     assets.answer = views("config")
     _with_assets(token_api, assets)
     cfg_id = token_api.post("/submit", json=cloud_order, headers=TOKEN).json()["cfg_id"]
-    orders = OrderRepository.from_url(stub_settings.platform_db_url())
-    try:
-        orders.record_edp_job(cfg_id, "job-1")
-        orders.fail(cfg_id, EDP_FAILED)
-    finally:
-        orders.dispose()
+    _fail_at_edp(stub_settings, cfg_id)
 
     assert_only_the_token_is_let_through(token_api, f"/orders/{cfg_id}/retry", stub_dagster)
     # Only the request with the token read the asset statuses.

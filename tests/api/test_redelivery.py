@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from starlette.testclient import TestClient
 from platform_config.settings import Settings
 from platform_db.deliveries import DeliveryRepository
 from platform_db.redeliveries import RedeliveryRepository
-from tests.api.conftest import TOKEN, StubDagster, answered_status, assert_only_the_token_is_let_through
+from tests.api.conftest import TOKEN, StubDagster, Submitted, assert_only_the_token_is_let_through
 
 
 def _deliver(settings: Settings, cfg_id: str, version: int = 1) -> None:
@@ -145,24 +146,15 @@ def test_a_dagster_error_is_a_503_and_the_key_stays_free_for_the_retry(
 
     failed = api.post(f"/orders/{cfg_id}/redeliver", headers=headers)
 
-    assert failed.status_code == 503
-    assert failed.json()["detail"].startswith("the re-delivery was not launched: ")
+    stub_dagster.assert_refused(failed, "re-delivery")
     assert "Dagster" in failed.json()["detail"]
-    assert "Traceback" not in failed.text
-    assert failed.headers["retry-after"]
 
-    stub_dagster.mode = "success"
-    retried = api.post(f"/orders/{cfg_id}/redeliver", headers=headers)
-    assert retried.status_code == 202
-    assert retried.json()["backfill_id"] == "stub-backfill-1"
+    stub_dagster.assert_the_key_launches_once_back(api, f"/orders/{cfg_id}/redeliver", headers)
 
 
-def test_an_unreachable_dagster_is_a_503(
-    settings: Settings, make_client: Callable[[Settings], TestClient], cloud_order: dict[str, Any]
-) -> None:
+def test_an_unreachable_dagster_is_a_503(settings: Settings, submitted: Submitted) -> None:
     # The settings fixture points the GraphQL URL at a port nothing listens on.
-    with make_client(settings) as client:
-        cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
+    with submitted(settings) as (client, cfg_id):
         _deliver(settings, cfg_id)
 
         answer = client.post(f"/orders/{cfg_id}/redeliver")
@@ -180,35 +172,34 @@ def test_beta_requires_the_bearer_token(
     assert_only_the_token_is_let_through(token_api, f"/orders/{cfg_id}/redeliver", stub_dagster)
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 @pytest.mark.parametrize(
-    ("content", "content_type", "status"),
+    ("content", "headers", "status"),
     [
-        (b'{"apk": "yes"}', "application/json", 422),
-        (b'{"apk": true, "force": 1}', "application/json", 422),
-        (b'{"apk": ', "application/json", 400),
-        (b"apk=true", "application/x-www-form-urlencoded", 415),
+        (b'{"apk": "yes"}', JSON, 422),
+        (b'{"apk": true, "force": 1}', JSON, 422),
+        (b'{"apk": ', JSON, 400),
+        (b"apk=true", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+        (None, {"Idempotency-Key": "has space"}, 400),
     ],
 )
-def test_a_bad_body_is_a_clear_4xx(
+def test_a_bad_body_or_idempotency_key_is_a_clear_4xx(
     api: TestClient,
     delivered: Callable[[], str],
     stub_dagster: StubDagster,
-    content: bytes,
-    content_type: str,
+    content: bytes | None,
+    headers: dict[str, str],
     status: int,
 ) -> None:
     cfg_id = delivered()
 
-    answer = api.post(f"/orders/{cfg_id}/redeliver", content=content, headers={"Content-Type": content_type})
+    answer = api.post(f"/orders/{cfg_id}/redeliver", content=content, headers=headers)
 
     assert answer.status_code == status
     assert answer.json()["detail"]
     assert stub_dagster.received == []
-
-
-def test_an_invalid_idempotency_key_is_400(api: TestClient, delivered: Callable[[], str]) -> None:
-    answer = api.post(f"/orders/{delivered()}/redeliver", headers={"Idempotency-Key": "has space"})
-    assert answer.status_code == 400
 
 
 def test_the_openapi_document_describes_the_endpoint(api: TestClient) -> None:
@@ -221,27 +212,34 @@ def test_the_openapi_document_describes_the_endpoint(api: TestClient) -> None:
     assert "assets" in schemas["OrderView"]["properties"]
 
 
-def _limited(settings: Settings, total: int, per_day: int) -> Settings:
-    api = settings.api.model_copy(
-        update={"max_redeliveries_per_order": total, "max_redeliveries_per_order_per_day": per_day}
-    )
-    return settings.model_copy(update={"api": api})
+Bounded = Callable[..., AbstractContextManager[tuple[TestClient, str]]]
+
+
+@pytest.fixture
+def bounded(stub_settings: Settings, submitted: Submitted) -> Bounded:
+    """``with bounded(total=..., per_day=...) as (client, cfg_id)``: the app with re-deliveries per order
+    bounded so, and an order delivered once."""
+
+    @contextmanager
+    def serve(*, total: int, per_day: int) -> Iterator[tuple[TestClient, str]]:
+        api = stub_settings.api.model_copy(
+            update={"max_redeliveries_per_order": total, "max_redeliveries_per_order_per_day": per_day}
+        )
+        with submitted(stub_settings.model_copy(update={"api": api})) as (client, cfg_id):
+            _deliver(stub_settings, cfg_id)
+            yield client, cfg_id
+
+    return serve
 
 
 def test_redeliveries_per_order_are_bounded(
-    stub_settings: Settings,
-    make_client: Callable[[Settings], TestClient],
-    cloud_order: dict[str, Any],
-    stub_dagster: StubDagster,
+    stub_settings: Settings, bounded: Bounded, cloud_order: dict[str, Any], stub_dagster: StubDagster
 ) -> None:
-    limited = _limited(stub_settings, total=3, per_day=100)
-    with make_client(limited) as client:
-        cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
+    with bounded(total=3, per_day=100) as (client, cfg_id):
         other = client.post(
             "/submit", json={**cloud_order, "site": {"name": "Other", "timezone": "UTC"}}
         ).json()["cfg_id"]
-        _deliver(limited, cfg_id)
-        _deliver(limited, other)
+        _deliver(stub_settings, other)
         accepted = [
             client.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": f"k-{n}"})
             for n in range(3)
@@ -258,7 +256,7 @@ def test_redeliveries_per_order_are_bounded(
     assert retried.status_code == 202 and retried.json() == accepted[1].json()
     assert elsewhere.status_code == 202
     assert stub_dagster.launched == 4
-    stored = RedeliveryRepository.from_url(limited.platform_db_url())
+    stored = RedeliveryRepository.from_url(stub_settings.platform_db_url())
     try:
         # The refused claim was given back: the key k-3 is not spent.
         assert [row.idempotency_key for row in stored.for_order(cfg_id)] == ["k-0", "k-1", "k-2"]
@@ -267,20 +265,14 @@ def test_redeliveries_per_order_are_bounded(
 
 
 def test_redeliveries_per_day_are_bounded_with_a_retry_after(
-    stub_settings: Settings,
-    make_client: Callable[[Settings], TestClient],
-    cloud_order: dict[str, Any],
-    stub_dagster: StubDagster,
+    stub_settings: Settings, bounded: Bounded, stub_dagster: StubDagster
 ) -> None:
     from sqlalchemy import update
 
     from platform_db.repository import create_platform_db_engine
     from platform_db.schema import redeliveries
 
-    limited = _limited(stub_settings, total=20, per_day=2)
-    with make_client(limited) as client:
-        cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
-        _deliver(limited, cfg_id)
+    with bounded(total=20, per_day=2) as (client, cfg_id):
         assert [client.post(f"/orders/{cfg_id}/redeliver").status_code for _ in range(2)] == [202, 202]
         refused = client.post(f"/orders/{cfg_id}/redeliver")
 
@@ -289,7 +281,7 @@ def test_redeliveries_per_day_are_bounded_with_a_retry_after(
         assert 23 * 3600 < int(refused.headers["retry-after"]) <= 24 * 3600 + 1
 
         # A day later the window has room again.
-        engine = create_platform_db_engine(limited.platform_db_url())
+        engine = create_platform_db_engine(stub_settings.platform_db_url())
         try:
             with engine.begin() as connection:
                 connection.execute(
@@ -302,23 +294,16 @@ def test_redeliveries_per_day_are_bounded_with_a_retry_after(
 
 
 def test_concurrent_redeliveries_at_the_limit_launch_one(
-    stub_settings: Settings,
-    make_client: Callable[[Settings], TestClient],
-    cloud_order: dict[str, Any],
+    bounded: Bounded,
     stub_dagster: StubDagster,
-    race: Callable[[int, Callable[[int], Any]], list[Any]],
+    race_launches: Callable[[int, Callable[[int], object]], list[int]],
 ) -> None:
     from api.redelivery import _redeliver
 
-    limited = _limited(stub_settings, total=1, per_day=1)
-    with make_client(limited) as client:
-        cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
-        _deliver(limited, cfg_id)
+    with bounded(total=1, per_day=1) as (client, cfg_id):
         state = client.app.state.api  # type: ignore[attr-defined]
 
-        outcomes = race(
-            4, lambda index: answered_status(lambda: _redeliver(state, cfg_id, False, f"racing-{index}"))
-        )
+        outcomes = race_launches(4, lambda index: _redeliver(state, cfg_id, False, f"racing-{index}"))
 
     assert sorted(outcomes) == [202, 429, 429, 429]
     assert stub_dagster.launched == 1

@@ -5,19 +5,15 @@ from __future__ import annotations
 import pytest
 
 from bench.order_phases import (
-    BUILD,
     CONFIG,
     EDP_TO_BUILD,
-    IN_QUEUE,
     ORDER_PHASES,
-    QUEUE_AND_START,
     REDELIVERY_PHASES,
     RUN_IN_QUEUE,
     RUN_START,
     STEPS,
     TO_BACKFILL_RUN,
     TO_CONFIG_STEP,
-    TO_DAGSTER,
     TO_FIRST_STEP,
     WAITING_ON_EDP,
     EdpTiming,
@@ -66,46 +62,21 @@ def run(
     )
 
 
-def test_two_runs_config_then_sensor_started_build() -> None:
+def two_runs() -> OrderTrace:
+    """Config in the first run; edp_sensor starts the build in a second one."""
     config_run = run("a", created=3, launched=5, start=6, end=12, steps=(step("order/config", 8, 10),))
     # EDP job created at 9 s, complete 3 s later; edp_sensor ticks at 15 s, second run starts at 18 s.
     build_run = run("b", created=15, start=18, end=40, steps=chained(20, 2, 1, BUILD_STEPS))
-    trace = OrderTrace(
+    return OrderTrace(
         submitted=T0,
         emailed=T0 + 33.5,
         runs=(build_run, config_run),
         edp=EdpTiming(created=T0 + 9, complete=T0 + 12),
     )
 
-    phases = order_phases(trace)
 
-    assert phases.seconds == pytest.approx(
-        {
-            TO_DAGSTER: 3,
-            IN_QUEUE: 2,
-            QUEUE_AND_START: 1,
-            TO_CONFIG_STEP: 2,
-            CONFIG: 2,
-            WAITING_ON_EDP: 2,
-            EDP_TO_BUILD: 8,
-            BUILD: 13.5,
-        }
-    )
-    assert list(phases.seconds) == [name for name, _ in ORDER_PHASES]
-    assert sum(phases.seconds.values()) == pytest.approx(phases.total) == pytest.approx(33.5)
-    assert phases.runs == 2
-    assert phases.build_run == 2
-    assert not phases.build_waited_in_run
-    assert phases.edp_seconds == pytest.approx(3)
-    # Build from 20 s to the email at 33.5 s: steps 20-22, 23-25, 26-28, 29-31, 32-34 (cut at 33.5).
-    assert phases.build_in_steps == pytest.approx(2 + 2 + 2 + 2 + 1.5)
-    # In the order the steps started, whichever run came first in the data.
-    assert list(phases.step_seconds) == ["order/config", *BUILD_STEPS]
-    assert phases.step_seconds["order/config"] == pytest.approx(2)
-    assert phases.step_seconds["order/email"] == pytest.approx(2)
-
-
-def test_one_run_build_step_waits_for_edp_inside_the_run() -> None:
+def one_run() -> OrderTrace:
+    """One run whose edp_artifacts step waits for EDP."""
     # The API queues the run 0.2 s after the answer; edp_artifacts starts at 6 s and waits for EDP
     # (complete at 8 s) inside the run, then the other steps follow.
     steps = (
@@ -114,29 +85,49 @@ def test_one_run_build_step_waits_for_edp_inside_the_run() -> None:
         *chained(11, 1, 0.5, BUILD_STEPS[1:]),
     )
     only_run = run("a", created=0.2, start=2, end=18, steps=steps)
-    trace = OrderTrace(
+    return OrderTrace(
         submitted=T0, emailed=T0 + 16.5, runs=(only_run,), edp=EdpTiming(created=T0 + 3.5, complete=T0 + 8)
     )
 
+
+@pytest.mark.parametrize(
+    ("trace", "seconds", "total", "runs", "waited_in_run"),
+    [
+        # seconds, in ORDER_PHASES order: to Dagster, in queue, queue and start, to the config step,
+        # config, waiting on EDP, EDP to build, build.
+        pytest.param(
+            two_runs(), (3, 2, 1, 2, 2, 2, 8, 13.5), 33.5, 2, False, id="config-then-sensor-started-build"
+        ),
+        # No RUN_STARTING event known: the wait in the queue is part of "started".
+        pytest.param(
+            one_run(), (0.2, 0, 1.8, 1, 1, 4, 0, 8.5), 16.5, 1, True, id="build-step-waits-for-edp-in-the-run"
+        ),
+    ],
+)
+def test_the_phases_of_both_pipeline_shapes(
+    trace: OrderTrace, seconds: tuple[float, ...], total: float, runs: int, waited_in_run: bool
+) -> None:
     phases = order_phases(trace)
 
-    assert phases.seconds == pytest.approx(
-        {
-            TO_DAGSTER: 0.2,
-            # No RUN_STARTING event known: the wait in the queue is part of "started".
-            IN_QUEUE: 0,
-            QUEUE_AND_START: 1.8,
-            TO_CONFIG_STEP: 1,
-            CONFIG: 1,
-            WAITING_ON_EDP: 4,
-            EDP_TO_BUILD: 0,
-            BUILD: 8.5,
-        }
-    )
-    assert phases.runs == 1
-    assert phases.build_run == 1
-    assert phases.build_waited_in_run
-    assert sum(phases.seconds.values()) == pytest.approx(16.5)
+    names = [name for name, _ in ORDER_PHASES]
+    assert phases.seconds == pytest.approx(dict(zip(names, seconds, strict=True)))
+    assert list(phases.seconds) == names
+    assert sum(phases.seconds.values()) == pytest.approx(phases.total) == pytest.approx(total)
+    assert phases.runs == runs
+    assert phases.build_run == runs
+    assert phases.build_waited_in_run is waited_in_run
+
+
+def test_two_runs_time_edp_the_build_steps_and_each_step() -> None:
+    phases = order_phases(two_runs())
+
+    assert phases.edp_seconds == pytest.approx(3)
+    # Build from 20 s to the email at 33.5 s: steps 20-22, 23-25, 26-28, 29-31, 32-34 (cut at 33.5).
+    assert phases.build_in_steps == pytest.approx(2 + 2 + 2 + 2 + 1.5)
+    # In the order the steps started, whichever run came first in the data.
+    assert list(phases.step_seconds) == ["order/config", *BUILD_STEPS]
+    assert phases.step_seconds["order/config"] == pytest.approx(2)
+    assert phases.step_seconds["order/email"] == pytest.approx(2)
 
 
 def test_retried_config_step_ends_with_the_attempt_that_succeeded() -> None:

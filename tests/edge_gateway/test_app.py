@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from contracts.dtm import DeviceTopologyModel, Point
 from edge_gateway.app import create_app
 from edge_gateway.settings import GatewaySettings
 from edge_gateway.topology import STORED_TOPOLOGY_NAME, TopologyError
+from tests.conftest import run_module, serving_module
 from tests.edge_gateway.conftest import (
     COMMISSIONING_TOKEN,
     ModbusDeviceServer,
@@ -148,24 +150,47 @@ def test_an_oversized_topology_is_refused(
     assert answer.status_code == 413
 
 
-def test_commissioning_starts_polling_without_a_restart_and_removal_stops_it(
+@dataclass
+class MeterSite:
+    """A bare deploy of the gateway, a power meter on the LAN, and the topology that connects it."""
+
+    settings: GatewaySettings
+    dtm: Path
+    meter: ModbusDeviceServer
+    commissioned: dict[str, Any]
+
+
+@pytest.fixture
+def meter_site(
     tmp_path: Path,
     gateway_settings: Callable[..., GatewaySettings],
     modbus_device: Callable[..., ModbusDeviceServer],
+) -> Callable[..., MeterSite]:
+    """``meter_site(**connection)``: the site, with ``connection`` keys added to the meter's (a unit_id, say)."""
+
+    def make(**connection: Any) -> MeterSite:
+        meter = modbus_device(METER_VALUES, unit_id=connection.get("unit_id", 1))
+        commissioned = bare_dtm()
+        commissioned["devices"][0]["connection"] = {
+            "protocol": "modbus_tcp",
+            "host": "127.0.0.1",
+            "port": meter.port,
+            **connection,
+        }
+        dtm = write_json(tmp_path / "dtm.json", bare_dtm())
+        return MeterSite(gateway_settings(), dtm, meter, commissioned)
+
+    return make
+
+
+def test_commissioning_starts_polling_without_a_restart_and_removal_stops_it(
+    meter_site: Callable[..., MeterSite],
 ) -> None:
-    meter = modbus_device(METER_VALUES, unit_id=1)
-    settings = gateway_settings()
-    dtm = write_json(tmp_path / "dtm.json", bare_dtm())
-    commissioned = bare_dtm()
-    commissioned["devices"][0]["connection"] = {
-        "protocol": "modbus_tcp",
-        "host": "127.0.0.1",
-        "port": meter.port,
-        "unit_id": 1,
-    }
-    with running(settings, dtm) as client:
+    site = meter_site(unit_id=1)
+    settings, meter = site.settings, site.meter
+    with running(settings, site.dtm) as client:
         assert count(client) == 0
-        answer = client.post("/topology", json=commissioned)
+        answer = client.post("/topology", json=site.commissioned)
         assert answer.status_code == 200
         assert answer.json() == {"status": "applied", "devices": 3, "polled_devices": 1}
         wait_for(lambda: count(client) > 0)
@@ -190,25 +215,14 @@ def test_commissioning_starts_polling_without_a_restart_and_removal_stops_it(
         assert set(device_states(client)) == {"pv-1", "battery-1"}
 
 
-def test_a_posted_topology_survives_a_restart(
-    tmp_path: Path,
-    gateway_settings: Callable[..., GatewaySettings],
-    modbus_device: Callable[..., ModbusDeviceServer],
-) -> None:
-    meter = modbus_device(METER_VALUES)
-    settings = gateway_settings()
-    dtm = write_json(tmp_path / "dtm.json", bare_dtm())
-    commissioned = bare_dtm()
-    commissioned["devices"][0]["connection"] = {
-        "protocol": "modbus_tcp",
-        "host": "127.0.0.1",
-        "port": meter.port,
-    }
-    with running(settings, dtm) as client:
-        assert client.post("/topology", json=commissioned).status_code == 200
+def test_a_posted_topology_survives_a_restart(meter_site: Callable[..., MeterSite]) -> None:
+    # No unit_id: the meter answers as unit 1, the one a connection without it means.
+    site = meter_site()
+    with running(site.settings, site.dtm) as client:
+        assert client.post("/topology", json=site.commissioned).status_code == 200
         wait_for(lambda: count(client) > 0)
         posted = client.get("/topology").json()
-    with running(settings, dtm) as client:
+    with running(site.settings, site.dtm) as client:
         assert client.get("/topology").json() == posted, "the posted topology wins over DTM_PATH"
         assert client.get("/status").json()["topology_source"] == "stored"
         before = count(client)
@@ -316,50 +330,38 @@ def test_python_m_edge_gateway_serves_the_delivered_stack_shape(tmp_path: Path) 
         "DTM_PATH": str(dtm),
         "PYTHONPATH": str(PROJECT_ROOT),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge_gateway"],
-        env=environment,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
 
-        def healthy() -> bool:
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
-                    return bool(answer.status == 200)
-            except OSError:
-                return False
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
 
-        wait_for(healthy, timeout=30, interval=0.1)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/topology", timeout=2) as answer:
-            assert [d["id"] for d in json.load(answer)["devices"]] == ["meter-1", "pv-1", "battery-1"]
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=15)
+    with (
+        serving_module(
+            "edge_gateway", cwd=tmp_path, env=environment, ready=healthy, timeout=30, stderr=subprocess.STDOUT
+        ) as server,
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/topology", timeout=2) as answer,
+    ):
+        assert [d["id"] for d in json.load(answer)["devices"]] == ["meter-1", "pv-1", "battery-1"]
     # uvicorn shuts down gracefully on SIGTERM (docker stop), then re-raises the signal.
-    assert "Application shutdown complete" in output.decode()
+    assert "Application shutdown complete" in server.stdout.decode()
     assert (tmp_path / "data" / "gateway.db").is_file()
 
 
 def test_python_m_edge_gateway_refuses_a_bad_config_naming_the_key(tmp_path: Path) -> None:
     customer = tmp_path / "cfg.customer.yml"
     customer.write_text("http:\n  prot: 1\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "edge_gateway"],
+    result = run_module(
+        ["edge_gateway"],
+        cwd=tmp_path,
         env={
             **os.environ,
             "ENV": "local",
             "CFG_CUSTOMER_PATH": str(customer),
             "PYTHONPATH": str(PROJECT_ROOT),
         },
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert result.returncode == 1
     assert f"http.prot: unknown key (set in {customer})" in result.stderr

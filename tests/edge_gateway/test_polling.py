@@ -25,9 +25,19 @@ from edge_gateway.settings import PollingSettings
 from edge_gateway.storage import MeasurementStore, Reading
 from tests.edge_gateway.conftest import device_document, dtm_document, encode, free_port
 
-FAST = PollingSettings(
-    interval_seconds=0.1, request_timeout_seconds=0.5, backoff_initial_seconds=0.05, backoff_max_seconds=0.2
-)
+
+def polling_every(interval: float, *, backoff_from: float, backoff_to: float) -> PollingSettings:
+    """Polling each ``interval`` s, backing off from ``backoff_from`` to ``backoff_to`` s; a request
+    times out after 0.5 s."""
+    return PollingSettings(
+        interval_seconds=interval,
+        request_timeout_seconds=0.5,
+        backoff_initial_seconds=backoff_from,
+        backoff_max_seconds=backoff_to,
+    )
+
+
+FAST = polling_every(0.1, backoff_from=0.05, backoff_to=0.2)
 
 # One point of every data type and register kind, with values at the edges of each type.
 TYPED_POINTS: dict[Point, int] = {
@@ -232,12 +242,7 @@ def test_a_bare_topology_is_quiet(tmp_path: Path) -> None:
 
 
 def test_backoff_delays_grow_and_cap_for_a_device_that_does_not_answer() -> None:
-    polling = PollingSettings(
-        interval_seconds=1.0,
-        request_timeout_seconds=0.5,
-        backoff_initial_seconds=0.5,
-        backoff_max_seconds=3.0,
-    )
+    polling = polling_every(1.0, backoff_from=0.5, backoff_to=3.0)
     waits: list[float] = []
     attempts = 0
 
@@ -274,12 +279,7 @@ def test_backoff_delays_grow_and_cap_for_a_device_that_does_not_answer() -> None
 
 
 def test_retries_are_spaced_by_the_backoff_in_real_time() -> None:
-    polling = PollingSettings(
-        interval_seconds=0.05,
-        request_timeout_seconds=0.5,
-        backoff_initial_seconds=0.08,
-        backoff_max_seconds=0.32,
-    )
+    polling = polling_every(0.05, backoff_from=0.08, backoff_to=0.32)
     stamps: list[float] = []
 
     async def stored(readings: Sequence[Reading]) -> None:

@@ -19,7 +19,7 @@ import requests
 from api.dagster_graphql import DagsterGraphQL
 from local_stack.isolated import PROJECT_ROOT, IsolatedStack
 from platform_config.settings import Settings
-from tests.conftest import BACKFILL_DONE, BACKFILL_GAVE_UP, backfill_status, wait_for
+from tests.conftest import BACKFILL_DONE, BACKFILL_GAVE_UP, ORDER_ASSET_NAMES, backfill_status, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -171,14 +171,7 @@ def test_the_order_shows_its_versions_and_assets_from_dagster(redelivery: Redeli
     assert _versions(order) == [1, 2, 3]
     assets = order["assets"]
     assert assets is not None, "the API could not read the Dagster webserver"
-    assert list(assets) == [
-        "order/config",
-        "order/edp_artifacts",
-        "order/cfn_or_iso",
-        "order/apk",
-        "order/manifest",
-        "order/email",
-    ]
+    assert list(assets) == ORDER_ASSET_NAMES
     for name, view in assets.items():
         assert view["status"] == "materialized", (name, view)
         assert view["last_materialized_at"] and view["run_id"] and view["error"] is None

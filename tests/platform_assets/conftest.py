@@ -15,7 +15,6 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any, cast
 
-import boto3
 import pytest
 import requests
 import uvicorn
@@ -25,13 +24,15 @@ from api.app import create_app
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import Manifest
 from contracts.orders import OrderStatus
+from contracts.records import Order
 from delivery.artifact_store import portal_key
 from delivery.portal_links import PortalLinks, PortalTokens
 from platform_assets.definitions import order_assets
 from platform_config.settings import Settings
-from platform_db import Order, OrderRepository
+from platform_db import OrderRepository
 from resources.edp import EdpClient
 from resources.pipeline import build_resources
+from tests.pipeline_fixtures import s3_client
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EDP_DONE_TIMEOUT = 20.0
@@ -115,12 +116,7 @@ class OrderFlow:
     # --- the artifact bucket ------------------------------------------------------------------
 
     def s3(self) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.settings.aws.endpoint_url,
-            region_name=self.settings.aws.region,
-            **self.settings.aws_credentials(),
-        )
+        return s3_client(self.settings)
 
     def keys(self, prefix: str) -> list[str]:
         pages = (

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from platform_config.settings import ConfigError, deep_merge, load_settings
+from platform_config.settings import ConfigError, EmailSettings, deep_merge, load_settings
 
 DEFAULTS = """
 local:
@@ -251,3 +251,13 @@ def test_an_artifact_host_that_is_not_host_or_host_port_fails_at_load(defaults: 
     with pytest.raises(ConfigError) as error:
         load_settings(defaults_path=defaults, customer_path=customer, secrets_path=tmp_path / "x", environ={})
     assert "edp.artifact_hosts.0:" in str(error.value)
+
+
+def test_a_settings_field_is_described_by_the_docstring_under_it() -> None:
+    fields = EmailSettings.model_fields
+    assert fields["send_attempts"].description == (
+        "SES requests per email at most, retried only when the earlier ones certainly did not reach SES."
+    )
+    assert fields["send_attempts"].default == 4
+    assert fields["sender"].description == "Verified SES identity that delivery emails come from."
+    assert fields["sender"].is_required()

@@ -67,6 +67,21 @@ def claims(request: pytest.FixtureRequest, connect: Connect) -> Claims:
     return Claims(kind, connect(kind.repository))
 
 
+def test_a_recorded_claim_is_found_by_its_key_and_its_order(
+    claims: Claims, new_order: Callable[[], str]
+) -> None:
+    cfg_id = new_order()
+
+    claim, claimed = claims.claim(cfg_id, "key-1")
+    assert claimed and claim.cfg_id == cfg_id and claim.backfill_id is None
+    recorded = claims.record(claim.id)
+
+    assert recorded.backfill_id == "bf-1"
+    assert recorded.created_at.tzinfo is not None and recorded.created_at.utcoffset() == timedelta(0)
+    assert claims.repository.by_key("key-1") == recorded
+    assert claims.repository.for_order(cfg_id) == [recorded]
+
+
 def test_the_same_key_answers_the_recorded_backfill(claims: Claims, new_order: Callable[[], str]) -> None:
     cfg_id = new_order()
     claim, _ = claims.claim(cfg_id, "key-1")

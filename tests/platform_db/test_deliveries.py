@@ -8,15 +8,15 @@ import pytest
 from sqlalchemy import create_engine, text, update
 
 from contracts.configurator import ConfiguratorPayload
+from contracts.orders import EmailState
+from contracts.records import EmailAction
 from platform_config.settings import MAX_EMAIL_SEND_SECONDS
 from platform_db import OrderRepository
 from platform_db.deliveries import (
     STALE_RESEND,
     STALE_SENDING,
     DeliveryRepository,
-    EmailAction,
     EmailResolution,
-    EmailState,
     ResolutionKeyTaken,
 )
 from platform_db.migrate import downgrade, upgrade

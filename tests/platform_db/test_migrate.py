@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from contracts.configurator import ConfiguratorPayload
 from platform_db import OrderRepository
 from platform_db.migrate import MIGRATIONS_DIR, alembic_config, current_revision, downgrade, upgrade
 from platform_db.schema import metadata
+from tests.conftest import run_module
 
 PROJECT_ROOT = Path(platform_db.__file__).resolve().parent.parent
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -91,29 +91,21 @@ def test_downgrade_to_base_and_upgrade_again(
         repo.dispose()
 
 
-def run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_in_project(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m <args>`` from the project root, as an operator runs it."""
     # No check: the tests assert the exit code, and a failure's output is part of what they show.
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module(list(args), cwd=PROJECT_ROOT, env=env, timeout=120)
 
 
 def test_alembic_cli_upgrades_and_finds_no_pending_changes(db_url: str) -> None:
     ini = str(PROJECT_ROOT / "platform_db" / "alembic.ini")
 
-    upgraded = run_module("alembic", "-c", ini, "-x", f"url={db_url}", "upgrade", "head")
+    upgraded = run_in_project("alembic", "-c", ini, "-x", f"url={db_url}", "upgrade", "head")
     assert upgraded.returncode == 0, upgraded.stderr
     assert current_revision(db_url) == HEAD
 
     # `alembic check` autogenerates against the metadata and fails when a migration is missing.
-    checked = run_module("alembic", "-c", ini, "-x", f"url={db_url}", "check")
+    checked = run_in_project("alembic", "-c", ini, "-x", f"url={db_url}", "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -130,7 +122,7 @@ def _stage_env(tmp_path: Path, platform_db_url: str, **extra: str) -> dict[str, 
 def test_module_cli_upgrades_the_stage_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'stage' / 'platform.db'}"
 
-    result = run_module("platform_db", "upgrade", env=_stage_env(tmp_path, url))
+    result = run_in_project("platform_db", "upgrade", env=_stage_env(tmp_path, url))
 
     assert result.returncode == 0, result.stderr
     assert current_revision(url) == HEAD
@@ -145,7 +137,7 @@ def test_module_cli_never_shows_the_password(tmp_path: Path) -> None:
         PLATFORM_DB_PASSWORD="do-not-print-me",
     )
 
-    result = run_module("platform_db", "upgrade", env=env)
+    result = run_in_project("platform_db", "upgrade", env=env)
 
     assert result.returncode == 1
     assert "could not be upgraded" in result.stderr

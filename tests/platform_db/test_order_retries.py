@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 
 import pytest
 
@@ -20,10 +19,9 @@ def test_a_claim_is_recorded_with_what_it_launched(
     retries: OrderRetryRepository, new_order: Callable[[], str]
 ) -> None:
     cfg_id = new_order()
-
-    claim, claimed = retries.claim(cfg_id, "key-1")
-    assert claimed and claim.cfg_id == cfg_id
+    claim, _ = retries.claim(cfg_id, "key-1")
     assert (claim.backfill_id, claim.assets, claim.new_edp_job) == (None, None, None)
+
     recorded = retries.record_backfill(claim.id, "bf-1", ["order/cfn_or_iso", "order/apk"], False)
 
     assert (recorded.backfill_id, recorded.assets, recorded.new_edp_job) == (
@@ -31,9 +29,7 @@ def test_a_claim_is_recorded_with_what_it_launched(
         ("order/cfn_or_iso", "order/apk"),
         False,
     )
-    assert recorded.created_at.tzinfo is not None and recorded.created_at.utcoffset() == timedelta(0)
     assert retries.by_key("key-1") == recorded
-    assert retries.for_order(cfg_id) == [recorded]
 
 
 def test_the_same_key_for_another_order_is_a_conflict(

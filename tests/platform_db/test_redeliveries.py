@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 
 import pytest
 
@@ -16,31 +15,18 @@ def redeliveries(connect: Connect) -> RedeliveryRepository:
     return connect(RedeliveryRepository)
 
 
-def test_a_claim_is_recorded_with_its_backfill(
-    redeliveries: RedeliveryRepository, new_order: Callable[[], str]
-) -> None:
-    cfg_id = new_order()
-
-    claim, claimed = redeliveries.claim(cfg_id, False, "key-1")
-    assert claimed and claim.backfill_id is None and claim.cfg_id == cfg_id and claim.apk is False
-    recorded = redeliveries.record_backfill(claim.id, "bf-1")
-
-    assert recorded.backfill_id == "bf-1"
-    assert recorded.created_at.tzinfo is not None and recorded.created_at.utcoffset() == timedelta(0)
-    assert redeliveries.by_key("key-1") == recorded
-    assert redeliveries.for_order(cfg_id) == [recorded]
-
-
+@pytest.mark.parametrize("apk", [False, True])
 def test_the_same_key_answers_the_recorded_apk_value(
-    redeliveries: RedeliveryRepository, new_order: Callable[[], str]
+    apk: bool, redeliveries: RedeliveryRepository, new_order: Callable[[], str]
 ) -> None:
     cfg_id = new_order()
-    claim, _ = redeliveries.claim(cfg_id, True, "key-1")
+    claim, _ = redeliveries.claim(cfg_id, apk, "key-1")
+    assert claim.apk is apk
     redeliveries.record_backfill(claim.id, "bf-1")
 
-    again, claimed = redeliveries.claim(cfg_id, True, "key-1")
+    again, claimed = redeliveries.claim(cfg_id, apk, "key-1")
 
-    assert not claimed and again.apk is True and again.backfill_id == "bf-1"
+    assert not claimed and again.apk is apk and again.backfill_id == "bf-1"
 
 
 def test_the_same_key_for_another_order_or_apk_value_is_a_conflict(

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus
-from platform_db import IdempotencyConflict, Order, OrderRepository
+from contracts.records import Order
+from platform_db import IdempotencyConflict, OrderRepository
 from platform_db.migrate import upgrade
 from platform_db.repository import SQLITE_BUSY_TIMEOUT_MS
 from platform_db.schema import orders

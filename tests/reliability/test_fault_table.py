@@ -15,7 +15,8 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,10 +121,14 @@ class FaultStack:
         }
         assert not where, where
 
-    def row(self, fault: str) -> Row:
+    @contextmanager
+    def row(self, fault: str) -> Iterator[Row]:
+        """The table's row of ``fault``, timed over the block that sets its outcome."""
         row = Row(fault)
         self.rows.append(row)
-        return row
+        started = time.monotonic()
+        yield row
+        row.seconds = time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -162,19 +167,13 @@ def _table(rows: list[Row]) -> list[str]:
     return lines
 
 
-def _timed(row: Row, action: Callable[[], str]) -> None:
-    started = time.monotonic()
-    row.outcome = action()
-    row.seconds = time.monotonic() - started
-
-
 # --- the rows, in the order they run --------------------------------------------------------------
 
 
 def test_a_30_s_s3_outage_and_a_minute_of_edp_500s_end_delivered(faults: FaultStack) -> None:
-    row = faults.row("S3 refused for 30 s and EDP answering 500 for 60 s, 3 orders submitted as they start")
-
-    def run() -> str:
+    with faults.row(
+        "S3 refused for 30 s and EDP answering 500 for 60 s, 3 orders submitted as they start"
+    ) as row:
         cfg_ids = [faults.submit("cloud"), faults.submit("onprem"), faults.submit("cloud")]
         faults.proxy.set_mode(FaultMode.REFUSE)
         faults.edp_faults(failure="http_500")
@@ -185,15 +184,11 @@ def test_a_30_s_s3_outage_and_a_minute_of_edp_500s_end_delivered(faults: FaultSt
         ended = faults.wait_until(cfg_ids, {"delivered", "failed"})
         faults.assert_all_delivered(ended)
         assert [faults.ses_messages(cfg_id) for cfg_id in cfg_ids] == [1, 1, 1]
-        return "3 of 3 delivered, 1 email each"
-
-    _timed(row, run)
+        row.outcome = "3 of 3 delivered, 1 email each"
 
 
 def test_a_lost_ses_answer_is_an_unknown_outcome_never_a_second_email(faults: FaultStack) -> None:
-    row = faults.row("SES accepted the email, its answer dropped by a proxy")
-
-    def run() -> str:
+    with faults.row("SES accepted the email, its answer dropped by a proxy") as row:
         faults.proxy.set_mode(FaultMode.DROP_RESPONSE, times=1, paths=(SES_SEND_PATH,))
         cfg_id = faults.submit("cloud")
         [order] = faults.wait_until([cfg_id], {"email_unknown", "delivered", "failed"}).values()
@@ -208,15 +203,13 @@ def test_a_lost_ses_answer_is_an_unknown_outcome_never_a_second_email(faults: Fa
         assert answer.status_code == 200, answer.text
         assert faults.status(cfg_id) == "delivered"
         assert faults.ses_messages(cfg_id) == 1
-        return "email_unknown (shown in GET /orders and the UI), 1 email in SES; marked sent -> delivered"
-
-    _timed(row, run)
+        row.outcome = (
+            "email_unknown (shown in GET /orders and the UI), 1 email in SES; marked sent -> delivered"
+        )
 
 
 def test_a_failed_edp_job_then_a_fixed_edp_is_one_retry_call(faults: FaultStack) -> None:
-    row = faults.row("EDP job_fails, then EDP fixed")
-
-    def run() -> str:
+    with faults.row("EDP job_fails, then EDP fixed") as row:
         faults.edp_faults(failure="job_fails")
         cfg_id = faults.submit("onprem")
         [failed] = faults.wait_until([cfg_id], {"failed", "delivered"}).values()
@@ -233,17 +226,13 @@ def test_a_failed_edp_job_then_a_fixed_edp_is_one_retry_call(faults: FaultStack)
         assert delivered["status"] == "delivered", delivered
         assert delivered["edp_job_id"] != failed["edp_job_id"]
         assert faults.ses_messages(cfg_id) == 1
-        return "failed with EDP's reason; POST /retry -> new EDP job -> delivered, 1 email"
-
-    _timed(row, run)
+        row.outcome = "failed with EDP's reason; POST /retry -> new EDP job -> delivered, 1 email"
 
 
 def test_ses_rejecting_fails_the_order_with_ses_reason_and_a_retry_delivers_it(faults: FaultStack) -> None:
-    row = faults.row("SES rejecting the sender (identity not verified)")
-    sesv2 = faults.stack.boto3_client("sesv2")
-    sender = faults.stack.settings.email.sender  # type: ignore[union-attr]
-
-    def run() -> str:
+    with faults.row("SES rejecting the sender (identity not verified)") as row:
+        sesv2 = faults.stack.boto3_client("sesv2")
+        sender = faults.stack.settings.email.sender  # type: ignore[union-attr]
         sesv2.delete_email_identity(EmailIdentity=sender)
         faults.stack.boto3_client("ses").delete_identity(Identity=sender)
         cfg_id = faults.submit("cloud")
@@ -259,15 +248,11 @@ def test_ses_rejecting_fails_the_order_with_ses_reason_and_a_retry_delivers_it(f
         [delivered] = faults.wait_until([cfg_id], {"delivered", "failed"}).values()
         assert delivered["status"] == "delivered", delivered
         assert faults.ses_messages(cfg_id) == 1
-        return f"failed: {error[:60]}...; retry -> delivered, 1 email"
-
-    _timed(row, run)
+        row.outcome = f"failed: {error[:60]}...; retry -> delivered, 1 email"
 
 
 def test_a_redelivery_that_fails_leaves_a_delivered_order_delivered(faults: FaultStack) -> None:
-    row = faults.row("/redeliver of a delivered order whose artifacts were lost")
-
-    def run() -> str:
+    with faults.row("/redeliver of a delivered order whose artifacts were lost") as row:
         # An order delivered by an earlier row.
         cfg_id = next(cfg_id for cfg_id in faults.expected_emails if faults.status(cfg_id) == "delivered")
         faults.delete_artifacts(f"orders/{cfg_id}/")
@@ -281,15 +266,11 @@ def test_a_redelivery_that_fails_leaves_a_delivered_order_delivered(faults: Faul
         assert "gone from the bucket" in order["last_attempt_error"]
         assert [v["version"] for v in order["portal_versions"]] == [1]
         assert faults.ses_messages(cfg_id) == 1
-        return f"stays delivered; last_attempt_error: {order['last_attempt_error'][:50]}..."
-
-    _timed(row, run)
+        row.outcome = f"stays delivered; last_attempt_error: {order['last_attempt_error'][:50]}..."
 
 
 def test_kill_9_of_the_whole_dagster_group_mid_burst_ends_every_order_delivered(faults: FaultStack) -> None:
-    row = faults.row("kill -9 of the whole dagster dev process group mid-burst (5 orders)")
-
-    def run() -> str:
+    with faults.row("kill -9 of the whole dagster dev process group mid-burst (5 orders)") as row:
         cfg_ids = [faults.submit("cloud" if i % 2 else "onprem") for i in range(5)]
         deadline = time.monotonic() + 120
         while not any(faults.status(cfg_id) in ("edp_pending", "building") for cfg_id in cfg_ids):
@@ -300,15 +281,13 @@ def test_kill_9_of_the_whole_dagster_group_mid_burst_ends_every_order_delivered(
         faults.assert_all_delivered(ended)
         assert [faults.ses_messages(cfg_id) for cfg_id in cfg_ids] == [1] * 5
         restarts = faults.stack.output().count("restarting it")
-        return f"supervisor restarted dagster ({restarts}x); 5 of 5 delivered, 1 email each"
-
-    _timed(row, run)
+        row.outcome = f"supervisor restarted dagster ({restarts}x); 5 of 5 delivered, 1 email each"
 
 
 def test_a_restart_of_the_whole_stack_loses_nothing(faults: FaultStack) -> None:
-    row = faults.row("make run stopped (SIGTERM) with orders waiting for EDP and for an APK, started again")
-
-    def run() -> str:
+    with faults.row(
+        "make run stopped (SIGTERM) with orders waiting for EDP and for an APK, started again"
+    ) as row:
         faults.delete_artifacts("apk/")
         waiting = [faults.submit("cloud"), faults.submit("onprem")]
         faults.wait_until(waiting, {"waiting_for_apk"})
@@ -333,19 +312,13 @@ def test_a_restart_of_the_whole_stack_loses_nothing(faults: FaultStack) -> None:
             assert order["status"] in ("delivered",)
             page = requests.get(order["portal_versions"][-1]["url"], timeout=HTTP_TIMEOUT)
             assert page.status_code == 200
-        return f"4 of 4 resumed and delivered; {len(delivered)} delivered portals still served"
-
-    _timed(row, run)
+        row.outcome = f"4 of 4 resumed and delivered; {len(delivered)} delivered portals still served"
 
 
 def test_no_order_is_lost_and_no_email_is_sent_twice(faults: FaultStack) -> None:
-    row = faults.row("every order of the table")
-
-    def run() -> str:
+    with faults.row("every order of the table") as row:
         ended = {cfg_id: faults.stack.order(cfg_id) for cfg_id in faults.expected_emails}
         faults.assert_all_delivered(ended)
         emails = {cfg_id: faults.ses_messages(cfg_id) for cfg_id in faults.expected_emails}
         assert emails == faults.expected_emails
-        return f"{len(ended)} orders, 0 lost, 0 duplicate emails"
-
-    _timed(row, run)
+        row.outcome = f"{len(ended)} orders, 0 lost, 0 duplicate emails"

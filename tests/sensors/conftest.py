@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from dagster import DagsterInstance, Definitions, build_sensor_context, instance_for_test
@@ -17,10 +16,12 @@ from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import OrderStatus
+from contracts.records import Order
 from platform_assets.definitions import build_definitions
 from platform_config.settings import Settings
-from platform_db import Order, OrderRepository
+from platform_db import OrderRepository
 from resources.edp import EdpClient
+from tests.pipeline_fixtures import s3_client
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -94,12 +95,7 @@ class Platform:
     # --- artifact bucket ----------------------------------------------------------------------
 
     def s3(self) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.settings.aws.endpoint_url,
-            region_name=self.settings.aws.region,
-            **self.settings.aws_credentials(),
-        )
+        return s3_client(self.settings)
 
     def status_of(self, cfg_id: str) -> OrderStatus:
         order = self.orders.get(cfg_id)

@@ -10,13 +10,22 @@ from dagster import DagsterRun, DagsterRunStatus, Definitions
 from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from contracts.orders import OrderStatus
+from contracts.records import Order
 from order_pipeline.keys import APK, CFN_OR_ISO, EDP_ARTIFACTS, EMAIL, MANIFEST
 from platform_assets.definitions import build_definitions
-from platform_db import Order
 
 if TYPE_CHECKING:
     from tests.conftest import ScriptedEdp
     from tests.sensors.conftest import Platform
+
+
+def _waiting_on_a_job(platform: Platform, status: str) -> tuple[Order, str]:
+    """A submitted order with its partition and its EDP job, once EDP says the job is ``status``."""
+    order = platform.submit_order()
+    platform.add_partitions(order.cfg_id)
+    job_id = platform.submit_edp_job(order)
+    platform.wait_for_edp_status(job_id, status)
+    return order, job_id
 
 
 def test_no_order_waiting_on_edp_skips(platform: Platform) -> None:
@@ -45,10 +54,7 @@ def test_a_queued_or_running_job_keeps_the_order_waiting(platform: Platform) -> 
 
 def test_a_running_job_is_still_waited_for(platform: Platform) -> None:
     platform.set_edp_faults(queued_seconds=0, running_seconds=30)
-    order = platform.submit_order()
-    platform.add_partitions(order.cfg_id)
-    job_id = platform.submit_edp_job(order)
-    platform.wait_for_edp_status(job_id, "running")
+    order, _ = _waiting_on_a_job(platform, "running")
 
     data = platform.tick("edp_sensor")
 
@@ -56,19 +62,8 @@ def test_a_running_job_is_still_waited_for(platform: Platform) -> None:
     assert platform.status_of(order.cfg_id) == OrderStatus.EDP_PENDING
 
 
-def _with_a_complete_job(platform: Platform) -> Order:
-    order = platform.submit_order()
-    platform.add_partitions(order.cfg_id)
-    job_id = platform.submit_edp_job(order)
-    platform.wait_for_edp_status(job_id, "complete")
-    return order
-
-
 def test_a_complete_job_requests_the_build_and_delivery(platform: Platform) -> None:
-    order = platform.submit_order()
-    platform.add_partitions(order.cfg_id)
-    job_id = platform.submit_edp_job(order)
-    platform.wait_for_edp_status(job_id, "complete")
+    order, job_id = _waiting_on_a_job(platform, "complete")
 
     data = platform.tick("edp_sensor")
 
@@ -82,7 +77,7 @@ def test_a_complete_job_requests_the_build_and_delivery(platform: Platform) -> N
 
 def test_an_order_whose_own_run_waits_for_edp_is_left_to_that_run(platform: Platform) -> None:
     """One run per order: order/edp_artifacts waits for the job inside the run, which builds it."""
-    order = _with_a_complete_job(platform)
+    order, _ = _waiting_on_a_job(platform, "complete")
     platform.instance.add_run(
         DagsterRun(
             job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED, tags={"dagster/partition": order.cfg_id}
@@ -97,7 +92,7 @@ def test_an_order_whose_own_run_waits_for_edp_is_left_to_that_run(platform: Plat
 
 def test_an_order_whose_crashed_run_dagster_will_retry_is_left_to_the_retry(platform: Platform) -> None:
     """Run monitoring failed the run of a dead worker; run_retries runs it again, with the build."""
-    order = _with_a_complete_job(platform)
+    order, _ = _waiting_on_a_job(platform, "complete")
     crashed = platform.instance.add_run(
         DagsterRun(
             job_name="__ASSET_JOB",
@@ -133,10 +128,7 @@ def test_only_the_finished_of_several_orders_is_requested(platform: Platform) ->
 
 def test_a_failed_job_fails_the_order_with_edps_reason(platform: Platform) -> None:
     platform.set_edp_faults(failure="job_fails")
-    order = platform.submit_order()
-    platform.add_partitions(order.cfg_id)
-    job_id = platform.submit_edp_job(order)
-    platform.wait_for_edp_status(job_id, "failed")
+    order, job_id = _waiting_on_a_job(platform, "failed")
 
     data = platform.tick("edp_sensor")
 
@@ -152,10 +144,7 @@ def test_a_failed_job_fails_the_order_with_edps_reason(platform: Platform) -> No
 
 
 def test_edp_answering_500_leaves_the_order_waiting(platform: Platform) -> None:
-    order = platform.submit_order()
-    platform.add_partitions(order.cfg_id)
-    job_id = platform.submit_edp_job(order)
-    platform.wait_for_edp_status(job_id, "complete")
+    order, _ = _waiting_on_a_job(platform, "complete")
     platform.set_edp_faults(failure="http_500")
 
     started = time.monotonic()
@@ -172,10 +161,7 @@ def test_edp_answering_500_leaves_the_order_waiting(platform: Platform) -> None:
 
 
 def test_a_hanging_edp_costs_one_client_timeout_not_the_hang(platform: Platform) -> None:
-    order = platform.submit_order()
-    platform.add_partitions(order.cfg_id)
-    job_id = platform.submit_edp_job(order)
-    platform.wait_for_edp_status(job_id, "complete")
+    order, _ = _waiting_on_a_job(platform, "complete")
     timeout = platform.settings.edp.timeout_seconds
     platform.set_edp_faults(failure="hang", hang_seconds=timeout + 6)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from platform_config.settings import PROJECT_ROOT, Settings
 from standins.aws import AwsStandinError, bootstrap, start_aws_standin
+from tests.conftest import serving_module
 
 pytestmark = pytest.mark.slow
 
@@ -132,37 +132,24 @@ def test_cli_bootstraps_and_stops_on_sigterm(tmp_path: Path, free_port: Callable
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env.update(ENV="local", CFG_CUSTOMER_PATH=str(customer), SECRETS_PATH=str(tmp_path / "no-secrets.env"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "standins.aws"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="eu-central-1",
+        aws_access_key_id="standin",
+        aws_secret_access_key="standin",
     )
-    try:
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region_name="eu-central-1",
-            aws_access_key_id="standin",
-            aws_secret_access_key="standin",
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.communicate()[1].decode()
-            try:
-                names = [bucket["Name"] for bucket in s3.list_buckets()["Buckets"]]
-                if "platform-artifacts-local" in names:
-                    break
-            except Exception:  # noqa: BLE001 - not listening yet
-                pass
-            assert time.monotonic() < deadline, "the embedded AWS did not come up"
-            time.sleep(0.2)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=20)
-    assert process.returncode == 0, stderr.decode()
-    assert stdout == b""
+
+    def bootstrapped() -> bool:
+        try:
+            return "platform-artifacts-local" in [bucket["Name"] for bucket in s3.list_buckets()["Buckets"]]
+        except Exception:  # noqa: BLE001 - not listening yet
+            return False
+
+    with serving_module("standins.aws", cwd=PROJECT_ROOT, env=env, ready=bootstrapped, timeout=30) as server:
+        pass
+    assert server.process.returncode == 0, server.stderr.decode()
+    assert server.stdout == b""
 
 
 # --- durability: `python -m standins.aws` with standins.aws.state_dir ----------------------------

@@ -7,8 +7,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +21,7 @@ from contracts.dtm import DeviceTopologyModel
 from contracts.edp import EdpJob, EdpJobAccepted
 from platform_config.settings import PROJECT_ROOT, EdpStandinSettings
 from standins.edp import build_artifacts
+from tests.conftest import serving_module
 
 pytestmark = pytest.mark.slow
 
@@ -331,27 +330,16 @@ def test_cli_serves_the_stage_settings(tmp_path: Path, free_port: Callable[[], i
         if not key.startswith("AWS_") and key not in ("API_TOKEN", "PORTAL_TOKEN_KEY", "PLATFORM_DB_PASSWORD")
     }
     env.update(ENV="local", CFG_CUSTOMER_PATH=str(customer), SECRETS_PATH=str(tmp_path / "no-secrets.env"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "standins.edp"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None, process.communicate()[1].decode()
-            assert time.monotonic() < deadline, "the EDP stand-in did not come up"
-            time.sleep(0.1)
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    with serving_module(
+        "standins.edp", cwd=PROJECT_ROOT, env=env, ready=healthy, timeout=20, stop_signal=signal.SIGINT
+    ):
         accepted = accept(f"http://127.0.0.1:{port}", "cfg-cli")
         assert accepted.edp_artifact_urls[0].startswith(f"http://127.0.0.1:{port}/edp-api/jobs/")
         assert (tmp_path / "edp-state" / "jobs" / f"{accepted.job_id}.json").is_file()
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=15)
