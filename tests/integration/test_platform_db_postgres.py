@@ -60,7 +60,7 @@ from tests.platform_db.test_deliveries import (  # noqa: F401 - fixtures and tes
 )
 from tests.platform_db.test_migrate import (  # noqa: F401 - tests
     HEAD,
-    run_module,
+    run_in_project,
     test_alembic_cli_upgrades_and_finds_no_pending_changes,
     test_downgrade_to_base_and_upgrade_again,
     test_migrated_schema_matches_the_metadata,
@@ -244,7 +244,7 @@ def _platform_db_cli(
         SECRETS_PATH=str(tmp_path / "no-secrets.env"),
         **_beta_secrets(password),
     )
-    return run_module("platform_db", "upgrade", env=env)
+    return run_in_project("platform_db", "upgrade", env=env)
 
 
 def test_module_cli_upgrades_the_beta_database_without_showing_the_password(
