@@ -7,6 +7,7 @@ Timestamps are timezone-aware UTC.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -56,6 +57,15 @@ class PortalVersion:
     manifest_key: str | None
     artifact_count: int | None
     created_at: datetime
+    signing_key_id: str | None = None
+    # Set while an operator has the version yanked; the reason is shown to the customer.
+    yanked_at: datetime | None = None
+    yank_reason: str | None = None
+    yank_notice_at: datetime | None = None
+
+    @property
+    def yanked(self) -> bool:
+        return self.yanked_at is not None
 
 
 class EmailAction(StrEnum):
@@ -94,3 +104,47 @@ class DeliveryEmail:
                 "stopped mid-send, SES may or may not have sent it"
             )
         return self.reason
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A public key that signed portal manifests (Ed25519, SubjectPublicKeyInfo PEM)."""
+
+    key_id: str
+    public_key_pem: str
+    first_used_at: datetime
+
+
+def current_version(versions: Sequence[PortalVersion]) -> PortalVersion | None:
+    """The version the portal offers as current: the newest one that is not yanked."""
+    offered = [version for version in versions if not version.yanked]
+    return max(offered, key=lambda version: version.version, default=None)
+
+
+@dataclass(frozen=True)
+class PortalDownload:
+    """One portal page view or download, as recorded."""
+
+    id: int
+    cfg_id: str
+    at: datetime
+    # None for the order's landing page (``/portal/{token}``).
+    version: int | None
+    # None for a page view; else the artifact's name, or manifest.json.
+    file: str | None
+    user_agent: str | None
+    # The client's network (an IPv4 /24, an IPv6 /48), never its full address.
+    client: str | None
+
+    @property
+    def page_view(self) -> bool:
+        return self.file is None
+
+
+@dataclass(frozen=True)
+class DownloadCounts:
+    """What an order's record holds, in numbers."""
+
+    downloads: int
+    page_views: int
+    last_download_at: datetime | None

@@ -30,11 +30,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from contracts.orders import EmailState
-from contracts.records import DeliveryEmail, EmailAction, PortalVersion
+from contracts.records import DeliveryEmail, EmailAction, PortalVersion, SigningKey
 from platform_db.claims import BackfillClaim
 from platform_db.repository import check_idempotency_key, create_platform_db_engine
 from platform_db.rows import as_utc, inserted_id, record_of
-from platform_db.schema import delivery_emails, email_resolutions, portal_versions
+from platform_db.schema import delivery_emails, email_resolutions, portal_versions, signing_keys
 
 # A ``sending`` claim older than this was left by a sender that stopped mid-send (its process died):
 # its outcome is unknown. Far longer than one send may take (platform_config.settings.MAX_EMAIL_SEND_SECONDS).
@@ -115,16 +115,111 @@ class DeliveryRepository:
         raise RuntimeError(f"could not claim a portal version for order {cfg_id} after {attempts} attempts")
 
     def record_publication(
-        self, cfg_id: str, version: int, *, manifest_key: str, artifact_count: int
+        self,
+        cfg_id: str,
+        version: int,
+        *,
+        manifest_key: str,
+        artifact_count: int,
+        signing_key_id: str | None = None,
     ) -> None:
         statement = (
             update(portal_versions)
             .where(portal_versions.c.cfg_id == cfg_id, portal_versions.c.version == version)
-            .values(manifest_key=manifest_key, artifact_count=artifact_count)
+            .values(manifest_key=manifest_key, artifact_count=artifact_count, signing_key_id=signing_key_id)
         )
         with self._engine.begin() as connection:
             if connection.execute(statement).rowcount == 0:
                 raise KeyError((cfg_id, version))
+
+    # --- yanked versions ------------------------------------------------------------------------
+
+    def set_yank(self, cfg_id: str, version: int, reason: str | None) -> PortalVersion:
+        """Yank a published version with ``reason`` (again: a new reason), or un-yank it (``None``).
+
+        KeyError when the order has no such published version.
+        """
+        yanked_at = None if reason is None else datetime.now(UTC)
+        published = and_(
+            portal_versions.c.cfg_id == cfg_id,
+            portal_versions.c.version == version,
+            portal_versions.c.manifest_key.is_not(None),
+        )
+        statement = update(portal_versions).where(published).values(yanked_at=yanked_at, yank_reason=reason)
+        if reason is not None:
+            # A new reason keeps the time the version was first withdrawn.
+            statement = statement.values(yanked_at=func.coalesce(portal_versions.c.yanked_at, yanked_at))
+        with self._engine.begin() as connection:
+            if connection.execute(statement).rowcount == 0:
+                raise KeyError((cfg_id, version))
+            row = connection.execute(select(portal_versions).where(published)).one()
+        return _to_version(row)
+
+    def claim_yank_notice(self, cfg_id: str, version: int) -> bool:
+        """Claim the one email about this version's yank; False when it was claimed before."""
+        statement = (
+            update(portal_versions)
+            .where(
+                portal_versions.c.cfg_id == cfg_id,
+                portal_versions.c.version == version,
+                portal_versions.c.yanked_at.is_not(None),
+                portal_versions.c.yank_notice_at.is_(None),
+            )
+            .values(yank_notice_at=datetime.now(UTC))
+        )
+        with self._engine.begin() as connection:
+            return bool(connection.execute(statement).rowcount)
+
+    def record_yank_notice(self, cfg_id: str, version: int, message_id: str | None) -> None:
+        """SES took the yank email (``message_id``), or ``None``: give the claim back, nothing was sent."""
+        values: dict[str, Any] = (
+            {"yank_notice_message_id": message_id}
+            if message_id is not None
+            else {"yank_notice_at": None, "yank_notice_message_id": None}
+        )
+        statement = (
+            update(portal_versions)
+            .where(portal_versions.c.cfg_id == cfg_id, portal_versions.c.version == version)
+            .values(**values)
+        )
+        with self._engine.begin() as connection:
+            connection.execute(statement)
+
+    # --- manifest signing keys ------------------------------------------------------------------
+
+    def record_signing_key(self, key_id: str, public_key_pem: str) -> None:
+        """Keep a public key that signs manifests, once: it stays published after a rotation."""
+        with self._engine.begin() as connection:
+            known = connection.execute(
+                select(signing_keys.c.key_id).where(signing_keys.c.key_id == key_id)
+            ).one_or_none()
+            if known is None:
+                try:
+                    with connection.begin_nested():
+                        connection.execute(
+                            insert(signing_keys).values(
+                                key_id=key_id, public_key_pem=public_key_pem, first_used_at=datetime.now(UTC)
+                            )
+                        )
+                except IntegrityError:
+                    pass  # another publication recorded it first
+
+    def newest_signing_key_id(self) -> str | None:
+        """The key that signed the most recently published version of any order."""
+        query = (
+            select(portal_versions.c.signing_key_id)
+            .where(portal_versions.c.signing_key_id.is_not(None))
+            .order_by(portal_versions.c.created_at.desc())
+            .limit(1)
+        )
+        with self._engine.connect() as connection:
+            return connection.execute(query).scalar_one_or_none()
+
+    def signing_keys(self) -> list[SigningKey]:
+        """Every public key that signed a manifest, oldest first."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(signing_keys).order_by(signing_keys.c.first_used_at))
+            return [record_of(SigningKey, row) for row in rows]
 
     def portal_versions(self, cfg_id: str) -> list[PortalVersion]:
         """Every published version of the order, oldest first."""

@@ -80,7 +80,41 @@ portal_versions = Table(
     Column("manifest_key", String(255), nullable=True),
     Column("artifact_count", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The Ed25519 key that signed the version's manifest.json (signing_keys), NULL before signing existed.
+    Column("signing_key_id", String(32), nullable=True),
+    # An operator's yank: the version stays listed (struck through) and its downloads answer 410.
+    Column("yanked_at", DateTime(timezone=True), nullable=True),
+    Column("yank_reason", Text, nullable=True),
+    # The customer's email about the yank is claimed here before SES is called: at most one per version.
+    Column("yank_notice_at", DateTime(timezone=True), nullable=True),
+    Column("yank_notice_message_id", String(255), nullable=True),
     UniqueConstraint("cfg_id", "run_id"),
+)
+
+# Every public key that ever signed a manifest: a rotated key's versions stay verifiable.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("public_key_pem", Text, nullable=False),
+    Column("first_used_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per portal page view or download (``file`` NULL: a page), kept for
+# ``portal.download_record_days``. ``client`` is the truncated address (an IPv4 /24, an IPv6 /48).
+portal_downloads = Table(
+    "portal_downloads",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("cfg_id", String(36), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("file", String(128), nullable=True),
+    Column("user_agent", String(256), nullable=True),
+    Column("client", String(64), nullable=True),
+    Index("ix_portal_downloads_cfg_id_at", "cfg_id", "at"),
+    Index("ix_portal_downloads_at", "at"),
+    sqlite_autoincrement=True,
 )
 
 # At most one email per portal version: the row is claimed before SES is called.
