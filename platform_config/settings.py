@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import secrets as secrets_module
-import time
+import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from sqlalchemy.engine import URL, make_url
@@ -175,6 +177,17 @@ class PortalSettings(Section):
     # and a slow start of the download; a leaked one is useless soon after.
     presign_seconds: int = Field(default=300, ge=30, le=7 * 24 * 3600)
     """Lifetime of the presigned S3 URL a download link answers with."""
+    local_signing_key_file: str | None = None
+    """Local/demo only: where a generated Ed25519 manifest signing key is kept when MANIFEST_SIGNING_KEY is unset."""
+    download_record_days: int = Field(default=90, ge=1, le=3650)
+    """How long each portal page view and download is kept in the download record."""
+    recent_downloads: int = Field(default=10, ge=1, le=100)
+    """How many of the latest downloads GET /orders/{cfg_id} and the Dagster UI show."""
+
+
+class AirgapSettings(Section):
+    require_edge_images: bool = False
+    """Fail an air-gap bundle whose edge images archive (edge-images/<version>.tar) is not published, instead of building it without the images."""
 
 
 class LogSettings(Section):
@@ -268,6 +281,7 @@ class Secrets(Section):
 
     API_TOKEN: SecretStr | None = None
     PORTAL_TOKEN_KEY: SecretStr | None = None
+    MANIFEST_SIGNING_KEY: SecretStr | None = None
     PLATFORM_DB_PASSWORD: SecretStr | None = None
     AWS_ACCESS_KEY_ID: SecretStr | None = None
     AWS_SECRET_ACCESS_KEY: SecretStr | None = None
@@ -287,6 +301,7 @@ class Settings(Section):
     logs: LogSettings = Field(default_factory=LogSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     edge: EdgeSettings
+    airgap: AirgapSettings = Field(default_factory=AirgapSettings)
     pipeline: PipelineSettings
     standins: StandinSettings
     secrets: Secrets = Field(default_factory=Secrets)
@@ -297,10 +312,17 @@ class Settings(Section):
             raise ValueError("api.require_token is true but API_TOKEN is not set in secrets.env")
         if self.secrets.PORTAL_TOKEN_KEY is None and self.portal.local_key_file is None:
             raise ValueError("PORTAL_TOKEN_KEY is not set in secrets.env and portal.local_key_file is unset")
+        if self.secrets.MANIFEST_SIGNING_KEY is None and self.portal.local_signing_key_file is None:
+            raise ValueError(
+                "MANIFEST_SIGNING_KEY is not set in secrets.env and portal.local_signing_key_file is unset"
+            )
         return self
 
     def portal_token_key(self) -> bytes:
         return portal_token_key(self.secrets, self.portal.local_key_file)
+
+    def manifest_signing_key(self) -> bytes:
+        return manifest_signing_key(self.secrets, self.portal.local_signing_key_file)
 
     def platform_db_url(self) -> URL:
         url = make_url(self.platform_db.url)
@@ -328,22 +350,47 @@ def portal_token_key(secrets: Secrets, local_key_file: str | None) -> bytes:
         return secrets.PORTAL_TOKEN_KEY.get_secret_value().encode()
     if local_key_file is None:
         raise ConfigError("PORTAL_TOKEN_KEY is not set in secrets.env")
-    path = Path(local_key_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: when the API and a Dagster run start together, one writes and both read the same key.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(descriptor, "w") as key_file:
-            key_file.write(secrets_module.token_hex(32))
-    for _ in range(50):
-        key = path.read_text().strip()
-        if key:
-            return key.encode()
-        time.sleep(0.02)
-    raise ConfigError(f"{path} holds no portal token key")
+    return generated_key_file(
+        Path(local_key_file), lambda: secrets_module.token_hex(32), "portal token key"
+    ).encode()
+
+
+def manifest_signing_key(secrets: Secrets, local_signing_key_file: str | None) -> bytes:
+    """MANIFEST_SIGNING_KEY (an Ed25519 private key, PKCS#8 PEM), else (local/demo) one generated once."""
+    if secrets.MANIFEST_SIGNING_KEY is not None:
+        # secrets.env holds one line per value: the PEM's line breaks may be written as \n.
+        return secrets.MANIFEST_SIGNING_KEY.get_secret_value().replace("\\n", "\n").encode()
+    if local_signing_key_file is None:
+        raise ConfigError("MANIFEST_SIGNING_KEY is not set in secrets.env")
+    return generated_key_file(Path(local_signing_key_file), _new_signing_key, "manifest signing key").encode()
+
+
+def _new_signing_key() -> str:
+    private = ed25519.Ed25519PrivateKey.generate()
+    return private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+
+
+def generated_key_file(path: Path, generate: Callable[[], str], what: str) -> str:
+    """A local/demo key, generated once into ``path`` (mode 0600) and read back from then on."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(descriptor, "w") as key_file:
+                key_file.write(generate())
+            # A hard link never replaces: when the API and a Dagster run start together, the first
+            # link wins and everyone reads that key, only ever whole.
+            os.link(written, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(written)
+    key = path.read_text().strip()
+    if not key:
+        raise ConfigError(f"{path} holds no {what}")
+    return key + ("\n" if key.startswith("-----") else "")
 
 
 def _read_secrets(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:

@@ -1,8 +1,19 @@
+import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from platform_config.settings import ConfigError, EmailSettings, deep_merge, load_settings
+from delivery.manifest_signing import ManifestSigner
+from platform_config.settings import (
+    ConfigError,
+    EmailSettings,
+    Secrets,
+    deep_merge,
+    load_settings,
+    manifest_signing_key,
+)
 
 DEFAULTS = """
 local:
@@ -13,7 +24,7 @@ local:
   email: {sender: a@example.com}
   edp: {base_url: "http://127.0.0.1:8001", timeout_seconds: 5, retries: 3}
   dagster: {host: 127.0.0.1, port: 3000, home: .local/dagster}
-  portal: {local_key_file: .local/portal_token.key}
+  portal: {local_key_file: .local/portal_token.key, local_signing_key_file: .local/manifest_signing.key}
   edge: {registry: "registry.example.com/ems"}
   pipeline: {sensors_running: true}
   standins:
@@ -59,7 +70,9 @@ def test_deep_merge_merges_mappings_and_replaces_lists_and_scalars() -> None:
 
 
 def test_the_bundled_defaults_load_for_every_stage(tmp_path: Path) -> None:
-    secrets = write(tmp_path, "secrets.env", "API_TOKEN=t0ken\nPORTAL_TOKEN_KEY=k3y\n")
+    secrets = write(
+        tmp_path, "secrets.env", "API_TOKEN=t0ken\nPORTAL_TOKEN_KEY=k3y\nMANIFEST_SIGNING_KEY=s1gn\n"
+    )
     for stage in ("local", "demo", "beta"):
         settings = load_settings(stage, secrets_path=secrets, environ={})
         assert settings.stage == stage
@@ -75,7 +88,12 @@ def test_env_selects_the_stage_and_local_is_the_default(defaults: Path, tmp_path
     beta = load_settings(
         defaults_path=defaults,
         secrets_path=missing,
-        environ={"ENV": "beta", "API_TOKEN": "from-env", "PORTAL_TOKEN_KEY": "k"},
+        environ={
+            "ENV": "beta",
+            "API_TOKEN": "from-env",
+            "PORTAL_TOKEN_KEY": "k",
+            "MANIFEST_SIGNING_KEY": "s",
+        },
     )
     assert beta.artifacts.bucket == "artifacts-beta"
 
@@ -144,7 +162,7 @@ def test_secrets_come_from_the_file_and_stay_hidden(defaults: Path, tmp_path: Pa
     secrets = write(
         tmp_path,
         "secrets.env",
-        "API_TOKEN=s3cr3t-value\nPORTAL_TOKEN_KEY=k3y-value\nPLATFORM_DB_PASSWORD=pw-value\n",
+        "API_TOKEN=s3cr3t-value\nPORTAL_TOKEN_KEY=k3y-value\nPLATFORM_DB_PASSWORD=pw-value\nMANIFEST_SIGNING_KEY=s1gn-value\n",
     )
     settings = load_settings("beta", defaults_path=defaults, secrets_path=secrets, environ={})
     assert settings.secrets.API_TOKEN is not None
@@ -200,7 +218,7 @@ def test_local_uses_standin_credentials_and_beta_the_default_chain(defaults: Pat
         "beta",
         defaults_path=defaults,
         secrets_path=tmp_path / "x",
-        environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"},
+        environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k", "MANIFEST_SIGNING_KEY": "s"},
     )
     assert beta.aws_credentials() == {}
 
@@ -217,7 +235,7 @@ def test_the_dagster_graphql_url_defaults_to_the_webserver_and_beta_names_the_co
         "beta",
         defaults_path=defaults,
         secrets_path=missing,
-        environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"},
+        environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k", "MANIFEST_SIGNING_KEY": "s"},
     )
     assert beta.dagster.webserver_graphql_url() == "http://127.0.0.1:3000/graphql"
     customer = write(
@@ -225,12 +243,18 @@ def test_the_dagster_graphql_url_defaults_to_the_webserver_and_beta_names_the_co
     )
     moved = load_settings(defaults_path=defaults, customer_path=customer, secrets_path=missing, environ={})
     assert moved.dagster.webserver_graphql_url() == "http://dagster.internal:3000/graphql"
-    bundled = load_settings("beta", environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k"}, secrets_path=missing)
+    bundled = load_settings(
+        "beta",
+        environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k", "MANIFEST_SIGNING_KEY": "s"},
+        secrets_path=missing,
+    )
     assert bundled.dagster.webserver_graphql_url() == "http://dagster-webserver:3000/graphql"
 
 
 def test_edp_artifact_policy_allows_private_hosts_only_where_the_stand_in_runs(tmp_path: Path) -> None:
-    secrets = write(tmp_path, "secrets.env", "API_TOKEN=t0ken\nPORTAL_TOKEN_KEY=k3y\n")
+    secrets = write(
+        tmp_path, "secrets.env", "API_TOKEN=t0ken\nPORTAL_TOKEN_KEY=k3y\nMANIFEST_SIGNING_KEY=s1gn\n"
+    )
     by_stage = {
         stage: load_settings(stage, secrets_path=secrets, environ={}).edp
         for stage in ("local", "demo", "beta")
@@ -261,3 +285,36 @@ def test_a_settings_field_is_described_by_the_docstring_under_it() -> None:
     assert fields["send_attempts"].default == 4
     assert fields["sender"].description == "Verified SES identity that delivery emails come from."
     assert fields["sender"].is_required()
+
+
+def test_the_local_key_file_is_created_once_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "manifest_signing.key"
+
+    first = manifest_signing_key(Secrets(), str(path))
+    again = manifest_signing_key(Secrets(), str(path))
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert again == first
+    assert ManifestSigner.from_pem(again).key_id == ManifestSigner.from_pem(first).key_id
+
+
+def test_an_existing_key_file_is_used_as_it_is(tmp_path: Path) -> None:
+    signer = ManifestSigner.generate()
+    path = tmp_path / "manifest_signing.key"
+    path.write_bytes(signer.private_pem())
+
+    assert ManifestSigner.from_pem(manifest_signing_key(Secrets(), str(path))).key_id == signer.key_id
+
+
+def test_processes_starting_together_get_one_key(
+    tmp_path: Path, race: Callable[[int, Callable[[int], Any]], list[Any]]
+) -> None:
+    path = tmp_path / "manifest_signing.key"
+
+    keys = race(8, lambda _: manifest_signing_key(Secrets(), str(path)))
+
+    assert len(set(keys)) == 1
+    assert (
+        ManifestSigner.from_pem(keys[0]).public_pem()
+        == ManifestSigner.from_pem(path.read_bytes()).public_pem()
+    )
