@@ -10,7 +10,7 @@ import io
 import pycdlib
 
 from contracts.manifest import Manifest
-from delivery.artifact_store import ArtifactStore, sha256_hex
+from delivery.artifact_store import ArtifactStore
 
 SEED_FILES = ("user-data", "meta-data")
 
@@ -22,10 +22,11 @@ def manifest_artifact_problems(manifest: Manifest, store: ArtifactStore) -> list
         if store.head(artifact.key) is None:
             problems.append(f"{artifact.name}: {artifact.key} does not exist")
             continue
-        data = store.get(artifact.key)
-        if len(data) != artifact.size:
-            problems.append(f"{artifact.name}: size {len(data)} != {artifact.size} in the manifest")
-        if sha256_hex(data) != artifact.sha256:
+        # Streamed: an ISO, the edge images or an air-gap bundle is hundreds of MB.
+        size, sha256 = store.digest(artifact.key)
+        if size != artifact.size:
+            problems.append(f"{artifact.name}: size {size} != {artifact.size} in the manifest")
+        if sha256 != artifact.sha256:
             problems.append(f"{artifact.name}: sha256 differs from the manifest")
     return problems
 

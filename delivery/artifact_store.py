@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from contextlib import closing
+from typing import Any, BinaryIO, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -11,6 +12,7 @@ from contracts.s3_layout import is_artifact_name, is_cfg_id
 
 SHA256_METADATA = "sha256"
 PRESIGN_MAX_SECONDS = 7 * 24 * 3600
+CHUNK_BYTES = 1024 * 1024
 
 
 class StoredObject(BaseModel):
@@ -75,6 +77,42 @@ class ArtifactStore:
 
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def open(self, key: str) -> BinaryIO:
+        """The object as a stream (``read(n)``, ``close()``): for objects too large to hold whole."""
+        return cast(BinaryIO, self.client.get_object(Bucket=self.bucket, Key=key)["Body"])
+
+    def digest(self, key: str) -> tuple[int, str]:
+        """Size and sha256 of the object as stored, read as a stream."""
+        hasher = hashlib.sha256()
+        size = 0
+        with closing(self.open(key)) as body:
+            for chunk in iter(lambda: body.read(CHUNK_BYTES), b""):
+                hasher.update(chunk)
+                size += len(chunk)
+        return size, hasher.hexdigest()
+
+    def put_file(
+        self, key: str, source: BinaryIO, content_type: str = "application/octet-stream"
+    ) -> StoredObject:
+        """Upload a seekable file (multipart when large), its sha256 in the metadata like ``put``.
+
+        The metadata is fixed when an upload starts, so the file is read once for the hash first.
+        """
+        hasher = hashlib.sha256()
+        source.seek(0)
+        for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
+            hasher.update(chunk)
+        size = source.tell()
+        source.seek(0)
+        digest = hasher.hexdigest()
+        self.client.upload_fileobj(
+            source,
+            self.bucket,
+            key,
+            ExtraArgs={"ContentType": content_type, "Metadata": {SHA256_METADATA: digest}},
+        )
+        return StoredObject(key=key, size=size, sha256=digest)
 
     def head(self, key: str) -> dict[str, Any] | None:
         try:
