@@ -41,6 +41,7 @@ COPY platform_assets ./platform_assets
 COPY platform_db ./platform_db
 COPY platform_config ./platform_config
 COPY platform_instance ./platform_instance
+COPY portal_verify ./portal_verify
 COPY resources ./resources
 COPY sensors ./sensors
 COPY service_kit ./service_kit

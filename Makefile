@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 TEST_TOOLS := xorriso:xorriso cloud-init:cloud-init ip:iproute2 dockerd:docker.io debootstrap:debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint venv test-tools e2e e2e-docker images
+.PHONY: run test lint venv test-tools e2e e2e-docker images edge-images
 
 venv: $(STAMP)
 
@@ -46,6 +46,11 @@ test: venv test-tools lint
 # see deploy/images/build.sh for BASE_IMAGES, PYTHON_BASE_IMAGE, POSTGRES_IMAGE, EDGE_REGISTRY.
 images: venv
 	bash deploy/images/build.sh
+
+# The edge images of `make images`, saved and published to the stage's embedded S3 (ENV, with `make run`
+# up): on-prem air-gap bundles carry them from then on.
+edge-images: venv
+	$(PY) -m standins.edge_image_ci
 
 # The delivered stack's scenarios on their own (root: each run gets its own network namespace).
 e2e: venv test-tools

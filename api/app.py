@@ -18,7 +18,9 @@ from api.openapi import build_openapi, openapi_document
 from api.order_retry import OrderRetryAccepted, retry_order
 from api.orders import OrderView, PortalTokenRotated, SubmitAccepted, get_order, rotate_portal_token, submit
 from api.portal import PortalSecurityHeaders, portal_download, portal_index, portal_version
+from api.portal_yank import YankAnswer, YankRequest, unyank_portal_version, yank_portal_version
 from api.redelivery import RedeliveryAccepted, RedeliveryRequest, redeliver
+from api.signing_keys import SigningKeys, signing_key_pem, signing_keys
 from api.state import ApiState
 from platform_config.settings import Settings
 from platform_db import OrderRepository
@@ -55,9 +57,19 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
             Route("/orders/{cfg_id}/redeliver", redeliver, methods=["POST"]),
             Route("/orders/{cfg_id}/retry", retry_order, methods=["POST"]),
             Route("/orders/{cfg_id}/email", resolve_email, methods=["POST"]),
+            Route(
+                "/orders/{cfg_id}/portal-versions/{version:int}/yank", yank_portal_version, methods=["POST"]
+            ),
+            Route(
+                "/orders/{cfg_id}/portal-versions/{version:int}/yank",
+                unyank_portal_version,
+                methods=["DELETE"],
+            ),
             Route("/portal/{token}", portal_index, methods=["GET"]),
             Route("/portal/{token}/v{version:int}", portal_version, methods=["GET"]),
             Route("/portal/{token}/v{version:int}/{name}", portal_download, methods=["GET"]),
+            Route("/signing-keys", signing_keys, methods=["GET"]),
+            Route("/signing-keys/{key_id}.pem", signing_key_pem, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi_document, methods=["GET"]),
         ],
@@ -74,7 +86,9 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
             RedeliveryAccepted,
             EmailResolutionAnswer,
             OrderRetryAccepted,
+            YankAnswer,
+            SigningKeys,
         ],
-        request_models=[RedeliveryRequest, EmailResolutionRequest],
+        request_models=[RedeliveryRequest, EmailResolutionRequest, YankRequest],
     )
     return app

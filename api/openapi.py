@@ -156,8 +156,44 @@ OPERATIONS: dict[str, Operation] = {
             **_problems("400", "401", "404", "408", "409", "413", "415", "422", "503"),
         },
     ),
+    "yank_portal_version": Operation(
+        summary=(
+            "Yank (withdraw) a published portal version with a reason the customer reads: the portal "
+            "shows it struck through, its downloads answer 410, the current version is the newest one "
+            "not yanked. notify_customer: true emails the customer once per version. Yanking again "
+            "changes the reason."
+        ),
+        bearer=True,
+        request_body={
+            "required": True,
+            **_json("YankRequest", "the reason, and whether to email the customer"),
+        },
+        responses={
+            "200": _json("YankAnswer", "the version's yank state"),
+            **_problems("400", "401", "404", "408", "413", "415", "422"),
+        },
+    ),
+    "unyank_portal_version": Operation(
+        summary="Un-yank a portal version: downloadable again, and current again if it is the newest.",
+        bearer=True,
+        responses={"200": _json("YankAnswer", "the version's yank state"), **_problems("401", "404")},
+    ),
+    "signing_keys": Operation(
+        summary=(
+            "Every public key that signed a portal manifest (Ed25519), with its fingerprint and its "
+            "stable URL; rotated keys stay listed so the versions they signed stay verifiable."
+        ),
+        responses={"200": _json("SigningKeys", "the keys")},
+    ),
+    "signing_key_pem": Operation(
+        summary="One public key as PEM (SubjectPublicKeyInfo), for openssl pkeyutl -verify -pubin -inkey.",
+        responses={
+            "200": {"description": "the key", "content": {"application/x-pem-file": {}}},
+            **_problems("404"),
+        },
+    ),
     "portal_index": Operation(
-        summary="The customer's portal: the latest version and the history (HTML).",
+        summary="The customer's portal: the current version (the newest not yanked) and the history (HTML).",
         responses={"200": _html("portal page"), **_problems("404")},
     ),
     "portal_version": Operation(
@@ -165,8 +201,11 @@ OPERATIONS: dict[str, Operation] = {
         responses={"200": _html("version page"), **_problems("404")},
     ),
     "portal_download": Operation(
-        summary="Download an artifact: 303 to a freshly presigned URL (manifest.json is answered directly).",
-        responses={"303": {"description": "redirect to the download"}, **_problems("404")},
+        summary=(
+            "Download an artifact: 303 to a freshly presigned URL (manifest.json, manifest.json.sig and "
+            "signing-key.pem are answered directly); 410 with the reason when the version is yanked."
+        ),
+        responses={"303": {"description": "redirect to the download"}, **_problems("404", "410")},
     ),
     "healthz": Operation(
         summary="Liveness and platform_db reachability.",

@@ -18,7 +18,14 @@ from api.dagster_graphql import DagsterLaunchError, LaunchedBackfill
 from api.state import ApiState
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import EmailState, OrderStatus
-from contracts.records import DeliveryEmail, EmailAction, Order, PortalVersion
+from contracts.records import (
+    DeliveryEmail,
+    EmailAction,
+    Order,
+    PortalDownload,
+    PortalVersion,
+    current_version,
+)
 from contracts.s3_layout import is_cfg_id
 from delivery.portal_links import PortalLinks
 from platform_db import IdempotencyConflict
@@ -72,6 +79,29 @@ class PortalVersionView(BaseModel):
     email: EmailView | None = None
 
 
+class DownloadView(BaseModel):
+    """One entry of the portal's download record: a page view (``file`` null) or a download."""
+
+    at: datetime
+    # null for the order's landing page.
+    version: int | None
+    # The artifact's name or manifest.json; null for a page view.
+    file: str | None
+    user_agent: str | None
+    # The client's network (an IPv4 /24, an IPv6 /48), never its full address.
+    client: str | None
+
+    @classmethod
+    def of(cls, download: PortalDownload) -> DownloadView:
+        return cls(
+            at=download.at,
+            version=download.version,
+            file=download.file,
+            user_agent=download.user_agent,
+            client=download.client,
+        )
+
+
 class PortalTokenRotated(BaseModel):
     cfg_id: str
     portal_url: str
@@ -93,6 +123,10 @@ class OrderView(BaseModel):
     # The six assets of the order's partition as Dagster sees them ("order/config", ...);
     # None while the Dagster webserver cannot be reached or read.
     assets: dict[str, AssetStatusView] | None = None
+    # The latest portal page views and downloads (portal.recent_downloads of them), newest first.
+    downloads: list[DownloadView] = []
+    # Whether a file of the current portal version was downloaded; null while none is published.
+    current_version_fetched: bool | None = None
 
     @classmethod
     def of(
@@ -102,6 +136,8 @@ class OrderView(BaseModel):
         links: PortalLinks,
         assets: dict[str, AssetStatusView] | None = None,
         emails: dict[int, DeliveryEmail] | None = None,
+        downloads: list[PortalDownload] | None = None,
+        current_version_fetched: bool | None = None,
     ) -> OrderView:
         emails = emails or {}
         return cls(
@@ -125,6 +161,8 @@ class OrderView(BaseModel):
             last_attempt_error=order.attempt_error,
             order=order.payload,
             assets=assets,
+            downloads=[DownloadView.of(download) for download in downloads or []],
+            current_version_fetched=current_version_fetched,
         )
 
 
@@ -197,14 +235,23 @@ def _order_or_404(state: ApiState, cfg_id: str) -> Order:
     return order
 
 
+def _current_version(versions: list[PortalVersion]) -> PortalVersion | None:
+    """The version whose download GET /orders reports: the one the portal offers as current."""
+    return current_version(versions)
+
+
 def _order_view(state: ApiState, cfg_id: str) -> OrderView:
     order = _order_or_404(state, cfg_id)
+    versions = state.deliveries.portal_versions(cfg_id)
+    current = _current_version(versions)
     return OrderView.of(
         order,
-        state.deliveries.portal_versions(cfg_id),
+        versions,
         state.portal_links(order),
         state.asset_status.statuses(cfg_id),
         emails=state.deliveries.emails(cfg_id),
+        downloads=state.downloads.recent(cfg_id, state.settings.portal.recent_downloads),
+        current_version_fetched=None if current is None else state.downloads.fetched(cfg_id, current.version),
     )
 
 

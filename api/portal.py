@@ -15,6 +15,8 @@ one inline ``<style>`` element; no scripts, images, fonts or forms.
 
 from __future__ import annotations
 
+import json
+
 from botocore.exceptions import ClientError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
@@ -24,10 +26,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.state import ApiState
 from contracts.manifest import Manifest
-from contracts.records import Order, PortalVersion
-from delivery.portal import MANIFEST_NAME, render_portal_index, render_version_page
+from contracts.records import Order, PortalVersion, current_version
+from delivery.artifact_store import portal_key
+from delivery.manifest_signing import PUBLIC_KEY_NAME, SIGNATURE_NAME
+from delivery.portal import (
+    MANIFEST_NAME,
+    render_portal_index,
+    render_version_page,
+)
 from delivery.portal_links import PortalLinks, PortalTokens
-from delivery.portal_publication import history_of, load_manifest, with_links
+from delivery.portal_publication import history_of, load_manifest, signing_info, summary_of, with_links
 from service_kit.problems import Problem
 
 NOT_FOUND = "not found"
@@ -96,43 +104,66 @@ def _portal_page(state: ApiState, token: str, version: int | None) -> str:
     payload = order.configurator_payload()
     # Shown on the live pages the portal link opens, never in the email.
     commissioning_token = state.tokens.commissioning_token(order.cfg_id)
+    keys = state.deliveries.signing_keys()
     if version is None:
-        latest = _manifest(state, order, versions, versions[-1].version)
+        current = current_version(versions)
         return render_portal_index(
-            latest=latest,
+            latest=None if current is None else _manifest(state, order, versions, current.version),
             order=payload,
             links=links,
             history=history,
             commissioning_token=commissioning_token,
+            signing=None if current is None else signing_info(current, keys),
         )
+    entry = next((v for v in versions if v.version == version), None)
+    manifest = _manifest(state, order, versions, version)
+    assert entry is not None  # _manifest answered 404 otherwise
     return render_version_page(
-        manifest=_manifest(state, order, versions, version),
+        manifest=manifest,
         order=payload,
         links=links,
         history=history,
         commissioning_token=commissioning_token,
+        signing=signing_info(entry, keys),
+        yanked=summary_of(entry, links),
     )
 
 
 async def portal_index(request: Request) -> Response:
     state: ApiState = request.app.state.api
-    page = await run_in_threadpool(_portal_page, state, request.path_params["token"], None)
-    return HTMLResponse(page)
+    token = request.path_params["token"]
+    page = await run_in_threadpool(_portal_page, state, token, None)
+    # Recorded once the page went out: the record never holds up or breaks an answer.
+    record = state.download_record.after_answer(request, token, version=None, file=None)
+    return HTMLResponse(page, background=record)
 
 
 async def portal_version(request: Request) -> Response:
     state: ApiState = request.app.state.api
-    page = await run_in_threadpool(
-        _portal_page, state, request.path_params["token"], request.path_params["version"]
-    )
-    return HTMLResponse(page)
+    token, version = request.path_params["token"], request.path_params["version"]
+    page = await run_in_threadpool(_portal_page, state, token, version)
+    record = state.download_record.after_answer(request, token, version=version, file=None)
+    return HTMLResponse(page, background=record)
 
 
 def _download(state: ApiState, token: str, version: int, name: str) -> Response:
     order, versions, links = _resolve(state, token)
     manifest = _manifest(state, order, versions, version)
+    entry = next(v for v in versions if v.version == version)
+    if entry.yank_reason is not None:
+        # Gone on purpose, not missing: the customer learns why (and that no retry will help).
+        raise Problem(410, f"portal version {version} was withdrawn: {entry.yank_reason}")
     if name == MANIFEST_NAME:
+        stored = state.store.get(portal_key(order.cfg_id, version, MANIFEST_NAME))
+        if manifest.schema_version == json.loads(stored).get("schema_version"):
+            # The signed bytes themselves, or manifest.json.sig would not verify. An artifact's link
+            # is its name resolved against this URL, as in a copy of the version folder.
+            return Response(stored, media_type="application/json")
+        # An earlier schema's manifest (unsigned, with the links of then): served as stored now.
         return JSONResponse(with_links(manifest, links).model_dump(mode="json"))
+    if name in (SIGNATURE_NAME, PUBLIC_KEY_NAME) and entry.signing_key_id is not None:
+        media_type = "application/octet-stream" if name == SIGNATURE_NAME else "application/x-pem-file"
+        return Response(state.store.get(portal_key(order.cfg_id, version, name)), media_type=media_type)
     artifact = next((a for a in manifest.artifacts if a.name == name), None)
     if artifact is None:
         raise Problem(404, NOT_FOUND)
@@ -143,4 +174,8 @@ def _download(state: ApiState, token: str, version: int, name: str) -> Response:
 async def portal_download(request: Request) -> Response:
     state: ApiState = request.app.state.api
     params = request.path_params
-    return await run_in_threadpool(_download, state, params["token"], params["version"], params["name"])
+    response = await run_in_threadpool(_download, state, params["token"], params["version"], params["name"])
+    response.background = state.download_record.after_answer(
+        request, params["token"], version=params["version"], file=params["name"]
+    )
+    return response

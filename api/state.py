@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from pydantic import SecretStr
 
 from api.asset_status import AssetStatusReader
 from api.dagster_graphql import DagsterGraphQL
+from api.download_record import DownloadRecorder
 from api.order_runs import FirstRunStarter
 from contracts.records import Order
 from delivery.artifact_store import ArtifactStore
@@ -17,6 +21,7 @@ from delivery.portal_links import PortalLinks, PortalTokens
 from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
+from platform_db.downloads import DownloadRepository
 from platform_db.order_retries import OrderRetryRepository
 from platform_db.redeliveries import RedeliveryRepository
 
@@ -45,12 +50,16 @@ class ApiState:
     first_runs: FirstRunStarter
     # ... and the assets' status is asked of the same webserver.
     asset_status: AssetStatusReader
+    # The portal's download record: read by GET /orders/{cfg_id}, written by the portal's handlers.
+    downloads: DownloadRepository
+    download_record: DownloadRecorder
 
     @classmethod
     def build(cls, settings: Settings, orders: OrderRepository) -> ApiState:
         bucket = settings.artifacts.bucket
         graphql_url = settings.dagster.webserver_graphql_url()
         dagster = DagsterGraphQL(graphql_url)
+        downloads = DownloadRepository(orders.engine)
         return cls(
             settings=settings,
             orders=orders,
@@ -65,11 +74,35 @@ class ApiState:
             backfills=dagster,
             first_runs=FirstRunStarter(orders, dagster, settings.pipeline.edp_wait_in_run_seconds),
             asset_status=AssetStatusReader.for_url(graphql_url),
+            downloads=downloads,
+            download_record=DownloadRecorder(downloads, timedelta(days=settings.portal.download_record_days)),
         )
 
     @property
     def bearer_token(self) -> SecretStr | None:
         return self.settings.secrets.API_TOKEN if self.settings.api.require_token else None
+
+    @functools.cached_property
+    def _ses(self) -> Any:
+        email = self.settings.email
+        # One attempt per request: botocore's retry would send the email again when SES took it
+        # and only its answer was lost.
+        config = Config(
+            retries={"total_max_attempts": 1},
+            connect_timeout=email.connect_timeout_seconds,
+            read_timeout=email.read_timeout_seconds,
+        )
+        return boto3.session.Session().client(
+            "sesv2",
+            region_name=self.settings.aws.region,
+            endpoint_url=self.settings.aws.endpoint_url,
+            config=config,
+            **self.settings.aws_credentials(),
+        )
+
+    def ses_client(self) -> Any:
+        """SES for the emails the API sends itself (a yank's notice to the customer)."""
+        return self._ses
 
     def portal_links(self, order: Order) -> PortalLinks:
         token = self.tokens.token(order.cfg_id, order.portal_token_generation)

@@ -18,7 +18,8 @@ from contracts.s3_layout import ArtifactName
 
 MANIFEST_SCHEMA_VERSION: Final = 2
 
-ArtifactKind = Literal["edp", "cfn", "iso", "apk"]
+# "images": the edge images archive (docker save); "bundle": the air-gap bundle of the version.
+ArtifactKind = Literal["edp", "cfn", "iso", "apk", "images", "bundle"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 

@@ -251,7 +251,7 @@ def _send_claimed(
         try:
             answer = ses_client.send_email(**request)
         except Exception as exc:  # noqa: BLE001 - each failure is classified; an unknown kind counts as maybe sent
-            failure, verdict = exc, _verdict(exc)
+            failure, verdict = exc, send_failure_verdict(exc)
         except BaseException as exc:
             # Interrupted (the step was terminated, the process is stopping) while the request may
             # have been under way: the outcome is unknown, so a retried step sends nothing.
@@ -288,14 +288,14 @@ def _send_claimed(
 
 
 @dataclass(frozen=True)
-class _Verdict:
+class SendVerdict:
     # "transient": not sent, may succeed later; "refused": not sent, will not; "maybe_sent".
     kind: str
     reason: str
     code: str | None
 
 
-def _verdict(exc: Exception) -> _Verdict:
+def send_failure_verdict(exc: Exception) -> SendVerdict:
     """Whether the failed request reached SES, and the reason in words fit for an order's error."""
     name = type(exc).__name__
     if isinstance(exc, ClientError):
@@ -305,9 +305,9 @@ def _verdict(exc: Exception) -> _Verdict:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if isinstance(status, int) and 400 <= status < 500:
             kind = "transient" if code in TRANSIENT_REFUSALS else "refused"
-            return _Verdict(kind, readable_reason(f"SES refused the email: {code}: {message}"), code)
+            return SendVerdict(kind, readable_reason(f"SES refused the email: {code}: {message}"), code)
         # A 5xx (or an answer without a status) does not say the email was not accepted.
-        return _Verdict(
+        return SendVerdict(
             "maybe_sent",
             readable_reason(
                 f"SES answered HTTP {status} {code}: {message}; it may or may not have sent the email"
@@ -315,10 +315,10 @@ def _verdict(exc: Exception) -> _Verdict:
             code,
         )
     if isinstance(exc, _NOT_CONNECTED):
-        return _Verdict("transient", readable_reason(f"SES could not be reached: {name}: {exc}"), name)
+        return SendVerdict("transient", readable_reason(f"SES could not be reached: {name}: {exc}"), name)
     if isinstance(exc, _NOT_BUILT):
-        return _Verdict("refused", readable_reason(f"the email was not sent: {name}: {exc}"), name)
-    return _Verdict(
+        return SendVerdict("refused", readable_reason(f"the email was not sent: {name}: {exc}"), name)
+    return SendVerdict(
         "maybe_sent",
         readable_reason(f"SES may have sent the email, but its answer was lost: {name}: {exc}"),
         name,

@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import Manifest
+from delivery.manifest_signing import PUBLIC_KEY_NAME, SIGNATURE_NAME
 from service_kit.canonical_json import canonical_json
 from service_kit.timestamps import as_utc
 
@@ -37,6 +38,17 @@ class PortalVersionSummary:
     created_at: datetime
     artifact_count: int
     page_url: str
+    # Set while the version is yanked: struck through, with the reason, and not downloadable.
+    yanked_at: datetime | None = None
+    yank_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SigningInfo:
+    """Which key signed a version's manifest.json, as the page shows it."""
+
+    key_id: str
+    fingerprint: str
 
 
 class PageLinks(Protocol):
@@ -44,6 +56,7 @@ class PageLinks(Protocol):
 
     def artifact(self, version: int, name: str) -> str: ...
     def version_page(self, version: int) -> str: ...
+    def public_key(self, version: int, key_id: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,10 @@ class FolderLinks:
     def version_page(self, version: int) -> str:
         return f"{self._folder(version)}{PAGE_NAME}"
 
+    def public_key(self, version: int, key_id: str) -> str:
+        # The copy beside the manifest; its fingerprint is compared with the one the live portal shows.
+        return f"{self._folder(version)}{PUBLIC_KEY_NAME}"
+
 
 def manifest_json(manifest: Manifest) -> bytes:
     """The manifest as stored: no links, in the canonical JSON form (see service_kit.canonical_json).
@@ -91,13 +108,16 @@ def render_version_page(
     links: PageLinks,
     history: list[PortalVersionSummary] | None,
     commissioning_token: str | None = None,
+    signing: SigningInfo | None = None,
+    yanked: PortalVersionSummary | None = None,
 ) -> str:
     """The page of one portal version (``portal/<cfg_id>/v<N>/index.html``).
 
     ``history`` is ``None`` for the page stored in the version folder: a copy of that folder holds
     no other version, and a stored list would miss every version published after it.
     ``commissioning_token`` only where the customer's stable link is the reader (the API's live
-    pages), never in a page stored in the bucket.
+    pages), never in a page stored in the bucket. ``yanked``: the version's summary while it is
+    yanked (the page shows it withdrawn, with the reason, and offers no download).
     """
     return _render(
         "portal_version.html.j2",
@@ -106,18 +126,24 @@ def render_version_page(
         links=links,
         history=history,
         commissioning_token=commissioning_token,
+        signing=signing,
+        yanked=yanked if yanked is not None and yanked.yank_reason is not None else None,
     )
 
 
 def render_portal_index(
     *,
-    latest: Manifest,
+    latest: Manifest | None,
     order: ConfiguratorPayload,
     links: PageLinks,
     history: list[PortalVersionSummary],
     commissioning_token: str | None = None,
+    signing: SigningInfo | None = None,
 ) -> str:
-    """The order's landing page (``portal/<cfg_id>/index.html``): the latest version and the history."""
+    """The order's landing page (``portal/<cfg_id>/index.html``): the current version and the history.
+
+    ``latest`` is the current version (the newest not yanked), ``None`` when every one is yanked.
+    """
     return _render(
         "portal_index.html.j2",
         manifest=latest,
@@ -125,6 +151,7 @@ def render_portal_index(
         links=links,
         history=history,
         commissioning_token=commissioning_token,
+        signing=signing,
     )
 
 
@@ -135,6 +162,7 @@ def _render(template: str, *, history: list[PortalVersionSummary] | None, **cont
         .render(
             history=None if history is None else _newest_first(history),
             manifest_name=MANIFEST_NAME,
+            signature_name=SIGNATURE_NAME,
             **context,
         )
     )

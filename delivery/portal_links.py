@@ -69,3 +69,11 @@ class PortalLinks:
 
     def artifact(self, version: int, name: str) -> str:
         return f"{self.version_page(version)}/{name}"
+
+    def public_key(self, version: int, key_id: str) -> str:
+        """The key's stable URL: outside the token, so a rotated portal link leaves it unchanged."""
+        return public_key_url(self.base_url, key_id)
+
+
+def public_key_url(base_url: str, key_id: str) -> str:
+    return f"{base_url.rstrip('/')}/signing-keys/{key_id}.pem"

@@ -1,27 +1,33 @@
-"""Publishing one portal version of an order: manifest.json, its page and the order's index.
+"""Publishing one portal version of an order: the signed manifest.json, its page and the order's index.
 
 What is stored holds no link under the customer's token (the token rotates): the manifest lists
 each artifact's name, key, size and sha256, and the pages link relatively (``FolderLinks``). The
 API adds the links when it serves either (``with_links``, ``api.portal``).
+
+Each version folder holds ``manifest.json``, ``manifest.json.sig`` (Ed25519 over the exact bytes
+of manifest.json) and ``signing-key.pem`` (the public key that signed), so a copy of the folder can
+be checked offline with openssl alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import ArtifactKind, Manifest, ManifestArtifact
-from contracts.records import PortalVersion
+from contracts.records import PortalVersion, SigningKey, current_version
 from delivery.artifact_store import ArtifactStore, StoredObject, portal_key
+from delivery.manifest_signing import PUBLIC_KEY_NAME, SIGNATURE_NAME, ManifestSigner, fingerprint_of
 from delivery.portal import (
     MANIFEST_NAME,
     PAGE_NAME,
     FolderLinks,
     PageLinks,
     PortalVersionSummary,
+    SigningInfo,
     manifest_json,
     render_portal_index,
     render_version_page,
@@ -37,8 +43,24 @@ class PortalVersions(Protocol):
     def claim_portal_version(self, cfg_id: str, run_id: str) -> PortalVersion: ...
     def portal_versions(self, cfg_id: str) -> Sequence[PortalVersion]: ...
     def record_publication(
-        self, cfg_id: str, version: int, *, manifest_key: str, artifact_count: int
+        self, cfg_id: str, version: int, *, manifest_key: str, artifact_count: int, signing_key_id: str | None
     ) -> None: ...
+    def record_signing_key(self, key_id: str, public_key_pem: str) -> None: ...
+    def signing_keys(self) -> Sequence[SigningKey]: ...
+
+
+class BundleBuilder(Protocol):
+    """Builds a version's air-gap bundle from its signed inner manifest (``delivery.airgap_publication``)."""
+
+    def extra_artifacts(self) -> Sequence[tuple[ArtifactKind, StoredObject]]:
+        """What the bundle adds to the version beside the bundle itself (the edge images archive)."""
+        ...
+
+    def build(
+        self, *, claimed: PortalVersion, inner: Manifest, signature: bytes, public_key_pem: bytes
+    ) -> StoredObject:
+        """The bundle, stored; ``inner`` lists every artifact in it."""
+        ...
 
 
 class PortalPublication(BaseModel):
@@ -51,18 +73,32 @@ class PortalPublication(BaseModel):
     version: int
     manifest_key: str
     manifest: Manifest
+    signing_key_id: str | None = None
+    # The air-gap bundle's key when the version has one.
+    bundle_key: str | None = None
+
+
+def summary_of(version: PortalVersion, links: PageLinks) -> PortalVersionSummary:
+    return PortalVersionSummary(
+        version=version.version,
+        created_at=version.created_at,
+        artifact_count=version.artifact_count or 0,
+        page_url=links.version_page(version.version),
+        yanked_at=version.yanked_at,
+        yank_reason=version.yank_reason,
+    )
 
 
 def history_of(published: Sequence[PortalVersion], links: PageLinks) -> list[PortalVersionSummary]:
-    return [
-        PortalVersionSummary(
-            version=version.version,
-            created_at=version.created_at,
-            artifact_count=version.artifact_count or 0,
-            page_url=links.version_page(version.version),
-        )
-        for version in published
-    ]
+    return [summary_of(version, links) for version in published]
+
+
+def signing_info(version: PortalVersion, keys: Sequence[SigningKey]) -> SigningInfo | None:
+    """How the version's manifest was signed; ``None`` for a version published before signing."""
+    key = next((k for k in keys if k.key_id == version.signing_key_id), None)
+    if key is None:
+        return None
+    return SigningInfo(key_id=key.key_id, fingerprint=fingerprint_of(key.public_key_pem.encode()))
 
 
 def with_links(manifest: Manifest, links: PortalLinks) -> Manifest:
@@ -78,6 +114,22 @@ def load_manifest(store: ArtifactStore, cfg_id: str, version: int) -> Manifest:
     return Manifest.model_validate_json(store.get(portal_key(cfg_id, version, MANIFEST_NAME))).as_stored()
 
 
+def store_signed_manifest(
+    store: ArtifactStore, manifest: Manifest, signer: ManifestSigner, *, name: str = MANIFEST_NAME
+) -> tuple[StoredObject, bytes]:
+    """manifest.json with its signature and the public key beside it; the stored manifest and its signature."""
+    data = manifest_json(manifest)
+    signature = signer.sign(data)
+    stored = store.put(portal_key(manifest.cfg_id, manifest.version, name), data, "application/json")
+    store.put(portal_key(manifest.cfg_id, manifest.version, SIGNATURE_NAME), signature)
+    store.put(
+        portal_key(manifest.cfg_id, manifest.version, PUBLIC_KEY_NAME),
+        signer.public_pem(),
+        "application/x-pem-file",
+    )
+    return stored, signature
+
+
 def publish_portal_version(
     *,
     cfg_id: str,
@@ -87,9 +139,17 @@ def publish_portal_version(
     artifacts: Sequence[tuple[ArtifactKind, StoredObject]],
     store: ArtifactStore,
     deliveries: PortalVersions,
+    signer: ManifestSigner,
+    bundle: BundleBuilder | None = None,
 ) -> PortalPublication:
-    """Publish version N (previous + 1; a retry of the same run republishes the same N)."""
-    names = [obj.name for _, obj in artifacts]
+    """Publish version N (previous + 1; a retry of the same run republishes the same N), signed.
+
+    With ``bundle`` the version also gets an air-gap bundle: it holds the version's artifacts and a
+    signed manifest of them (the *inner* manifest); the version's manifest.json lists the same
+    artifacts and the bundle, which no file can list about itself.
+    """
+    listed = [*artifacts, *(bundle.extra_artifacts() if bundle is not None else ())]
+    names = [obj.name for _, obj in listed]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         # A download link is /v<N>/<name>, and a file of a copied version folder is <name>, so a
@@ -104,43 +164,94 @@ def publish_portal_version(
         flags=flags,
         artifacts=[
             ManifestArtifact(kind=kind, name=obj.name, key=obj.key, size=obj.size, sha256=obj.sha256)
-            for kind, obj in artifacts
+            for kind, obj in listed
         ],
     )
-    manifest_key = portal_key(cfg_id, claimed.version, MANIFEST_NAME)
-    store.put(manifest_key, manifest_json(manifest), "application/json")
-    page = render_version_page(
-        manifest=manifest, order=order, links=FolderLinks(claimed.version), history=None
-    )
-    store.put(portal_key(cfg_id, claimed.version, PAGE_NAME), page.encode(), HTML)
-    published = [v for v in deliveries.portal_versions(cfg_id) if v.version != claimed.version]
-    order_folder = FolderLinks()
-    history = history_of(published, order_folder)
-    history.append(
-        PortalVersionSummary(
-            version=claimed.version,
-            created_at=claimed.created_at,
-            artifact_count=len(artifacts),
-            page_url=order_folder.version_page(claimed.version),
+    bundle_key = None
+    if bundle is not None:
+        inner_bytes = manifest_json(manifest)
+        built = bundle.build(
+            claimed=claimed,
+            inner=manifest,
+            signature=signer.sign(inner_bytes),
+            public_key_pem=signer.public_pem(),
         )
-    )
-    # A retried step of an older run must not make its version the order's "latest" again.
-    newest = max((v for v in published if v.version > claimed.version), key=lambda v: v.version, default=None)
-    latest = manifest if newest is None else load_manifest(store, cfg_id, newest.version)
-    store.put(
-        portal_key(cfg_id, None, PAGE_NAME),
-        render_portal_index(latest=latest, order=order, links=order_folder, history=history).encode(),
-        HTML,
-    )
+        bundle_key = built.key
+        bundle_entry = ManifestArtifact(
+            kind="bundle", name=built.name, key=built.key, size=built.size, sha256=built.sha256
+        )
+        manifest = manifest.model_copy(update={"artifacts": [*manifest.artifacts, bundle_entry]})
+    public_pem = signer.public_pem()
+    # Recorded before anything names the key: the API serves every key that ever signed.
+    deliveries.record_signing_key(signer.key_id, public_pem.decode("ascii"))
+    stored_manifest, _ = store_signed_manifest(store, manifest, signer)
     deliveries.record_publication(
         cfg_id,
         claimed.version,
-        manifest_key=manifest_key,
-        artifact_count=len(artifacts),
+        manifest_key=stored_manifest.key,
+        artifact_count=len(manifest.artifacts),
+        signing_key_id=signer.key_id,
+    )
+    store_portal_pages(
+        cfg_id=cfg_id,
+        order=order,
+        store=store,
+        deliveries=deliveries,
+        versions=[claimed.version],
+        manifests={claimed.version: manifest},
     )
     return PortalPublication(
         cfg_id=cfg_id,
         version=claimed.version,
-        manifest_key=manifest_key,
+        manifest_key=stored_manifest.key,
         manifest=manifest,
+        signing_key_id=signer.key_id,
+        bundle_key=bundle_key,
     )
+
+
+def store_portal_pages(
+    *,
+    cfg_id: str,
+    order: ConfiguratorPayload,
+    store: ArtifactStore,
+    deliveries: PortalVersions,
+    versions: Iterable[int],
+    manifests: dict[int, Manifest] | None = None,
+) -> None:
+    """Render the stored pages again: ``v<N>/index.html`` of ``versions``, and the order's index.
+
+    After a publication, a yank or an un-yank: the index shows the current version (the newest not
+    yanked; a retried step of an older run never becomes current again) and every version's state.
+    """
+    known = dict(manifests or {})
+
+    def manifest_of(version: int) -> Manifest:
+        if version not in known:
+            known[version] = load_manifest(store, cfg_id, version)
+        return known[version]
+
+    published = list(deliveries.portal_versions(cfg_id))
+    keys = deliveries.signing_keys()
+    by_number = {v.version: v for v in published}
+    for number in versions:
+        entry = by_number[number]
+        page = render_version_page(
+            manifest=manifest_of(number),
+            order=order,
+            links=FolderLinks(number),
+            history=None,
+            signing=signing_info(entry, keys),
+            yanked=summary_of(entry, FolderLinks(number)),
+        )
+        store.put(portal_key(cfg_id, number, PAGE_NAME), page.encode(), HTML)
+    order_folder = FolderLinks()
+    current = current_version(published)
+    index = render_portal_index(
+        latest=None if current is None else manifest_of(current.version),
+        order=order,
+        links=order_folder,
+        history=history_of(published, order_folder),
+        signing=None if current is None else signing_info(current, keys),
+    )
+    store.put(portal_key(cfg_id, None, PAGE_NAME), index.encode(), HTML)

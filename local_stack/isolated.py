@@ -161,7 +161,10 @@ class IsolatedStack:
             "email": {"outbox_dir": str(self.state_dir / "outbox")},
             "edp": {"base_url": f"http://{host}:{edp_port}"},
             "dagster": {"host": host, "port": dagster_port, "home": str(self.state_dir / "dagster")},
-            "portal": {"local_key_file": str(self.state_dir / "portal_token.key")},
+            "portal": {
+                "local_key_file": str(self.state_dir / "portal_token.key"),
+                "local_signing_key_file": str(self.state_dir / "manifest_signing.key"),
+            },
             "logs": {"dir": str(self.state_dir / "logs")},
             "standins": {
                 "aws": {"host": host, "port": aws_port, "state_dir": str(self.state_dir / "aws")},

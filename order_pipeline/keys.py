@@ -27,6 +27,11 @@ def first_run_selection(edp_wait_in_run_seconds: float) -> list[AssetKey]:
     return list(EVERY_STEP) if edp_wait_in_run_seconds > 0 else [CONFIG]
 
 
+# An operator's job on one order's portal (Launchpad, partition = cfg_id); its failure is the
+# operator's to read, never the order's.
+YANK_JOB = "yank_portal_version"
+OPERATOR_JOBS = frozenset({YANK_JOB})
+
 EDP_SUBMIT_TAG = "platform/edp"
 # The run queue caps how many runs submit EDP jobs at once by this tag.
 FIRST_RUN_TAGS = {EDP_SUBMIT_TAG: "submit"}

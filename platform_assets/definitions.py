@@ -18,12 +18,14 @@ from dagster import (
 from delivery.order_sweep import StuckLimits
 from order_pipeline.keys import first_run_selection
 from platform_assets.order import build_order_assets, step_retry_policy
+from platform_assets.portal_yank import build_yank_job
 from platform_config.settings import Settings, load_settings
 from resources.artifacts import ArtifactBucketResource
 from resources.edp import EdpResource
 from resources.pipeline import build_resources
 from resources.platform_db import PlatformDbResource
 from sensors.apk import apk_sensor_tick
+from sensors.download_record import build_download_record_sensor
 from sensors.edp import edp_sensor_tick
 from sensors.orders import order_sensor_tick
 from sensors.run_failures import record_run_failure
@@ -90,12 +92,24 @@ def build_definitions(settings: Settings) -> Definitions:
         """A failed run marks its order failed, with the step's error as the reason."""
         record_run_failure(context, platform_db)
 
+    download_record_sensor = build_download_record_sensor(
+        minimum_interval_seconds=interval, default_status=status, recent=settings.portal.recent_downloads
+    )
+
     return Definitions(
         assets=assets,
+        jobs=[build_yank_job()],
         # An order's steps run one after another anyway; in one process they skip a Python start
         # and a definitions import (seconds each) per step.
         executor=in_process_executor,
-        sensors=[order_sensor, edp_sensor, apk_sensor, stuck_order_sensor, order_run_failure_sensor],
+        sensors=[
+            order_sensor,
+            edp_sensor,
+            apk_sensor,
+            stuck_order_sensor,
+            order_run_failure_sensor,
+            download_record_sensor,
+        ],
         resources=build_resources(settings),
     )
 

@@ -2,6 +2,7 @@
 
 import functools
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,9 +25,11 @@ from pydantic import BaseModel, ConfigDict
 from contracts.configurator import CloudDeployment
 from contracts.orders import EmailState, OrderStatus
 from contracts.records import Order
+from delivery.airgap import bundle_problems
+from delivery.airgap_publication import AirgapBundle, EdgeImagesMissing, wants_airgap_bundle
 from delivery.apk import APK_PREFIX, newest_apk
 from delivery.artifact_checks import cfn_lint_problems, manifest_artifact_problems, seed_iso_problems
-from delivery.artifact_store import StoredObject, order_key, sha256_hex
+from delivery.artifact_store import ArtifactStore, StoredObject, order_key, sha256_hex
 from delivery.cfn import compose_cfn_template
 from delivery.edge_bundle import build_bundle, customer_config_yaml
 from delivery.edp_intake import EdpArtifactError, EdpArtifacts, parse_dtm, take_over_edp_artifacts
@@ -34,6 +37,7 @@ from delivery.edp_wait import failed_job_reason, wait_for_edp_job
 from delivery.email_dispatch import EmailNotSent, send_delivery_email_once
 from delivery.iso import build_seed_iso
 from delivery.order_config import canonical_config_json
+from delivery.portal import SigningInfo
 from delivery.portal_publication import PortalPublication, publish_portal_version
 from order_pipeline.keys import CFN_OR_ISO, CONFIG, EMAIL, MANIFEST, ORDER_PREFIX, orders_partitions
 from resources.artifacts import ArtifactBucketResource
@@ -45,6 +49,7 @@ from resources.ses import SesResource
 
 DEPLOYABLE = "deployable"
 ARTIFACTS_MATCH = "artifacts_match_manifest"
+AIRGAP_BUNDLE_MATCHES = "airgap_bundle_matches_manifest"
 EMAIL_SENT = "email_sent"
 ASSET_ARGS: dict[str, Any] = {
     "key_prefix": ORDER_PREFIX,
@@ -302,6 +307,7 @@ def manifest(
     platform_db: PlatformDbResource,
     artifacts: ArtifactBucketResource,
     portal: PortalResource,
+    delivery: DeliveryResource,
 ) -> Iterator[Output[PortalPublication] | AssetCheckResult]:
     cfg_id = context.partition_key
     stored = _stored_order(platform_db, cfg_id)
@@ -311,11 +317,16 @@ def manifest(
         platform_db.orders.move(cfg_id, OrderStatus.WAITING_FOR_APK)
         context.log.info("no HMI APK yet: no portal version is published and no email sent")
         # A check's result is due whenever the step ends; it says that nothing was published.
-        yield AssetCheckResult(
-            check_name=ARTIFACTS_MATCH, passed=True, metadata={"published": False, "reason": "no HMI APK yet"}
-        )
+        for check in (ARTIFACTS_MATCH, AIRGAP_BUNDLE_MATCHES):
+            yield AssetCheckResult(
+                check_name=check, passed=True, metadata={"published": False, "reason": "no HMI APK yet"}
+            )
         return
+    payload = stored.configurator_payload()
+    with_bundle = wants_airgap_bundle(payload)
     listed = [*edp_artifacts.objects, cfn_or_iso.artifact, apk.chosen.artifact]
+    if with_bundle:
+        listed.extend(cfn_or_iso.bundle)
     store = artifacts.get_store()
     missing = [obj.key for obj in listed if store.head(obj.key) is None]
     if missing:
@@ -325,10 +336,31 @@ def manifest(
             "nothing was published: rebuild them with a backfill from order/edp_artifacts",
             allow_retries=False,
         )
+    signer = portal.manifest_signer()
+    bundle = None
+    if with_bundle:
+        try:
+            bundle = AirgapBundle.prepare(
+                store=store,
+                cfg_id=cfg_id,
+                order=payload,
+                stack=cfn_or_iso.bundle,
+                images=delivery.edge_images(),
+                images_version=delivery.release_version,
+                require_images=delivery.require_edge_images,
+                signing=SigningInfo(key_id=signer.key_id, fingerprint=signer.fingerprint),
+            )
+        except EdgeImagesMissing as exc:
+            # The same answer until an operator publishes the images: no retry.
+            raise Failure(str(exc), allow_retries=False) from None
+        if bundle.images_archive is None:
+            context.log.warning(
+                "no edge images archive is published: the air-gap bundle is built without the images"
+            )
     publication = publish_portal_version(
         cfg_id=cfg_id,
         run_id=context.run.run_id,
-        order=stored.configurator_payload(),
+        order=payload,
         flags=edp_artifacts.flags,
         artifacts=[
             *(("edp", obj) for obj in edp_artifacts.objects),
@@ -337,6 +369,8 @@ def manifest(
         ],
         store=store,
         deliveries=platform_db.deliveries,
+        signer=signer,
+        bundle=bundle,
     )
     # Keys, never links: a link carries the customer's token.
     yield Output(
@@ -344,6 +378,8 @@ def manifest(
         metadata={
             "portal_version": publication.version,
             "manifest_key": MetadataValue.text(publication.manifest_key),
+            "signing_key_id": MetadataValue.text(publication.signing_key_id or ""),
+            "airgap_bundle_key": MetadataValue.text(publication.bundle_key or "none"),
             "artifacts": MetadataValue.json(
                 [
                     {"kind": a.kind, "key": a.key, "size": a.size, "sha256": a.sha256}
@@ -352,9 +388,27 @@ def manifest(
             ),
         },
     )
-    problems = manifest_artifact_problems(publication.manifest, artifacts.get_store())
+    problems = manifest_artifact_problems(publication.manifest, store)
     yield AssetCheckResult(
         check_name=ARTIFACTS_MATCH, passed=not problems, metadata={"problems": MetadataValue.json(problems)}
+    )
+    yield airgap_bundle_check(publication, store)
+
+
+def airgap_bundle_check(publication: PortalPublication, store: ArtifactStore) -> AssetCheckResult:
+    """The bundle read back from the bucket holds what the manifest lists, signed."""
+    if publication.bundle_key is None:
+        return AssetCheckResult(
+            check_name=AIRGAP_BUNDLE_MATCHES,
+            passed=True,
+            metadata={"bundle": "none: a cloud order without the airgap_bundle option"},
+        )
+    with closing(store.open(publication.bundle_key)) as archive:
+        problems = bundle_problems(archive, publication.manifest)
+    return AssetCheckResult(
+        check_name=AIRGAP_BUNDLE_MATCHES,
+        passed=not problems,
+        metadata={"bundle_key": publication.bundle_key, "problems": MetadataValue.json(problems)},
     )
 
 
@@ -460,9 +514,18 @@ def build_order_assets(step_retries: RetryPolicy) -> list[AssetsDefinition]:
                     asset=MANIFEST,
                     blocking=True,
                     description="every listed object exists with its recorded sha256",
-                )
+                ),
+                AssetCheckSpec(
+                    AIRGAP_BUNDLE_MATCHES,
+                    asset=MANIFEST,
+                    blocking=True,
+                    description="the air-gap bundle holds every artifact its manifest lists, with its sha256, and the signed manifest",
+                ),
             ],
-            description="Portal version N: manifest.json + index.html, and the order's portal index.",
+            description=(
+                "Portal version N: the signed manifest.json + index.html (and the air-gap bundle of an "
+                "on-prem order), and the order's portal index."
+            ),
         )(manifest),
         asset(
             **ASSET_ARGS,

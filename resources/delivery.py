@@ -16,6 +16,10 @@ class DeliveryResource(ConfigurableResource):
         description="Registry the delivered stack pulls the edge images from ('': local names)."
     )
     release_version: str = Field(description="The platform's version, the tag of the edge images.")
+    require_edge_images: bool = Field(
+        default=False,
+        description="An air-gap bundle without a published edge images archive fails instead of being built without it.",
+    )
 
     def edge_images(self) -> EdgeImages:
         return EdgeImages.release(self.edge_registry, self.release_version)

@@ -111,10 +111,15 @@ def configurable_resources(
         ),
         "platform_db": PlatformDbResource(url=settings.platform_db.url),
         "portal": PortalResource(
-            public_url=settings.api.public_url, local_key_file=settings.portal.local_key_file
+            public_url=settings.api.public_url,
+            local_key_file=settings.portal.local_key_file,
+            local_signing_key_file=settings.portal.local_signing_key_file,
         ),
         "delivery": DeliveryResource(
-            stage=settings.stage, edge_registry=settings.edge.registry, release_version=PROJECT_VERSION
+            stage=settings.stage,
+            edge_registry=settings.edge.registry,
+            release_version=PROJECT_VERSION,
+            require_edge_images=settings.airgap.require_edge_images,
         ),
         "io_manager": S3PickleIOManager(
             s3_resource=s3, s3_bucket=settings.artifacts.bucket, s3_prefix=IO_PREFIX

@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from platform_config.settings import load_secrets
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
+from platform_db.downloads import DownloadRepository
 from platform_db.order_retries import OrderRetryRepository
 from platform_db.repository import create_platform_db_engine
 
@@ -20,10 +21,11 @@ class _Repositories:
     orders: OrderRepository
     deliveries: DeliveryRepository
     order_retries: OrderRetryRepository
+    downloads: DownloadRepository
 
 
 class PlatformDbResource(ConfigurableResource):
-    """Orders, portal versions and delivery emails.
+    """Orders, portal versions, delivery emails and the portal's download record.
 
     The URL carries no password: it would show in the Dagster UI. PLATFORM_DB_PASSWORD is read
     from secrets.env (or the environment) when the resource starts.
@@ -43,6 +45,7 @@ class PlatformDbResource(ConfigurableResource):
             orders=OrderRepository(engine),
             deliveries=DeliveryRepository(engine),
             order_retries=OrderRetryRepository(engine),
+            downloads=DownloadRepository(engine),
         )
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
@@ -61,6 +64,11 @@ class PlatformDbResource(ConfigurableResource):
     @property
     def deliveries(self) -> DeliveryRepository:
         return self._started().deliveries
+
+    @property
+    def downloads(self) -> DownloadRepository:
+        """The portal's download record."""
+        return self._started().downloads
 
     def _started(self) -> _Repositories:
         if self._repositories is None:

@@ -11,6 +11,7 @@ from dagster import RunFailureSensorContext
 
 from contracts.orders import OrderStatus
 from delivery.edp_artifact_policy import readable_reason
+from order_pipeline.keys import OPERATOR_JOBS
 from order_pipeline.step_errors import step_failure_cause
 from resources.platform_db import PlatformDbResource
 from sensors.order_runs import PARTITION_TAG, will_be_retried
@@ -36,6 +37,8 @@ def _retried_since(context: RunFailureSensorContext, platform_db: PlatformDbReso
 
 def record_run_failure(context: RunFailureSensorContext, platform_db: PlatformDbResource) -> None:
     tags = context.dagster_run.tags
+    if context.dagster_run.job_name in OPERATOR_JOBS:
+        return
     if _will_be_retried(context):
         # The retry run takes the order on; its own failure, if any, is recorded then.
         context.log.info(f"run {context.dagster_run.run_id} will be retried; the order keeps its status")

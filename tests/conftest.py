@@ -193,7 +193,10 @@ def pipeline_settings(
                 "edp": {"base_url": edp.base_url, "timeout_seconds": 2, "retries": 1},
                 "email": {"outbox_dir": str(tmp_path / "outbox")},
                 "dagster": {"home": str(tmp_path / "dagster")},
-                "portal": {"local_key_file": str(tmp_path / "portal_token.key")},
+                "portal": {
+                    "local_key_file": str(tmp_path / "portal_token.key"),
+                    "local_signing_key_file": str(tmp_path / "manifest_signing.key"),
+                },
                 # A step failure is retried once, at once: tests of transient outages set their own.
                 # Runs are started by the tests (sensor ticks, materialize), not by the API.
                 # The in-run wait for EDP is 5 s: the stand-in's jobs take under a second here, and a

@@ -35,6 +35,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     ),
     "edge_gateway": frozenset({"contracts", "service_kit"}),
     "industrial_fixtures": frozenset({"contracts"}),
+    # Shipped to customers on its own: the standard library and cryptography only.
+    "portal_verify": frozenset(),
     "standins": frozenset({"contracts", "delivery", "platform_config", "service_kit"}),
     "local_stack": frozenset({"contracts", "platform_config", "standins"}),
     "e2e": frozenset(
@@ -52,7 +54,16 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 # The API reaches Dagster over GraphQL alone (its asset keys and tags come from order_pipeline);
 # migrations and the edge images never load Dagster.
 WITHOUT_DAGSTER = frozenset(
-    {"contracts", "service_kit", "platform_config", "platform_db", "delivery", "api", "edge_gateway"}
+    {
+        "contracts",
+        "service_kit",
+        "platform_config",
+        "platform_db",
+        "delivery",
+        "api",
+        "edge_gateway",
+        "portal_verify",
+    }
 )
 # bench/ is the benchmark, not a package of the platform: it may import anything.
 PACKAGES = frozenset(MAY_IMPORT)

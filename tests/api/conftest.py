@@ -47,7 +47,12 @@ def settings(tmp_path: Path) -> Settings:
             "platform_db": local.platform_db.model_copy(
                 update={"url": f"sqlite:///{tmp_path / 'platform.db'}"}
             ),
-            "portal": local.portal.model_copy(update={"local_key_file": str(tmp_path / "portal_token.key")}),
+            "portal": local.portal.model_copy(
+                update={
+                    "local_key_file": str(tmp_path / "portal_token.key"),
+                    "local_signing_key_file": str(tmp_path / "manifest_signing.key"),
+                }
+            ),
             # Never a developer's running stack: no Dagster home yet, and nothing at the GraphQL URL.
             "dagster": local.dagster.model_copy(
                 update={

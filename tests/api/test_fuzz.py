@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from contracts.configurator import OPTION_KEY_PATTERN, ConfiguratorPayload
 from delivery.artifact_store import ArtifactStore, order_key
+from delivery.manifest_signing import ManifestSigner
 from delivery.portal_links import PortalTokens
 from delivery.portal_publication import publish_portal_version
 from platform_config.settings import Settings
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order-cloud.json"
 # Rotating the token retires the one the other variants use, so that operation goes last.
 LAST = "/orders/{cfg_id}/portal-token"
+SIGNER = ManifestSigner.generate()
 
 
 class FuzzTarget:
@@ -69,6 +71,7 @@ class FuzzTarget:
             artifacts=[("edp", dtm), ("cfn", cfn)],
             store=store,
             deliveries=DeliveryRepository(self.orders.engine),
+            signer=SIGNER,
         )
 
 

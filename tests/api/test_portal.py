@@ -4,6 +4,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import boto3
 import pytest
@@ -13,6 +14,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from contracts.configurator import ConfiguratorPayload
 from delivery.artifact_store import ArtifactStore, order_key
+from delivery.manifest_signing import ManifestSigner
 from delivery.portal_links import PortalLinks, PortalTokens
 from delivery.portal_publication import publish_portal_version
 from platform_config.settings import Settings
@@ -22,6 +24,7 @@ from platform_db.deliveries import DeliveryRepository
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order-cloud.json"
+SIGNER = ManifestSigner.generate()
 
 
 class Delivered:
@@ -63,6 +66,7 @@ class Delivered:
             artifacts=[("edp", dtm), ("cfn", cfn)],
             store=self.store,
             deliveries=self.deliveries,
+            signer=SIGNER,
         )
         return publication.version
 
@@ -108,8 +112,11 @@ def test_downloads_answer_303_to_a_fresh_presigned_url(delivered: Delivered, cli
         assert "X-Amz-Signature=" in location and "X-Amz-Algorithm=AWS4-HMAC-SHA256" in location
         downloaded = requests.get(location, timeout=10)
         assert hashlib.sha256(downloaded.content).hexdigest() == hashlib.sha256(data).hexdigest()
-    manifest = client.get(path_of(delivered.links().artifact(1, "manifest.json"), delivered.settings)).json()
-    assert [a["url"] for a in manifest["artifacts"]] == [
+    served = client.get(path_of(delivered.links().artifact(1, "manifest.json"), delivered.settings))
+    # The signed bytes as stored: each download link is the artifact's name next to manifest.json.
+    assert served.content == delivered.store.get(f"portal/{delivered.cfg_id}/v1/manifest.json")
+    manifest_url = delivered.links().artifact(1, "manifest.json")
+    assert [urljoin(manifest_url, a["name"]) for a in served.json()["artifacts"]] == [
         delivered.links().artifact(1, n) for n in delivered.files
     ]
 

@@ -44,6 +44,7 @@ from delivery.email_dispatch import (
     SesClientRetries,
     send_delivery_email_once,
 )
+from delivery.manifest_signing import ManifestSigner
 from delivery.portal_publication import PortalPublication, publish_portal_version
 from platform_config.settings import STANDIN_AWS_KEY, Settings
 from platform_db import OrderRepository
@@ -56,6 +57,7 @@ from standins.fault_proxy import FaultMode, FaultProxy
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order-cloud.json"
 ENDPOINT = "https://email.eu-central-1.amazonaws.com/v2/email/outbound-emails"
 PORTAL_URL = "https://portal.example.com/portal/t0ken"
+SIGNER = ManifestSigner.generate()
 
 
 def _order() -> ConfiguratorPayload:
@@ -504,6 +506,7 @@ def mailing(pipeline_settings: Settings, tmp_path: Path) -> Iterator[Mailing]:
         artifacts=[("edp", store.put(order_key(cfg_id, "edp", "dtm.json"), b"{}", "application/json"))],
         store=store,
         deliveries=deliveries,
+        signer=SIGNER,
     )
     moto = urlsplit(settings.aws.endpoint_url)
     assert moto.hostname is not None and moto.port is not None

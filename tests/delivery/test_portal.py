@@ -188,7 +188,7 @@ def test_index_shows_the_latest_version_and_the_whole_history(order: Configurato
     assert "version 3" in page
     rows = history_rows(page)
     assert len(rows) == 3
-    latest = [row for row in rows if "latest" in row]
+    latest = [row for row in rows if "current" in row]
     assert len(latest) == 1 and ">Version 3</a>" in latest[0]
     assert f'href="https://portal.example.com/{CFG_ID}/v1/index.html"' in rows[-1]
 

@@ -14,12 +14,14 @@ import pytest
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import Manifest
 from delivery.artifact_store import ArtifactStore, StoredObject, order_key
+from delivery.manifest_signing import ManifestSigner
 from delivery.portal_publication import PortalPublication, publish_portal_version
 from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order-cloud.json"
+SIGNER = ManifestSigner.generate()
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Delivery:
             artifacts=self.artifacts,  # type: ignore[arg-type]
             store=self.store,
             deliveries=self.deliveries,
+            signer=SIGNER,
         )
 
     def manifest_in_s3(self, version: int) -> Manifest:
@@ -150,7 +153,7 @@ def test_new_run_publishes_version_2_and_keeps_version_1(delivery: Delivery) -> 
 @pytest.mark.slow
 def test_order_index_names_the_latest_version_and_the_history(delivery: Delivery) -> None:
     delivery.publish("run-a")
-    assert "latest: version 1" in delivery.html(f"portal/{delivery.cfg_id}/index.html")
+    assert "current: version 1" in delivery.html(f"portal/{delivery.cfg_id}/index.html")
 
     second = delivery.publish("run-b")
 
@@ -158,8 +161,8 @@ def test_order_index_names_the_latest_version_and_the_history(delivery: Delivery
     head = delivery.store.head(index_key)
     assert head is not None and head["ContentType"].startswith("text/html")
     index = delivery.html(index_key)
-    assert "latest: version 2" in index
-    assert "The latest version is <strong>version 2</strong>" in index
+    assert "current: version 2" in index
+    assert "The current version is <strong>version 2</strong>" in index
     assert version_links(index) == {1, 2}
     for artifact in second.manifest.artifacts:
         assert artifact.sha256 in index
@@ -177,8 +180,8 @@ def test_retry_of_an_old_run_after_a_newer_version_keeps_its_number(delivery: De
     assert [v.version for v in delivery.deliveries.portal_versions(delivery.cfg_id)] == [1, 2]
     # The order's page still leads the customer to the newest delivery, not the retried one.
     index = delivery.html(f"portal/{delivery.cfg_id}/index.html")
-    assert "latest: version 2" in index
-    assert "The latest version is <strong>version 2</strong>" in index
+    assert "current: version 2" in index
+    assert "The current version is <strong>version 2</strong>" in index
     assert version_links(index) == {1, 2}
     assert version_links(delivery.html(f"portal/{delivery.cfg_id}/v1/index.html")) == set()
 
@@ -190,7 +193,7 @@ def copy_off_s3(delivery: Delivery, folder: Path, versions: list[int]) -> None:
     (folder / "index.html").write_bytes(delivery.store.get(f"{portal}/index.html"))
     for version in versions:
         (folder / f"v{version}").mkdir(parents=True)
-        for name in ("manifest.json", "index.html"):
+        for name in ("manifest.json", "manifest.json.sig", "signing-key.pem", "index.html"):
             (folder / f"v{version}" / name).write_bytes(delivery.store.get(f"{portal}/v{version}/{name}"))
         for artifact in delivery.manifest_in_s3(version).artifacts:
             (folder / f"v{version}" / artifact.name).write_bytes(delivery.store.get(artifact.key))
@@ -222,7 +225,7 @@ def test_a_copied_portal_folder_opens_from_disk_with_every_link_working(
             data = (folder / artifact.name).read_bytes()
             assert hashlib.sha256(data).hexdigest() == artifact.sha256
         assert sorted(hrefs((folder / "index.html").read_text(encoding="utf-8"))) == sorted(
-            [*(a.name for a in manifest.artifacts), "manifest.json"]
+            [*(a.name for a in manifest.artifacts), "manifest.json", "manifest.json.sig", "signing-key.pem"]
         )
 
 
@@ -232,6 +235,7 @@ def test_nothing_stored_carries_an_absolute_link(delivery: Delivery) -> None:
     delivery.publish("run-a")
 
     keys = [key for key, _ in delivery.store.keys(f"portal/{delivery.cfg_id}/")]
-    assert len(keys) == 3
+    # Both pages, the manifest with its signature and the public key that made it.
+    assert len(keys) == 5
     for key in keys:
         assert b"://" not in delivery.store.get(key), key

@@ -37,6 +37,7 @@ CUSTOMER_TARGET = "/etc/platform/cfg.customer.yml"
 FAKE_SECRETS = {
     "API_TOKEN": "compose-test-token",
     "PORTAL_TOKEN_KEY": "compose-test-portal-key",
+    "MANIFEST_SIGNING_KEY": "compose-test-signing-key",
     "PLATFORM_DB_PASSWORD": "compose-test-db-password",
 }
 

@@ -40,6 +40,7 @@ import pytest
 import requests
 import yaml
 
+from delivery.manifest_signing import ManifestSigner
 from delivery.portal_links import PortalTokens
 from platform_config.settings import Settings, deep_merge, load_settings
 from tests.conftest import BACKFILL_DONE, BACKFILL_GAVE_UP, backfill_status, wait_for
@@ -221,6 +222,8 @@ def _project(project_dir: Path, compose: list[str], env_file: Path) -> Stack:
     stack_secrets = {
         "API_TOKEN": api_token,
         "PORTAL_TOKEN_KEY": secrets.token_hex(32),
+        # One line, its line breaks written as \\n, as secrets.env.example says.
+        "MANIFEST_SIGNING_KEY": ManifestSigner.generate().private_pem().decode().replace("\n", "\\n"),
         "PLATFORM_DB_PASSWORD": secrets.token_urlsafe(24),
         # moto takes any keys; non-empty ones keep boto3 from looking for a role.
         "AWS_ACCESS_KEY_ID": "stack-test",

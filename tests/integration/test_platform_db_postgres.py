@@ -194,6 +194,7 @@ def _beta_secrets(password: str) -> dict[str, str]:
         "PLATFORM_DB_PASSWORD": password,
         "API_TOKEN": "integration-api-token",
         "PORTAL_TOKEN_KEY": "integration-portal-key",
+        "MANIFEST_SIGNING_KEY": "integration-signing-key",
     }
 
 

@@ -8,6 +8,7 @@ import pytest
 import requests
 from dagster import ExecuteInProcessResult
 
+from contracts.manifest import Manifest
 from contracts.orders import OrderStatus
 from delivery.artifact_store import order_key, portal_key
 from order_pipeline.keys import (
@@ -129,7 +130,8 @@ def test_an_onprem_order_with_an_apk_ready_is_delivered_in_one_go(flow: OrderFlo
     assert flow.status(cfg_id) == OrderStatus.DELIVERED
     manifest = flow.manifest(cfg_id, 1)
     assert manifest.deployment_target == "onprem"
-    assert {a.kind for a in manifest.artifacts} == {"edp", "iso", "apk"}
+    # No edge images archive is published here: the bundle comes without it (see test_airgap_bundle).
+    assert {a.kind for a in manifest.artifacts} == {"edp", "iso", "apk", "bundle"}
     assert ("iso", "iso.img") in {(a.kind, a.name) for a in manifest.artifacts}
     assert ("edp", "dtm.json") in {(a.kind, a.name) for a in manifest.artifacts}
     assert apk_key in {a.key for a in manifest.artifacts}
@@ -152,7 +154,13 @@ def test_redelivery_publishes_a_new_version_and_mails_it_once(flow: OrderFlow) -
     assert _email_metadata(redelivered, "sent_now") is True
     v1, v2 = flow.manifest(cfg_id, 1), flow.manifest(cfg_id, 2)
     assert v2.version == 2
-    assert [(a.kind, a.sha256) for a in v2.artifacts] == [(a.kind, a.sha256) for a in v1.artifacts]
+
+    # The same artifacts again; each version's air-gap bundle is its own (it holds the version's manifest).
+    def shipped(manifest: Manifest) -> list[tuple[str, str]]:
+        return [(a.kind, a.sha256) for a in manifest.artifacts if a.kind != "bundle"]
+
+    assert shipped(v2) == shipped(v1)
+    assert [a.name for a in v2.artifacts if a.kind == "bundle"] == ["airgap-bundle-v2.tar"]
     flow.assert_downloads_match(v1)
     flow.assert_downloads_match(v2)
     assert len(flow.emails_sent_by_ses(cfg_id)) == 2

@@ -1,0 +1,126 @@
+"""Yanked portal versions: struck through with the reason, 410 downloads, the current version, one email."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from tests.api.test_portal import Delivered, path_of
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def delivered(pipeline_settings: Delivered) -> Iterator[Delivered]:
+    delivered = Delivered(pipeline_settings)  # type: ignore[arg-type]
+    yield delivered
+    delivered.orders.dispose()
+
+
+@pytest.fixture
+def client(delivered: Delivered) -> Iterator[TestClient]:
+    with TestClient(create_app(delivered.settings, delivered.orders), follow_redirects=False) as client:
+        yield client
+
+
+def yank_path(delivered: Delivered, version: int) -> str:
+    return f"/orders/{delivered.cfg_id}/portal-versions/{version}/yank"
+
+
+def outbox(delivered: Delivered) -> list[Path]:
+    folder = Path(delivered.settings.email.outbox_dir or "")
+    return sorted(folder.glob("*-yanked.eml")) if folder.is_dir() else []
+
+
+def test_a_yanked_version_is_struck_through_and_its_downloads_answer_410(
+    delivered: Delivered, client: TestClient
+) -> None:
+    delivered.publish("run-1")
+    delivered.publish("run-2")
+    links = delivered.links()
+    answer = client.post(yank_path(delivered, 2), json={"reason": "wrong Modbus register map for meter-2"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["yanked"] is True and body["current_version"] == 1 and body["customer_notified"] is False
+
+    page = client.get(path_of(links.version_page(2), delivered.settings)).text
+    assert "<del>delivery version 2</del> (withdrawn)" in page
+    assert "wrong Modbus register map for meter-2" in page
+    assert links.artifact(2, "cfn.yaml") not in page, "a yanked version offers no download"
+    for name in ("cfn.yaml", "manifest.json"):
+        gone = client.get(path_of(links.artifact(2, name), delivered.settings))
+        assert gone.status_code == 410
+        assert "wrong Modbus register map for meter-2" in gone.json()["detail"]
+
+    index = client.get(path_of(links.portal(), delivered.settings)).text
+    assert "The current version is <strong>version 1</strong>" in index
+    assert 'class="yanked"' in index and "withdrawn: wrong Modbus register map for meter-2" in index
+    assert client.get(path_of(links.artifact(1, "cfn.yaml"), delivered.settings)).status_code == 303
+
+    stored = delivered.store.get(f"portal/{delivered.cfg_id}/index.html").decode()
+    assert "The current version is <strong>version 1</strong>" in stored, "the stored index is rendered again"
+    stored_page = delivered.store.get(f"portal/{delivered.cfg_id}/v2/index.html").decode()
+    assert "wrong Modbus register map for meter-2" in stored_page
+
+
+def test_un_yank_makes_the_version_current_and_downloadable_again(
+    delivered: Delivered, client: TestClient
+) -> None:
+    delivered.publish("run-1")
+    delivered.publish("run-2")
+    client.post(yank_path(delivered, 2), json={"reason": "bad build"})
+    restored = client.delete(yank_path(delivered, 2))
+    assert restored.status_code == 200
+    assert restored.json() | {"yanked_at": None} == restored.json() | {
+        "yanked": False,
+        "reason": None,
+        "current_version": 2,
+        "yanked_at": None,
+    }
+    links = delivered.links()
+    assert client.get(path_of(links.artifact(2, "cfn.yaml"), delivered.settings)).status_code == 303
+    assert (
+        "The current version is <strong>version 2</strong>"
+        in client.get(path_of(links.portal(), delivered.settings)).text
+    )
+
+
+def test_every_version_yanked_leaves_no_current_one(delivered: Delivered, client: TestClient) -> None:
+    delivered.publish("run-1")
+    answer = client.post(yank_path(delivered, 1), json={"reason": "recalled"})
+    assert answer.json()["current_version"] is None
+    index = client.get(path_of(delivered.links().portal(), delivered.settings))
+    assert index.status_code == 200 and "Every version of this delivery was withdrawn" in index.text
+
+
+def test_the_customer_is_told_once(delivered: Delivered, client: TestClient) -> None:
+    delivered.publish("run-1")
+    delivered.publish("run-2")
+    first = client.post(yank_path(delivered, 2), json={"reason": "bad build", "notify_customer": True})
+    assert first.status_code == 200 and first.json()["customer_notified"] is True, first.text
+    again = client.post(
+        yank_path(delivered, 2), json={"reason": "bad build (meter map)", "notify_customer": True}
+    )
+    assert again.json()["customer_notified"] is True and again.json()["reason"] == "bad build (meter map)"
+    sent = outbox(delivered)
+    assert len(sent) == 1, "a second request sends nothing"
+    message = email.message_from_bytes(sent[0].read_bytes(), policy=email.policy.default)
+    assert " ".join(str(message["Subject"]).split()).startswith("Version 2 of your delivery")
+    text = message.get_content()
+    assert "bad build" in text and "Version 1 is the current one" in text
+    assert delivered.links().portal() in text
+
+
+def test_bad_yank_requests_name_what_is_wrong(delivered: Delivered, client: TestClient) -> None:
+    delivered.publish("run-1")
+    blank = client.post(yank_path(delivered, 1), json={"reason": "   "})
+    assert blank.status_code == 422 and blank.json()["errors"][0]["field"] == "reason"
+    missing = client.post(yank_path(delivered, 9), json={"reason": "x"})
+    assert missing.status_code == 404 and "no published portal version 9" in missing.json()["detail"]
+    assert client.post(yank_path(delivered, 1), json={}).status_code == 422
