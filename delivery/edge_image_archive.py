@@ -113,16 +113,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--region", help="AWS region (aws.region; default: boto3's)")
     parser.add_argument("--docker", default="docker", help="the docker client (default: docker)")
     args = parser.parse_args(argv)
-    images = EdgeImages.release(args.registry, args.version)
     s3 = boto3.client("s3", endpoint_url=args.endpoint_url, region_name=args.region)
+    release_edge_images(
+        EdgeImages.release(args.registry, args.version),
+        ArtifactStore(s3, args.bucket),
+        args.version,
+        args.docker,
+    )
+
+
+def release_edge_images(
+    images: EdgeImages, store: ArtifactStore, version: str, docker: str = "docker"
+) -> None:
+    """Save ``images`` and publish the archive to ``store``; print where, or exit naming what is missing."""
     with tempfile.TemporaryDirectory(prefix="edge-images-") as scratch:
         archive = Path(scratch) / "edge-images.tar"
         try:
-            save_edge_images(images, archive, docker=args.docker)
+            save_edge_images(images, archive, docker=docker)
         except EdgeImagesError as error:
             sys.exit(str(error))
-        stored = publish_edge_images(ArtifactStore(s3, args.bucket), args.version, archive)
-    print(f"s3://{args.bucket}/{stored.key} ({stored.size} bytes, sha256 {stored.sha256})")
+        stored = publish_edge_images(store, version, archive)
+    print(f"s3://{store.bucket}/{stored.key} ({stored.size} bytes, sha256 {stored.sha256})")
 
 
 if __name__ == "__main__":

@@ -12,16 +12,12 @@ stage's embedded S3, as the HMI CI stand-in does with an APK. Run it with
 from __future__ import annotations
 
 import argparse
-import sys
-import tempfile
-from pathlib import Path
-
-import boto3
 
 from delivery.artifact_store import ArtifactStore
 from delivery.edge_bundle import EdgeImages
-from delivery.edge_image_archive import EdgeImagesError, publish_edge_images, save_edge_images
-from platform_config.settings import PROJECT_VERSION, ConfigError, load_settings
+from delivery.edge_image_archive import release_edge_images
+from platform_config.settings import PROJECT_VERSION
+from standins.hmi_ci import embedded_stage_s3
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,30 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m standins.edge_image_ci", description=main.__doc__)
     parser.add_argument("--docker", default="docker", help="the docker client (default: docker)")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        sys.exit(str(exc))
     # In beta the release CI owns edge-images/: an archive of a developer's images would reach customers.
-    if not settings.standins.aws.enabled:
-        sys.exit(
-            f"the edge images stand-in only publishes to the embedded AWS; stage {settings.stage!r} uses real AWS"
-        )
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=settings.aws.endpoint_url,
-        region_name=settings.aws.region,
-        **settings.aws_credentials(),
-    )
+    settings, s3 = embedded_stage_s3("the edge images stand-in")
     images = EdgeImages.release(settings.edge.registry, PROJECT_VERSION)
-    with tempfile.TemporaryDirectory(prefix="edge-images-") as scratch:
-        archive = Path(scratch) / "edge-images.tar"
-        try:
-            save_edge_images(images, archive, docker=args.docker)
-        except EdgeImagesError as error:
-            sys.exit(str(error))
-        stored = publish_edge_images(ArtifactStore(s3, settings.artifacts.bucket), PROJECT_VERSION, archive)
-    print(f"s3://{settings.artifacts.bucket}/{stored.key} ({stored.size} bytes, sha256 {stored.sha256})")
+    release_edge_images(images, ArtifactStore(s3, settings.artifacts.bucket), PROJECT_VERSION, args.docker)
 
 
 if __name__ == "__main__":

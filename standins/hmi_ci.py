@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from platform_config.settings import ConfigError, load_settings
+from platform_config.settings import ConfigError, Settings, load_settings
 
 APK_PREFIX = "apk/"
 APK_CONTENT_TYPE = "application/vnd.android.package-archive"
@@ -98,6 +98,23 @@ def publish_sample_apk(s3_client: Any, bucket: str, version: str = "1.0.0", name
     return key
 
 
+def embedded_stage_s3(standin: str) -> tuple[Settings, Any]:
+    """The current stage's settings and an S3 client of its embedded AWS; exits on real AWS."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.exit(str(exc))
+    if not settings.standins.aws.enabled:
+        sys.exit(f"{standin} only publishes to the embedded AWS; stage {settings.stage!r} uses real AWS")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=settings.aws.endpoint_url,
+        region_name=settings.aws.region,
+        **settings.aws_credentials(),
+    )
+    return settings, s3
+
+
 def _version_arg(value: str) -> str:
     try:
         return validate_version(value)
@@ -118,21 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", type=_version_arg, default="1.0.0", help="APK version, e.g. 1.2.3")
     parser.add_argument("--name", type=_name_arg, default="ems-hmi", help="APK name (default: ems-hmi)")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        sys.exit(str(exc))
     # In beta the real HMI CI owns apk/; a sample there would reach customers.
-    if not settings.standins.aws.enabled:
-        sys.exit(
-            f"the HMI CI stand-in only publishes to the embedded AWS; stage {settings.stage!r} uses real AWS"
-        )
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=settings.aws.endpoint_url,
-        region_name=settings.aws.region,
-        **settings.aws_credentials(),
-    )
+    settings, s3 = embedded_stage_s3("the HMI CI stand-in")
     key = publish_sample_apk(s3, settings.artifacts.bucket, version=args.version, name=args.name)
     print(f"s3://{settings.artifacts.bucket}/{key}")
 

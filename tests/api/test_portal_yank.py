@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
-from api.app import create_app
+from tests.api import test_portal
 from tests.api.test_portal import Delivered, path_of
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture
-def delivered(pipeline_settings: Delivered) -> Iterator[Delivered]:
-    delivered = Delivered(pipeline_settings)  # type: ignore[arg-type]
-    yield delivered
-    delivered.orders.dispose()
-
-
-@pytest.fixture
-def client(delivered: Delivered) -> Iterator[TestClient]:
-    with TestClient(create_app(delivered.settings, delivered.orders), follow_redirects=False) as client:
-        yield client
+# The portal tests' published order and its app.
+delivered = test_portal.delivered
+client = test_portal.client
 
 
 def yank_path(delivered: Delivered, version: int) -> str:
