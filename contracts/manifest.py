@@ -1,10 +1,11 @@
 """manifest.json: what one portal version delivers. Versioned; its JSON schema is published in the repo.
 
 Stored (``portal/<cfg_id>/v<N>/manifest.json``, and in any copy of that folder) it holds only what
-stays true: each artifact's kind, name, key, size and sha256. A download link depends on the
-order's current portal token, so ``url`` is added by the portal API when it serves the manifest
-(``GET /portal/{token}/v{N}/manifest.json``) and never stored. Version 1 stored the links as well;
-such manifests still read, and their links are dropped (a rotated token made them dead).
+stays true: each artifact's kind, name, key, size and sha256. It is signed (``manifest.json.sig``
+beside it), so the portal serves the stored bytes: an artifact's download link is its name beside
+the manifest's URL, under the order's current token. Version 1 stored the links as well; such
+manifests still read, their links dropped (a rotated token made them dead), and are served with
+``url`` set to the current links.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class ManifestArtifact(ManifestModel):
     url: Annotated[
         str | None,
         Field(
-            description="Download link for the customer: added where the portal API serves the manifest, never stored"
+            description="Download link for the customer: only in a schema version 1 manifest as the portal serves it, never stored"
         ),
     ] = None
 

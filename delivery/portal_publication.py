@@ -2,7 +2,7 @@
 
 What is stored holds no link under the customer's token (the token rotates): the manifest lists
 each artifact's name, key, size and sha256, and the pages link relatively (``FolderLinks``). The
-API adds the links when it serves either (``with_links``, ``api.portal``).
+API renders the pages with the links (``api.portal``) and serves manifest.json as stored: it is signed.
 
 Each version folder holds ``manifest.json``, ``manifest.json.sig`` (Ed25519 over the exact bytes
 of manifest.json) and ``signing-key.pem`` (the public key that signed), so a copy of the folder can
@@ -102,7 +102,7 @@ def signing_info(version: PortalVersion, keys: Sequence[SigningKey]) -> SigningI
 
 
 def with_links(manifest: Manifest, links: PortalLinks) -> Manifest:
-    """The manifest as the portal serves it: each artifact's download link under ``links``."""
+    """A schema version 1 manifest as the portal serves it: each artifact's download link under ``links``."""
     artifacts = [
         a.model_copy(update={"url": links.artifact(manifest.version, a.name)}) for a in manifest.artifacts
     ]
