@@ -77,6 +77,11 @@ class PortalVersionView(BaseModel):
     url: str
     # null while no attempt to send it is recorded.
     email: EmailView | None = None
+    # The key that signed its manifest.json (GET /signing-keys/{id}.pem); null before signing existed.
+    signing_key_id: str | None = None
+    # Set while the version is yanked: its downloads answer 410 with the reason.
+    yanked_at: datetime | None = None
+    yank_reason: str | None = None
 
 
 class DownloadView(BaseModel):
@@ -123,6 +128,8 @@ class OrderView(BaseModel):
     # The six assets of the order's partition as Dagster sees them ("order/config", ...);
     # None while the Dagster webserver cannot be reached or read.
     assets: dict[str, AssetStatusView] | None = None
+    # The version the portal offers: the newest one not yanked; null when none is published or all are yanked.
+    current_version: int | None = None
     # The latest portal page views and downloads (portal.recent_downloads of them), newest first.
     downloads: list[DownloadView] = []
     # Whether a file of the current portal version was downloaded; null while none is published.
@@ -140,6 +147,7 @@ class OrderView(BaseModel):
         current_version_fetched: bool | None = None,
     ) -> OrderView:
         emails = emails or {}
+        current = current_version(versions)
         return cls(
             portal_url=links.portal() if versions else None,
             portal_versions=[
@@ -148,6 +156,9 @@ class OrderView(BaseModel):
                     created_at=v.created_at,
                     url=links.version_page(v.version),
                     email=EmailView.of(emails[v.version]) if v.version in emails else None,
+                    signing_key_id=v.signing_key_id,
+                    yanked_at=v.yanked_at,
+                    yank_reason=v.yank_reason,
                 )
                 for v in versions
             ],
@@ -161,6 +172,7 @@ class OrderView(BaseModel):
             last_attempt_error=order.attempt_error,
             order=order.payload,
             assets=assets,
+            current_version=None if current is None else current.version,
             downloads=[DownloadView.of(download) for download in downloads or []],
             current_version_fetched=current_version_fetched,
         )
@@ -235,15 +247,10 @@ def _order_or_404(state: ApiState, cfg_id: str) -> Order:
     return order
 
 
-def _current_version(versions: list[PortalVersion]) -> PortalVersion | None:
-    """The version whose download GET /orders reports: the one the portal offers as current."""
-    return current_version(versions)
-
-
 def _order_view(state: ApiState, cfg_id: str) -> OrderView:
     order = _order_or_404(state, cfg_id)
     versions = state.deliveries.portal_versions(cfg_id)
-    current = _current_version(versions)
+    current = current_version(versions)
     return OrderView.of(
         order,
         versions,

@@ -166,6 +166,10 @@ class DevicePoller:
                     self._record_success()
                     # Start to start, so a slow device does not drift its schedule further each poll.
                     delay = max(0.0, self.polling.interval_seconds - (self._clock() - started))
+                if _cancel_requested():
+                    # Python 3.11's asyncio.wait_for (pymodbus' connect, our reads) can lose a
+                    # cancellation that arrives as the awaited call completes: the poller must still stop.
+                    raise asyncio.CancelledError
                 await self._sleep(delay)
         finally:
             self._close_client()
@@ -339,3 +343,8 @@ class PollingSupervisor:
                     running.poller.device.id,
                     exc_info=running.task.exception(),
                 )
+
+
+def _cancel_requested() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

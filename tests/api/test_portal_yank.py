@@ -53,6 +53,13 @@ def test_a_yanked_version_is_struck_through_and_its_downloads_answer_410(
     assert 'class="yanked"' in index and "withdrawn: wrong Modbus register map for meter-2" in index
     assert client.get(path_of(links.artifact(1, "cfn.yaml"), delivered.settings)).status_code == 303
 
+    order = client.get(f"/orders/{delivered.cfg_id}").json()
+    assert order["current_version"] == 1
+    assert [(v["version"], v["yank_reason"]) for v in order["portal_versions"]] == [
+        (1, None),
+        (2, "wrong Modbus register map for meter-2"),
+    ]
+
     stored = delivered.store.get(f"portal/{delivered.cfg_id}/index.html").decode()
     assert "The current version is <strong>version 1</strong>" in stored, "the stored index is rendered again"
     stored_page = delivered.store.get(f"portal/{delivered.cfg_id}/v2/index.html").decode()

@@ -303,6 +303,38 @@ def test_retries_are_spaced_by_the_backoff_in_real_time() -> None:
     assert gaps[2] > gaps[0] * 2.5, "the waits grow"
 
 
+def test_a_cancellation_lost_inside_a_step_still_stops_the_poller() -> None:
+    polling = polling_every(1.0, backoff_from=0.05, backoff_to=0.05)
+    lost = 0
+
+    async def sleep_losing_the_cancellation(delay: float) -> None:
+        nonlocal lost
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            # What Python 3.11's asyncio.wait_for does when the awaited call completes as the
+            # cancellation arrives (pymodbus' connect waits that way).
+            lost += 1
+
+    async def stored(readings: Sequence[Reading]) -> None:
+        raise AssertionError("nothing answers")
+
+    async def scenario() -> bool:
+        dead = device("gone", POINT_CATALOG["battery"], free_port())
+        assert dead.connection is not None
+        poller = DevicePoller(
+            dead, dead.connection, polling, stored, lambda: None, sleep=sleep_losing_the_cancellation
+        )
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=5)
+        return bool(done)
+
+    assert asyncio.run(scenario()), "the poller still ran 5 s after it was cancelled"
+    assert lost == 1
+
+
 def test_a_modbus_exception_fails_the_poll_but_keeps_the_connection(
     tmp_path: Path, modbus_device: Callable[..., Any]
 ) -> None:
