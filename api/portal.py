@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.state import ApiState
-from contracts.manifest import Manifest
+from contracts.manifest import MANIFEST_SCHEMA_VERSION, Manifest
 from contracts.records import Order, PortalVersion, current_version
 from delivery.artifact_store import portal_key
 from delivery.manifest_signing import PUBLIC_KEY_NAME, SIGNATURE_NAME
@@ -35,7 +35,7 @@ from delivery.portal import (
     render_version_page,
 )
 from delivery.portal_links import PortalLinks, PortalTokens
-from delivery.portal_publication import history_of, load_manifest, signing_info, summary_of, with_links
+from delivery.portal_publication import history_of, signing_info, summary_of, with_links
 from service_kit.problems import Problem
 
 NOT_FOUND = "not found"
@@ -86,10 +86,15 @@ def _resolve(state: ApiState, token: str) -> tuple[Order, list[PortalVersion], P
 
 
 def _manifest(state: ApiState, order: Order, versions: list[PortalVersion], version: int) -> Manifest:
+    return Manifest.model_validate_json(_stored_manifest(state, order, versions, version)).as_stored()
+
+
+def _stored_manifest(state: ApiState, order: Order, versions: list[PortalVersion], version: int) -> bytes:
+    """The version's manifest.json as stored (and signed)."""
     if version not in {v.version for v in versions}:
         raise Problem(404, NOT_FOUND)
     try:
-        return load_manifest(state.store, order.cfg_id, version)
+        return state.store.get(portal_key(order.cfg_id, version, MANIFEST_NAME))
     except ClientError as exc:
         # The version is recorded but its manifest is gone from the bucket (e.g. the embedded
         # S3 of a restarted local stack keeps nothing): nothing to serve, not a server error.
@@ -148,14 +153,14 @@ async def portal_version(request: Request) -> Response:
 
 def _download(state: ApiState, token: str, version: int, name: str) -> Response:
     order, versions, links = _resolve(state, token)
-    manifest = _manifest(state, order, versions, version)
+    stored = _stored_manifest(state, order, versions, version)
+    manifest = Manifest.model_validate_json(stored).as_stored()
     entry = next(v for v in versions if v.version == version)
     if entry.yank_reason is not None:
         # Gone on purpose, not missing: the customer learns why (and that no retry will help).
         raise Problem(410, f"portal version {version} was withdrawn: {entry.yank_reason}")
     if name == MANIFEST_NAME:
-        stored = state.store.get(portal_key(order.cfg_id, version, MANIFEST_NAME))
-        if manifest.schema_version == json.loads(stored).get("schema_version"):
+        if json.loads(stored).get("schema_version") == MANIFEST_SCHEMA_VERSION:
             # The signed bytes themselves, or manifest.json.sig would not verify. An artifact's link
             # is its name resolved against this URL, as in a copy of the version folder.
             return Response(stored, media_type="application/json")
