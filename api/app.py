@@ -20,7 +20,15 @@ from api.orders import OrderView, PortalTokenRotated, SubmitAccepted, get_order,
 from api.portal import PortalSecurityHeaders, portal_download, portal_index, portal_version
 from api.portal_yank import YankAnswer, YankRequest, unyank_portal_version, yank_portal_version
 from api.redelivery import RedeliveryAccepted, RedeliveryRequest, redeliver
-from api.signing_keys import SigningKeys, signing_key_pem, signing_keys
+from api.signing_keys import (
+    RevokeRequest,
+    SigningKeys,
+    SigningKeyView,
+    revoke_signing_key,
+    signing_key_pem,
+    signing_keys,
+    verify_tool,
+)
 from api.state import ApiState
 from platform_config.settings import Settings
 from platform_db import OrderRepository
@@ -70,6 +78,8 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
             Route("/portal/{token}/v{version:int}/{name}", portal_download, methods=["GET"]),
             Route("/signing-keys", signing_keys, methods=["GET"]),
             Route("/signing-keys/{key_id}.pem", signing_key_pem, methods=["GET"]),
+            Route("/signing-keys/{key_id}/revoke", revoke_signing_key, methods=["POST"]),
+            Route("/tools/portal_verify.py", verify_tool, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi_document, methods=["GET"]),
         ],
@@ -88,7 +98,8 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
             OrderRetryAccepted,
             YankAnswer,
             SigningKeys,
+            SigningKeyView,
         ],
-        request_models=[RedeliveryRequest, EmailResolutionRequest, YankRequest],
+        request_models=[RedeliveryRequest, EmailResolutionRequest, YankRequest, RevokeRequest],
     )
     return app

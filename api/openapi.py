@@ -185,12 +185,33 @@ OPERATIONS: dict[str, Operation] = {
         ),
         responses={"200": _json("SigningKeys", "the keys")},
     ),
+    "revoke_signing_key": Operation(
+        summary=(
+            "Revoke a manifest signing key from compromised_since (default: now), with a reason: the "
+            "key list shows it, and portal_verify --keys refuses manifests it signed from then on. "
+            "Publishing with a revoked key fails until MANIFEST_SIGNING_KEY holds a new one."
+        ),
+        bearer=True,
+        idempotency_key=True,
+        request_body={"required": True, **_json("RevokeRequest", "the reason, and from when")},
+        responses={
+            "200": _json("SigningKeyView", "the key as revoked"),
+            **_problems("400", "401", "404", "408", "413", "415", "422"),
+        },
+    ),
     "signing_key_pem": Operation(
         summary="One public key as PEM (SubjectPublicKeyInfo), for openssl pkeyutl -verify -pubin -inkey.",
         responses={
             "200": {"description": "the key", "content": {"application/x-pem-file": {}}},
             **_problems("404"),
         },
+    ),
+    "verify_tool": Operation(
+        summary=(
+            "The customer's verify tool (portal_verify.py; Python 3 and cryptography): checks a downloaded "
+            "version or air-gap bundle against the portal's key, every file and the provenance."
+        ),
+        responses={"200": {"description": "the tool", "content": {"text/x-python": {}}}},
     ),
     "portal_index": Operation(
         summary="The customer's portal: the current version (the newest not yanked) and the history (HTML).",

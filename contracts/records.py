@@ -113,6 +113,9 @@ class SigningKey:
     key_id: str
     public_key_pem: str
     first_used_at: datetime
+    # Signatures made at or after this moment are not to be trusted (a lost or leaked key).
+    revoked_at: datetime | None = None
+    revocation_reason: str | None = None
 
 
 def current_version(versions: Sequence[PortalVersion]) -> PortalVersion | None:

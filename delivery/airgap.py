@@ -1,14 +1,18 @@
 """The air-gap bundle of a portal version: one tar with everything an offline site needs.
 
 ``airgap-bundle-v<N>.tar`` is an uncompressed POSIX (PAX) tar holding one directory,
-``airgap-v<N>/``, with, flat: ``README.txt``, the *inner* ``manifest.json`` (the version's
-artifacts and the edge images archive: every artifact file of the bundle, which the version's
-published manifest lists as well, plus the bundle itself, which no file can list),
-``manifest.json.sig``, ``signing-key.pem``, the version's ``index.html``, each artifact under its
-name, ``edge-images-<version>.tar`` (a ``docker save`` of both edge images) when it was published,
-and ``stack/`` with the delivered stack's files. A site copies it over, checks the signature and
-the checksums with openssl and sha256sum (or ``python -m portal_verify``), loads the images and
-starts the stack, with no network.
+``airgap-v<N>/``, with, flat: ``README.txt``, the *inner* ``manifest.json``, ``manifest.json.sig``,
+``signing-key.pem``, the version's ``index.html``, each artifact under its name (the SBOM and the
+provenance among them, and ``edge-images-<version>.tar``, a ``docker save`` of both edge images,
+when it was published), and ``stack/`` with the delivered stack's files.
+
+The inner manifest lists every file of the bundle but itself, its signature and the key: the
+version's artifacts (which the version's published manifest lists as well, plus the bundle, which
+no file can list about itself) and, as ``bundle_files``, the README, the page and each file of
+``stack/`` (``secrets.env`` by its digest only). So the file that decides what the site runs,
+``stack/compose.yaml``, is signed like the rest. A site copies the bundle over, checks it with
+``python -m portal_verify`` against the portal's published key, loads the images and starts the
+stack, with no network.
 
 Artifacts reach hundreds of MB (the seed ISO, the images archive), so the bundle is written as a
 stream: each file comes in as a reader of chunks and goes straight to the output, hashed on the
@@ -30,7 +34,7 @@ from typing import IO, BinaryIO, cast
 
 from pydantic import ValidationError
 
-from contracts.manifest import Manifest
+from contracts.manifest import BundleFile, Manifest, ManifestArtifact
 from delivery.artifact_store import checked_name
 from delivery.edge_bundle import BUNDLE_FILES, SECRET_FILES, EdgeImages
 from delivery.manifest_signing import verify_signature
@@ -40,7 +44,6 @@ from delivery.portal import (
     PUBLIC_KEY_NAME,
     SIGNATURE_NAME,
     SigningInfo,
-    manifest_json,
     template_environment,
 )
 from service_kit.timestamps import as_utc
@@ -55,9 +58,10 @@ EDGE_IMAGES_PREFIX = "edge-images/"
 # The release version as an image tag allows it (and a key segment needs no more): no slash, no
 # leading dot or dash.
 EDGE_IMAGES_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
-# The files beside the artifacts, in the order they are written: the README first, for whoever
-# lists the archive.
+# The files beside the artifacts: no artifact may take their names.
 FIXED_FILES = (README_NAME, MANIFEST_NAME, SIGNATURE_NAME, PUBLIC_KEY_NAME, PAGE_NAME)
+# The bundle's only files its manifest cannot list: the manifest, its signature and the key.
+UNLISTED_FILES = (MANIFEST_NAME, SIGNATURE_NAME, PUBLIC_KEY_NAME)
 # Read whole by the check (a manifest, a signature, a key, a page): a bound keeps a hostile archive
 # from filling memory.
 SMALL_FILE_LIMIT = 16 * 1024 * 1024
@@ -209,26 +213,49 @@ def _chunks_of(source: Readable) -> Generator[bytes, None, None]:
         yield from iter(lambda: stream.read(CHUNK_SIZE), b"")
 
 
+def bundle_own_files(*, readme: str, index_html: bytes, stack: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The bundle's files beside its artifacts, by their path in its directory: the README, the
+    version's page and ``stack/<name>`` for each file of the delivered stack (``BUNDLE_FILES``)."""
+    if sorted(stack) != sorted(BUNDLE_FILES):
+        raise ValueError(
+            f"the stack must hold {', '.join(BUNDLE_FILES)}, not {', '.join(stack) or 'nothing'}"
+        )
+    return {
+        README_NAME: readme.encode("utf-8"),
+        PAGE_NAME: index_html,
+        **{f"{STACK_FOLDER}/{name}": stack[name] for name in BUNDLE_FILES},
+    }
+
+
+def with_bundle_files(manifest: Manifest, own_files: Mapping[str, bytes]) -> Manifest:
+    """The bundle's own manifest: ``manifest``'s artifacts and each of ``own_files`` with its size
+    and sha256, so the signature covers every byte of the bundle but itself and the key."""
+    listed = [
+        BundleFile(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        for path, data in own_files.items()
+    ]
+    return manifest.model_copy(update={"bundle_files": listed})
+
+
 def write_airgap_bundle(
     out: BinaryIO,
     *,
     version: int,
     created_at: datetime,
     files: Sequence[BundleMember],
-    stack: Mapping[str, bytes],
+    own_files: Mapping[str, bytes],
     inner_manifest: bytes,
     signature: bytes,
     public_key_pem: bytes,
-    index_html: bytes,
-    readme: str,
 ) -> None:
     """Write the bundle of portal version ``version`` to ``out`` (a temporary file), as a stream.
 
     ``files`` are the artifacts the inner manifest (``inner_manifest``, the exact bytes that
-    ``signature`` signs) lists, written in the order given; ``stack`` the delivered stack's files
-    (``edge_bundle.build_bundle``). A file whose name, size or sha256 is not the one the inner
-    manifest lists is a ValueError: no bundle holds a file its own manifest would fail. The
-    caller discards ``out`` then, as it would after any error of its reader.
+    ``signature`` signs) lists, written in the order given; ``own_files`` the README, the page and
+    the stack (``bundle_own_files``), which it lists as ``bundle_files``. A file whose name, size
+    or sha256 is not the one the inner manifest lists is a ValueError: no bundle holds a file its
+    own manifest would fail. The caller discards ``out`` then, as it would after any error of its
+    reader.
     """
     inner = Manifest.model_validate_json(inner_manifest)
     if inner.version != version:
@@ -247,16 +274,22 @@ def write_airgap_bundle(
             raise ValueError(
                 f"{member.name}: {member.size} bytes, the manifest lists {listed[member.name].size}"
             )
-    if sorted(stack) != sorted(BUNDLE_FILES):
-        raise ValueError(
-            f"the stack must hold {', '.join(BUNDLE_FILES)}, not {', '.join(stack) or 'nothing'}"
-        )
+    own_listed = {f.path: f.sha256 for f in inner.bundle_files}
+    own_given = {path: hashlib.sha256(data).hexdigest() for path, data in own_files.items()}
+    if own_listed != own_given:
+        raise ValueError("the bundle's own files (README, page, stack) are not those its manifest lists")
 
     top = bundle_folder(version)
     tar = _TarStream(out, int(as_utc(created_at).timestamp()))
     tar.directory(top)
-    small = (readme.encode("utf-8"), inner_manifest, signature, public_key_pem, index_html)
-    for name, data in zip(FIXED_FILES, small, strict=True):
+    # The README first, for whoever lists the archive; then what checks the rest.
+    for name, data in (
+        (README_NAME, own_files[README_NAME]),
+        (MANIFEST_NAME, inner_manifest),
+        (SIGNATURE_NAME, signature),
+        (PUBLIC_KEY_NAME, public_key_pem),
+        (PAGE_NAME, own_files[PAGE_NAME]),
+    ):
         tar.file(f"{top}/{name}", len(data), [data])
     for member in files:
         # closing(): the reader is closed also when its member fails half-way.
@@ -266,8 +299,9 @@ def write_airgap_bundle(
             raise ValueError(f"{member.name}: its sha256 is not the one the manifest lists")
     tar.directory(f"{top}/{STACK_FOLDER}")
     for name in BUNDLE_FILES:
+        data = own_files[f"{STACK_FOLDER}/{name}"]
         mode = SECRET_MODE if name in SECRET_FILES else FILE_MODE
-        tar.file(f"{top}/{STACK_FOLDER}/{name}", len(stack[name]), [stack[name]], mode)
+        tar.file(f"{top}/{STACK_FOLDER}/{name}", len(data), [data], mode)
     tar.close()
 
 
@@ -283,23 +317,23 @@ def _sha256(stream: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def bundle_problems(archive: BinaryIO, manifest: Manifest) -> list[str]:
+def bundle_problems(archive: BinaryIO, manifest: Manifest, public_key_pem: bytes) -> list[str]:
     """What is wrong with a bundle of ``manifest``'s version, read as a stream; empty when nothing is.
 
-    ``manifest`` is the inner manifest, or the version's published one: its ``bundle`` entries
-    (the bundle itself) are left out, which makes it the inner manifest again. Each listed artifact
-    must be in the archive with its size and sha256, nothing else may lie beside them, the README,
-    the signed manifest (the same bytes as ``manifest``'s), its signature (good under the key
-    beside it), the key, the page and the stack must be there, and no member may be a link, a
-    device or a name that leaves the bundle's directory when extracted.
+    ``manifest`` is the version's published manifest (its ``bundle`` entry, the bundle itself, is
+    left out) and ``public_key_pem`` the key that signed it. The bundle's own manifest must be
+    signed by that key (and carry it), name the same order and version, list the same artifacts,
+    and list every other file of the bundle with its size and sha256: nothing may lie in the
+    bundle that it does not list but the signature and the key, nothing listed may be missing or
+    differ, and no member may be a link, a device or a name that leaves the bundle's directory.
     """
-    inner = manifest.model_copy(update={"artifacts": [a for a in manifest.artifacts if a.kind != "bundle"]})
-    listed = {artifact.name: artifact for artifact in inner.artifacts}
-    top = bundle_folder(inner.version)
-    stack_files = {f"{STACK_FOLDER}/{name}" for name in BUNDLE_FILES}
+    expected = [a for a in manifest.as_stored().artifacts if a.kind != "bundle"]
+    top = bundle_folder(manifest.version)
     problems: list[str] = []
     seen: set[str] = set()
     small: dict[str, bytes] = {}
+    found: dict[str, tuple[int, str]] = {}
+    folders: set[str] = set()
     try:
         with tarfile.open(fileobj=archive, mode="r|") as tar:
             for member in tar:
@@ -319,57 +353,83 @@ def bundle_problems(archive: BinaryIO, manifest: Manifest) -> list[str]:
                 seen.add(name)
                 inner_name = name.removeprefix(f"{top}/") if name != top else ""
                 if member.isdir():
-                    if inner_name not in ("", STACK_FOLDER):
-                        problems.append(f"unexpected directory {member.name!r}")
+                    if inner_name:
+                        folders.add(inner_name)
                     continue
                 stream = tar.extractfile(member)
                 assert stream is not None  # a regular file always has a stream
-                if inner_name in FIXED_FILES:
+                if inner_name in UNLISTED_FILES:
                     if member.size > SMALL_FILE_LIMIT:
                         problems.append(f"{inner_name} is too large ({member.size} bytes)")
                     else:
                         small[inner_name] = stream.read()
-                elif inner_name in listed:
-                    artifact = listed[inner_name]
-                    if member.size != artifact.size:
-                        problems.append(
-                            f"{inner_name}: {member.size} bytes in the archive, the manifest lists {artifact.size}"
-                        )
-                    elif _sha256(stream) != artifact.sha256:
-                        problems.append(f"{inner_name}: its sha256 differs from the manifest's")
-                elif inner_name not in stack_files:
-                    problems.append(f"unexpected file {member.name!r}: the manifest does not list it")
+                else:
+                    found[inner_name] = (member.size, _sha256(stream))
     except (tarfile.TarError, OSError, EOFError) as error:
         problems.append(f"the archive cannot be read: {error}")
         return problems
     if top not in seen:
-        problems.append(f"no {top}/ directory: not the bundle of portal version {inner.version}")
-    found = {name.removeprefix(f"{top}/") for name in seen}
-    problems.extend(f"{name} is missing" for name in FIXED_FILES if name not in found)
-    problems.extend(f"{name} is missing" for name in sorted(stack_files - found))
-    problems.extend(f"artifact {name} is missing" for name in listed if name not in found)
-    problems.extend(_signed_manifest_problems(small, inner))
+        problems.append(f"no {top}/ directory: not the bundle of portal version {manifest.version}")
+    problems.extend(f"{name} is missing" for name in UNLISTED_FILES if name not in small)
+    inner, signed_problems = _signed_inner_manifest(small, public_key_pem)
+    problems.extend(signed_problems)
+    if inner is None:
+        return problems
+    problems.extend(_inner_manifest_problems(inner, manifest, expected))
+    listed = {a.name: (a.size, a.sha256) for a in inner.artifacts}
+    listed.update({f.path: (f.size, f.sha256) for f in inner.bundle_files})
+    for path in sorted(found):
+        if path not in listed:
+            problems.append(f"unexpected file {path!r}: the signed manifest does not list it")
+        elif found[path][0] != listed[path][0]:
+            problems.append(
+                f"{path}: {found[path][0]} bytes in the archive, the manifest lists {listed[path][0]}"
+            )
+        elif found[path][1] != listed[path][1]:
+            problems.append(f"{path}: its sha256 differs from the signed manifest's")
+    problems.extend(f"{path} is missing" for path in listed if path not in found)
+    allowed_folders = {path.rsplit("/", 1)[0] for path in listed if "/" in path}
+    problems.extend(f"unexpected directory {folder!r}" for folder in sorted(folders - allowed_folders))
     return problems
 
 
-def _signed_manifest_problems(small: Mapping[str, bytes], inner: Manifest) -> list[str]:
-    stored = small.get(MANIFEST_NAME)
-    if stored is None:
-        return []
-    try:
-        expected = manifest_json(inner)
-    except ValidationError as error:
-        return [f"the manifest to check against is not a valid manifest: {error.error_count()} error(s)"]
+def _signed_inner_manifest(
+    small: Mapping[str, bytes], public_key_pem: bytes
+) -> tuple[Manifest | None, list[str]]:
+    """The bundle's own manifest once its signature by the trusted key is good."""
+    stored, signature, key = (small.get(n) for n in (MANIFEST_NAME, SIGNATURE_NAME, PUBLIC_KEY_NAME))
+    if stored is None or signature is None or key is None:
+        return None, []
     problems = []
-    if stored != expected:
-        problems.append(f"{MANIFEST_NAME} in the archive differs from the version's inner manifest")
-    signature, key = small.get(SIGNATURE_NAME), small.get(PUBLIC_KEY_NAME)
-    if signature is not None and key is not None:
-        try:
-            if not verify_signature(key, stored, signature):
-                problems.append(
-                    f"{SIGNATURE_NAME} is not a good signature of {MANIFEST_NAME} by {PUBLIC_KEY_NAME}"
-                )
-        except ValueError as error:
-            problems.append(f"{PUBLIC_KEY_NAME}: {error}")
+    if key.strip() != public_key_pem.strip():
+        problems.append(f"{PUBLIC_KEY_NAME} is not the key that signed the version's manifest")
+    try:
+        good = verify_signature(public_key_pem, stored, signature)
+    except ValueError as error:
+        return None, [*problems, f"the signing key: {error}"]
+    if not good:
+        return None, [
+            *problems,
+            f"{SIGNATURE_NAME} is not a good signature of {MANIFEST_NAME} by the signing key",
+        ]
+    try:
+        return Manifest.model_validate_json(stored), problems
+    except ValidationError as error:
+        return None, [
+            *problems,
+            f"{MANIFEST_NAME} is signed but not a valid manifest: {error.error_count()} error(s)",
+        ]
+
+
+def _inner_manifest_problems(
+    inner: Manifest, published: Manifest, expected: Sequence[ManifestArtifact]
+) -> list[str]:
+    problems = []
+    if (inner.cfg_id, inner.version) != (published.cfg_id, published.version):
+        problems.append(
+            f"{MANIFEST_NAME} is of order {inner.cfg_id} version {inner.version}, "
+            f"not {published.cfg_id} version {published.version}"
+        )
+    if [a.model_dump() for a in inner.artifacts] != [a.model_dump() for a in expected]:
+        problems.append(f"{MANIFEST_NAME} lists other artifacts than the version's manifest")
     return problems

@@ -21,12 +21,15 @@ from delivery.airgap import (
     BUNDLE_CONTENT_TYPE,
     BundleMember,
     bundle_name,
+    bundle_own_files,
     edge_images_key,
     render_airgap_readme,
+    with_bundle_files,
     write_airgap_bundle,
 )
 from delivery.artifact_store import SHA256_METADATA, ArtifactStore, StoredObject, order_key
 from delivery.edge_bundle import EdgeImages
+from delivery.manifest_signing import ManifestSigner
 from delivery.portal import FolderLinks, SigningInfo, manifest_json, render_version_page
 
 AIRGAP_OPTION = "airgap_bundle"
@@ -100,26 +103,35 @@ class AirgapBundle:
     def extra_artifacts(self) -> Sequence[tuple[ArtifactKind, StoredObject]]:
         return [] if self.images_archive is None else [("images", self.images_archive)]
 
-    def build(
-        self, *, claimed: PortalVersion, inner: Manifest, signature: bytes, public_key_pem: bytes
-    ) -> StoredObject:
+    def build(self, *, claimed: PortalVersion, manifest: Manifest, signer: ManifestSigner) -> StoredObject:
+        """The bundle of ``manifest``'s version, stored: its artifacts, and its own manifest (those
+        artifacts plus the README, the page and the stack) signed by ``signer``."""
         version = claimed.version
-        files = [BundleMember(name=a.name, size=a.size, open=self._reader(a.key)) for a in inner.artifacts]
+        files = [BundleMember(name=a.name, size=a.size, open=self._reader(a.key)) for a in manifest.artifacts]
+        # The page and the README show the artifacts; their own digests are listed beside them.
         index_html = render_version_page(
-            manifest=inner, order=self.order, links=FolderLinks(version), history=None, signing=self.signing
+            manifest=manifest,
+            order=self.order,
+            links=FolderLinks(version),
+            history=None,
+            signing=self.signing,
         )
+        own_files = bundle_own_files(
+            readme=render_airgap_readme(manifest=manifest, images=self.images, signing=self.signing),
+            index_html=index_html.encode("utf-8"),
+            stack={obj.name: self.store.get(obj.key) for obj in self.stack},
+        )
+        inner_bytes = manifest_json(with_bundle_files(manifest, own_files))
         with tempfile.TemporaryFile() as out:
             write_airgap_bundle(
                 out,
                 version=version,
                 created_at=claimed.created_at,
                 files=files,
-                stack={obj.name: self.store.get(obj.key) for obj in self.stack},
-                inner_manifest=manifest_json(inner),
-                signature=signature,
-                public_key_pem=public_key_pem,
-                index_html=index_html.encode("utf-8"),
-                readme=render_airgap_readme(manifest=inner, images=self.images, signing=self.signing),
+                own_files=own_files,
+                inner_manifest=inner_bytes,
+                signature=signer.sign(inner_bytes),
+                public_key_pem=signer.public_pem(),
             )
             key = order_key(self.cfg_id, "airgap", f"v{version}", bundle_name(version))
             return self.store.put_file(key, out, BUNDLE_CONTENT_TYPE)

@@ -3,13 +3,15 @@
 The instance fetches its bundle (``edge_bundle.BUNDLE_FILES``) from S3 with its own role, so the
 template stays the same size whatever the DTM holds, and carries no secret and no customer text
 in UserData: the site name only appears in the Description and Metadata, where YAML quoting
-contains it and no shell ever sees it.
+contains it and no shell ever sees it. The template does carry each bundle file's sha256, and the
+instance checks what it fetched against them before it starts anything.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -67,6 +69,7 @@ ALLOWED_CIDR_PATTERN = rf"^({_OCTET}\.){{3}}{_OCTET}/([89]|[12][0-9]|3[0-2])$"
 # These values are substituted into the UserData shell script and IAM ARNs, so they are held to
 # alphabets that can neither break quoting nor reach outside the order's prefix.
 _BUNDLE_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)*/$")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 # Fn::Sub reads "${...}" as its own variables, so the script spells shell variables as "$name".
 USER_DATA = """#!/bin/bash
@@ -93,6 +96,21 @@ for name in ${BundleFiles}; do
 done
 chmod 0600 ${StackDir}/${SecretsFile}
 cd ${StackDir}
+
+# Nothing of the bundle runs unless each file is the one the order built: a file changed in S3 since
+# then stops the boot here, and the EXIT trap reports the failure to CloudFormation.
+cat > SHA256SUMS <<'EOF'
+${BundleSha256Sums}
+EOF
+mismatched=""
+while read -r digest name; do
+  echo "$digest  $name" | sha256sum --check --strict --status - || mismatched="$mismatched $name"
+done < SHA256SUMS
+if [ -n "$mismatched" ]; then
+  echo "EMS bundle check failed, the stack is not started: sha256 differs from the template for:$mismatched" >&2
+  exit 1
+fi
+
 docker compose up -d --wait --wait-timeout 600
 """
 
@@ -121,7 +139,28 @@ def _check_inputs(cfg_id: str, bucket: str, bundle_prefix: str) -> None:
         raise ValueError(f"bundle_prefix {bundle_prefix!r} must be a relative key prefix ending in '/'")
 
 
-def _user_data(*, cfg_id: str, bucket: str, bundle_prefix: str) -> AWSHelperFn:
+def _check_bundle_sha256(bundle_sha256: Mapping[str, str]) -> None:
+    missing = [name for name in BUNDLE_FILES if name not in bundle_sha256]
+    if missing:
+        raise ValueError(f"bundle_sha256 lacks the sha256 of {', '.join(missing)}")
+    unknown = sorted(str(name) for name in bundle_sha256 if name not in BUNDLE_FILES)
+    if unknown:
+        raise ValueError(f"bundle_sha256 names {', '.join(unknown)}, which the instance does not fetch")
+    for name in BUNDLE_FILES:
+        digest = bundle_sha256[name]
+        # The digests land in the UserData script, so nothing but lowercase hex may pass.
+        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
+            raise ValueError(f"bundle_sha256 of {name}: {digest!r} is not a lowercase hex sha256")
+
+
+def _sha256sums(bundle_sha256: Mapping[str, str]) -> str:
+    """The digests in ``sha256sum`` format, in the order the instance fetches the files."""
+    return "\n".join(f"{bundle_sha256[name]}  {name}" for name in BUNDLE_FILES)
+
+
+def _user_data(
+    *, cfg_id: str, bucket: str, bundle_prefix: str, bundle_sha256: Mapping[str, str]
+) -> AWSHelperFn:
     return Base64(
         Sub(
             USER_DATA,
@@ -133,6 +172,7 @@ def _user_data(*, cfg_id: str, bucket: str, bundle_prefix: str) -> AWSHelperFn:
             SecretsFile=SECRETS_NAME,
             BundleBucket=bucket,
             BundlePrefix=bundle_prefix,
+            BundleSha256Sums=_sha256sums(bundle_sha256),
         )
     )
 
@@ -369,11 +409,21 @@ def _add_outputs(template: Template, instance: Instance) -> None:
 
 
 def compose_cfn_template(
-    *, cfg_id: str, order: ConfiguratorPayload, bucket: str, bundle_prefix: str
+    *,
+    cfg_id: str,
+    order: ConfiguratorPayload,
+    bucket: str,
+    bundle_prefix: str,
+    bundle_sha256: Mapping[str, str],
 ) -> bytes:
-    """The order's CloudFormation template as YAML; the same inputs always give the same bytes."""
+    """The order's CloudFormation template as YAML; the same inputs always give the same bytes.
+
+    ``bundle_sha256`` holds the lowercase hex sha256 of each bundle file (``BUNDLE_FILES``) as
+    stored: the instance refuses to start a bundle whose files differ from it.
+    """
     deployment = _cloud_deployment(cfg_id, order)
     _check_inputs(cfg_id, bucket, bundle_prefix)
+    _check_bundle_sha256(bundle_sha256)
 
     site_name = _plain_text(order.site.name)
     template = Template(Description=f"EMS edge stack for order {cfg_id}, site {site_name}")
@@ -400,7 +450,9 @@ def compose_cfn_template(
         profile=profile,
         security_group=security_group,
         tags=tags,
-        user_data=_user_data(cfg_id=cfg_id, bucket=bucket, bundle_prefix=bundle_prefix),
+        user_data=_user_data(
+            cfg_id=cfg_id, bucket=bucket, bundle_prefix=bundle_prefix, bundle_sha256=bundle_sha256
+        ),
     )
     instance = _add_instance(template, launch_template)
     _add_outputs(template, instance)

@@ -12,6 +12,7 @@ be checked offline with openssl alone.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -19,6 +20,8 @@ from pydantic import BaseModel, ConfigDict
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import ArtifactKind, Manifest, ManifestArtifact
 from contracts.records import PortalVersion, SigningKey, current_version
+from delivery.airgap import bundle_problems
+from delivery.artifact_checks import manifest_artifact_problems
 from delivery.artifact_store import ArtifactStore, StoredObject, portal_key
 from delivery.manifest_signing import PUBLIC_KEY_NAME, SIGNATURE_NAME, ManifestSigner, fingerprint_of
 from delivery.portal import (
@@ -33,6 +36,7 @@ from delivery.portal import (
     render_version_page,
 )
 from delivery.portal_links import PortalLinks
+from delivery.version_evidence import EvidenceInputs, store_version_evidence
 
 HTML = "text/html; charset=utf-8"
 
@@ -50,17 +54,32 @@ class PortalVersions(Protocol):
 
 
 class BundleBuilder(Protocol):
-    """Builds a version's air-gap bundle from its signed inner manifest (``delivery.airgap_publication``)."""
+    """Builds a version's air-gap bundle (``delivery.airgap_publication``)."""
 
     def extra_artifacts(self) -> Sequence[tuple[ArtifactKind, StoredObject]]:
         """What the bundle adds to the version beside the bundle itself (the edge images archive)."""
         ...
 
-    def build(
-        self, *, claimed: PortalVersion, inner: Manifest, signature: bytes, public_key_pem: bytes
-    ) -> StoredObject:
-        """The bundle, stored; ``inner`` lists every artifact in it."""
+    def build(self, *, claimed: PortalVersion, manifest: Manifest, signer: ManifestSigner) -> StoredObject:
+        """The bundle, stored: ``manifest``'s artifacts and its own signed manifest of everything in it."""
         ...
+
+
+class PublicationRefused(Exception):
+    """A version failed a check before it was listed: nothing of it is visible or emailed.
+
+    The message names each file that failed; it is the order's error as the operator reads it.
+    """
+
+    def __init__(self, cfg_id: str, version: int, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            f"portal version {version} of order {cfg_id} was not published: " + "; ".join(self.problems[:5])
+        )
+
+
+class SigningKeyRevoked(Exception):
+    """MANIFEST_SIGNING_KEY holds a key that was revoked: nothing is signed with it any more."""
 
 
 class PortalPublication(BaseModel):
@@ -141,21 +160,31 @@ def publish_portal_version(
     deliveries: PortalVersions,
     signer: ManifestSigner,
     bundle: BundleBuilder | None = None,
+    evidence: EvidenceInputs | None = None,
 ) -> PortalPublication:
     """Publish version N (previous + 1; a retry of the same run republishes the same N), signed.
 
-    With ``bundle`` the version also gets an air-gap bundle: it holds the version's artifacts and a
-    signed manifest of them (the *inner* manifest); the version's manifest.json lists the same
-    artifacts and the bundle, which no file can list about itself.
+    With ``evidence`` the version also gets its SBOM and signed provenance; with ``bundle`` an
+    air-gap bundle that holds the version's artifacts and a signed manifest of everything in it
+    (the *inner* manifest); the version's manifest.json lists the same artifacts and the bundle,
+    which no file can list about itself.
+
+    The version is listed (numbered in platform_db, on the pages, emailed by the next step) only
+    once every check of it has passed: each listed object read back from the bucket with its size
+    and sha256, and the bundle read back against its signed manifest. A failed check raises
+    ``PublicationRefused`` naming the files, and leaves nothing visible.
     """
+    _refuse_revoked(signer, deliveries)
     listed = [*artifacts, *(bundle.extra_artifacts() if bundle is not None else ())]
-    names = [obj.name for _, obj in listed]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        # A download link is /v<N>/<name>, and a file of a copied version folder is <name>, so a
-        # name must be unique within a version.
-        raise ValueError(f"artifact names must be unique in a portal version: {', '.join(duplicates)}")
+    _refuse_duplicates([obj.name for _, obj in listed])
     claimed = deliveries.claim_portal_version(cfg_id, run_id)
+    if evidence is not None:
+        listed.extend(
+            store_version_evidence(
+                store=store, cfg_id=cfg_id, claimed=claimed, artifacts=listed, inputs=evidence, signer=signer
+            )
+        )
+        _refuse_duplicates([obj.name for _, obj in listed])
     manifest = Manifest(
         cfg_id=cfg_id,
         version=claimed.version,
@@ -166,16 +195,16 @@ def publish_portal_version(
             ManifestArtifact(kind=kind, name=obj.name, key=obj.key, size=obj.size, sha256=obj.sha256)
             for kind, obj in listed
         ],
+        apk_sbom=None if evidence is None else ("included" if evidence.apk_sbom else "none published"),
     )
     bundle_key = None
     if bundle is not None:
-        inner_bytes = manifest_json(manifest)
-        built = bundle.build(
-            claimed=claimed,
-            inner=manifest,
-            signature=signer.sign(inner_bytes),
-            public_key_pem=signer.public_pem(),
-        )
+        try:
+            built = bundle.build(claimed=claimed, manifest=manifest, signer=signer)
+        except ValueError as error:
+            # An artifact that no longer is what the manifest lists (changed in the bucket since
+            # it was built): the bundle's writer names it.
+            raise PublicationRefused(cfg_id, claimed.version, [str(error)]) from None
         bundle_key = built.key
         bundle_entry = ManifestArtifact(
             kind="bundle", name=built.name, key=built.key, size=built.size, sha256=built.sha256
@@ -185,6 +214,15 @@ def publish_portal_version(
     # Recorded before anything names the key: the API serves every key that ever signed.
     deliveries.record_signing_key(signer.key_id, public_pem.decode("ascii"))
     stored_manifest, _ = store_signed_manifest(store, manifest, signer)
+    problems = manifest_artifact_problems(manifest, store)
+    if bundle_key is not None and not problems:
+        with closing(store.open(bundle_key)) as archive:
+            problems = [
+                f"{bundle_key.rsplit('/', 1)[-1]}: {p}"
+                for p in bundle_problems(archive, manifest, public_pem)
+            ]
+    if problems:
+        raise PublicationRefused(cfg_id, claimed.version, problems)
     deliveries.record_publication(
         cfg_id,
         claimed.version,
@@ -208,6 +246,24 @@ def publish_portal_version(
         signing_key_id=signer.key_id,
         bundle_key=bundle_key,
     )
+
+
+def _refuse_duplicates(names: Sequence[str]) -> None:
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        # A download link is /v<N>/<name>, and a file of a copied version folder is <name>, so a
+        # name must be unique within a version.
+        raise ValueError(f"artifact names must be unique in a portal version: {', '.join(duplicates)}")
+
+
+def _refuse_revoked(signer: ManifestSigner, deliveries: PortalVersions) -> None:
+    known = next((k for k in deliveries.signing_keys() if k.key_id == signer.key_id), None)
+    if known is not None and known.revoked_at is not None:
+        # Its signatures would be refused by every customer's verifier: publish nothing.
+        raise SigningKeyRevoked(
+            f"the manifest signing key {signer.key_id} was revoked at {known.revoked_at.isoformat()}: "
+            "set MANIFEST_SIGNING_KEY to a new key, then retry the order"
+        )
 
 
 def store_portal_pages(

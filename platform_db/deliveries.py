@@ -204,6 +204,25 @@ class DeliveryRepository:
                 except IntegrityError:
                     pass  # another publication recorded it first
 
+    def revoke_signing_key(self, key_id: str, *, revoked_at: datetime, reason: str) -> SigningKey | None:
+        """Revoke a key from ``revoked_at`` on (the moment it may have leaked, or now); the key as
+        revoked, or ``None`` for an unknown key. An earlier revocation stands: its moment only moves back."""
+        with self._engine.begin() as connection:
+            row = connection.execute(
+                select(signing_keys).where(signing_keys.c.key_id == key_id)
+            ).one_or_none()
+            if row is None:
+                return None
+            known = record_of(SigningKey, row)
+            if known.revoked_at is None or revoked_at < known.revoked_at:
+                connection.execute(
+                    update(signing_keys)
+                    .where(signing_keys.c.key_id == key_id)
+                    .values(revoked_at=revoked_at, revocation_reason=reason)
+                )
+            row = connection.execute(select(signing_keys).where(signing_keys.c.key_id == key_id)).one()
+            return record_of(SigningKey, row)
+
     def newest_signing_key_id(self) -> str | None:
         """The key that signed the most recently published version of any order."""
         query = (

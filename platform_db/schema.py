@@ -98,6 +98,9 @@ signing_keys = Table(
     Column("key_id", String(32), primary_key=True),
     Column("public_key_pem", Text, nullable=False),
     Column("first_used_at", DateTime(timezone=True), nullable=False),
+    # Manifests signed at or after revoked_at are refused by the verifier; earlier ones stand.
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revocation_reason", Text, nullable=True),
 )
 
 # One row per portal page view or download (``file`` NULL: a page), kept for

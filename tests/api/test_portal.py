@@ -242,7 +242,7 @@ def test_a_manifest_stored_with_links_by_schema_version_1_is_served_with_the_cur
     index = client.get(path_of(links.portal(), delivered.settings))
 
     assert manifest.status_code == 200
-    assert manifest.json()["schema_version"] == 2
+    assert manifest.json()["schema_version"] == 3
     assert [a["url"] for a in manifest.json()["artifacts"]] == [links.artifact(1, n) for n in delivered.files]
     for answer in (page, index):
         assert answer.status_code == 200

@@ -90,3 +90,54 @@ def test_a_downloaded_manifest_verifies_with_openssl_and_the_published_key(
 def test_an_unknown_key_id_is_404(client: TestClient) -> None:
     assert client.get("/signing-keys/0123456789abcdef.pem").status_code == 404
     assert client.get("/signing-keys").json() == {"current": None, "keys": []}
+
+
+def test_a_revoked_key_is_listed_with_the_moment_and_the_reason(
+    delivered: Delivered, client: TestClient
+) -> None:
+    delivered.publish("run-1")
+    key_id = test_portal.SIGNER.key_id
+
+    answer = client.post(
+        f"/signing-keys/{key_id}/revoke",
+        json={"reason": "the key file was on a stolen laptop", "compromised_since": "2025-01-02T03:04:05Z"},
+        headers={"Idempotency-Key": "revoke-1"},
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["revoked_at"] == "2025-01-02T03:04:05Z"
+    (listed,) = client.get("/signing-keys").json()["keys"]
+    assert listed["revoked_at"] == "2025-01-02T03:04:05Z"
+    assert listed["revocation_reason"] == "the key file was on a stolen laptop"
+    # The list alone is a trust anchor for the verifier: it carries each key itself.
+    assert listed["public_key"] == test_portal.SIGNER.public_pem().decode()
+    later = client.post(
+        f"/signing-keys/{key_id}/revoke",
+        json={"reason": "again", "compromised_since": "2025-06-01T00:00:00Z"},
+        headers={"Idempotency-Key": "revoke-2"},
+    )
+    # An earlier revocation stands: the moment only moves back.
+    assert later.json()["revoked_at"] == "2025-01-02T03:04:05Z"
+
+
+def test_revoking_an_unknown_key_or_from_the_future_is_refused(
+    delivered: Delivered, client: TestClient
+) -> None:
+    delivered.publish("run-1")
+
+    unknown = client.post("/signing-keys/0123456789abcdef/revoke", json={"reason": "lost"})
+    future = client.post(
+        f"/signing-keys/{test_portal.SIGNER.key_id}/revoke",
+        json={"reason": "lost", "compromised_since": "2999-01-01T00:00:00Z"},
+    )
+
+    assert unknown.status_code == 404
+    assert future.status_code == 422 and future.json()["errors"][0]["field"] == "compromised_since"
+    assert client.get("/signing-keys").json()["keys"][0]["revoked_at"] is None
+
+
+def test_the_verify_tool_is_served_as_the_repository_holds_it(client: TestClient) -> None:
+    answer = client.get("/tools/portal_verify.py")
+
+    assert answer.status_code == 200
+    assert answer.content == (Path(__file__).parents[2] / "portal_verify" / "__main__.py").read_bytes()

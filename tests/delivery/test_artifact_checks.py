@@ -7,8 +7,9 @@ import pytest
 from contracts.configurator import ConfiguratorPayload
 from contracts.manifest import Manifest, ManifestArtifact
 from delivery.artifact_checks import cfn_lint_problems, manifest_artifact_problems, seed_iso_problems
-from delivery.artifact_store import ArtifactStore, order_key
+from delivery.artifact_store import ArtifactStore, order_key, sha256_hex
 from delivery.cfn import compose_cfn_template
+from delivery.edge_bundle import BUNDLE_FILES
 from delivery.iso import build_seed_iso
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -21,7 +22,11 @@ def order(name: str) -> ConfiguratorPayload:
 
 def test_a_composed_template_passes_and_a_broken_one_is_reported() -> None:
     template = compose_cfn_template(
-        cfg_id=CFG_ID, order=order("cloud"), bucket="artifacts", bundle_prefix=f"orders/{CFG_ID}/bundle/"
+        cfg_id=CFG_ID,
+        order=order("cloud"),
+        bucket="artifacts",
+        bundle_prefix=f"orders/{CFG_ID}/bundle/",
+        bundle_sha256={name: sha256_hex(name.encode()) for name in BUNDLE_FILES},
     )
     assert cfn_lint_problems(template, "eu-central-1") == []
     broken = b"Resources:\n  Box:\n    Type: AWS::EC2::Instance\n    Properties:\n      Colour: red\n"

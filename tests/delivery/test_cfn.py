@@ -1,8 +1,11 @@
 import base64
+import hashlib
+import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,11 +14,13 @@ from cfnlint.decode.decode import decode_str
 
 from contracts.configurator import ConfiguratorPayload
 from delivery.cfn import ALLOWED_CIDR_PATTERN, compose_cfn_template
+from delivery.edge_bundle import BUNDLE_FILES
 from tests.delivery.conftest import order_data, site_named
 
 CFG_ID = "5f0c7a52-8d1e-4c3b-9a6f-2e1d0b9c8a71"
 BUCKET = "platform-artifacts-beta"
 PREFIX = f"orders/{CFG_ID}/bundle/"
+BUNDLE_SHA256 = {name: hashlib.sha256(f"stored {name}".encode()).hexdigest() for name in BUNDLE_FILES}
 # The longest values CloudFormation can substitute for the pseudo parameters in UserData.
 PSEUDO_PARAMETERS = {
     "AWS::StackName": "s" * 128,
@@ -52,10 +57,12 @@ def make_order(
     )
 
 
-def render(order: ConfiguratorPayload, cfg_id: str = CFG_ID) -> str:
-    return compose_cfn_template(cfg_id=cfg_id, order=order, bucket=BUCKET, bundle_prefix=PREFIX).decode(
-        "utf-8"
-    )
+def render(
+    order: ConfiguratorPayload, cfg_id: str = CFG_ID, bundle_sha256: Mapping[str, str] = BUNDLE_SHA256
+) -> str:
+    return compose_cfn_template(
+        cfg_id=cfg_id, order=order, bucket=BUCKET, bundle_prefix=PREFIX, bundle_sha256=bundle_sha256
+    ).decode("utf-8")
 
 
 def parse(text: str) -> dict[str, Any]:
@@ -74,11 +81,14 @@ def walk(node: Any) -> Iterator[tuple[Any, Any]]:
             yield from walk(value)
 
 
-def user_data_script(template: dict[str, Any]) -> str:
-    """The UserData shell script as the instance receives it, pseudo parameters at their longest."""
+def user_data_script(template: dict[str, Any], overrides: Mapping[str, str] | None = None) -> str:
+    """The UserData shell script as the instance receives it, pseudo parameters at their longest.
+
+    ``overrides`` replaces substituted values, e.g. the stack directory for a run in a temp dir.
+    """
     user_data = template["Resources"]["EdgeLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]
     script, variables = user_data["Fn::Base64"]["Fn::Sub"]
-    values = {**PSEUDO_PARAMETERS, **variables}
+    values = {**PSEUDO_PARAMETERS, **variables, **(overrides or {})}
     unresolved = set(re.findall(r"\$\{([^}!]+)\}", script)) - set(values)
     assert not unresolved, f"UserData names undefined variables {unresolved}"
     return re.sub(r"\$\{([^}!]+)\}", lambda match: values[match.group(1)], script)
@@ -266,12 +276,146 @@ def test_refuses_onprem_orders_and_unsafe_inputs() -> None:
     with pytest.raises(ValueError, match="cloud orders"):
         render(onprem)
     with pytest.raises(ValueError, match="bucket"):
-        compose_cfn_template(cfg_id=CFG_ID, order=make_order(), bucket="Bad_Bucket", bundle_prefix=PREFIX)
-    for prefix in ("orders/x", "/orders/x/", "orders/../x/", "orders/$(id)/"):
+        compose_cfn_template(
+            cfg_id=CFG_ID,
+            order=make_order(),
+            bucket="Bad_Bucket",
+            bundle_prefix=PREFIX,
+            bundle_sha256=BUNDLE_SHA256,
+        )
+    for prefix in ("orders/x", "/orders/x/", "orders/../x/", "orders/$(id)/", PREFIX + "\n"):
         with pytest.raises(ValueError, match="bundle_prefix"):
-            compose_cfn_template(cfg_id=CFG_ID, order=make_order(), bucket=BUCKET, bundle_prefix=prefix)
+            compose_cfn_template(
+                cfg_id=CFG_ID,
+                order=make_order(),
+                bucket=BUCKET,
+                bundle_prefix=prefix,
+                bundle_sha256=BUNDLE_SHA256,
+            )
     for cfg_id in ("x; rm -rf /", "abc\n"):
         with pytest.raises(ValueError, match="cfg_id"):
-            compose_cfn_template(cfg_id=cfg_id, order=make_order(), bucket=BUCKET, bundle_prefix=PREFIX)
-    with pytest.raises(ValueError, match="bundle_prefix"):
-        compose_cfn_template(cfg_id=CFG_ID, order=make_order(), bucket=BUCKET, bundle_prefix=PREFIX + "\n")
+            render(make_order(), cfg_id=cfg_id)
+
+
+def test_template_carries_the_sha256_of_each_fetched_file() -> None:
+    script = user_data_script(parse(render(make_order())))
+
+    for name in BUNDLE_FILES:
+        assert f"{BUNDLE_SHA256[name]}  {name}\n" in script
+    # The check sits between the fetch and the start of the stack.
+    fetch = script.index("aws s3 cp")
+    check = script.index("sha256sum --check --strict --status")
+    assert fetch < check < script.index("docker compose up")
+
+
+@pytest.mark.parametrize(
+    ("digests", "named"),
+    [
+        ({name: digest for name, digest in BUNDLE_SHA256.items() if name != "dtm.json"}, "dtm.json"),
+        ({**BUNDLE_SHA256, "extra.txt": BUNDLE_SHA256["dtm.json"]}, "extra.txt"),
+        ({**BUNDLE_SHA256, "compose.yaml": BUNDLE_SHA256["compose.yaml"].upper()}, "compose.yaml"),
+        ({**BUNDLE_SHA256, "secrets.env": BUNDLE_SHA256["secrets.env"][:-1]}, "secrets.env"),
+        ({**BUNDLE_SHA256, "cfg.customer.yml": "0" * 63 + "\n"}, "cfg.customer.yml"),
+        ({**BUNDLE_SHA256, "dtm.json": "$(reboot)" + "0" * 55}, "dtm.json"),
+    ],
+    ids=["missing", "unknown", "uppercase", "short", "newline", "shell"],
+)
+def test_refuses_a_bad_bundle_sha256_map(digests: dict[str, str], named: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        render(make_order(), bundle_sha256=digests)
+
+
+BUNDLE_CONTENT = {
+    "cfg.customer.yml": b"site:\n  name: Plant Nord\n",
+    "dtm.json": b'{"devices": []}',
+    "compose.yaml": b"services:\n  gateway:\n    image: ems-edge-gateway:1\n",
+    "secrets.env": b"COMMISSIONING_TOKEN=abc\n",
+}
+# Stand-ins for the commands the bundle part of the script calls, each recording its arguments.
+STUBS = {
+    # aws s3 cp [options] s3://bucket/prefix/name destination: S3 is the directory $S3_DIR.
+    "aws": 'echo "aws $*" >> "$CALLS"\nsource="${@: -2:1}"\ncp "$S3_DIR/${source##*/}" "${@: -1}"\n',
+    "docker": 'echo "docker $*" >> "$CALLS"\n',
+    "cfn-signal": 'echo "cfn-signal $*" >> "$CALLS"\n',
+}
+
+
+def run_bundle_part(
+    tmp_path: Path, stored: Mapping[str, bytes]
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run the UserData's shell options, EXIT trap and everything from the bundle fetch on.
+
+    The template carries the sha256 of ``BUNDLE_CONTENT``; ``stored`` is what S3 holds at boot.
+    """
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in BUNDLE_CONTENT.items()}
+    stack_dir = tmp_path / "ems"
+    script = user_data_script(
+        parse(render(make_order(), bundle_sha256=digests)), overrides={"StackDir": str(stack_dir)}
+    )
+    lines = script.splitlines(keepends=True)
+    trap = next(index for index, line in enumerate(lines) if line.startswith("trap "))
+    fetch = lines.index(f"install -d -m 0755 {stack_dir}\n")
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for command, body in STUBS.items():
+        (stubs / command).write_text(f"#!/bin/bash\n{body}")
+        (stubs / command).chmod(0o755)
+    part = "".join(lines[: trap + 1] + lines[fetch:]).replace(
+        "/opt/aws/bin/cfn-signal", str(stubs / "cfn-signal")
+    )
+    s3_dir = tmp_path / "s3"
+    s3_dir.mkdir()
+    for name, data in stored.items():
+        (s3_dir / name).write_bytes(data)
+    calls = tmp_path / "calls"
+    calls.touch()
+    result = subprocess.run(
+        ["bash", "-c", part],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}",
+            "CALLS": str(calls),
+            "S3_DIR": str(s3_dir),
+        },
+        timeout=60,
+    )
+    return result, calls.read_text().splitlines()
+
+
+needs_shell_tools = pytest.mark.skipif(
+    shutil.which("bash") is None or shutil.which("sha256sum") is None,
+    reason="bash and sha256sum are needed to run the UserData's bundle check",
+)
+
+
+@needs_shell_tools
+def test_the_bundle_check_passes_the_built_files_and_the_stack_starts(tmp_path: Path) -> None:
+    result, calls = run_bundle_part(tmp_path, BUNDLE_CONTENT)
+
+    assert result.returncode == 0, result.stderr
+    assert [call.split()[:2] for call in calls[:4]] == [["aws", "s3"]] * 4
+    assert [call.rsplit("/", 1)[-1] for call in calls[:4]] == list(BUNDLE_FILES)
+    assert calls[4] == "docker compose up -d --wait --wait-timeout 600"
+    assert calls[5].startswith("cfn-signal --exit-code 0 ")
+    assert len(calls) == 6
+    assert (tmp_path / "ems" / "secrets.env").stat().st_mode & 0o777 == 0o600
+    for name, data in BUNDLE_CONTENT.items():
+        assert (tmp_path / "ems" / name).read_bytes() == data
+
+
+@needs_shell_tools
+def test_a_changed_file_stops_the_boot_before_the_stack_starts(tmp_path: Path) -> None:
+    changed = {**BUNDLE_CONTENT, "compose.yaml": BUNDLE_CONTENT["compose.yaml"] + b"  evil:\n    image: x\n"}
+    result, calls = run_bundle_part(tmp_path, changed)
+
+    assert result.returncode != 0
+    message = [line for line in result.stderr.splitlines() if "bundle check failed" in line]
+    assert message == [
+        "EMS bundle check failed, the stack is not started: sha256 differs from the template for: compose.yaml"
+    ]
+    assert not [call for call in calls if call.startswith("docker")]
+    # The EXIT trap turns the failure into a FAILURE signal: the stack fails at once, not at the timeout.
+    assert calls[-1].startswith(f"cfn-signal --exit-code {result.returncode} ")

@@ -353,6 +353,6 @@ def test_manifest_json_stores_no_link() -> None:
 
     stored = json.loads(manifest_json(linked))
 
-    assert stored["schema_version"] == 2
+    assert stored["schema_version"] == 3
     assert [sorted(a) for a in stored["artifacts"]] == [["key", "kind", "name", "sha256", "size"]] * 3
     assert Manifest.model_validate(stored) == make_manifest()

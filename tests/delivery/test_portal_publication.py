@@ -111,7 +111,7 @@ def test_manifest_in_s3_validates_and_lists_each_artifact(delivery: Delivery) ->
         assert artifact.url is None
     # Only what stays true is stored: a link under the token would die with its rotation.
     raw = json.loads(delivery.store.get(publication.manifest_key))
-    assert raw["schema_version"] == 2
+    assert raw["schema_version"] == 3
     assert all("url" not in artifact for artifact in raw["artifacts"])
     head = delivery.store.head(publication.manifest_key)
     assert head is not None and head["ContentType"] == "application/json"

@@ -231,7 +231,7 @@ def test_a_cloud_order_from_the_api_through_the_sensors_to_the_customer(pipeline
     pipeline.assert_delivered_by_email(cfg_id, 1, emails=1)
     manifest = flow.manifest(cfg_id, 1)
     assert manifest.deployment_target == "cloud"
-    assert {a.kind for a in manifest.artifacts} == {"edp", "cfn", "apk"}
+    assert {a.kind for a in manifest.artifacts} == {"edp", "cfn", "apk", "sbom", "provenance"}
     assert apk_key in {a.key for a in manifest.artifacts}
 
     # The email's link is the one the API reports, and it opens.
@@ -265,7 +265,7 @@ def test_an_onprem_order_is_delivered_and_redelivered(pipeline: PostgresPipeline
     v1 = flow.manifest(cfg_id, 1)
     assert v1.deployment_target == "onprem"
     # An on-prem order's air-gap bundle, without images: none are published here.
-    assert {a.kind for a in v1.artifacts} == {"edp", "iso", "apk", "bundle"}
+    assert {a.kind for a in v1.artifacts} == {"edp", "iso", "apk", "sbom", "provenance", "bundle"}
     # Nothing waits any more: the sensors request nothing new.
     assert pipeline.tick("edp_sensor") == []
     assert pipeline.tick("apk_sensor") == []

@@ -86,7 +86,7 @@ def test_a_cloud_order_waits_for_the_apk_then_is_delivered(flow: OrderFlow) -> N
     assert ("edp", "dtm.json") in by_kind
     assert ("cfn", "cfn.yaml") in by_kind
     assert ("apk", apk_key.rsplit("/", 1)[-1]) in by_kind
-    assert {a.kind for a in manifest.artifacts} == {"edp", "cfn", "apk"}
+    assert {a.kind for a in manifest.artifacts} == {"edp", "cfn", "apk", "sbom", "provenance"}
     assert portal_key(cfg_id, 1, "index.html") in flow.keys(f"portal/{cfg_id}/")
     flow.assert_downloads_match(manifest)
 
@@ -131,7 +131,7 @@ def test_an_onprem_order_with_an_apk_ready_is_delivered_in_one_go(flow: OrderFlo
     manifest = flow.manifest(cfg_id, 1)
     assert manifest.deployment_target == "onprem"
     # No edge images archive is published here: the bundle comes without it (see test_airgap_bundle).
-    assert {a.kind for a in manifest.artifacts} == {"edp", "iso", "apk", "bundle"}
+    assert {a.kind for a in manifest.artifacts} == {"edp", "iso", "apk", "sbom", "provenance", "bundle"}
     assert ("iso", "iso.img") in {(a.kind, a.name) for a in manifest.artifacts}
     assert ("edp", "dtm.json") in {(a.kind, a.name) for a in manifest.artifacts}
     assert apk_key in {a.key for a in manifest.artifacts}
@@ -155,9 +155,11 @@ def test_redelivery_publishes_a_new_version_and_mails_it_once(flow: OrderFlow) -
     v1, v2 = flow.manifest(cfg_id, 1), flow.manifest(cfg_id, 2)
     assert v2.version == 2
 
-    # The same artifacts again; each version's air-gap bundle is its own (it holds the version's manifest).
+    # The same artifacts again; each version's air-gap bundle, SBOM and provenance are its own (they
+    # name the version they describe).
     def shipped(manifest: Manifest) -> list[tuple[str, str]]:
-        return [(a.kind, a.sha256) for a in manifest.artifacts if a.kind != "bundle"]
+        own = ("bundle", "sbom", "provenance")
+        return [(a.kind, a.sha256) for a in manifest.artifacts if a.kind not in own]
 
     assert shipped(v2) == shipped(v1)
     assert [a.name for a in v2.artifacts if a.kind == "bundle"] == ["airgap-bundle-v2.tar"]
