@@ -53,6 +53,8 @@ BUNDLE_CONTENT_TYPE = "application/x-tar"
 README_NAME = "README.txt"
 README_TEMPLATE = "airgap_readme.txt.j2"
 STACK_FOLDER = "stack"
+# Beside the stack's files when the bundle carries released images: compose.yaml's images by id.
+LOADED_IMAGES_NAME = "compose.loaded-images.yaml"
 # Where the edge images' build publishes the archive in the stage's bucket: edge-images/<version>.tar.
 EDGE_IMAGES_PREFIX = "edge-images/"
 # The release version as an image tag allows it (and a key segment needs no more): no slash, no
@@ -129,7 +131,9 @@ class BundleMember:
         return cls(name=name, size=len(data), open=lambda: [data])
 
 
-def render_airgap_readme(*, manifest: Manifest, images: EdgeImages, signing: SigningInfo) -> str:
+def render_airgap_readme(
+    *, manifest: Manifest, images: EdgeImages, signing: SigningInfo, loaded_images: bool = False
+) -> str:
     """README.txt of the bundle of ``manifest`` (the inner manifest): what it holds, how to check and start it.
 
     The images archive is the inner manifest's artifact of kind ``images``; without one the README
@@ -148,7 +152,8 @@ def render_airgap_readme(*, manifest: Manifest, images: EdgeImages, signing: Sig
             folder=bundle_folder(manifest.version),
             bundle=bundle_name(manifest.version),
             stack_folder=STACK_FOLDER,
-            stack_files=BUNDLE_FILES,
+            stack_files=[*BUNDLE_FILES, *([LOADED_IMAGES_NAME] if loaded_images else [])],
+            loaded_images=LOADED_IMAGES_NAME if loaded_images else None,
             readme_name=README_NAME,
             manifest_name=MANIFEST_NAME,
             signature_name=SIGNATURE_NAME,
@@ -215,15 +220,21 @@ def _chunks_of(source: Readable) -> Generator[bytes, None, None]:
 
 def bundle_own_files(*, readme: str, index_html: bytes, stack: Mapping[str, bytes]) -> dict[str, bytes]:
     """The bundle's files beside its artifacts, by their path in its directory: the README, the
-    version's page and ``stack/<name>`` for each file of the delivered stack (``BUNDLE_FILES``)."""
-    if sorted(stack) != sorted(BUNDLE_FILES):
+    version's page and ``stack/<name>`` for each file of the delivered stack (``BUNDLE_FILES``, and
+    ``LOADED_IMAGES_NAME`` when the bundle carries released images)."""
+    names = sorted(set(stack) - {LOADED_IMAGES_NAME})
+    if names != sorted(BUNDLE_FILES):
         raise ValueError(
             f"the stack must hold {', '.join(BUNDLE_FILES)}, not {', '.join(stack) or 'nothing'}"
         )
     return {
         README_NAME: readme.encode("utf-8"),
         PAGE_NAME: index_html,
-        **{f"{STACK_FOLDER}/{name}": stack[name] for name in BUNDLE_FILES},
+        **{
+            f"{STACK_FOLDER}/{name}": stack[name]
+            for name in [*BUNDLE_FILES, LOADED_IMAGES_NAME]
+            if name in stack
+        },
     }
 
 
@@ -298,10 +309,11 @@ def write_airgap_bundle(
         if digest != listed[member.name].sha256:
             raise ValueError(f"{member.name}: its sha256 is not the one the manifest lists")
     tar.directory(f"{top}/{STACK_FOLDER}")
-    for name in BUNDLE_FILES:
-        data = own_files[f"{STACK_FOLDER}/{name}"]
-        mode = SECRET_MODE if name in SECRET_FILES else FILE_MODE
-        tar.file(f"{top}/{STACK_FOLDER}/{name}", len(data), [data], mode)
+    for path, data in own_files.items():
+        if not path.startswith(f"{STACK_FOLDER}/"):
+            continue
+        mode = SECRET_MODE if path.removeprefix(f"{STACK_FOLDER}/") in SECRET_FILES else FILE_MODE
+        tar.file(f"{top}/{path}", len(data), [data], mode)
     tar.close()
 
 

@@ -19,6 +19,7 @@ from contracts.manifest import ArtifactKind, Manifest
 from contracts.records import PortalVersion
 from delivery.airgap import (
     BUNDLE_CONTENT_TYPE,
+    LOADED_IMAGES_NAME,
     BundleMember,
     bundle_name,
     bundle_own_files,
@@ -28,7 +29,8 @@ from delivery.airgap import (
     write_airgap_bundle,
 )
 from delivery.artifact_store import SHA256_METADATA, ArtifactStore, StoredObject, order_key
-from delivery.edge_bundle import EdgeImages
+from delivery.edge_bundle import COMPOSE_NAME, EdgeImages
+from delivery.edge_release import EdgeRelease, loaded_images_override
 from delivery.manifest_signing import ManifestSigner
 from delivery.portal import FolderLinks, SigningInfo, manifest_json, render_version_page
 
@@ -68,6 +70,8 @@ class AirgapBundle:
     images: EdgeImages
     images_archive: StoredObject | None
     signing: SigningInfo
+    # The release record of the images: an offline site runs them by image id (see build).
+    release: EdgeRelease | None = None
 
     @classmethod
     def prepare(
@@ -81,6 +85,7 @@ class AirgapBundle:
         images_version: str,
         require_images: bool,
         signing: SigningInfo,
+        release: EdgeRelease | None = None,
     ) -> AirgapBundle:
         archive = published_edge_images(store, images_version)
         if archive is None and require_images:
@@ -98,6 +103,7 @@ class AirgapBundle:
             images=images,
             images_archive=archive,
             signing=signing,
+            release=release,
         )
 
     def extra_artifacts(self) -> Sequence[tuple[ArtifactKind, StoredObject]]:
@@ -116,10 +122,20 @@ class AirgapBundle:
             history=None,
             signing=self.signing,
         )
+        stack = {obj.name: self.store.get(obj.key) for obj in self.stack}
+        if self.release is not None and self.images_archive is not None:
+            # After `docker load` a classic-store engine knows the images by id and tag, not by the
+            # digest compose.yaml names: the override names them by id (the same content).
+            stack[LOADED_IMAGES_NAME] = loaded_images_override(stack[COMPOSE_NAME], self.release)
         own_files = bundle_own_files(
-            readme=render_airgap_readme(manifest=manifest, images=self.images, signing=self.signing),
+            readme=render_airgap_readme(
+                manifest=manifest,
+                images=self.images,
+                signing=self.signing,
+                loaded_images=LOADED_IMAGES_NAME in stack,
+            ),
             index_html=index_html.encode("utf-8"),
-            stack={obj.name: self.store.get(obj.key) for obj in self.stack},
+            stack=stack,
         )
         inner_bytes = manifest_json(with_bundle_files(manifest, own_files))
         with tempfile.TemporaryFile() as out:

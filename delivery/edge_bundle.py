@@ -56,21 +56,54 @@ GATEWAY_IMAGE_NAME = "ems-edge-gateway"
 FIXTURES_IMAGE_NAME = "ems-industrial-fixtures"
 
 
+# The manifest digest a registry gives a pushed image: what a reference pins with ``@``.
+IMAGE_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def pinned_reference(image: str, digest: str) -> str:
+    """``<registry>/<name>:<version>@sha256:<digest>``: the tag for people, the digest for the engine."""
+    if "@" in image:
+        raise ValueError(f"image {image} is pinned already")
+    if not IMAGE_DIGEST.fullmatch(digest):
+        raise ValueError(f"{digest!r} is not an image digest (sha256:<64 hex digits>)")
+    return f"{image}@{digest}"
+
+
 @dataclass(frozen=True)
 class EdgeImages:
-    """Container images of the delivered stack."""
+    """Container images of the delivered stack: tags, or tags pinned by digest once released."""
 
     gateway: str
     fixtures: str
 
     @classmethod
     def release(cls, registry: str, version: str) -> EdgeImages:
-        """``<registry>/<name>:<version>``; an empty registry names the images as built locally."""
+        """``<registry>/<name>:<version>``; an empty registry names the images as built locally.
+
+        The plain tags: what `make images` builds and a release pushes. Delivered stacks name the
+        pinned references of the release record instead where one is published
+        (``delivery.edge_release``).
+        """
         prefix = f"{registry.rstrip('/')}/" if registry else ""
         return cls(
             gateway=f"{prefix}{GATEWAY_IMAGE_NAME}:{version}",
             fixtures=f"{prefix}{FIXTURES_IMAGE_NAME}:{version}",
         )
+
+    def pinned(self, *, gateway: str, fixtures: str) -> EdgeImages:
+        """These tags pinned by the digests the registry gave them."""
+        return EdgeImages(
+            gateway=pinned_reference(self.gateway, gateway),
+            fixtures=pinned_reference(self.fixtures, fixtures),
+        )
+
+    @property
+    def is_pinned(self) -> bool:
+        return "@" in self.gateway and "@" in self.fixtures
+
+    def tags(self) -> EdgeImages:
+        """The tags alone (``docker save`` and ``docker load`` know images by them)."""
+        return EdgeImages(gateway=self.gateway.split("@", 1)[0], fixtures=self.fixtures.split("@", 1)[0])
 
 
 def _reject_secret_keys(tree: Any, path: str) -> None:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from contracts.manifest import ArtifactKind
 from contracts.records import PortalVersion
-from delivery.airgap import edge_images_key
 from delivery.artifact_store import ArtifactStore, StoredObject, portal_key
 from delivery.manifest_signing import ManifestSigner
 from delivery.provenance import dsse_envelope, provenance_statement
@@ -32,12 +31,6 @@ IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 DSSE_CONTENT_TYPE = "application/vnd.dsse.envelope.v1+json"
 # Where the HMI CI publishes an APK's own SBOM: beside the APK, ``.apk`` replaced.
 APK_SBOM_SUFFIX = ".cdx.json"
-
-
-def edge_images_sbom_key(version: str) -> str:
-    """``edge-images/edge-images-<version>.cdx.json``: the SBOM the edge images' release publishes
-    beside its archive."""
-    return edge_images_key(version).removesuffix(".tar") + ".cdx.json"
 
 
 def apk_sbom_key(apk_key: str) -> str:

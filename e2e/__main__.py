@@ -10,14 +10,17 @@ always tests the same thing and a broken engine fails instead of silently fallin
 - default: the gateway and the fixtures as processes of this tree, in a network namespace of their
   own per run (``e2e.stack``); needs root and iproute2, no Docker;
 - ``--docker``: the delivered containers, ``docker compose --profile fixtures up`` of each bundle
-  (``e2e.container_stack``); needs a Docker engine and the images ``make images`` built, which are
-  tagged for the run with the names the bundles give them (beta: ``ghcr.io/example/...``).
-  Nothing is pulled.
+  (``e2e.container_stack``); needs a Docker engine, Debian's ``docker-registry`` and the images
+  ``make images`` built. Those are released for the run as a stage releases them: pushed to a
+  registry of the run's own on loopback, and the bundles name them pinned by the digests it
+  answered (``PinnedImages``). An existing bundle (``--bundle-dir``) runs with the build tagged
+  under the names it gives (``DeliveredImages``). Nothing is pulled.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -33,7 +36,7 @@ from e2e.netns import NamespaceError, require_root_and_iproute2
 
 if TYPE_CHECKING:
     from e2e.bundle import Bundle, DeliveryPath
-    from e2e.container_stack import DeliveredImages
+    from e2e.container_stack import DeliveredImages, PinnedImages
     from e2e.runner import StackFactory
     from e2e.scenarios import ScenarioResult
 
@@ -88,21 +91,30 @@ def _announce(bundle: Bundle, scenarios: Sequence[str]) -> None:
     print(f"bundle: {bundle.origin}: {', '.join(scenarios) or 'no fitting scenario'}", flush=True)
 
 
-def _container_stacks(bundle_dir: Path | None, images: DeliveredImages) -> StackFactory:
-    """Compose stacks of the bundles, their images named as the bundles name them."""
+def _container_stacks(
+    bundle_dir: Path | None, images: DeliveredImages, pinned: PinnedImages | None
+) -> StackFactory:
+    """Compose stacks of the bundles: produced bundles name the run's pinned release, a given
+    bundle's names are tags of this tree's build."""
     from functools import partial
 
-    from e2e.bundle import edge_images, existing_bundle
+    from e2e.bundle import existing_bundle
     from e2e.container_stack import ContainerStack, compose_command, require_engine, service_images
 
     require_engine()
     compose = compose_command()
     if bundle_dir is not None:
-        names = service_images(existing_bundle(bundle_dir).compose())
-    else:
-        names = [edge_images().gateway, edge_images().fixtures]
-    for name in images.point(names):
-        print(f"image: {name} = {images.source_of(name)} (this tree's build)", flush=True)
+        for name in images.point(service_images(existing_bundle(bundle_dir).compose())):
+            print(f"image: {name} = {images.source_of(name)} (this tree's build)", flush=True)
+    elif pinned is not None:
+        for built, released in (
+            (pinned.built.gateway, pinned.released.gateway),
+            (pinned.built.fixtures, pinned.released.fixtures),
+        ):
+            print(
+                f"image: {released.reference} = {built} (this tree's build, pushed to {pinned.registry.address})",
+                flush=True,
+            )
     print(f"stack: containers, {' '.join(compose)} per bundle", flush=True)
     return partial(ContainerStack, compose=compose)
 
@@ -126,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from delivery.edge_bundle import EdgeImages
     from e2e.bundle import BundleError, existing_bundle
     from e2e.compose import ComposeError
-    from e2e.container_stack import DeliveredImages
+    from e2e.container_stack import DeliveredImages, PinnedImages
     from e2e.runner import bundle_kind, run_bundle, run_delivery_path, scenarios_for
     from e2e.stack import Stack, StackError
     from platform_config.settings import PROJECT_VERSION
@@ -140,8 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     built = EdgeImages.release("", PROJECT_VERSION)
     images = DeliveredImages([built.gateway, built.fixtures])
     try:
-        with images:
-            stacks: StackFactory = _container_stacks(args.bundle_dir, images) if args.docker else Stack
+        with contextlib.ExitStack() as held:
+            held.enter_context(images)
+            pinned = None
+            if args.docker and args.bundle_dir is None:
+                pinned = held.enter_context(PinnedImages(built, PROJECT_VERSION))
+            stacks: StackFactory = (
+                _container_stacks(args.bundle_dir, images, pinned) if args.docker else Stack
+            )
+            released = None if pinned is None else pinned.images
             if args.bundle_dir is not None:
                 bundle = existing_bundle(args.bundle_dir)
                 names = scenarios_for(bundle_kind(bundle), scenarios)
@@ -151,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 paths: tuple[DeliveryPath, ...] = DELIVERY_PATHS if args.path == "all" else (args.path,)
                 for path in paths:
-                    results += run_delivery_path(path, scenarios, workdir / path, _report, _announce, stacks)
+                    results += run_delivery_path(
+                        path, scenarios, workdir / path, _report, _announce, stacks, images=released
+                    )
     except (BundleError, ComposeError, NamespaceError, StackError) as exc:
         print(f"e2e: {exc}", file=sys.stderr)
         for log in sorted(workdir.rglob("logs/*.log")):

@@ -103,12 +103,15 @@ def load_order(path: Path) -> ConfiguratorPayload:
     return ConfiguratorPayload.model_validate(json.loads(Path(path).read_bytes()))
 
 
-def bundle_files_for(order: ConfiguratorPayload, *, cfg_id: str, dtm_source: DtmSource) -> dict[str, bytes]:
+def bundle_files_for(
+    order: ConfiguratorPayload, *, cfg_id: str, dtm_source: DtmSource, images: EdgeImages | None = None
+) -> dict[str, bytes]:
     """The files the pipeline puts into the order's bundle.
 
     ``dtm_source="order"``: the DTM EDP engineers from the order (``build_dtm``);
     ``"fixtures"``: EDP's dtm.json is ``industrial-fixtures.json``, which points the gateway at the
-    industrial fixtures.
+    industrial fixtures. ``images``: what the compose file names (default: beta's plain tags; a
+    container run passes the references its release pinned).
     """
     if dtm_source == "fixtures":
         dtm, dtm_bytes = load_fixture_dtm(), fixture_dtm_bytes()
@@ -119,7 +122,7 @@ def bundle_files_for(order: ConfiguratorPayload, *, cfg_id: str, dtm_source: Dtm
         order=order,
         dtm=dtm,
         flags=build_flags(order),
-        images=edge_images(),
+        images=images or edge_images(),
         fixtures=load_manifest().fixtures,
         # The scenarios commission with the token the bundle carries, as a customer would.
         commissioning_token=secrets.token_urlsafe(16),
@@ -154,10 +157,13 @@ def fetch_as_user_data(
                 Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": deployment.region}
             )
         store = ArtifactStore(client, bucket)
-        for name, data in files.items():
-            store.put(order_key(cfg_id, "bundle", name), data)
+        stored = [store.put(order_key(cfg_id, "bundle", name), data) for name, data in files.items()]
         text = compose_cfn_template(
-            cfg_id=cfg_id, order=order, bucket=bucket, bundle_prefix=order_key(cfg_id, "bundle") + "/"
+            cfg_id=cfg_id,
+            order=order,
+            bucket=bucket,
+            bundle_prefix=order_key(cfg_id, "bundle") + "/",
+            bundle_sha256={obj.name: obj.sha256 for obj in stored},
         ).decode("utf-8")
         # CloudFormation YAML (short-form intrinsics such as !Equals), read as CloudFormation reads it.
         template, errors = decode_str(text)
@@ -231,13 +237,18 @@ def write_bundle(files: Mapping[str, bytes], directory: Path, origin: str, deliv
 
 
 def produce_bundle(
-    path: DeliveryPath, *, directory: Path, dtm_source: DtmSource = "order", order_path: Path | None = None
+    path: DeliveryPath,
+    *,
+    directory: Path,
+    dtm_source: DtmSource = "order",
+    order_path: Path | None = None,
+    images: EdgeImages | None = None,
 ) -> Bundle:
     """The bundle ``path`` delivers for the order (default: that path's bare example order)."""
     order_path = Path(order_path or DEFAULT_ORDERS[path])
     order = load_order(order_path)
     cfg_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ems-e2e:{path}:{order_path.name}:{dtm_source}"))
-    files = bundle_files_for(order, cfg_id=cfg_id, dtm_source=dtm_source)
+    files = bundle_files_for(order, cfg_id=cfg_id, dtm_source=dtm_source, images=images)
     try:
         shown = order_path.resolve().relative_to(PROJECT_ROOT)
     except ValueError:

@@ -36,7 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from delivery.edge_bundle import COMPOSE_NAME, FIXTURES_PROFILE, GATEWAY_SERVICE
+from delivery.edge_bundle import COMPOSE_NAME, FIXTURES_PROFILE, GATEWAY_SERVICE, EdgeImages
+from delivery.edge_image_archive import EdgeImagesError, push_edge_images
+from delivery.edge_release import ReleasedEdgeImages
 from e2e.bundle import Bundle
 from e2e.compose import (
     FixtureCommand,
@@ -55,6 +57,7 @@ from e2e.stack import (
     tail,
 )
 from service_kit.started import once_started
+from standins.edge_image_ci import LoopbackRegistry, RegistryError, tag_for_registry
 
 if TYPE_CHECKING:
     from edge_gateway.settings import GatewaySettings
@@ -247,6 +250,79 @@ class DeliveredImages:
             raise StackError("the image names could not be put back: " + "; ".join(problems))
 
 
+class PinnedImages:
+    """The images ``make images`` built, released for one run the way a stage releases them.
+
+    Delivered compose files name ``<registry>/<name>:<version>@sha256:<digest>``, which an engine
+    resolves only by the digest reference a push or pull leaves. So the run starts a registry of its
+    own on loopback (``LoopbackRegistry``), tags the build under it, pushes, and produces its bundles
+    with the pinned references the pushes answered (``images``): the containers run exactly what a
+    release pins. Leaving removes the tags and digest references it added (never the build's own
+    images) and stops the registry.
+    """
+
+    def __init__(self, built: EdgeImages, version: str, docker: str = "docker") -> None:
+        self.built = built
+        self.version = version
+        self.docker = docker
+        self.registry = LoopbackRegistry()
+        self._released: ReleasedEdgeImages | None = None
+        self._added: list[str] = []
+
+    @property
+    def images(self) -> EdgeImages:
+        return once_started(self._released, StackError("the images are not released yet")).images()
+
+    @property
+    def released(self) -> ReleasedEdgeImages:
+        return once_started(self._released, StackError("the images are not released yet"))
+
+    def __enter__(self) -> PinnedImages:
+        try:
+            self.registry.start()
+        except RegistryError as exc:
+            raise StackError(str(exc)) from None
+        try:
+            named = EdgeImages.release(self.registry.address, self.version)
+            for built in (self.built.gateway, self.built.fixtures):
+                if image_id(built, self.docker) is None:
+                    raise StackError(f"{built} is not on this engine: build it first (make images)")
+            self._added += [named.gateway, named.fixtures]
+            tag_for_registry(self.built, self.registry.address, self.version, self.docker)
+            self._released = push_edge_images(named, self.docker)
+            self._added += [self._released.gateway.reference, self._released.fixtures.reference]
+        except (EdgeImagesError, RegistryError) as exc:
+            self.__exit__()
+            raise StackError(str(exc)) from None
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        problems: list[str] = []
+        try:
+            for name in reversed(self._added):
+                # Untags only (the build keeps its own names); a digest reference goes by its canonical name.
+                argv = [self.docker, "image", "rm", "--no-prune", _canonical(name)]
+                result = _run(argv, timeout=DOCKER_TIMEOUT_SECONDS)
+                if result.returncode != 0 and "no such image" not in result.stderr.lower():
+                    problems.append(f"{' '.join(argv)}: {result.stderr.strip()}")
+            self._added.clear()
+        finally:
+            self.registry.stop()
+        if problems:
+            raise StackError("the run's image names could not be removed: " + "; ".join(problems))
+
+
+def _canonical(reference: str) -> str:
+    """``<repository>@<digest>`` of a pinned ``<repository>:<tag>@<digest>``; a tag as it is."""
+    if "@" not in reference:
+        return reference
+    tagged, digest = reference.split("@", 1)
+    return f"{tagged.rsplit(':', 1)[0]}@{digest}"
+
+
 def _monotonic_of(timestamp: str) -> float:
     """``time.monotonic()`` of an engine timestamp (RFC 3339, nanoseconds, UTC)."""
     match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", timestamp)
@@ -284,6 +360,8 @@ class ContainerStack(ManagedStack):
         # True from the first `up` until close(): whatever `up` created must go again, even when `up` failed.
         self._created = False
         self._last_state_check = 0.0
+        # Service -> (the image the container was created from as named, the id of the image it runs).
+        self.ran: dict[str, tuple[str, str]] = {}
 
     # -- the compose project -------------------------------------------------------------------
 
@@ -373,6 +451,19 @@ class ContainerStack(ManagedStack):
         state: dict[str, Any] = json.loads(result.stdout)
         return state
 
+    def _note_images(self, services: Sequence[str]) -> None:
+        """What each service's container runs: the reference it was created from and that image's id."""
+        for service in services:
+            container = self.container_id(service)
+            if container is None:
+                continue
+            argv = [self.docker, "inspect", "--format", "{{.Config.Image}} {{.Image}}", container]
+            result = _run(argv, timeout=DOCKER_TIMEOUT_SECONDS)
+            if result.returncode != 0:
+                raise StackError(f"docker inspect {container}: {result.stderr.strip()}")
+            reference, _, image = result.stdout.strip().partition(" ")
+            self.ran[service] = (reference, image)
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _check_images(self) -> None:
@@ -380,7 +471,8 @@ class ContainerStack(ManagedStack):
         if missing:
             raise StackError(
                 f"the bundle names {', '.join(missing)}, which this engine does not have; nothing is pulled:"
-                " build them (make images) and tag them with these names (DeliveredImages, or EDGE_REGISTRY)"
+                " build them (make images) and tag them with these names (DeliveredImages, or EDGE_REGISTRY),"
+                " or push them so that pinned references resolve (PinnedImages)"
             )
 
     def start(self, *, fixtures: bool = True) -> None:
@@ -395,6 +487,7 @@ class ContainerStack(ManagedStack):
         up_at = time.monotonic()
         self._created = True
         self.run_compose("up", "--detach", "--pull", "never", "--no-build", fixtures=fixtures)
+        self._note_images([GATEWAY_SERVICE, *(self._fixture_commands if fixtures else ())])
         state = self.container_state(GATEWAY_SERVICE)
         # The engine's clock is this machine's; clamped all the same, so no timing ever starts before `up`.
         self._gateway_started_at = min(max(_monotonic_of(str(state["StartedAt"])), up_at), time.monotonic())

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Literal
 
+from delivery.edge_bundle import EdgeImages
 from e2e.bundle import Bundle, BundleError, DeliveryPath, produce_bundle
 from e2e.compose import fixture_services, read_services
 from e2e.scenarios import BARE_SCENARIOS, FIXTURE_SCENARIOS, SCENARIOS, EdgeStack, ScenarioResult
@@ -76,14 +77,23 @@ def run_delivery_path(
     on_result: OnResult | None = None,
     on_bundle: OnBundle | None = None,
     stack_factory: StackFactory = Stack,
+    images: EdgeImages | None = None,
 ) -> list[ScenarioResult]:
-    """Bundles produced from the path's example order: the fixture DTM and the order's own DTM."""
+    """Bundles produced from the path's example order: the fixture DTM and the order's own DTM.
+
+    ``images``: what their compose files name (default: beta's tags; see ``produce_bundle``).
+    """
     results: dict[str, ScenarioResult] = {}
     for kind, dtm_source in (("fixtures", "fixtures"), ("bare", "order")):
         names = scenarios_for(kind, scenarios)  # type: ignore[arg-type]
         if not names:
             continue
-        bundle = produce_bundle(path, directory=workdir / f"bundle-{kind}", dtm_source=dtm_source)  # type: ignore[arg-type]
+        bundle = produce_bundle(
+            path,
+            directory=workdir / f"bundle-{kind}",
+            dtm_source=dtm_source,  # type: ignore[arg-type]
+            images=images,
+        )
         if on_bundle is not None:
             on_bundle(bundle, names)
         for result in run_bundle(bundle, names, workdir / f"run-{kind}", on_result, stack_factory):

@@ -6,7 +6,9 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from contracts.fixtures import Fixture
+from delivery.artifact_store import ArtifactStore
 from delivery.edge_bundle import EdgeImages
+from delivery.edge_release import EdgeRelease, load_edge_release, release_sbom, released_edge_images
 from industrial_fixtures import load_manifest
 
 
@@ -21,8 +23,25 @@ class DeliveryResource(ConfigurableResource):
         description="An air-gap bundle without a published edge images archive fails instead of being built without it.",
     )
 
-    def edge_images(self) -> EdgeImages:
-        return EdgeImages.release(self.edge_registry, self.release_version)
+    def edge_release(self, store: ArtifactStore) -> EdgeRelease | None:
+        """The release record of the platform's version in the stage's bucket, if the images were released."""
+        return load_edge_release(store, self.release_version)
+
+    def edge_images(self, store: ArtifactStore | None = None) -> EdgeImages:
+        """The images delivered stacks name: pinned by digest when ``store`` holds the version's
+        release record, else the plain tags (without a store, or before a release)."""
+        release = None if store is None else self.edge_release(store)
+        return released_edge_images(release, self.edge_registry, self.release_version)
+
+    def image_references(self, store: ArtifactStore) -> dict[str, str]:
+        """Image role -> the reference a delivered compose.yaml names (for the version's provenance)."""
+        images = self.edge_images(store)
+        return {"gateway": images.gateway, "fixtures": images.fixtures}
+
+    def edge_sbom(self, store: ArtifactStore) -> bytes | None:
+        """The SBOM the edge images' release published (CycloneDX JSON); None without one."""
+        release = self.edge_release(store)
+        return None if release is None else release_sbom(store, release)
 
     def industrial_fixtures(self) -> list[Fixture]:
         """The simulated devices every delivered stack declares (behind the ``fixtures`` profile)."""

@@ -2,6 +2,7 @@
 # `make images`: every image of the project, from a wheelhouse made on this host.
 #
 #   platform-api:<version>            Dockerfile                  api, Dagster code location, webserver, daemon
+#   ems-edge-base:<version>           deploy/images/edge-base.Dockerfile  the edge images' shared runtime
 #   ems-edge-gateway:<version>        edge_gateway/Dockerfile     the delivered stack's gateway
 #   ems-industrial-fixtures:<version> industrial_fixtures/Dockerfile  the delivered stack's `fixtures` profile
 #
@@ -84,12 +85,20 @@ mkdir -p wheelhouse
 stage_done
 
 PLATFORM_IMAGE=platform-api:$VERSION
+EDGE_BASE_IMAGE=ems-edge-base:$VERSION
 GATEWAY_IMAGE=ems-edge-gateway:$VERSION
 FIXTURES_IMAGE=ems-industrial-fixtures:$VERSION
-for spec in "$PLATFORM_IMAGE Dockerfile" "$GATEWAY_IMAGE edge_gateway/Dockerfile" "$FIXTURES_IMAGE industrial_fixtures/Dockerfile"; do
+for spec in "$PLATFORM_IMAGE Dockerfile" "$EDGE_BASE_IMAGE deploy/images/edge-base.Dockerfile"; do
   read -r tag dockerfile <<<"$spec"
   stage "$tag ($dockerfile, base $PYTHON_BASE_IMAGE)"
   build "$tag" "$dockerfile" "PYTHON_BASE_IMAGE=$PYTHON_BASE_IMAGE"
+  stage_done
+done
+# Both edge images on the one runtime image: an archive of the two holds its layer once.
+for spec in "$GATEWAY_IMAGE edge_gateway/Dockerfile" "$FIXTURES_IMAGE industrial_fixtures/Dockerfile"; do
+  read -r tag dockerfile <<<"$spec"
+  stage "$tag ($dockerfile, base $EDGE_BASE_IMAGE)"
+  build "$tag" "$dockerfile" "EDGE_BASE_IMAGE=$EDGE_BASE_IMAGE"
   stage_done
 done
 docker tag "$PLATFORM_IMAGE" platform-api:local
@@ -104,6 +113,6 @@ PYTHON_BASE_IMAGE=$PYTHON_BASE_IMAGE
 EDGE_GATEWAY_IMAGE=$GATEWAY_IMAGE
 INDUSTRIAL_FIXTURES_IMAGE=$FIXTURES_IMAGE
 ENV
-for image in "$PLATFORM_IMAGE" "$GATEWAY_IMAGE" "$FIXTURES_IMAGE" "$POSTGRES_IMAGE"; do
+for image in "$PLATFORM_IMAGE" "$EDGE_BASE_IMAGE" "$GATEWAY_IMAGE" "$FIXTURES_IMAGE" "$POSTGRES_IMAGE"; do
   printf 'images: %-40s %s MB\n' "$image" "$(( $(docker image inspect --format '{{.Size}}' "$image") / 1000000 ))"
 done

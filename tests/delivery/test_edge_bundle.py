@@ -278,3 +278,33 @@ def test_a_malformed_commissioning_token_is_refused_without_echoing_it(token: st
     with pytest.raises(ValueError, match="commissioning token must be") as refused:
         bundle_of(make_order(), token=token)
     assert token not in str(refused.value)
+
+
+GATEWAY_DIGEST = "sha256:" + "a" * 64
+FIXTURES_DIGEST = "sha256:" + "b" * 64
+
+
+def test_compose_file_names_released_images_pinned_by_digest() -> None:
+    pinned = IMAGES.pinned(gateway=GATEWAY_DIGEST, fixtures=FIXTURES_DIGEST)
+    document = yaml.safe_load(compose_file(dtm=load_fixture_dtm(), images=pinned, fixtures=FIXTURES))
+
+    gateway = f"ghcr.io/example/ems-edge-gateway:0.1.0@{GATEWAY_DIGEST}"
+    fixtures = f"ghcr.io/example/ems-industrial-fixtures:0.1.0@{FIXTURES_DIGEST}"
+    assert pinned.is_pinned and not IMAGES.is_pinned
+    assert document["services"]["gateway"]["image"] == gateway
+    assert {spec["image"] for name, spec in document["services"].items() if name != "gateway"} == {fixtures}
+    # docker save and load know the images by their tags.
+    assert pinned.tags() == IMAGES
+
+
+@pytest.mark.parametrize(
+    ("image", "digest", "problem"),
+    [
+        ("ghcr.io/example/ems-edge-gateway:0.1.0", "sha256:abc", "is not an image digest"),
+        ("ghcr.io/example/ems-edge-gateway:0.1.0", "md5:" + "a" * 32, "is not an image digest"),
+        (f"ghcr.io/example/ems-edge-gateway:0.1.0@{GATEWAY_DIGEST}", GATEWAY_DIGEST, "is pinned already"),
+    ],
+)
+def test_a_pin_needs_a_tag_and_a_sha256_digest(image: str, digest: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        EdgeImages(gateway=image, fixtures=IMAGES.fixtures).pinned(gateway=digest, fixtures=FIXTURES_DIGEST)

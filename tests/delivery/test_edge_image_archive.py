@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shlex
 import subprocess
 import sys
@@ -19,15 +20,32 @@ from moto import mock_aws
 
 from delivery.airgap import bundle_problems, edge_images_name
 from delivery.artifact_store import ArtifactStore
-from delivery.edge_bundle import EdgeImages
+from delivery.edge_bundle import (
+    COMPOSE_NAME,
+    FIXTURES_IMAGE_NAME,
+    GATEWAY_IMAGE_NAME,
+    EdgeImages,
+    compose_file,
+)
 from delivery.edge_image_archive import (
     EDGE_IMAGES_CONTENT_TYPE,
     EdgeImagesError,
     main,
     publish_edge_images,
+    push_edge_images,
+    release_edge_images,
     save_edge_images,
+    save_released_images,
 )
+from delivery.edge_release import (
+    LOADED_IMAGES_OVERRIDE_NAME,
+    load_edge_release,
+    loaded_images_override,
+    release_sbom,
+)
+from industrial_fixtures import load_fixture_dtm, load_manifest
 from platform_config.settings import PROJECT_VERSION
+from standins.edge_image_ci import LoopbackRegistry, tag_for_registry
 from tests.conftest import run_captured
 from tests.delivery.test_airgap import ARTIFACTS, BundleInputs, readme_command
 from tests.docker_engine import BuiltImages, DockerEngine
@@ -95,20 +113,34 @@ def test_publish_refuses_what_is_not_a_tar_or_not_a_version(s3: Any, tmp_path: P
 
 
 FAKE_DOCKER = """#!{python}
-# A docker client as far as save_edge_images uses it; the images it knows are in $KNOWN_IMAGES.
-import os, sys, tarfile
+# A docker client as far as the release uses it; the images it knows are in $KNOWN_IMAGES, all
+# with one id; a push answers a digest made of the name.
+import hashlib, io, json, os, sys, tarfile
 args = sys.argv[1:]
 known = os.environ.get("KNOWN_IMAGES", "").split()
 with open(os.environ["DOCKER_LOG"], "a") as log:
     log.write(" ".join(args) + "\\n")
+def digest(name):
+    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+def knows(ref):
+    tag, _, pinned = ref.partition("@")
+    return tag in known and (not pinned or pinned == digest(tag))
 if args[:2] == ["image", "inspect"]:
-    if args[-1] not in known:
+    if not knows(args[-1]):
         sys.exit(print("Error response from daemon: No such image: " + args[-1], file=sys.stderr) or 1)
     print("sha256:" + "0" * 64)
+elif args[0] == "push":
+    if args[1] not in known:
+        sys.exit(print("An image does not exist locally with the tag: " + args[1], file=sys.stderr) or 1)
+    print(args[1].rsplit(":", 1)[1] + ": digest: " + digest(args[1]) + " size: 1578")
 elif args[0] == "save":
     out = args[args.index("-o") + 1]
+    manifest = [dict(Config="0" * 64 + ".json", RepoTags=[tag], Layers=[]) for tag in args[3:]]
+    data = json.dumps(manifest).encode()
     with tarfile.open(out, "w") as archive:
-        archive.addfile(tarfile.TarInfo("manifest.json"))
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
 else:
     sys.exit(2)
 """
@@ -152,7 +184,7 @@ def test_save_without_docker_says_so(tmp_path: Path) -> None:
         save_edge_images(IMAGES, tmp_path / "images.tar", docker=str(tmp_path / "no-docker"))
 
 
-def test_the_cli_saves_and_publishes_under_the_release_version(
+def test_the_cli_pushes_pins_saves_and_publishes_under_the_release_version(
     s3: Any, fake_docker: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     images = EdgeImages.release("ghcr.io/example", PROJECT_VERSION)
@@ -161,15 +193,70 @@ def test_the_cli_saves_and_publishes_under_the_release_version(
     main(["--bucket", BUCKET, "--registry", "ghcr.io/example", "--docker", str(fake_docker)])
 
     key = f"edge-images/edge-images-{PROJECT_VERSION}.tar"
-    assert capsys.readouterr().out.startswith(f"s3://{BUCKET}/{key} ")
+    out = capsys.readouterr().out
+    assert f"s3://{BUCKET}/{key} " in out
     body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body)) as archive:
         assert archive.getnames() == ["manifest.json"]
+    store = ArtifactStore(s3, BUCKET)
+    release = load_edge_release(store, PROJECT_VERSION)
+    assert release is not None
+    pinned = EdgeImages(
+        gateway=f"{images.gateway}@sha256:{hashlib.sha256(images.gateway.encode()).hexdigest()}",
+        fixtures=f"{images.fixtures}@sha256:{hashlib.sha256(images.fixtures.encode()).hexdigest()}",
+    )
+    assert release.images() == pinned
+    assert release.archive.key == key and release.archive.sha256 == hashlib.sha256(body).hexdigest()
+    assert (
+        release.sbom is not None and release.sbom.key == f"edge-images/edge-images-{PROJECT_VERSION}.cdx.json"
+    )
+    assert (
+        json.loads(s3.get_object(Bucket=BUCKET, Key=release.sbom.key)["Body"].read())["bomFormat"]
+        == "CycloneDX"
+    )
+    calls = (fake_docker.parent / "docker.log").read_text().splitlines()
+    assert [c for c in calls if c.startswith(("push", "save"))] == [
+        f"push {images.gateway}",
+        f"push {images.fixtures}",
+        f"save -o {calls[-1].split()[2]} {images.gateway} {images.fixtures}",
+    ]
 
     with pytest.raises(SystemExit, match="is not on the Docker engine"):
-        main(["--bucket", BUCKET, "--version", "9.9.9", "--docker", str(fake_docker)])
+        main(
+            [
+                "--bucket",
+                BUCKET,
+                "--registry",
+                "r.example",
+                "--version",
+                "9.9.9",
+                "--docker",
+                str(fake_docker),
+            ]
+        )
+    assert load_edge_release(store, "9.9.9") is None
     with pytest.raises(SystemExit):
         main(["--bucket", BUCKET, "--version", "../x"])
+    with pytest.raises(SystemExit):
+        main(["--bucket", BUCKET, "--registry", "", "--docker", str(fake_docker)])
+
+
+def test_a_tag_moved_after_the_push_is_not_saved(
+    fake_docker: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = EdgeImages.release("r.example", "0.1.0")
+    monkeypatch.setenv("KNOWN_IMAGES", f"{images.gateway} {images.fixtures}")
+    released = push_edge_images(images, docker=str(fake_docker))
+    moved = released.model_copy(
+        update={"fixtures": released.fixtures.model_copy(update={"image_id": "sha256:" + "1" * 64})}
+    )
+    out = tmp_path / "images.tar"
+
+    with pytest.raises(
+        EdgeImagesError, match=f"holds {images.fixtures} as sha256:0+, the release pushed sha256:1+"
+    ):
+        save_released_images(moved, out, docker=str(fake_docker))
+    assert not out.exists()
 
 
 def docker(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -181,46 +268,115 @@ def image_id(image: str) -> str | None:
     return inspected.stdout.strip() if inspected.returncode == 0 else None
 
 
+def canonical(reference: str) -> str:
+    """How ``docker image rm`` names a digest reference: the repository and the digest, no tag."""
+    if "@" not in reference:
+        return reference
+    tagged, digest = reference.split("@", 1)
+    return f"{tagged.rsplit(':', 1)[0]}@{digest}"
+
+
 @pytest.mark.slow
 @pytest.mark.docker
-def test_the_archive_in_a_bundle_loads_into_an_engine(
-    docker_engine: DockerEngine, built_images: BuiltImages, tmp_path: Path
+def test_the_released_archive_holds_exactly_the_pinned_images(
+    docker_engine: DockerEngine, built_images: BuiltImages, s3: Any, tmp_path: Path
 ) -> None:
-    # The built images under a registry of the test's own, as a stage's stack names them: the
-    # copies can be removed and loaded again without touching what `make images` built.
-    images = EdgeImages.release(f"localhost/airgap-test-{uuid.uuid4().hex[:8]}", PROJECT_VERSION)
-    tagged = {images.gateway: built_images.edge_gateway, images.fixtures: built_images.industrial_fixtures}
+    """The release as a stage runs it (a registry of the test's own on loopback, moto's S3), then
+    an air-gapped site: the archive loaded from a bundle, the stack started pinned by image id."""
+    built = EdgeImages(gateway=built_images.edge_gateway, fixtures=built_images.industrial_fixtures)
+    store = ArtifactStore(s3, BUCKET)
+    registry = LoopbackRegistry()
+    names: list[str] = []
+    project = f"ems-airgap-{uuid.uuid4().hex[:8]}"
+    site = tmp_path / "site"
     try:
-        for copy, built in tagged.items():
-            assert docker("tag", built, copy).returncode == 0
-        archive = tmp_path / "saved.tar"
-        save_edge_images(images, archive)
+        registry.start()
+        names += [f"{registry.address}/{GATEWAY_IMAGE_NAME}:{PROJECT_VERSION}"]
+        names += [f"{registry.address}/{FIXTURES_IMAGE_NAME}:{PROJECT_VERSION}"]
+        images = tag_for_registry(built, registry.address, PROJECT_VERSION)
+        release = release_edge_images(images, store, PROJECT_VERSION)
+        names += [release.gateway.reference, release.fixtures.reference]
+
+        assert release == load_edge_release(store, PROJECT_VERSION)
+        for image, source in ((release.gateway, built.gateway), (release.fixtures, built.fixtures)):
+            # Pinned by the digest the registry answered, resolved by the engine, the image built.
+            assert image.tag == f"{registry.address}/{source}"
+            assert image_id(image.reference) == image.image_id == image_id(source)
+        assert release.sbom is not None and release_sbom(store, release)
 
         name = edge_images_name(PROJECT_VERSION)
+        archive = tmp_path / name
+        s3.download_file(BUCKET, release.archive.key, str(archive))
+        assert hashlib.sha256(archive.read_bytes()).hexdigest() == release.archive.sha256
         others = {n: entry for n, entry in ARTIFACTS.items() if entry[0] != "images"}
-        # Streamed from disk into the bundle: the archive is hundreds of MB.
-        inputs = BundleInputs(files={**others, name: ("images", archive)}, images=images)
+        # Streamed from disk into the bundle.
+        inputs = BundleInputs(files={**others, name: ("images", archive)}, images=release.images())
         bundle = tmp_path / "bundle.tar"
         with bundle.open("wb") as out:
             inputs.write(out)
         with bundle.open("rb") as stream:
-            assert bundle_problems(stream, inputs.manifest) == []
-
+            assert bundle_problems(stream, inputs.manifest, inputs.signer.public_pem()) == []
         with tarfile.open(bundle) as tar:
-            tar.extractall(tmp_path / "site", filter="data")
-        folder = tmp_path / "site" / f"airgap-v{inputs.version}"
+            tar.extractall(site, filter="data")
+        folder = site / f"airgap-v{inputs.version}"
         load = readme_command((folder / "README.txt").read_text(), "docker load")
         assert load == f"docker load -i {name}"
-        for copy in tagged:
-            assert docker("rmi", copy).returncode == 0
-            assert image_id(copy) is None
 
+        # The site has none of the release's names: no tag, no digest reference.
+        for reference in reversed(names):
+            assert docker("image", "rm", "--no-prune", canonical(reference)).returncode == 0
+            assert image_id(reference) is None
         loaded = run_captured(shlex.split(load), cwd=folder, timeout=600)
 
         assert loaded.returncode == 0, loaded.stderr
-        for copy, built in tagged.items():
-            assert f"Loaded image: {copy}" in loaded.stdout
-            assert image_id(copy) == image_id(built)
+        assert sorted(
+            line for line in loaded.stdout.splitlines() if line.startswith("Loaded image")
+        ) == sorted(f"Loaded image: {image.tag}" for image in (release.gateway, release.fixtures))
+        for image in (release.gateway, release.fixtures):
+            # Exactly the pinned images: the ids the record holds, under their tags.
+            assert image_id(image.tag) == image.image_id
+            # Docker's classic store records no digest reference on load: the pinned name does not
+            # resolve offline, which is why the site starts the stack by image id.
+            assert image_id(image.reference) in (None, image.image_id)
+
+        stack = site / "stack"
+        stack.mkdir()
+        compose = compose_file(
+            dtm=load_fixture_dtm(), images=release.images(), fixtures=load_manifest().fixtures
+        )
+        (stack / COMPOSE_NAME).write_bytes(compose)
+        (stack / LOADED_IMAGES_OVERRIDE_NAME).write_bytes(loaded_images_override(compose, release))
+        fixture = load_manifest().fixtures[0].hostname
+        argv = [*docker_engine.compose, "-p", project, "-f", COMPOSE_NAME, "-f", LOADED_IMAGES_OVERRIDE_NAME]
+        started = run_captured(
+            [*argv, "--profile", "fixtures", "up", "--detach", "--pull", "never", "--no-deps", fixture],
+            cwd=stack,
+            timeout=120,
+        )
+        assert started.returncode == 0, started.stderr
+        container = run_captured(
+            [*argv, "--profile", "fixtures", "ps", "--quiet", fixture], cwd=stack
+        ).stdout.strip()
+        assert (
+            docker("inspect", "--format", "{{.Image}}", container).stdout.strip() == release.fixtures.image_id
+        )
     finally:
-        for copy in tagged:
-            docker("rmi", copy)
+        if (site / "stack").is_dir():
+            run_captured(
+                [
+                    *docker_engine.compose,
+                    "-p",
+                    project,
+                    "-f",
+                    COMPOSE_NAME,
+                    "--profile",
+                    "fixtures",
+                    "down",
+                    "-v",
+                ],
+                cwd=site / "stack",
+                timeout=120,
+            )
+        for reference in reversed(names):
+            docker("image", "rm", "--no-prune", canonical(reference))
+        registry.stop()

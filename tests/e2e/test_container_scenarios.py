@@ -7,8 +7,10 @@ the order's customer-shape DTM's (bare, then commissioning; bare leaves nothing 
 commissioning could trip over). Four ``up``/``down`` cycles in all, about 25 s a path on 2 cores;
 the rest of the module's time is the session's image build (``built_images``, ``make images``).
 
-The bundles name the beta images (``ghcr.io/example/...``); for this module those names are tags of
-the session's build (``DeliveredImages``), removed afterwards. Nothing is pulled.
+The session's build is released for the module as a stage releases it (``PinnedImages``): pushed to
+a registry of the module's own on loopback, the bundles name the pushed images pinned by digest
+(``<registry>/<name>:<version>@sha256:<digest>``), and the containers run exactly those; the
+registry, its tags and digest references go afterwards. Nothing is pulled.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from delivery.edge_bundle import BUNDLE_FILES, COMPOSE_NAME
-from e2e.bundle import DELIVERY_PATHS, Bundle, edge_images
-from e2e.container_stack import ContainerStack, DeliveredImages, image_id
+from delivery.edge_bundle import BUNDLE_FILES, COMPOSE_NAME, GATEWAY_SERVICE, EdgeImages
+from delivery.edge_release import PINNED_REFERENCE
+from e2e.bundle import DELIVERY_PATHS, Bundle
+from e2e.container_stack import ContainerStack, PinnedImages, image_id
 from e2e.runner import run_delivery_path
 from e2e.scenarios import ScenarioResult
+from platform_config.settings import PROJECT_VERSION
 from tests.docker_engine import BuiltImages, DockerEngine
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -42,11 +46,17 @@ class PathRun:
 
 
 @pytest.fixture(scope="module")
-def delivered_images(built_images: BuiltImages) -> Iterator[list[str]]:
-    names = [edge_images().gateway, edge_images().fixtures]
-    with DeliveredImages([built_images.edge_gateway, built_images.industrial_fixtures]) as images:
-        images.point(names)
-        yield names
+def pinned_images(docker_engine: DockerEngine, built_images: BuiltImages) -> Iterator[PinnedImages]:
+    built = EdgeImages(gateway=built_images.edge_gateway, fixtures=built_images.industrial_fixtures)
+    with PinnedImages(built, PROJECT_VERSION) as pinned:
+        yield pinned
+    for name in (pinned.released.gateway.reference, pinned.released.gateway.tag):
+        assert image_id(name) is None, f"{name} was left on the engine"
+
+
+@pytest.fixture(scope="module")
+def delivered_images(pinned_images: PinnedImages) -> list[str]:
+    return [pinned_images.images.gateway, pinned_images.images.fixtures]
 
 
 @pytest.fixture(scope="module", params=DELIVERY_PATHS)
@@ -54,7 +64,7 @@ def run(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     docker_engine: DockerEngine,
-    delivered_images: list[str],
+    pinned_images: PinnedImages,
 ) -> Iterator[PathRun]:
     stacks: list[ContainerStack] = []
 
@@ -67,7 +77,9 @@ def run(
     with pytest.MonkeyPatch.context() as patch:
         # The cloud path talks to moto's server with boto3; nothing may ask for EC2 instance metadata.
         patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        results = run_delivery_path(request.param, SCENARIOS, workdir, stack_factory=container_stack)
+        results = run_delivery_path(
+            request.param, SCENARIOS, workdir, stack_factory=container_stack, images=pinned_images.images
+        )
     yield PathRun(
         path=request.param,
         results={result.name: result for result in results},
@@ -122,15 +134,25 @@ def test_a_killed_fixture_container_fails_alone_and_recovers(run: PathRun) -> No
     assert seen["status_after_recovery"] == "ok"
 
 
-def test_the_stacks_ran_the_bundles_as_delivered(run: PathRun, delivered_images: list[str]) -> None:
+def test_the_stacks_ran_the_bundles_as_delivered(
+    run: PathRun, delivered_images: list[str], pinned_images: PinnedImages
+) -> None:
     assert [stack.bundle.delivery for stack in run.stacks] == [run.path, run.path]
+    released = pinned_images.released
+    fixture_runs: set[tuple[str, str]] = set()
     for stack in run.stacks:
+        # The delivered compose.yaml names each image pinned by the digest its push answered...
         assert stack.images == delivered_images
+        assert all(PINNED_REFERENCE.fullmatch(name) for name in stack.images), stack.images
+        # ...and every container ran that very image.
+        assert stack.ran[GATEWAY_SERVICE] == (released.gateway.reference, released.gateway.image_id)
+        fixture_runs |= {ran for service, ran in stack.ran.items() if service != GATEWAY_SERVICE}
         # The delivered directory holds the delivered files alone: the port override lives in the run's workdir.
         assert sorted(path.name for path in stack.bundle.directory.iterdir()) == sorted(BUNDLE_FILES)
         assert "published: '8080'" in (stack.bundle.directory / COMPOSE_NAME).read_text()
         assert stack.override_path.parent == stack.workdir
         assert (stack.logs_dir / "gateway.log").read_text().strip(), "close() keeps the gateway's log"
+    assert fixture_runs == {(released.fixtures.reference, released.fixtures.image_id)}
     for name in delivered_images:
         assert image_id(name) is not None
 

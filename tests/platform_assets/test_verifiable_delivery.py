@@ -19,7 +19,10 @@ from contracts.manifest import Manifest
 from contracts.orders import OrderStatus
 from delivery.airgap import edge_images_key
 from delivery.artifact_store import ArtifactStore, order_key, portal_key
+from delivery.edge_release import EdgeRelease, ReleasedImage, edge_sbom_key, publish_edge_release
 from delivery.manifest_signing import fingerprint_of, key_id_of
+from delivery.provenance import verify_dsse
+from delivery.sbom import sbom_components
 from order_pipeline.keys import AFTER_EDP, APK, CFN_OR_ISO, EDP_ARTIFACTS, EMAIL, MANIFEST
 from platform_config.settings import PROJECT_VERSION
 from platform_db.deliveries import DeliveryRepository
@@ -203,3 +206,65 @@ def test_an_artifact_changed_after_its_build_is_never_listed_nor_emailed(flow: O
     with contextmanager(deliveries)(flow) as repository:
         assert repository.portal_versions(cfg_id) == []
     assert flow.outbox(cfg_id) == [] and flow.emails_sent_by_ses(cfg_id) == []
+
+
+def test_a_released_edge_images_set_is_delivered_pinned_described_and_loadable_offline(
+    flow: OrderFlow, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ArtifactStore(flow.s3(), flow.settings.artifacts.bucket)
+    archive = store.put(edge_images_key(PROJECT_VERSION), an_images_archive(), "application/x-tar")
+    sbom = store.put(edge_sbom_key(PROJECT_VERSION), EDGE_SBOM, "application/vnd.cyclonedx+json")
+    digest, image_id = "d" * 64, "sha256:" + "e" * 64
+    release = EdgeRelease(
+        version=PROJECT_VERSION,
+        gateway=ReleasedImage(
+            reference=f"127.0.0.1:5000/ems-edge-gateway:{PROJECT_VERSION}@sha256:{digest}", image_id=image_id
+        ),
+        fixtures=ReleasedImage(
+            reference=f"127.0.0.1:5000/ems-industrial-fixtures:{PROJECT_VERSION}@sha256:{digest}",
+            image_id="sha256:" + "f" * 64,
+        ),
+        archive=archive,
+        sbom=sbom,
+    )
+    publish_edge_release(store, release)
+    cfg_id = delivered_onprem(flow)
+    assert flow.materialize(cfg_id, AFTER_EDP).success
+    manifest = flow.manifest(cfg_id, 1)
+
+    with tarfile.open(fileobj=io.BytesIO(bundle_of(flow, manifest))) as bundle:
+        members = {m.name: bundle.extractfile(m).read() for m in bundle.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    compose = members["airgap-v1/stack/compose.yaml"].decode()
+    assert release.gateway.reference in compose and release.fixtures.reference in compose
+    override = members["airgap-v1/stack/compose.loaded-images.yaml"].decode()
+    assert image_id in override
+    assert "-f stack/compose.loaded-images.yaml up -d" in members["airgap-v1/README.txt"].decode()
+    inner = Manifest.model_validate_json(members["airgap-v1/manifest.json"])
+    assert "stack/compose.loaded-images.yaml" in {f.path for f in inner.bundle_files}
+    # The version's SBOM carries the released images' packages; the provenance their pinned names.
+    version_sbom = json.loads(members["airgap-v1/sbom.cdx.json"])
+    names = {c["name"] for c in sbom_components(json.dumps(version_sbom).encode())}
+    assert {"libc6", "pymodbus"} <= names
+    envelope = members["airgap-v1/provenance.intoto.jsonl"]
+    statement = json.loads(verify_dsse(envelope, flow.read(key_of(manifest))))
+    dependencies = json.dumps(statement["predicate"]["buildDefinition"]["resolvedDependencies"])
+    assert digest in dependencies
+    bundle_path = tmp_path / "airgap-bundle-v1.tar"
+    bundle_path.write_bytes(bundle_of(flow, manifest))
+    code, output = verify(
+        capsys, str(bundle_path), "--fingerprint", fingerprint_of(flow.read(key_of(manifest)))
+    )
+    assert code == 0, output
+
+
+EDGE_SBOM = json.dumps(
+    {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "version": 1,
+        "components": [
+            {"type": "library", "bom-ref": "deb-libc6", "name": "libc6", "version": "2.36-9+deb12u13"},
+            {"type": "library", "bom-ref": "pypi-pymodbus", "name": "pymodbus", "version": "3.16.2"},
+        ],
+    }
+).encode()
