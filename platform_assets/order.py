@@ -44,7 +44,7 @@ from delivery.portal_publication import (
     publish_portal_version,
 )
 from delivery.provenance import platform_source_revision
-from delivery.version_evidence import EvidenceInputs, apk_sbom_key, edge_images_sbom_key
+from delivery.version_evidence import EvidenceInputs, apk_sbom_key
 from order_pipeline.keys import (
     APK,
     CFN_OR_ISO,
@@ -258,7 +258,7 @@ def cfn_or_iso(
         order=order,
         dtm=dtm,
         flags=edp_artifacts.flags,
-        images=delivery.edge_images(),
+        images=delivery.edge_images(store),
         fixtures=delivery.industrial_fixtures(),
         commissioning_token=portal.commissioning_token(cfg_id),
         dtm_bytes=dtm_bytes,
@@ -361,7 +361,8 @@ def manifest(
                 cfg_id=cfg_id,
                 order=payload,
                 stack=cfn_or_iso.bundle,
-                images=delivery.edge_images(),
+                images=delivery.edge_images(store),
+                release=delivery.edge_release(store),
                 images_version=delivery.release_version,
                 require_images=delivery.require_edge_images,
                 signing=SigningInfo(key_id=signer.key_id, fingerprint=signer.fingerprint),
@@ -373,15 +374,14 @@ def manifest(
             context.log.warning(
                 "no edge images archive is published: the air-gap bundle is built without the images"
             )
-    images = delivery.edge_images()
     evidence = EvidenceInputs(
         config=_stored_object(store, order_key(cfg_id, "config.json")),
         edp_job_id=edp_artifacts.job_id,
         dtm=edp_artifacts.dtm,
         apk=apk.chosen.artifact,
         apk_sbom=_optional_object(store, apk_sbom_key(apk.chosen.artifact.key)),
-        edge_sbom=_optional_object(store, edge_images_sbom_key(delivery.release_version)),
-        image_references={"gateway": images.gateway, "fixtures": images.fixtures},
+        edge_sbom=delivery.edge_sbom(store),
+        image_references=delivery.image_references(store),
         platform_version=delivery.release_version,
         source_revision=platform_source_revision(),
         run_ids=_build_run_ids(context),
