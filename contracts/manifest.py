@@ -25,6 +25,9 @@ MANIFEST_SCHEMA_VERSION: Final = 3
 # "sbom": the CycloneDX SBOM of what the site runs; "provenance": the signed in-toto statement
 # tying the artifacts to their inputs.
 ArtifactKind = Literal["edp", "cfn", "iso", "apk", "images", "sbom", "provenance", "bundle"]
+# Written anew for each portal version (each names its version): a re-delivery of the same order
+# carries the same other artifacts, byte for byte, and new ones of these kinds.
+PER_VERSION_KINDS: Final[frozenset[str]] = frozenset({"sbom", "provenance", "bundle"})
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 # A file of an air-gap bundle beside its artifacts: one segment, or one folder and a segment
 # (``stack/compose.yaml``), each segment an artifact name (no dot-dot, no hidden files).

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
+from datetime import UTC, datetime, timedelta
+
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunRecord, RunsFilter
 from dagster._core.events import RunFailureReason
 from dagster._core.execution.retries import auto_reexecution_should_retry_run
 from dagster._core.storage.tags import RUN_FAILURE_REASON_TAG, WILL_RETRY_TAG
@@ -16,6 +18,9 @@ ACTIVE_STATUSES = [
     DagsterRunStatus.STARTED,
     DagsterRunStatus.CANCELING,
 ]
+# Dagster submits a run right after creating it; one still NOT_STARTED after this long was left
+# behind by a process killed in between (kill -9 of `dagster dev` mid-launch).
+NOT_STARTED_ORPHAN_AFTER = timedelta(minutes=3)
 
 
 def will_be_retried(instance: DagsterInstance, run: DagsterRun) -> bool:
@@ -30,11 +35,22 @@ def will_be_retried(instance: DagsterInstance, run: DagsterRun) -> bool:
     return auto_reexecution_should_retry_run(instance, run, RunFailureReason(reason) if reason else None)
 
 
+def _is_orphan(record: RunRecord, now: datetime) -> bool:
+    """A run created but never submitted: whoever created it (the webserver, the daemon's retry)
+    died in between, and nothing will ever start it."""
+    return (
+        record.dagster_run.status == DagsterRunStatus.NOT_STARTED
+        and now - record.create_timestamp > NOT_STARTED_ORPHAN_AFTER
+    )
+
+
 def has_active_run(instance: DagsterInstance, cfg_id: str) -> bool:
     """A run of the order is queued or running, or its newest run crashed and Dagster will run it
     again: a sensor that started the order's next step now would race that retry."""
     partition = {PARTITION_TAG: cfg_id}
-    if instance.get_run_records(RunsFilter(tags=partition, statuses=ACTIVE_STATUSES), limit=1):
+    now = datetime.now(UTC)
+    active = instance.get_run_records(RunsFilter(tags=partition, statuses=ACTIVE_STATUSES))
+    if any(not _is_orphan(record, now) for record in active):
         return True
     newest = instance.get_run_records(RunsFilter(tags=partition), limit=1)
     return (

@@ -40,6 +40,7 @@ import pytest
 import requests
 import yaml
 
+from contracts.manifest import PER_VERSION_KINDS
 from delivery.manifest_signing import ManifestSigner
 from delivery.portal_links import PortalTokens
 from platform_config.settings import Settings, deep_merge, load_settings
@@ -623,11 +624,20 @@ def test_a_redelivery_publishes_portal_version_2(
     first, second = _manifest(stack, portal_url, 1), _manifest(stack, portal_url, 2)
     assert second["version"] == 2
 
-    # Same artifacts (the same APK: apk false), published again.
+    # Same artifacts (the same APK: apk false), published again; the version's own evidence is new.
     def published(manifest: dict[str, Any]) -> list[tuple[str, str]]:
-        return [(artifact["name"], artifact["sha256"]) for artifact in manifest["artifacts"]]
+        return [
+            (artifact["name"], artifact["sha256"])
+            for artifact in manifest["artifacts"]
+            if artifact["kind"] not in PER_VERSION_KINDS
+        ]
+
+    def evidence(manifest: dict[str, Any]) -> dict[str, str]:
+        return {a["kind"]: a["sha256"] for a in manifest["artifacts"] if a["kind"] in PER_VERSION_KINDS}
 
     assert published(second) == published(first)
+    assert evidence(second).keys() == evidence(first).keys() >= {"sbom", "provenance"}
+    assert all(evidence(second)[kind] != evidence(first)[kind] for kind in evidence(first))
 
 
 @stack_test

@@ -22,6 +22,7 @@ from dagster import DagsterRunStatus, ExecuteInProcessResult, instance_for_test,
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 from sqlalchemy import create_engine, text
 
+from contracts.manifest import PER_VERSION_KINDS
 from contracts.orders import OrderStatus
 from delivery.artifact_store import order_key, portal_key
 from order_pipeline.keys import AFTER_EDP, CONFIG, EMAIL, REDELIVERY
@@ -278,10 +279,11 @@ def test_an_onprem_order_is_delivered_and_redelivered(pipeline: PostgresPipeline
     assert email_event.metadata["sent_now"].value is True
     pipeline.assert_delivered_by_email(cfg_id, 2, emails=2)
     v2 = flow.manifest(cfg_id, 2)
-    # The same artifacts again; each version's bundle is its own (it holds the version's manifest).
-    assert [(a.kind, a.sha256) for a in v2.artifacts if a.kind != "bundle"] == [
-        (a.kind, a.sha256) for a in v1.artifacts if a.kind != "bundle"
+    # The same artifacts again; the bundle, SBOM and provenance are the version's own (they name it).
+    assert [(a.kind, a.sha256) for a in v2.artifacts if a.kind not in PER_VERSION_KINDS] == [
+        (a.kind, a.sha256) for a in v1.artifacts if a.kind not in PER_VERSION_KINDS
     ]
+    assert {a.kind for a in v2.artifacts if a.kind in PER_VERSION_KINDS} == {"bundle", "sbom", "provenance"}
     flow.assert_downloads_match(v1)  # the earlier version stays downloadable
     assert portal_key(cfg_id, 2, "index.html") in flow.keys(f"portal/{cfg_id}/")
 

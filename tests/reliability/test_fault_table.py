@@ -39,7 +39,15 @@ OVERRIDES: dict[str, Any] = {
     "standins": {"edp": {"queued_seconds": 0.5, "running_seconds": 0.5}},
     "edp": {"timeout_seconds": 2, "retries": 1},
     # 6 retries from 2 s wait 2+4+8+16+32+64 s: a 60 s EDP or 30 s S3 outage ends inside them.
-    "pipeline": {"step_retries": 6, "step_retry_delay_seconds": 2},
+    # The sweeper resumes an order a killed process left with no run (a retry Dagster gave up on, a
+    # run created and never submitted) within the rows' bounds, not after the stage's 10 minutes.
+    "pipeline": {
+        "step_retries": 6,
+        "step_retry_delay_seconds": 2,
+        "stuck_received_seconds": 60,
+        "stuck_building_seconds": 120,
+        "sweep_interval_seconds": 10,
+    },
     "email": {"send_backoff_seconds": 0.2},
 }
 

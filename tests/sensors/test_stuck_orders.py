@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 from dagster import DagsterRunStatus
 from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.storage.runs.schema import RunsTable
 from sqlalchemy import update
 
 from contracts.orders import OrderStatus
 from order_pipeline.keys import AFTER_EDP, CONFIG
 from platform_db.schema import orders
+from sensors.order_runs import NOT_STARTED_ORPHAN_AFTER
 from tests.order_lifecycle import walk_to
 
 if TYPE_CHECKING:
@@ -66,6 +68,34 @@ def test_a_stuck_order_is_resumed_at_its_step_unless_a_run_is_still_in_progress(
     )
     again = platform.tick(SENSOR)
     assert [request.partition_key for request in again.run_requests] == [received.cfg_id]
+
+
+def test_a_run_left_not_started_by_a_killed_launcher_does_not_hold_the_order_for_ever(
+    platform: Platform,
+) -> None:
+    limits = platform.settings.pipeline
+    order = platform.submit_order()
+    platform.add_partitions(order.cfg_id)
+    _stand_still(platform, order.cfg_id, limits.stuck_received_seconds + 1)
+    # Created, then the process that would have submitted it was killed.
+    left = DagsterRun(
+        job_name="__ASSET_JOB", status=DagsterRunStatus.NOT_STARTED, tags={"dagster/partition": order.cfg_id}
+    )
+    platform.instance.add_run(left)
+
+    # Just created: its launcher may still submit it.
+    assert platform.tick(SENSOR).run_requests == []
+
+    created = datetime.now(UTC) - NOT_STARTED_ORPHAN_AFTER - timedelta(seconds=1)
+    with platform.instance.run_storage.connect() as connection:  # type: ignore[attr-defined]
+        connection.execute(
+            RunsTable.update()
+            .where(RunsTable.c.run_id == left.run_id)
+            .values(create_timestamp=created.replace(tzinfo=None))
+        )
+    [resumed] = platform.tick(SENSOR).run_requests
+    assert resumed.partition_key == order.cfg_id
+    assert list(resumed.asset_selection or []) == [CONFIG]
 
 
 def test_an_edp_job_past_its_timeout_fails_the_order_with_the_reason(platform: Platform) -> None:
