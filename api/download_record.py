@@ -8,7 +8,10 @@ recorded nor logged: the cfg_id it names is enough to tell whose portal it was.
 An entry is written after the response went out (a background task of the response), so a slow or
 failing platform_db never delays or breaks a download: a failure is logged and the entry is lost.
 The same task deletes entries older than ``portal.download_record_days``, at most once per
-:data:`EXPIRE_EVERY_SECONDS` per process.
+:data:`EXPIRE_EVERY_SECONDS` per process. That alone would wait for the next portal request, so
+the retention's guarantee is Dagster's ``download_record_retention_sensor``, which expires them
+hourly whatever the traffic; this on-traffic expiry stays because it costs one DELETE per interval
+and keeps the retention while the Dagster daemon is stopped, as long as the portal is used.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from resources.pipeline import build_resources
 from resources.platform_db import PlatformDbResource
 from sensors.apk import apk_sensor_tick
 from sensors.download_record import build_download_record_sensor
+from sensors.download_record_retention import build_download_record_retention_sensor
 from sensors.edp import edp_sensor_tick
 from sensors.orders import order_sensor_tick
 from sensors.run_failures import record_run_failure
@@ -93,7 +94,10 @@ def build_definitions(settings: Settings) -> Definitions:
         record_run_failure(context, platform_db)
 
     download_record_sensor = build_download_record_sensor(
-        minimum_interval_seconds=interval, default_status=status, recent=settings.portal.recent_downloads
+        minimum_interval_seconds=interval, default_status=status
+    )
+    download_record_retention_sensor = build_download_record_retention_sensor(
+        days=settings.portal.download_record_days, default_status=status
     )
 
     return Definitions(
@@ -109,6 +113,7 @@ def build_definitions(settings: Settings) -> Definitions:
             stuck_order_sensor,
             order_run_failure_sensor,
             download_record_sensor,
+            download_record_retention_sensor,
         ],
         resources=build_resources(settings),
     )

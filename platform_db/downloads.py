@@ -1,8 +1,9 @@
 """The portal's download record in platform_db: every page view and download of an order's portal.
 
 The API writes one row per answered portal request (``file`` NULL: a page; ``version`` NULL: the
-order's landing page) and deletes rows older than ``portal.download_record_days``; ``GET
-/orders/{cfg_id}`` and the Dagster UI read them. A row holds no token and only the client's
+order's landing page); rows older than ``portal.download_record_days`` are deleted by Dagster's
+download_record_retention_sensor (and by the API as it records); ``GET /orders/{cfg_id}`` reads
+them, the Dagster UI only their counts. A row holds no token and only the client's
 network (the API truncates the address), so the record is no credential and no customer's
 exact address.
 """

@@ -2,10 +2,14 @@
 
 For each order with new entries since the cursor (the id of the newest entry seen), one
 ``AssetObservation`` on the order's partition of ``order/manifest`` sums up its record: downloads,
-page views, the last download, whether the current portal version was fetched, and the latest
-entries as a table. An operator sees it on the asset's partition without reading platform_db. The
-record holds no token and only the client's network, so neither does the observation. The sensor
-requests no runs.
+page views, the last download and whether the current portal version was fetched. An operator sees
+it on the asset's partition without reading platform_db. The sensor requests no runs.
+
+Counts only, never an entry: Dagster keeps observations for as long as the instance's event log,
+with no retention of its own, while platform_db deletes each entry after
+``portal.download_record_days`` (download_record_retention_sensor). A User-Agent or a client's
+network copied into an observation would outlive that promise; ``GET /orders/{cfg_id}`` shows the
+entries themselves for as long as they are kept.
 """
 
 from __future__ import annotations
@@ -27,31 +31,9 @@ from resources.platform_db import PlatformDbResource
 
 SENSOR_NAME = "download_record_sensor"
 NOTHING = "—"
-# What could end a table cell or start markup, HTML or an entity inside one; escaped with a
-# backslash, CommonMark shows each as itself. A User-Agent is the customer's browser's to choose.
-_MARKUP = frozenset("\\|`*_[]<>&~")
 
 
-def _md(text: str) -> str:
-    plain = " ".join(text.split())
-    return "".join(f"\\{char}" if char in _MARKUP else char for char in plain) or NOTHING
-
-
-def _recent_table(platform_db: PlatformDbResource, cfg_id: str, recent: int) -> str:
-    lines = ["| at (UTC) | version | file | client | user agent |", "| --- | --- | --- | --- | --- |"]
-    for entry in platform_db.downloads.recent(cfg_id, recent):
-        cells = (
-            entry.at.strftime("%Y-%m-%d %H:%M:%S"),
-            "landing page" if entry.version is None else f"v{entry.version}",
-            "page view" if entry.file is None else entry.file,
-            entry.client or NOTHING,
-            entry.user_agent or NOTHING,
-        )
-        lines.append("| " + " | ".join(_md(cell) for cell in cells) + " |")
-    return "\n".join(lines)
-
-
-def _observation(platform_db: PlatformDbResource, cfg_id: str, recent: int) -> AssetObservation:
+def _observation(platform_db: PlatformDbResource, cfg_id: str) -> AssetObservation:
     counts = platform_db.downloads.counts(cfg_id)
     current = current_version(platform_db.deliveries.portal_versions(cfg_id))
     if current is None:
@@ -71,26 +53,25 @@ def _observation(platform_db: PlatformDbResource, cfg_id: str, recent: int) -> A
             else MetadataValue.timestamp(last),
             "current version": MetadataValue.text(NOTHING if current is None else f"v{current.version}"),
             "current version fetched": MetadataValue.text(fetched),
-            "recent": MetadataValue.md(_recent_table(platform_db, cfg_id, recent)),
         },
     )
 
 
 def download_record_sensor_tick(
-    context: SensorEvaluationContext, platform_db: PlatformDbResource, recent: int
+    context: SensorEvaluationContext, platform_db: PlatformDbResource
 ) -> SensorResult | SkipReason:
     after = int(context.cursor) if context.cursor else 0
     recorded = platform_db.downloads.orders_recorded_after(after)
     if not recorded:
         return SkipReason("no new portal page view or download")
-    events = [_observation(platform_db, cfg_id, recent) for cfg_id in recorded]
+    events = [_observation(platform_db, cfg_id) for cfg_id in recorded]
     return SensorResult(asset_events=events, cursor=str(max(recorded.values())))
 
 
 def build_download_record_sensor(
-    *, minimum_interval_seconds: int, default_status: DefaultSensorStatus, recent: int
+    *, minimum_interval_seconds: int, default_status: DefaultSensorStatus
 ) -> SensorDefinition:
-    """The sensor; ``recent``: how many of an order's latest entries the table shows (portal.recent_downloads)."""
+    """The sensor; it observes counts only (see the module's docstring)."""
 
     @sensor(
         name=SENSOR_NAME, minimum_interval_seconds=minimum_interval_seconds, default_status=default_status
@@ -99,6 +80,6 @@ def build_download_record_sensor(
         context: SensorEvaluationContext, platform_db: PlatformDbResource
     ) -> SensorResult | SkipReason:
         """New portal page views and downloads -> an observation of order/manifest per order."""
-        return download_record_sensor_tick(context, platform_db, recent)
+        return download_record_sensor_tick(context, platform_db)
 
     return download_record_sensor

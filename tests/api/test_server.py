@@ -16,14 +16,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import boto3
 import pytest
 import uvicorn
 
 import api.__main__ as api_main
 from api.app import create_app
 from api.server import ACCESS_LOGGER, PortalTokenRedactor, install_access_log_redaction, uvicorn_config
+from contracts.configurator import ConfiguratorPayload
+from delivery.artifact_store import ArtifactStore, order_key
+from delivery.manifest_signing import ManifestSigner
+from delivery.portal_links import PortalTokens
+from delivery.portal_publication import publish_portal_version
 from platform_config.settings import Settings
 from platform_db import OrderRepository
+from platform_db.deliveries import DeliveryRepository
 from platform_db.migrate import upgrade
 
 pytestmark = pytest.mark.slow
@@ -164,34 +171,133 @@ class _Records(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def test_the_access_log_shows_no_portal_token(settings: Settings) -> None:
+@contextmanager
+def logged() -> Iterator[_Records]:
+    """Every line the served API logs: its access log (which does not propagate) and all the rest."""
     records = _Records()
-    with served(settings) as port:
-        logger = logging.getLogger(ACCESS_LOGGER)
+    loggers = [logging.getLogger(ACCESS_LOGGER), logging.getLogger()]
+    for logger in loggers:
         logger.addHandler(records)
-        try:
-            _get(port, f"/portal/{TOKEN}")
-            _get(port, f"/portal/{TOKEN}/v1/cfn.yaml?x=1")
-            _get(port, "/healthz")
-            time.sleep(0.2)
-        finally:
+    try:
+        yield records
+    finally:
+        for logger in loggers:
             logger.removeHandler(records)
-    portal_lines = [line for line in records.lines if "/portal/" in line]
-    assert len(portal_lines) == 2, records.lines
+
+
+def _access_lines(records: _Records) -> list[str]:
+    return [line for line in records.lines if '"GET ' in line]
+
+
+def _publish_portal(settings: Settings, cloud_order: dict[str, Any]) -> str:
+    """An order with a published portal version in platform_db and the bucket; its portal token."""
+    upgrade(settings.platform_db_url())
+    orders = OrderRepository.from_url(settings.platform_db_url())
+    try:
+        payload = ConfiguratorPayload.model_validate(cloud_order)
+        cfg_id = orders.submit(payload, None)[0].cfg_id
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=settings.aws.endpoint_url,
+            region_name=settings.aws.region,
+            **settings.aws_credentials(),
+        )
+        store = ArtifactStore(s3, settings.artifacts.bucket)
+        publish_portal_version(
+            cfg_id=cfg_id,
+            run_id="run-1",
+            order=payload,
+            flags={"commissioning_required": True},
+            artifacts=[("cfn", store.put(order_key(cfg_id, "cfn", "cfn.yaml"), b"Resources: {}\n"))],
+            store=store,
+            deliveries=DeliveryRepository(orders.engine),
+            signer=ManifestSigner.generate(),
+        )
+    finally:
+        orders.dispose()
+    return PortalTokens(settings.portal_token_key()).token(cfg_id, 0)
+
+
+def test_the_access_log_shows_no_portal_token(settings: Settings) -> None:
+    cfg_id = "0b6f1c9e-2a5d-4e7f-9c3b-8d1e2f3a4b5c"
+    with served(settings) as port, logged() as records:
+        _get(port, f"/portal/{TOKEN}")
+        _get(port, f"/portal/{TOKEN}/v1/cfn.yaml?x=1")
+        _get(port, "/healthz")
+        _get(port, f"/orders/{cfg_id}")
+        time.sleep(0.2)
+    lines = _access_lines(records)
     assert all(TOKEN not in line for line in records.lines)
-    assert any('"GET /portal/<token> HTTP/1.1" 404' in line for line in portal_lines)
-    assert any('"GET /portal/<token>/v1/cfn.yaml?x=1 HTTP/1.1" 404' in line for line in portal_lines)
-    assert any("/healthz" in line for line in records.lines)
+    assert any('"GET /portal/<token> HTTP/1.1" 404' in line for line in lines), lines
+    assert any('"GET /portal/<token>/v1/cfn.yaml?x=1 HTTP/1.1" 404' in line for line in lines), lines
+    assert any("/healthz" in line for line in lines)
+    # What is no credential stays readable for the operator.
+    assert any(f"/orders/{cfg_id}" in line for line in lines), lines
 
 
-def test_the_redactor_rewrites_uvicorn_access_records() -> None:
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        (f"/%70ortal/{TOKEN}", "/portal/<token>"),
+        (f"/portal%2F{TOKEN}/v1", "/portal/<token>/v1"),
+        (f"/portal%2f{TOKEN}%2Fv1%2Fcfn.yaml", "/portal/<token>/v1/cfn.yaml"),
+        # Encoded twice: the router sees /portal%2F..., the log reader decodes it in their head.
+        (f"/portal%252F{TOKEN}", "/portal/<token>"),
+        (f"/portal/%{TOKEN[:2]}{TOKEN[2:]}", "/portal/<token>"),
+        (f"/PORTAL/{TOKEN}", "/PORTAL/<token>"),
+        # Off the portal's routes the token is still the token.
+        (f"/elsewhere/{TOKEN}/x", "/elsewhere/<token>/x"),
+        (f"/healthz?link={TOKEN}", "/healthz?link=<token>"),
+        (f"/portal%2F{TOKEN}%22%0A", "/portal/<token>%22%0A"),
+    ],
+)
+def test_an_encoded_portal_link_is_logged_decoded_and_redacted(
+    settings: Settings, path: str, shown: str
+) -> None:
+    with served(settings) as port, logged() as records:
+        _get(port, path)
+        time.sleep(0.2)
+    assert all(TOKEN not in line for line in records.lines), records.lines
+    [line] = _access_lines(records)
+    assert f'"GET {shown} HTTP/1.1"' in line
+
+
+def test_encoded_links_open_the_portal_and_the_log_keeps_the_token_out(
+    pipeline_settings: Settings, cloud_order: dict[str, Any]
+) -> None:
+    token = _publish_portal(pipeline_settings, cloud_order)
+    paths = [f"/portal/{token}", f"/%70ortal/{token}", f"/portal%2F{token}", f"/portal%2F{token}%2Fv1"]
+    with served(pipeline_settings) as port, logged() as records:
+        answers = [_get(port, path) for path in paths]
+        time.sleep(0.2)
+
+    # The router matches the decoded path: each of these is the customer's portal.
+    assert [answer.split(b"\r\n", 1)[0] for answer in answers] == [b"HTTP/1.1 200 OK"] * len(paths)
+    assert all(token not in line for line in records.lines), records.lines
+    shown = sorted(line.split('"')[1] for line in _access_lines(records))
+    assert shown == sorted(["GET /portal/<token> HTTP/1.1"] * 3 + ["GET /portal/<token>/v1 HTTP/1.1"]), (
+        records.lines
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        (f"/portal/{TOKEN}/v2", "/portal/<token>/v2"),
+        (f"/portal%2F{TOKEN}%2Fv2", "/portal/<token>/v2"),
+        ("/portal%2Fv2", "/portal/<token>"),
+        ("/orders/0b6f1c9e-2a5d-4e7f-9c3b-8d1e2f3a4b5c", "/orders/0b6f1c9e-2a5d-4e7f-9c3b-8d1e2f3a4b5c"),
+        ("/a%20b", "/a%20b"),
+    ],
+)
+def test_the_redactor_rewrites_uvicorn_access_records(path: str, shown: str) -> None:
     # As uvicorn's h11 protocol logs a request.
-    args = ("127.0.0.1:5000", "GET", f"/portal/{TOKEN}/v2", "1.1", 200)
+    args = ("127.0.0.1:5000", "GET", path, "1.1", 200)
     record = logging.LogRecord(
         ACCESS_LOGGER, logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', args, None
     )
     assert PortalTokenRedactor().filter(record) is True
-    assert record.getMessage() == '127.0.0.1:5000 - "GET /portal/<token>/v2 HTTP/1.1" 200'
+    assert record.getMessage() == f'127.0.0.1:5000 - "GET {shown} HTTP/1.1" 200'
     # Installing it twice adds one filter.
     assert install_access_log_redaction() is install_access_log_redaction()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +19,9 @@ if TYPE_CHECKING:
 
     from tests.sensors.conftest import Platform
 
-RECENT = 3
 UA = "Mozilla/5.0 (Windows NT 10.0) | <b>Edge</b>"
+IPV4_NETWORK = "203.0.113.0/24"
+IPV6_NETWORK = "2001:db8:abcd::/48"
 
 
 class Record:
@@ -46,12 +46,10 @@ class Record:
         return version
 
     def download(self, cfg_id: str, version: int, file: str, at: datetime | None = None) -> None:
-        self.downloads.record(
-            cfg_id, version=version, file=file, user_agent=UA, client="203.0.113.0/24", at=at
-        )
+        self.downloads.record(cfg_id, version=version, file=file, user_agent=UA, client=IPV4_NETWORK, at=at)
 
     def page_view(self, cfg_id: str, version: int | None = None) -> None:
-        self.downloads.record(cfg_id, version=version, file=None, user_agent=UA, client="2001:db8:abcd::/48")
+        self.downloads.record(cfg_id, version=version, file=None, user_agent=UA, client=IPV6_NETWORK)
 
 
 @pytest.fixture
@@ -65,7 +63,6 @@ def defs(platform: Platform) -> Definitions:
     sensor = build_download_record_sensor(
         minimum_interval_seconds=platform.settings.pipeline.sensor_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
-        recent=RECENT,
     )
     return Definitions(sensors=[sensor], resources=platform.defs.resources)
 
@@ -140,28 +137,39 @@ def test_the_cursor_observes_an_order_again_only_after_new_entries(
     assert int(later.cursor or 0) > int(data.cursor or 0)
 
 
-def test_the_table_shows_the_latest_entries_without_token_or_full_address(
+def test_the_observation_holds_counts_and_nothing_of_the_customers_browser_or_network(
     platform: Platform, defs: Definitions, record: Record
 ) -> None:
     cfg_id = record.delivered_order()
     start = datetime.now(UTC) - timedelta(hours=1)
-    for minute in range(RECENT + 2):
+    for minute in range(3):
         record.download(cfg_id, 1, f"file-{minute}.bin", at=start + timedelta(minutes=minute))
+    record.page_view(cfg_id)
 
-    table = _value(_observations(_tick(platform, defs))[cfg_id], "recent")
+    # What the sensor daemon does with a tick's asset events: Dagster keeps them for good.
+    for event in _tick(platform, defs).asset_events:
+        platform.instance.report_runless_asset_event(event)
+    [stored] = platform.instance.fetch_observations(
+        AssetRecordsFilter(asset_key=MANIFEST, asset_partitions=[cfg_id]), limit=5
+    ).records
+    observation = stored.asset_observation
+    assert observation is not None
 
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == RECENT
-    # Newest first; the oldest are left out.
-    assert "file-4.bin" in rows[0] and "file-2.bin" in rows[-1]
-    assert "file-0.bin" not in table
-    assert "| 203.0.113.0/24 |" in rows[0]
-    # The User-Agent's "|" and markup stay text: every row keeps its five cells.
-    assert all(row.replace("\\|", "").count("|") == 6 for row in rows)
-    assert "\\<b\\>Edge\\</b\\>" in rows[0]
-    assert re.search(r"(?<!\\)[<>]", table) is None
+    assert set(observation.metadata) == {
+        "downloads",
+        "page views",
+        "last download at",
+        "current version",
+        "current version fetched",
+    }
+    assert (observation.metadata["downloads"].value, observation.metadata["page views"].value) == (3, 1)
+    kept = repr(stored.event_log_entry)
+    assert "current version fetched" in kept  # what is kept of the event, metadata included
     token = PortalTokens(platform.settings.portal_token_key()).token(cfg_id, 0)
-    assert token not in table
+    for recorded in (UA, "Mozilla", "Edge", IPV4_NETWORK, "203.0.113", IPV6_NETWORK, "2001:db8", token):
+        assert recorded not in kept
+    # No entry-by-entry table either: the files fetched stay in platform_db's record.
+    assert "file-0.bin" not in kept
 
 
 def test_an_order_without_a_published_version_says_so(
