@@ -13,11 +13,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api.commissioning import CommissioningTokenRotated, rotate_commissioning_token
 from api.email_outcome import EmailResolutionAnswer, EmailResolutionRequest, resolve_email
 from api.openapi import build_openapi, openapi_document
 from api.order_retry import OrderRetryAccepted, retry_order
-from api.orders import OrderView, PortalTokenRotated, SubmitAccepted, get_order, rotate_portal_token, submit
-from api.portal import PortalSecurityHeaders, portal_download, portal_index, portal_version
+from api.orders import (
+    OrderStatusView,
+    OrderView,
+    PortalTokenRotated,
+    PortalTokenRotation,
+    SubmitAccepted,
+    get_order,
+    rotate_portal_token,
+    submit,
+)
+from api.portal import (
+    PortalSecurityHeaders,
+    portal_download,
+    portal_index,
+    portal_problem_handlers,
+    portal_version,
+)
 from api.portal_yank import YankAnswer, YankRequest, unyank_portal_version, yank_portal_version
 from api.redelivery import RedeliveryAccepted, RedeliveryRequest, redeliver
 from api.signing_keys import (
@@ -32,7 +48,6 @@ from api.signing_keys import (
 from api.state import ApiState
 from platform_config.settings import Settings
 from platform_db import OrderRepository
-from service_kit.problems import problem_handlers
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -62,6 +77,7 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
             Route("/submit", submit, methods=["POST"]),
             Route("/orders/{cfg_id}", get_order, methods=["GET"]),
             Route("/orders/{cfg_id}/portal-token", rotate_portal_token, methods=["POST"]),
+            Route("/orders/{cfg_id}/commissioning-token", rotate_commissioning_token, methods=["POST"]),
             Route("/orders/{cfg_id}/redeliver", redeliver, methods=["POST"]),
             Route("/orders/{cfg_id}/retry", retry_order, methods=["POST"]),
             Route("/orders/{cfg_id}/email", resolve_email, methods=["POST"]),
@@ -83,7 +99,7 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi_document, methods=["GET"]),
         ],
-        exception_handlers=problem_handlers(),
+        exception_handlers=portal_problem_handlers(),
         middleware=[Middleware(PortalSecurityHeaders)],
     )
     app.state.api = ApiState.build(settings, orders)
@@ -92,7 +108,9 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
         [
             SubmitAccepted,
             OrderView,
+            OrderStatusView,
             PortalTokenRotated,
+            CommissioningTokenRotated,
             RedeliveryAccepted,
             EmailResolutionAnswer,
             OrderRetryAccepted,
@@ -100,6 +118,12 @@ def create_app(settings: Settings, orders: OrderRepository) -> Starlette:
             SigningKeys,
             SigningKeyView,
         ],
-        request_models=[RedeliveryRequest, EmailResolutionRequest, YankRequest, RevokeRequest],
+        request_models=[
+            RedeliveryRequest,
+            EmailResolutionRequest,
+            YankRequest,
+            RevokeRequest,
+            PortalTokenRotation,
+        ],
     )
     return app

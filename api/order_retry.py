@@ -28,9 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.asset_status import AssetStatusView
-from api.auth import require_bearer_token
+from api.auth import Scope, require_scope
 from api.dagster_graphql import DagsterLaunchError
-from api.orders import _idempotency_key, _order_or_404
+from api.idempotency import idempotency_key
+from api.orders import _order_or_404
 from api.state import ApiState
 from contracts.orders import DELIVERED_ONCE, OrderStatus
 from contracts.records import Order
@@ -209,7 +210,7 @@ def _retry(state: ApiState, cfg_id: str, key: str | None) -> OrderRetryAccepted:
 
 async def retry_order(request: Request) -> JSONResponse:
     state: ApiState = request.app.state.api
-    require_bearer_token(request, state.bearer_token)
-    key = _idempotency_key(request)
+    require_scope(request, state.credentials, Scope.OPERATOR)
+    key = idempotency_key(request, required=True)
     accepted = await run_in_threadpool(_retry, state, request.path_params["cfg_id"], key)
     return JSONResponse(accepted.model_dump(), status_code=202)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, StrictBool
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.asset_status import AssetStatusView
-from api.auth import require_bearer_token
+from api.auth import Scope, require_scope
 from api.dagster_graphql import DagsterLaunchError, LaunchedBackfill
+from api.idempotency import idempotency_key
+from api.operator_calls import Answer, answer_once, keyed_response
 from api.state import ApiState
 from contracts.configurator import ConfiguratorPayload
 from contracts.orders import EmailState, OrderStatus
@@ -27,12 +29,16 @@ from contracts.records import (
     current_version,
 )
 from contracts.s3_layout import is_cfg_id
+from delivery.notice_email import (
+    NoticeNotSent,
+    compose_portal_link_email,
+    portal_link_outbox_name,
+    send_notice,
+)
 from delivery.portal_links import PortalLinks
 from platform_db import IdempotencyConflict
 from service_kit.json_body import read_json_model
 from service_kit.problems import Problem
-
-IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 class SubmitAccepted(BaseModel):
@@ -107,9 +113,51 @@ class DownloadView(BaseModel):
         )
 
 
+class PortalTokenRotation(BaseModel):
+    """Optional body of a portal-link rotation; an empty body means ``{"notify_customer": false}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Email the customer the new link (once: a repeated Idempotency-Key sends nothing again).
+    notify_customer: StrictBool = False
+
+
 class PortalTokenRotated(BaseModel):
     cfg_id: str
     portal_url: str
+    # Whether this rotation emailed the customer the new link.
+    customer_notified: bool = False
+    # Why the email asked for was not sent, or may not have been; the rotation stands.
+    notice_error: str | None = None
+
+
+class OrderStatusView(BaseModel):
+    """An order as the website's credential sees it: where it stands, nothing that reaches its
+    delivery (no portal link, download record, emails or customer details)."""
+
+    cfg_id: str
+    status: OrderStatus
+    target: str
+    created_at: datetime
+    updated_at: datetime
+    error: str | None
+    # The portal versions published (numbers only) and the one the portal offers now.
+    portal_versions: list[int] = []
+    current_version: int | None = None
+
+    @classmethod
+    def of(cls, order: Order, versions: list[PortalVersion]) -> OrderStatusView:
+        current = current_version(versions)
+        return cls(
+            cfg_id=order.cfg_id,
+            status=order.status,
+            target=order.target,
+            created_at=order.created_at,
+            updated_at=order.updated_at,
+            error=order.last_error,
+            portal_versions=[v.version for v in versions],
+            current_version=None if current is None else current.version,
+        )
 
 
 class OrderView(BaseModel):
@@ -182,20 +230,16 @@ BodyT = TypeVar("BodyT", bound=BaseModel)
 RETRY_AFTER_SECONDS = "30"
 
 
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is not None and not IDEMPOTENCY_KEY_RE.match(key):
-        raise Problem(400, "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces")
-    return key
-
-
 async def read_keyed_request(
-    request: Request, model: type[BodyT], *, when_empty: BodyT | None = None
+    request: Request, model: type[BodyT], *, scope: Scope = Scope.OPERATOR, when_empty: BodyT | None = None
 ) -> tuple[ApiState, str | None, BodyT]:
-    """The API's state, the Idempotency-Key and the body of a client's request, checked in that order."""
+    """The API's state, the Idempotency-Key and the body of a client's request, checked in that order.
+
+    The caller needs ``scope``; an operator's call needs an Idempotency-Key (the website's may have one).
+    """
     state: ApiState = request.app.state.api
-    require_bearer_token(request, state.bearer_token)
-    key = _idempotency_key(request)
+    require_scope(request, state.credentials, scope)
+    key = idempotency_key(request, required=scope is Scope.OPERATOR)
     api = state.settings.api
     body = await read_json_model(
         request,
@@ -227,7 +271,7 @@ def launch_or_undo(
 
 
 async def submit(request: Request) -> JSONResponse:
-    state, key, payload = await read_keyed_request(request, ConfiguratorPayload)
+    state, key, payload = await read_keyed_request(request, ConfiguratorPayload, scope=Scope.WEBSITE)
     try:
         # Committed to platform_db before the answer: an accepted order is never lost.
         order, _created = await run_in_threadpool(state.orders.submit, payload, key)
@@ -262,23 +306,105 @@ def _order_view(state: ApiState, cfg_id: str) -> OrderView:
     )
 
 
+def _status_view(state: ApiState, cfg_id: str) -> OrderStatusView:
+    order = _order_or_404(state, cfg_id)
+    return OrderStatusView.of(order, state.deliveries.portal_versions(cfg_id))
+
+
 async def get_order(request: Request) -> JSONResponse:
+    """The whole order for an operator; its status alone for the website."""
     state: ApiState = request.app.state.api
-    require_bearer_token(request, state.bearer_token)
-    view = await run_in_threadpool(_order_view, state, request.path_params["cfg_id"])
+    scope = require_scope(request, state.credentials, Scope.WEBSITE)
+    cfg_id = request.path_params["cfg_id"]
+    view: BaseModel
+    if scope is Scope.OPERATOR:
+        view = await run_in_threadpool(_order_view, state, cfg_id)
+    else:
+        view = await run_in_threadpool(_status_view, state, cfg_id)
     return JSONResponse(view.model_dump(mode="json"))
 
 
-def _rotate(state: ApiState, cfg_id: str) -> PortalTokenRotated:
+def _portal_links_of(state: ApiState, cfg_id: str, generation: int) -> PortalLinks:
+    return PortalLinks(base_url=state.settings.api.public_url, token=state.tokens.token(cfg_id, generation))
+
+
+def _rotate(state: ApiState, cfg_id: str, notify_customer: bool) -> Answer:
+    generation = state.orders.rotate_portal_token(cfg_id)
+    notice_error = None
+    if notify_customer:
+        notice_error = _email_new_link(
+            state,
+            _order_or_404(state, cfg_id),
+            generation,
+            _portal_links_of(state, cfg_id, generation).portal(),
+        )
+    # Stored without the link, which carries the customer's token: the answer makes it from the
+    # generation this rotation started, so a repeated key answers the same link.
+    stored = {
+        "cfg_id": cfg_id,
+        "portal_token_generation": generation,
+        "customer_notified": notify_customer and notice_error is None,
+        "notice_error": notice_error,
+    }
+    return Answer(200, stored)
+
+
+def _email_new_link(state: ApiState, order: Order, generation: int, portal_url: str) -> str | None:
+    """Email the customer the new link; None once SES took it, else why it was not sent."""
+    payload = order.configurator_payload()
+    sender = state.settings.email.sender
+    outbox_dir = state.settings.email.outbox_dir
+    try:
+        send_notice(
+            message=compose_portal_link_email(
+                sender=sender,
+                order=payload,
+                cfg_id=order.cfg_id,
+                generation=generation,
+                portal_url=portal_url,
+                at=datetime.now(UTC),
+            ),
+            recipient=payload.customer.email,
+            sender=sender,
+            ses_client=state.ses_client(),
+            outbox_dir=Path(outbox_dir) if outbox_dir else None,
+            outbox_name=portal_link_outbox_name(order.cfg_id, generation),
+        )
+    except NoticeNotSent as exc:
+        if exc.maybe_sent:
+            return f"{exc}; it is not sent again (ask the customer whether it arrived)"
+        return f"{exc}; nothing was sent: rotate again with notify_customer and a new Idempotency-Key"
+    return None
+
+
+def _rotate_once(state: ApiState, key: str, cfg_id: str, body: PortalTokenRotation) -> Answer:
+    # Checked before the key is claimed: only an order that exists names a call.
     _order_or_404(state, cfg_id)
-    state.orders.rotate_portal_token(cfg_id)
-    order = _order_or_404(state, cfg_id)
-    return PortalTokenRotated(cfg_id=cfg_id, portal_url=state.portal_links(order).portal())
+    return answer_once(
+        state,
+        key,
+        f"POST /orders/{cfg_id}/portal-token",
+        body,
+        lambda: _rotate(state, cfg_id, body.notify_customer),
+    )
+
+
+def _rotated(state: ApiState, stored: dict[str, Any]) -> PortalTokenRotated:
+    cfg_id = str(stored["cfg_id"])
+    return PortalTokenRotated(
+        cfg_id=cfg_id,
+        portal_url=_portal_links_of(state, cfg_id, int(stored["portal_token_generation"])).portal(),
+        customer_notified=bool(stored["customer_notified"]),
+        notice_error=stored["notice_error"],
+    )
 
 
 async def rotate_portal_token(request: Request) -> JSONResponse:
-    """A new portal link for the order; the old one answers 404 from now on."""
-    state: ApiState = request.app.state.api
-    require_bearer_token(request, state.bearer_token)
-    rotated = await run_in_threadpool(_rotate, state, request.path_params["cfg_id"])
-    return JSONResponse(rotated.model_dump())
+    """A new portal link for the order; the old one answers 404 from now on. ``notify_customer``
+    emails the customer the new link. Once per Idempotency-Key: a repeated key answers the same link."""
+    state, key, body = await read_keyed_request(
+        request, PortalTokenRotation, when_empty=PortalTokenRotation()
+    )
+    assert key is not None  # an operator's call always has one
+    answer = await run_in_threadpool(_rotate_once, state, key, request.path_params["cfg_id"], body)
+    return keyed_response(answer, lambda stored: _rotated(state, stored))

@@ -7,6 +7,10 @@ link behind.
 Every miss (unknown or rotated token, unknown version or artifact) is the same 404, so a
 response never tells which part of a guessed link was wrong.
 
+A customer's browser (``Accept`` preferring ``text/html``) gets a 404 or 410 under ``/portal`` as a
+short page in plain words (``delivery.portal_errors``) with the same status; API clients keep the
+JSON problem.
+
 The token in the path is the credential, so every answer under ``/portal/`` (pages, downloads,
 404s) carries :data:`PORTAL_HEADERS`: no Referer to the sites the customer goes on to (S3 after a
 redirect, too), nothing cached, nothing framed, and a CSP that allows only what the pages use: their
@@ -16,10 +20,13 @@ one inline ``<style>`` element; no scripts, images, fonts or forms.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from botocore.exceptions import ClientError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,9 +41,10 @@ from delivery.portal import (
     render_portal_index,
     render_version_page,
 )
+from delivery.portal_errors import WithdrawnVersion, render_link_not_valid, render_version_withdrawn
 from delivery.portal_links import PortalLinks, PortalTokens
 from delivery.portal_publication import history_of, signing_info, summary_of, with_links
-from service_kit.problems import Problem
+from service_kit.problems import Problem, problem_handlers, problem_response
 
 NOT_FOUND = "not found"
 PORTAL_PATH = "/portal"
@@ -50,6 +58,14 @@ PORTAL_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+# Where a browser gets a page instead of the problem: the misses and the withdrawn versions.
+PAGE_STATUSES = frozenset({404, 410})
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+JSON_TYPES = ("application/json", "application/problem+json")
+
+
+def _under_portal(path: str) -> bool:
+    return path == PORTAL_PATH or path.startswith(f"{PORTAL_PATH}/")
 
 
 class PortalSecurityHeaders:
@@ -60,7 +76,7 @@ class PortalSecurityHeaders:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path != PORTAL_PATH and not path.startswith(f"{PORTAL_PATH}/"):
+        if not _under_portal(path):
             await self.app(scope, receive, send)
             return
 
@@ -72,6 +88,62 @@ class PortalSecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class VersionWithdrawn(Problem):
+    """410 for a download under a yanked version; a browser's page also names the newest version."""
+
+    def __init__(self, withdrawn: WithdrawnVersion) -> None:
+        super().__init__(410, f"portal version {withdrawn.version} was withdrawn: {withdrawn.reason}")
+        self.withdrawn = withdrawn
+
+
+def prefers_html(accept: str) -> bool:
+    """Whether an ``Accept`` header asks for HTML before JSON: a browser, not an API client.
+
+    ``*/*`` alone (curl, requests, most HTTP libraries) is an API client.
+    """
+    quality: dict[str, float] = {}
+    for media_range in accept.lower().split(","):
+        media_type, *parameters = (part.strip() for part in media_range.split(";"))
+        q = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        quality[media_type] = max(quality.get(media_type, 0.0), q)
+    html = max(quality.get(media_type, 0.0) for media_type in HTML_TYPES)
+    json_q = max(quality.get(media_type, 0.0) for media_type in JSON_TYPES)
+    return html > 0 and html >= json_q
+
+
+async def portal_problem_response(request: Request, exc: Exception) -> Response:
+    """The problem JSON of every error, except a browser's 404 or 410 under ``/portal``: a page."""
+    assert isinstance(exc, HTTPException)
+    # The path as routed (decoded), as PortalSecurityHeaders tells the portal's answers apart.
+    if not _under_portal(request.scope.get("path", "")) or exc.status_code not in PAGE_STATUSES:
+        return await problem_response(request, exc)
+    if not prefers_html(request.headers.get("accept", "")):
+        response: Response = await problem_response(request, exc)
+    else:
+        support_contact = request.app.state.api.settings.portal.support_contact
+        page = (
+            render_version_withdrawn(exc.withdrawn, support_contact=support_contact)
+            if isinstance(exc, VersionWithdrawn)
+            else render_link_not_valid(support_contact=support_contact)
+        )
+        response = HTMLResponse(page, status_code=exc.status_code, headers=exc.headers)
+    # The same URL answers a browser and an API client differently.
+    response.headers["Vary"] = "Accept"
+    return response
+
+
+def portal_problem_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
+    """The app's exception handlers: problems as JSON, the portal's misses as pages for browsers."""
+    return {**problem_handlers(), HTTPException: portal_problem_response}
 
 
 def _resolve(state: ApiState, token: str) -> tuple[Order, list[PortalVersion], PortalLinks]:
@@ -108,7 +180,7 @@ def _portal_page(state: ApiState, token: str, version: int | None) -> str:
     history = history_of(versions, links)
     payload = order.configurator_payload()
     # Shown on the live pages the portal link opens, never in the email.
-    commissioning_token = state.tokens.commissioning_token(order.cfg_id)
+    commissioning_token = state.tokens.commissioning_token(order.cfg_id, order.commissioning_token_generation)
     keys = state.deliveries.signing_keys()
     if version is None:
         current = current_version(versions)
@@ -158,7 +230,15 @@ def _download(state: ApiState, token: str, version: int, name: str) -> Response:
     entry = next(v for v in versions if v.version == version)
     if entry.yank_reason is not None:
         # Gone on purpose, not missing: the customer learns why (and that no retry will help).
-        raise Problem(410, f"portal version {version} was withdrawn: {entry.yank_reason}")
+        current = current_version(versions)
+        raise VersionWithdrawn(
+            WithdrawnVersion(
+                version=version,
+                reason=entry.yank_reason,
+                current_version=None if current is None else current.version,
+                portal_url=links.portal(),
+            )
+        )
     if name == MANIFEST_NAME:
         if json.loads(stored).get("schema_version") == MANIFEST_SCHEMA_VERSION:
             # The signed bytes themselves, or manifest.json.sig would not verify. An artifact's link

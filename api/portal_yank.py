@@ -16,8 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.auth import require_bearer_token
-from api.orders import read_keyed_request
+from api.auth import Scope, require_scope
+from api.idempotency import idempotency_key
+from api.operator_calls import Answer, answer_once, keyed_response
+from api.orders import _order_or_404, read_keyed_request
 from api.state import ApiState
 from contracts.records import PortalVersion, current_version
 from delivery.portal_yank import MAX_REASON_CHARS, set_yank, yank_reason
@@ -67,9 +69,9 @@ def _answer(state: ApiState, changed: PortalVersion, notice_error: str | None = 
 
 
 def _set(state: ApiState, cfg_id: str, version: int, body: YankRequest | None) -> YankAnswer:
-    order = state.orders.get(cfg_id)
-    if order is None:
-        raise Problem(404, "order not found")
+    # The check every order route makes: a cfg_id that is no uuid4 (a NUL byte, say) never reaches
+    # platform_db, where PostgreSQL would refuse it with a server error.
+    order = _order_or_404(state, cfg_id)
     if not 1 <= version <= MAX_VERSION:
         # Past any column's integer range: no such version, and no query to ask.
         raise Problem(404, f"order {cfg_id} has no published portal version {version}")
@@ -109,8 +111,27 @@ def _set(state: ApiState, cfg_id: str, version: int, body: YankRequest | None) -
     return _answer(state, changed, notice_error)
 
 
+def _set_once(
+    state: ApiState, key: str, method: str, cfg_id: str, version: int, body: YankRequest | None
+) -> Answer:
+    """``_set`` once per Idempotency-Key: a repeated key answers the first answer and sends no email."""
+    # Checked before the key is claimed: only an order and a version number that may exist name a call.
+    _order_or_404(state, cfg_id)
+    if not 1 <= version <= MAX_VERSION:
+        raise Problem(404, f"order {cfg_id} has no published portal version {version}")
+    what = f"{method} /orders/{cfg_id}/portal-versions/{version}/yank"
+    return answer_once(
+        state,
+        key,
+        what,
+        body,
+        lambda: Answer(200, _set(state, cfg_id, version, body).model_dump(mode="json")),
+    )
+
+
 async def yank_portal_version(request: Request) -> JSONResponse:
-    state, _, body = await read_keyed_request(request, YankRequest)
+    state, key, body = await read_keyed_request(request, YankRequest)
+    assert key is not None  # an operator's call always has one
     try:
         yank_reason(body.reason)
     except ValueError as exc:
@@ -118,13 +139,17 @@ async def yank_portal_version(request: Request) -> JSONResponse:
             422, str(exc), errors=[{"field": "reason", "message": str(exc).split(": ", 1)[-1]}]
         ) from None
     params = request.path_params
-    answer = await run_in_threadpool(_set, state, params["cfg_id"], params["version"], body)
-    return JSONResponse(answer.model_dump(mode="json"))
+    answer = await run_in_threadpool(_set_once, state, key, "POST", params["cfg_id"], params["version"], body)
+    return keyed_response(answer, YankAnswer.model_validate)
 
 
 async def unyank_portal_version(request: Request) -> JSONResponse:
     state: ApiState = request.app.state.api
-    require_bearer_token(request, state.bearer_token)
+    require_scope(request, state.credentials, Scope.OPERATOR)
+    key = idempotency_key(request, required=True)
+    assert key is not None
     params = request.path_params
-    answer = await run_in_threadpool(_set, state, params["cfg_id"], params["version"], None)
-    return JSONResponse(answer.model_dump(mode="json"))
+    answer = await run_in_threadpool(
+        _set_once, state, key, "DELETE", params["cfg_id"], params["version"], None
+    )
+    return keyed_response(answer, YankAnswer.model_validate)

@@ -16,6 +16,7 @@ backfill.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, StrictBool
@@ -23,13 +24,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.dagster_graphql import LaunchedBackfill
 from api.orders import _order_or_404, launch_or_undo, read_keyed_request
 from api.state import ApiState
-from order_pipeline.keys import AFTER_APK, REDELIVERY
+from order_pipeline.keys import AFTER_APK, REDELIVERY, AssetKey
 from platform_db.redeliveries import Redelivery, RedeliveryConflict, RedeliveryInProgress
 from service_kit.problems import Problem
 
-BACKFILL_TAGS = {"platform/redelivery": "api"}
+REDELIVERY_TAG = "platform/redelivery"
+BACKFILL_TAGS = {REDELIVERY_TAG: "api"}
 LIMIT_WINDOW = timedelta(days=1)
 
 
@@ -125,18 +128,41 @@ def _redeliver(state: ApiState, cfg_id: str, apk: bool, key: str | None) -> Rede
     if over_limit is not None:
         state.redeliveries.release(claim.id)
         raise over_limit
-    launched = launch_or_undo(
-        lambda: state.backfills.launch(
-            [cfg_id],
-            redelivery_assets(apk),
-            tags=BACKFILL_TAGS,
-            description=f"re-delivery of order {cfg_id} ({'with the newest APK' if apk else 'same APK'}) through the API",
-        ),
-        lambda: state.redeliveries.release(claim.id),
-        "re-delivery",
+    launched = launch_redelivery(
+        state,
+        cfg_id,
+        AFTER_APK if apk else REDELIVERY,
+        description=f"re-delivery of order {cfg_id} ({'with the newest APK' if apk else 'same APK'}) through the API",
+        undo=lambda: state.redeliveries.release(claim.id),
     )
     state.redeliveries.record_backfill(claim.id, launched.backfill_id)
     return _accepted(cfg_id, launched.backfill_id, apk)
+
+
+def launch_redelivery(
+    state: ApiState,
+    cfg_id: str,
+    assets: Sequence[AssetKey],
+    *,
+    description: str,
+    undo: Callable[[], None],
+    source: str = "api",
+) -> LaunchedBackfill:
+    """Launch a Dagster backfill of ``assets`` over the order: portal version N+1, published and
+    emailed. On a failed launch ``undo()`` runs first and the answer is 503 (nothing launched).
+
+    ``source`` tells the backfills apart in the Dagster UI (the ``platform/redelivery`` tag).
+    """
+    return launch_or_undo(
+        lambda: state.backfills.launch(
+            [cfg_id],
+            [list(key.path) for key in assets],
+            tags={REDELIVERY_TAG: source},
+            description=description,
+        ),
+        undo,
+        "re-delivery",
+    )
 
 
 async def redeliver(request: Request) -> JSONResponse:

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api.operator_calls import Answer, answer_once, keyed_response
 from api.orders import read_keyed_request
 from api.state import ApiState
 from contracts.records import SigningKey
@@ -107,19 +108,33 @@ async def verify_tool(request: Request) -> Response:
     return Response(data, media_type="text/x-python; charset=utf-8")
 
 
-async def revoke_signing_key(request: Request) -> JSONResponse:
-    state, _, body = await read_keyed_request(request, RevokeRequest)
-    key_id = request.path_params["key_id"]
+def _revoke(state: ApiState, key_id: str, body: RevokeRequest) -> Answer:
+    # "now" is the first request's: a repeated Idempotency-Key answers that revocation.
     revoked_at = body.compromised_since or datetime.now(UTC)
-    if revoked_at > datetime.now(UTC):
+    revoked = state.deliveries.revoke_signing_key(key_id, revoked_at=revoked_at, reason=body.reason)
+    if revoked is None:
+        raise Problem(404, "no signing key with this id")
+    return Answer(200, _view(state, revoked).model_dump(mode="json"))
+
+
+def _revoke_once(state: ApiState, idempotency_key: str, key_id: str, body: RevokeRequest) -> Answer:
+    # Checked before the Idempotency-Key is claimed: only a key that signed names a call.
+    if not any(key.key_id == key_id for key in state.deliveries.signing_keys()):
+        raise Problem(404, "no signing key with this id")
+    what = f"POST /signing-keys/{key_id}/revoke"
+    return answer_once(state, idempotency_key, what, body, lambda: _revoke(state, key_id, body))
+
+
+async def revoke_signing_key(request: Request) -> JSONResponse:
+    state, idempotency_key, body = await read_keyed_request(request, RevokeRequest)
+    assert idempotency_key is not None  # an operator's call always has one
+    if body.compromised_since is not None and body.compromised_since > datetime.now(UTC):
         raise Problem(
             422,
             "compromised_since lies in the future",
             errors=[{"field": "compromised_since", "message": "must not lie in the future"}],
         )
-    revoked = await run_in_threadpool(
-        state.deliveries.revoke_signing_key, key_id, revoked_at=revoked_at, reason=body.reason
+    answer = await run_in_threadpool(
+        _revoke_once, state, idempotency_key, request.path_params["key_id"], body
     )
-    if revoked is None:
-        raise Problem(404, "no signing key with this id")
-    return JSONResponse(_view(state, revoked).model_dump(mode="json"))
+    return keyed_response(answer, SigningKeyView.model_validate)

@@ -9,9 +9,9 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from pydantic import SecretStr
 
 from api.asset_status import AssetStatusReader
+from api.auth import ApiCredentials
 from api.dagster_graphql import DagsterGraphQL
 from api.download_record import DownloadRecorder
 from api.order_runs import FirstRunStarter
@@ -22,6 +22,7 @@ from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
 from platform_db.downloads import DownloadRepository
+from platform_db.operator_calls import OperatorCallRepository
 from platform_db.order_retries import OrderRetryRepository
 from platform_db.redeliveries import RedeliveryRepository
 
@@ -44,6 +45,8 @@ class ApiState:
     tokens: PortalTokens
     redeliveries: RedeliveryRepository
     order_retries: OrderRetryRepository
+    # The other state-changing operator calls, by Idempotency-Key (api/operator_calls.py).
+    operator_calls: OperatorCallRepository
     # Re-deliveries and retries are Dagster backfills launched through the webserver's GraphQL API ...
     backfills: DagsterGraphQL
     # An order's first run is queued right after its commit, over the same GraphQL API.
@@ -53,6 +56,8 @@ class ApiState:
     # The portal's download record: read by GET /orders/{cfg_id}, written by the portal's handlers.
     downloads: DownloadRepository
     download_record: DownloadRecorder
+    # None where the stage needs no credential (local, demo: loopback only).
+    credentials: ApiCredentials | None
 
     @classmethod
     def build(cls, settings: Settings, orders: OrderRepository) -> ApiState:
@@ -71,16 +76,14 @@ class ApiState:
             tokens=PortalTokens(settings.portal_token_key()),
             redeliveries=RedeliveryRepository(orders.engine),
             order_retries=OrderRetryRepository(orders.engine),
+            operator_calls=OperatorCallRepository(orders.engine),
             backfills=dagster,
             first_runs=FirstRunStarter(orders, dagster, settings.pipeline.edp_wait_in_run_seconds),
             asset_status=AssetStatusReader.for_url(graphql_url),
             downloads=downloads,
             download_record=DownloadRecorder(downloads, timedelta(days=settings.portal.download_record_days)),
+            credentials=ApiCredentials.from_settings(settings),
         )
-
-    @property
-    def bearer_token(self) -> SecretStr | None:
-        return self.settings.secrets.API_TOKEN if self.settings.api.require_token else None
 
     @functools.cached_property
     def _ses(self) -> Any:

@@ -240,11 +240,14 @@ class Bench:
         return self.stack.process.pid
 
     @property
-    def headers(self) -> dict[str, str]:
-        settings = self.stack.settings
-        token = None if settings is None else settings.secrets.API_TOKEN
-        # Stages with api.require_token want the bearer token on every call (local has none).
-        return {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
+    def website_headers(self) -> dict[str, str]:
+        """What the website sends with POST /submit (none where the stage needs no credential)."""
+        return self.stack.authorization("website")
+
+    @property
+    def operator_headers(self) -> dict[str, str]:
+        """What an operator sends with a re-delivery (none where the stage needs no credential)."""
+        return self.stack.authorization("operator")
 
     def submit(self, index: int) -> OrderTiming:
         """POST /submit as a careful client does: a send that times out is sent again under the
@@ -259,7 +262,7 @@ class Bench:
                 answer = requests.post(
                     f"{self.stack.api_url}/submit",
                     json=self.examples[target],
-                    headers={**self.headers, "Idempotency-Key": key},
+                    headers={**self.website_headers, "Idempotency-Key": key},
                     timeout=SUBMIT_TIMEOUT_SECONDS,
                 )
             except requests.RequestException as exc:
@@ -366,7 +369,7 @@ def redeliver_orders(
                 version=1 + versions[source.cfg_id],
             )
         )
-    headers = bench.headers
+    headers = bench.operator_headers
     try:
         field_name = fleet_redelivery_field(requests.get(f"{stack.api_url}/openapi.json", timeout=10).json())
     except (requests.RequestException, ValueError):

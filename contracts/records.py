@@ -40,6 +40,8 @@ class Order:
     # Why the latest attempt on an already delivered order (a re-delivery) failed; the order
     # itself stays delivered. Cleared by the next delivery.
     attempt_error: str | None = None
+    # Which commissioning token the order's gateway bundle carries (bumped to rotate it).
+    commissioning_token_generation: int = 0
 
     def configurator_payload(self) -> ConfiguratorPayload:
         """The stored payload validated back into the model the website submitted."""

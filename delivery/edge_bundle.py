@@ -248,8 +248,21 @@ def build_bundle(
     }
 
 
+def commissioning_folder(generation: int) -> tuple[str, ...]:
+    """Where under ``orders/<cfg_id>/`` the stack bundle of a commissioning token generation, and
+    what carries it (``cfn/cfn.yaml``, ``iso/iso.img``), are stored.
+
+    Generation 0 where they always were; each later one in ``commissioning-<N>/``, so a rotation
+    never overwrites the files an earlier portal version lists and signed (they stay verifiable).
+    """
+    if generation < 0:
+        raise ValueError("a commissioning token generation is 0 or more")
+    return () if generation == 0 else (f"commissioning-{int(generation)}",)
+
+
 def stack_secrets_env(commissioning_token: str) -> bytes:
-    """The stack's ``secrets.env``: the token ``POST /topology`` of the gateway requires."""
+    """The stack's ``secrets.env``: the token the gateway requires for ``POST /topology``,
+    ``GET /topology`` and ``GET /status``."""
     if not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", commissioning_token):
         # Never echoed: it is a credential.
         raise ValueError("the commissioning token must be 16 to 128 URL-safe characters")

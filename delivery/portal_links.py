@@ -46,10 +46,16 @@ class PortalTokens:
     def is_valid(self, token: str, cfg_id: str, generation: int) -> bool:
         return hmac.compare_digest(token, self.token(cfg_id, generation))
 
-    def commissioning_token(self, cfg_id: str) -> str:
-        """The order's gateway commissioning token: derived, so every rebuild of the bundle (and
-        of the seed ISO) carries the same one and the portal shows it without storing it."""
-        message = f"commissioning:{uuid.UUID(cfg_id)}".encode()
+    def commissioning_token(self, cfg_id: str, generation: int) -> str:
+        """The order's gateway commissioning token of ``generation``: derived, so every rebuild of
+        the bundle (and of the seed ISO) of one generation carries the same one and the portal shows
+        it without storing it; a new generation (a rotation) gives a new one."""
+        if generation < 0:
+            raise ValueError("a commissioning token generation is 0 or more")
+        # Generation 0 is the message of the tokens delivered before rotation existed: those sites
+        # keep their token.
+        suffix = "" if generation == 0 else f":{generation}"
+        message = f"commissioning:{uuid.UUID(cfg_id)}{suffix}".encode()
         mac = hmac.new(self._key, message, hashlib.sha256).digest()[:MAC_BYTES]
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any, Protocol
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.records import PortalVersion
-from delivery.email import write_to_outbox
-from delivery.email_dispatch import send_failure_verdict
+from delivery.notice_email import NoticeNotSent, send_notice
 from delivery.portal import template_environment
 from service_kit.timestamps import as_utc
 
@@ -80,19 +78,19 @@ def send_yank_notice_once(
     if not claims.claim_yank_notice(yanked.cfg_id, yanked.version):
         return None
     try:
-        answer = ses_client.send_email(
-            FromEmailAddress=sender,
-            Destination={"ToAddresses": [recipient]},
-            Content={"Raw": {"Data": message.as_bytes(policy=SMTP)}},
+        message_id = send_notice(
+            message=message,
+            recipient=recipient,
+            sender=sender,
+            ses_client=ses_client,
+            outbox_dir=outbox_dir,
+            outbox_name=f"{yanked.cfg_id}-v{yanked.version}-yanked",
         )
-    except Exception as exc:  # noqa: BLE001 - classified: only a request SES did not take frees the claim
-        verdict = send_failure_verdict(exc)
-        if verdict.kind != "maybe_sent":
+    except NoticeNotSent as exc:
+        # Only a request SES did not take frees the claim.
+        if not exc.maybe_sent:
             claims.record_yank_notice(yanked.cfg_id, yanked.version, None)
-            raise YankNoticeNotSent(f"{verdict.reason}; ask again to send it") from None
-        raise YankNoticeNotSent(f"{verdict.reason}; it is not sent again") from None
-    message_id = str(answer.get("MessageId") or "unknown")
+            raise YankNoticeNotSent(f"{exc}; ask again to send it") from None
+        raise YankNoticeNotSent(f"{exc}; it is not sent again") from None
     claims.record_yank_notice(yanked.cfg_id, yanked.version, message_id)
-    if outbox_dir is not None:
-        write_to_outbox(message, outbox_dir, f"{yanked.cfg_id}-v{yanked.version}-yanked")
     return message_id

@@ -80,7 +80,7 @@ class Bundle:
         return DeviceTopologyModel.model_validate(json.loads(self.read(DTM_NAME)))
 
     def commissioning_headers(self) -> dict[str, str]:
-        """The bearer token the bundle's gateway requires for POST /topology and GET /status."""
+        """The bearer token the bundle's gateway requires for GET and POST /topology and GET /status."""
         token = dotenv_values(self.directory / SECRETS_NAME).get("COMMISSIONING_TOKEN")
         if not token:
             raise BundleError(f"{self.directory / SECRETS_NAME} holds no COMMISSIONING_TOKEN")

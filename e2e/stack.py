@@ -219,7 +219,11 @@ class GatewayApi:
         return result
 
     def topology(self) -> DeviceTopologyModel:
-        return DeviceTopologyModel.model_validate(self.get_json("/topology"))
+        """GET /topology with the bundle's commissioning token: the DTM maps the site's devices."""
+        status, body = self.request("GET", "/topology", headers=self.bundle.commissioning_headers())
+        if status != 200:
+            raise StackError(f"GET /topology answered {status}: {body}")
+        return DeviceTopologyModel.model_validate(body)
 
     def post_topology(self, topology: DeviceTopologyModel) -> tuple[int, Any]:
         return self.request(

@@ -2,9 +2,10 @@
 
 ``POST /topology`` is commissioning: with the order's commissioning token, a valid DTM is stored
 durably and applied at once (pollers of removed devices stop, new ones start); an invalid one is
-answered 422 naming the field and changes nothing. ``GET /healthz`` tells anyone on the LAN no
-more than the HMI needs (overall state and counts); which device fails, and how often the gateway
-tried, is ``GET /status`` behind the same token.
+answered 422 naming the field and changes nothing. ``GET /topology`` needs the same token: the DTM
+names every device's host and port, a map of the site's plant network. ``GET /healthz`` tells
+anyone on the LAN no more than the HMI needs (overall state and counts); which device fails, and
+how often the gateway tried, is ``GET /status`` behind the same token.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def _state(request: Request) -> GatewayState:
 
 async def get_topology(request: Request) -> JSONResponse:
     state = _state(request)
+    require_commissioning_token(request, state.settings)
     if state.topology is None:
         raise Problem(404, "no topology yet: DTM_PATH is unset and none was posted")
     return JSONResponse(state.topology.model_dump(mode="json"))

@@ -1,9 +1,9 @@
 """Who may commission the gateway, and what a posted topology may point it at.
 
 The gateway listens on the site's LAN (and, for cloud stacks, on the addresses ``AllowedCidr``
-admits). Changing its topology points the poller at hosts and ports, so it needs the order's
-commissioning token (``COMMISSIONING_TOKEN`` in the stack's secrets.env; the customer reads it in
-the portal), and a posted topology may name only hosts a site can have: no loopback, link-local,
+admits). Changing its topology points the poller at hosts and ports, and reading it maps the
+site's devices, so both need the order's commissioning token (``COMMISSIONING_TOKEN`` in the
+stack's secrets.env; the customer reads it in the portal), and a posted topology may name only hosts a site can have: no loopback, link-local,
 multicast or unspecified address, by literal or by what the name resolves to. The DTM the platform
 delivered is trusted as it is; these rules are for what arrives over the network.
 """
@@ -28,7 +28,11 @@ _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loop
 
 
 def require_commissioning_token(request: Request, settings: GatewaySettings) -> None:
-    """Problem 401 unless the request carries the commissioning token; 403 where none is configured."""
+    """Problem 401 unless the request carries the commissioning token; 403 where none is configured.
+
+    The token is the one of the ``secrets.env`` the stack runs: after a rotation at the platform,
+    the old one until the site installs the new version's ``secrets.env``, then only the new one.
+    """
     expected = settings.secrets.COMMISSIONING_TOKEN
     if expected is None:
         raise Problem(

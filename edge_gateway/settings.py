@@ -78,7 +78,7 @@ class GatewaySecrets(Section):
     """From the stack's secrets.env (compose's env_file), never from a file that is mounted or mailed."""
 
     COMMISSIONING_TOKEN: SecretStr | None = None
-    """Bearer token POST /topology and GET /status require; generated per order by the platform."""
+    """Bearer token GET and POST /topology and GET /status require; generated per order by the platform."""
 
 
 # What the platform writes into cfg.customer.yml (delivery.edge_bundle.customer_config_yaml).

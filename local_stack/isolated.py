@@ -29,13 +29,13 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import requests
 import yaml
 
-from platform_config.settings import Secrets, Settings, deep_merge, load_settings
+from platform_config.settings import Secrets, Settings, api_credentials, deep_merge, load_settings
 from standins.hmi_ci import publish_sample_apk
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -362,13 +362,18 @@ class IsolatedStack:
     def api_url(self) -> str:
         return self.urls.get("api") or self._settings().api.public_url
 
-    def _headers(self) -> dict[str, str]:
-        token = self._settings().secrets.API_TOKEN
-        return {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
+    def authorization(self, credential: Literal["website", "operator"]) -> dict[str, str]:
+        """The Authorization header of ``credential`` (its first value) where the stage needs one."""
+        settings = self._settings()
+        if not settings.api.require_token:
+            return {}
+        website, operator = api_credentials(settings.secrets)
+        token = website[0] if credential == "website" else operator[0]
+        return {"Authorization": f"Bearer {token}"}
 
     def submit(self, payload: Mapping[str, Any], idempotency_key: str | None = None) -> str:
-        """POST /submit; the cfg_id of the stored order."""
-        headers = self._headers()
+        """POST /submit, as the website sends it; the cfg_id of the stored order."""
+        headers = self.authorization("website")
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         answer = requests.post(
@@ -379,9 +384,11 @@ class IsolatedStack:
         return str(answer.json()["cfg_id"])
 
     def order(self, cfg_id: str) -> dict[str, Any]:
-        """GET /orders/{cfg_id}."""
+        """GET /orders/{cfg_id}, the whole order an operator sees."""
         answer = requests.get(
-            f"{self.api_url}/orders/{cfg_id}", headers=self._headers(), timeout=HTTP_TIMEOUT_SECONDS
+            f"{self.api_url}/orders/{cfg_id}",
+            headers=self.authorization("operator"),
+            timeout=HTTP_TIMEOUT_SECONDS,
         )
         if answer.status_code != 200:
             raise StackError(f"GET /orders/{cfg_id} answered {answer.status_code}: {answer.text}")

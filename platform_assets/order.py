@@ -2,6 +2,7 @@
 
 import functools
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from dagster import (
     RetryPolicy,
     asset,
 )
+from dagster._core.storage.tags import BACKFILL_ID_TAG
 from pydantic import BaseModel, ConfigDict
 
 from contracts.configurator import CloudDeployment
@@ -30,7 +32,7 @@ from delivery.apk import APK_PREFIX, newest_apk
 from delivery.artifact_checks import cfn_lint_problems, seed_iso_problems
 from delivery.artifact_store import ArtifactStore, StoredObject, order_key, sha256_hex
 from delivery.cfn import compose_cfn_template
-from delivery.edge_bundle import build_bundle, customer_config_yaml
+from delivery.edge_bundle import build_bundle, commissioning_folder, customer_config_yaml
 from delivery.edp_intake import EdpArtifactError, EdpArtifacts, parse_dtm, take_over_edp_artifacts
 from delivery.edp_wait import failed_job_reason, wait_for_edp_job
 from delivery.email_dispatch import EmailNotSent, send_delivery_email_once
@@ -44,6 +46,12 @@ from delivery.portal_publication import (
     publish_portal_version,
 )
 from delivery.provenance import platform_source_revision
+from delivery.redelivery_limits import (
+    FLEET_CONFIRMATION_TAG,
+    BackfillScope,
+    RedeliveryRefused,
+    check_redelivery,
+)
 from delivery.version_evidence import EvidenceInputs, apk_sbom_key
 from order_pipeline.keys import (
     APK,
@@ -249,7 +257,11 @@ def cfn_or_iso(
     portal: PortalResource,
 ) -> Iterator[Output[BuiltArtifact] | AssetCheckResult]:
     cfg_id = context.partition_key
-    order = _stored_order(platform_db, cfg_id).configurator_payload()
+    stored = _stored_order(platform_db, cfg_id)
+    order = stored.configurator_payload()
+    # The order's current commissioning token; a rotated one is stored beside the earlier ones.
+    generation = stored.commissioning_token_generation
+    folder = commissioning_folder(generation)
     store = artifacts.get_store()
     dtm_bytes = store.get(edp_artifacts.dtm.key)
     dtm = parse_dtm(dtm_bytes)
@@ -260,10 +272,12 @@ def cfn_or_iso(
         flags=edp_artifacts.flags,
         images=delivery.edge_images(store),
         fixtures=delivery.industrial_fixtures(),
-        commissioning_token=portal.commissioning_token(cfg_id),
+        commissioning_token=portal.commissioning_token(cfg_id, generation),
         dtm_bytes=dtm_bytes,
     )
-    bundle = [store.put(order_key(cfg_id, "bundle", name), data) for name, data in bundle_files.items()]
+    bundle = [
+        store.put(order_key(cfg_id, *folder, "bundle", name), data) for name, data in bundle_files.items()
+    ]
     # The one place that says which delivery path the order takes: what is built, and its check.
     deployment = order.deployment
     kind: Literal["cfn", "iso"]
@@ -274,19 +288,25 @@ def cfn_or_iso(
             cfg_id=cfg_id,
             order=order,
             bucket=artifacts.bucket,
-            bundle_prefix=order_key(cfg_id, "bundle") + "/",
+            bundle_prefix=order_key(cfg_id, *folder, "bundle") + "/",
             bundle_sha256={obj.name: obj.sha256 for obj in bundle},
         )
-        built = store.put(order_key(cfg_id, "cfn", "cfn.yaml"), template, "application/yaml")
+        built = store.put(order_key(cfg_id, *folder, "cfn", "cfn.yaml"), template, "application/yaml")
         problems_of = functools.partial(cfn_lint_problems, region=deployment.region)
     else:
         kind = "iso"
         image = build_seed_iso(cfg_id=cfg_id, order=order, bundle=bundle_files)
-        built = store.put(order_key(cfg_id, "iso", "iso.img"), image, "application/octet-stream")
+        built = store.put(order_key(cfg_id, *folder, "iso", "iso.img"), image, "application/octet-stream")
         problems_of = seed_iso_problems
     yield Output(
         BuiltArtifact(kind=kind, artifact=built, bundle=bundle),
-        metadata={"target": deployment.target, "kind": kind, **_object_metadata(built)},
+        metadata={
+            "target": deployment.target,
+            "kind": kind,
+            # The number, never the token.
+            "commissioning_token_generation": generation,
+            **_object_metadata(built),
+        },
     )
     # Checked on the bytes read back from the bucket: what the customer downloads.
     problems = problems_of(store.get(built.key))
@@ -338,6 +358,19 @@ def manifest(
                 check_name=check, passed=True, metadata={"published": False, "reason": "no HMI APK yet"}
             )
         return
+    try:
+        # Before anything is written: a refused re-delivery publishes nothing and emails nobody.
+        check_redelivery(
+            cfg_id=cfg_id,
+            run_id=context.run.run_id,
+            published=platform_db.deliveries.portal_versions(cfg_id),
+            now=datetime.now(UTC),
+            limits=delivery.redelivery_limits(),
+            backfill=_backfill_scope(context),
+        )
+    except RedeliveryRefused as exc:
+        # The same answer on a retry; an operator raises a limit or confirms the fleet re-delivery.
+        raise Failure(str(exc), allow_retries=False) from None
     payload = stored.configurator_payload()
     with_bundle = wants_airgap_bundle(payload)
     listed = [*edp_artifacts.objects, cfn_or_iso.artifact, apk.chosen.artifact]
@@ -441,6 +474,43 @@ def manifest(
             else {"bundle": "none: a cloud order without the airgap_bundle option"}
         ),
     )
+
+
+def _backfill_scope(context: AssetExecutionContext) -> BackfillScope | None:
+    """The backfill this run belongs to (its size from the instance), or None for a run of its own."""
+    backfill_id = context.run.tags.get(BACKFILL_ID_TAG)
+    if backfill_id is None:
+        return None
+    return BackfillScope(
+        backfill_id=backfill_id,
+        orders=_backfill_orders(context, backfill_id),
+        # A backfill's tags are its runs' tags; a re-execution may add it too.
+        confirmation=context.run.tags.get(FLEET_CONFIRMATION_TAG),
+    )
+
+
+def _backfill_orders(context: AssetExecutionContext, backfill_id: str) -> int | None:
+    """How many orders (partitions) the backfill covers; None when the instance cannot tell."""
+    backfill = context.instance.get_backfill(backfill_id)
+    if backfill is None:
+        return None
+    if not backfill.is_asset_backfill:
+        return len(set(backfill.partition_names)) if backfill.partition_names else None
+    data = backfill.asset_backfill_data
+    if data is None:
+        # Stored in the older serialized form, which only the asset graph reads.
+        try:
+            data = backfill.get_asset_backfill_data(context.repository_def.asset_graph)
+        except Exception:  # noqa: BLE001 - e.g. the definitions changed since the launch; counted as unknown
+            context.log.warning(f"backfill {backfill_id}: its partitions could not be read")
+            return None
+    targets = data.target_subset
+    orders = {
+        key
+        for subset in targets.partitions_subsets_by_asset_key.values()
+        for key in subset.get_partition_keys()
+    }
+    return len(orders) or None
 
 
 def _stored_object(store: ArtifactStore, key: str) -> StoredObject:

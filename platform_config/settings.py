@@ -6,7 +6,9 @@ that is wrong and the file that set it, never later inside a run.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets as secrets_module
 import tempfile
 import tomllib
@@ -56,7 +58,7 @@ class ApiSettings(Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Largest accepted request body."""
     require_token: bool
-    """Whether POST endpoints need the bearer token API_TOKEN from secrets.env."""
+    """Whether the order and operator routes need a credential (WEBSITE_API_TOKENS, OPERATOR_API_TOKENS in secrets.env); true in beta and wherever the API listens beyond loopback."""
     # What one client may hold of the server: uvicorn's defaults keep slow or idle connections
     # open for as long as the client likes and accept any number of them.
     timeout_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
@@ -67,10 +69,12 @@ class ApiSettings(Section):
     """Largest request line plus headers uvicorn buffers (bytes)."""
     body_read_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
     """Deadline for receiving a whole request body; a slower client gets 408 and the connection closes."""
+    # Both hold in the pipeline too (delivery/redelivery_limits.py): order/manifest publishes no
+    # version past them, however the run was launched (a backfill in the Dagster UI, say).
     max_redeliveries_per_order: int = Field(default=20, ge=0)
-    """Re-deliveries POST /orders/{cfg_id}/redeliver launches per order at most, ever."""
+    """Re-deliveries per order at most, ever: POST /orders/{cfg_id}/redeliver launches no more (429), and order/manifest publishes no more portal versions after the first."""
     max_redeliveries_per_order_per_day: int = Field(default=5, ge=0)
-    """Re-deliveries the API launches per order within any 24 hours."""
+    """Re-deliveries per order within any 24 hours: the API launches no more (429), and order/manifest publishes no more portal versions after the first."""
 
 
 class PlatformDbSettings(Section):
@@ -147,6 +151,8 @@ class EdpSettings(Section):
     """Redirects one artifact download follows, each hop checked like the URL."""
     download_deadline_seconds: float = Field(default=300.0, gt=0, le=3600)
     """Longest one artifact download may take, redirects, retries and every read included."""
+    max_job_answer_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest answer to a job request (POST /edp-api/jobs, GET /edp-api/jobs/{id}) read (bytes); past it the request fails naming this cap."""
 
 
 class DagsterSettings(Section):
@@ -182,7 +188,9 @@ class PortalSettings(Section):
     download_record_days: int = Field(default=90, ge=1, le=3650)
     """How long each portal page view and download is kept in the download record."""
     recent_downloads: int = Field(default=10, ge=1, le=100)
-    """How many of the latest downloads GET /orders/{cfg_id} and the Dagster UI show."""
+    """How many of the latest downloads GET /orders/{cfg_id} shows (an operator's view)."""
+    support_contact: str = Field(default="support@platform.example.com", min_length=1, max_length=200)
+    """Whom a customer asks when a portal link no longer works (shown on the portal's error pages)."""
 
 
 class AirgapSettings(Section):
@@ -234,6 +242,8 @@ class PipelineSettings(Section):
     """Automatic resumes of one stuck order before it is failed."""
     sweep_interval_seconds: int = Field(default=60, ge=5, le=3600)
     """How often the sweeper looks."""
+    max_redelivery_backfill_orders: int = Field(default=10, ge=1)
+    """Orders a backfill may re-deliver to without the run tag platform/confirm_fleet_redelivery=<number of orders>; past it order/manifest refuses every re-delivery of the backfill."""
 
 
 class AwsStandinSettings(Section):
@@ -256,8 +266,8 @@ class EdpStandinSettings(Section):
     """How long a new job stays queued."""
     running_seconds: float = Field(default=2.0, ge=0)
     """How long a job then runs before it completes."""
-    failure: Literal["none", "job_fails", "http_500", "hang"] = "none"
-    """Fault to inject: jobs fail, every request answers 500, or requests hang."""
+    failure: Literal["none", "job_fails", "http_500", "hang", "huge_job_answer"] = "none"
+    """Fault to inject: jobs fail, every request answers 500, requests hang, or job status answers are far too large."""
     hang_seconds: float = Field(default=30.0, ge=0)
     """How long a request hangs in failure mode 'hang'."""
 
@@ -279,7 +289,10 @@ class StandinSettings(Section):
 class Secrets(Section):
     """Values from secrets.env (or the environment, as docker compose's env_file passes them)."""
 
-    API_TOKEN: SecretStr | None = None
+    # Each a comma-separated list: every value in it is valid, so a credential rotates by adding the
+    # new value, moving its users over, then removing the old one.
+    WEBSITE_API_TOKENS: SecretStr | None = None
+    OPERATOR_API_TOKENS: SecretStr | None = None
     PORTAL_TOKEN_KEY: SecretStr | None = None
     MANIFEST_SIGNING_KEY: SecretStr | None = None
     PLATFORM_DB_PASSWORD: SecretStr | None = None
@@ -308,8 +321,15 @@ class Settings(Section):
 
     @model_validator(mode="after")
     def _secrets_the_stage_needs(self) -> Settings:
-        if self.api.require_token and self.secrets.API_TOKEN is None:
-            raise ValueError("api.require_token is true but API_TOKEN is not set in secrets.env")
+        if not self.api.require_token and not _is_loopback(self.api.host):
+            raise ValueError(
+                f"api.require_token is false but api.host {self.api.host} is reachable beyond this machine; "
+                "set api.require_token: true (with WEBSITE_API_TOKENS and OPERATOR_API_TOKENS in secrets.env)"
+            )
+        if self.api.require_token:
+            api_credentials(self.secrets)
+        if self.stage == "beta":
+            _beta_fails_closed(self)
         if self.secrets.PORTAL_TOKEN_KEY is None and self.portal.local_key_file is None:
             raise ValueError("PORTAL_TOKEN_KEY is not set in secrets.env and portal.local_key_file is unset")
         if self.secrets.MANIFEST_SIGNING_KEY is None and self.portal.local_signing_key_file is None:
@@ -342,6 +362,64 @@ class Settings(Section):
         if self.aws.endpoint_url is not None:
             return {"aws_access_key_id": STANDIN_AWS_KEY, "aws_secret_access_key": STANDIN_AWS_KEY}
         return {}
+
+
+# A credential the API accepts is at least this long: short enough to type, too long to guess.
+MIN_API_TOKEN_LENGTH = 32
+MAKE_API_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+_SENDABLE_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _token_values(name: str, value: SecretStr | None) -> tuple[str, ...]:
+    if value is None:
+        raise ValueError(f"api.require_token is true but {name} is not set in secrets.env")
+    values = tuple(part.strip() for part in value.get_secret_value().split(",") if part.strip())
+    if not values:
+        raise ValueError(f"{name} in secrets.env holds no value")
+    # Never the value itself in these messages: they reach logs.
+    if any(len(token) < MIN_API_TOKEN_LENGTH for token in values):
+        raise ValueError(
+            f"a value of {name} is shorter than {MIN_API_TOKEN_LENGTH} characters; "
+            f"make one with: {MAKE_API_TOKEN}"
+        )
+    if not all(_SENDABLE_TOKEN.fullmatch(token) for token in values):
+        # A client could never present it in an Authorization header: a credential that locks out.
+        raise ValueError(
+            f"a value of {name} holds a character other than printable ASCII (or a space inside it); "
+            f"make one with: {MAKE_API_TOKEN}"
+        )
+    return values
+
+
+def api_credentials(secrets: Secrets) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The website's and the operators' valid tokens (each list may hold several during a rotation)."""
+    website = _token_values("WEBSITE_API_TOKENS", secrets.WEBSITE_API_TOKENS)
+    operator = _token_values("OPERATOR_API_TOKENS", secrets.OPERATOR_API_TOKENS)
+    if set(website) & set(operator):
+        raise ValueError(
+            "WEBSITE_API_TOKENS and OPERATOR_API_TOKENS share a value; each credential needs its own"
+        )
+    return website, operator
+
+
+def _beta_fails_closed(settings: Settings) -> None:
+    """Beta serves real customers: nothing it needs may fall back to an open or generated default."""
+    if not settings.api.require_token:
+        raise ValueError("beta needs api.require_token: true (and WEBSITE_API_TOKENS, OPERATOR_API_TOKENS)")
+    for name in ("PORTAL_TOKEN_KEY", "MANIFEST_SIGNING_KEY"):
+        if getattr(settings.secrets, name) is None:
+            raise ValueError(
+                f"beta needs {name} in secrets.env (a generated local key file is not used there)"
+            )
 
 
 def portal_token_key(secrets: Secrets, local_key_file: str | None) -> bytes:
@@ -393,16 +471,27 @@ def generated_key_file(path: Path, generate: Callable[[], str], what: str) -> st
     return key + ("\n" if key.startswith("-----") else "")
 
 
+RENAMED_SECRETS = {
+    "API_TOKEN": "is no longer read: the website's credential is WEBSITE_API_TOKENS, "
+    "the operators' is OPERATOR_API_TOKENS (each a comma-separated list of values)",
+}
+
+
 def _read_secrets(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     values: dict[str, str] = {}
     origins: dict[str, str] = {}
     if path.is_file():
         for key, value in dotenv_values(path).items():
+            if key in RENAMED_SECRETS:
+                raise ConfigError(f"{path}: {key} {RENAMED_SECRETS[key]}")
             if key not in Secrets.model_fields:
                 known = ", ".join(Secrets.model_fields)
                 raise ConfigError(f"{path}: unknown secret {key!r} (known: {known})")
             if value:
                 values[key], origins[key] = value, str(path)
+    for key, change in RENAMED_SECRETS.items():
+        if environ.get(key):
+            raise ConfigError(f"environment variable {key} {change}")
     for key in Secrets.model_fields:
         if environ.get(key):
             values[key], origins[key] = environ[key], f"environment variable {key}"
@@ -458,6 +547,7 @@ __all__ = [
     "Section",
     "Settings",
     "Stage",
+    "api_credentials",
     "deep_merge",
     "load_secrets",
     "load_settings",

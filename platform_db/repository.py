@@ -303,6 +303,34 @@ class OrderRepository:
         assert order is not None
         return order.portal_token_generation
 
+    def rotate_commissioning_token(self, cfg_id: str) -> int:
+        """Start a new commissioning token generation; the generation the order has now.
+
+        What the pipeline builds from now on carries the new token. Raises ``KeyError`` for an
+        unknown ``cfg_id``.
+        """
+        column = orders.c.commissioning_token_generation
+        # Not a status move: updated_at stays.
+        statement = update(orders).where(orders.c.cfg_id == cfg_id).values({column: column + 1})
+        with self._engine.begin() as connection:
+            if connection.execute(statement).rowcount == 0:
+                raise KeyError(cfg_id)
+        order = self.get(cfg_id)
+        assert order is not None
+        return order.commissioning_token_generation
+
+    def undo_commissioning_rotation(self, cfg_id: str, generation: int) -> bool:
+        """Go back from ``generation`` to the one before it (nothing was built with it); whether it
+        went back. A later rotation stands: only the generation this one made is undone."""
+        column = orders.c.commissioning_token_generation
+        statement = (
+            update(orders)
+            .where(orders.c.cfg_id == cfg_id, column == generation, column > 0)
+            .values({column: generation - 1})
+        )
+        with self._engine.begin() as connection:
+            return bool(connection.execute(statement).rowcount)
+
     def dispose(self) -> None:
         """Close the pooled connections, e.g. before a process forks or exits."""
         self._engine.dispose()

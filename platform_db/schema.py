@@ -65,6 +65,9 @@ orders = Table(
     # When the API (right after the commit) or order_sensor (its safety net) claimed starting the
     # order's first run: whoever sets it starts the run, so an order never gets two.
     Column("first_run_requested_at", DateTime(timezone=True), nullable=True),
+    # Bumped to rotate the gateway's commissioning token (a new portal version carries the new
+    # secrets.env); generation 0 derives the token orders had before rotation existed.
+    Column("commissioning_token_generation", Integer, nullable=False, server_default="0"),
     Index("ix_orders_status", "status"),
     sqlite_autoincrement=True,
 )
@@ -201,4 +204,26 @@ order_retries = _keyed_requests(
     Column("assets", JSON(none_as_null=True), nullable=True),
     Column("new_edp_job", Boolean, nullable=True),
     constraints=[Index("ix_order_retries_cfg_id", "cfg_id")],
+)
+
+
+# One row per state-changing operator call that has no claims table of its own (a portal-link
+# rotation, a yank or un-yank, a signing key's revocation, a commissioning-token rotation), keyed by
+# its Idempotency-Key: claimed before the call acts and answered once it has, so a retried call
+# gets the first one's answer and acts once (platform_db.operator_calls).
+operator_calls = Table(
+    "operator_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    # The call: its method and path, e.g. "POST /orders/<cfg_id>/portal-token".
+    Column("what", String(255), nullable=False),
+    # Of the request's body as parsed: the same key with another body is another request.
+    Column("request_sha256", String(64), nullable=False),
+    # Both NULL while the claiming request acts. The answer as stored: never a secret or a link.
+    Column("status_code", Integer, nullable=True),
+    Column("answer", JSON(none_as_null=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("answered_at", DateTime(timezone=True), nullable=True),
+    sqlite_autoincrement=True,
 )

@@ -9,6 +9,7 @@ from contracts.fixtures import Fixture
 from delivery.artifact_store import ArtifactStore
 from delivery.edge_bundle import EdgeImages
 from delivery.edge_release import EdgeRelease, load_edge_release, release_sbom, released_edge_images
+from delivery.redelivery_limits import RedeliveryLimits
 from industrial_fixtures import load_manifest
 
 
@@ -22,6 +23,25 @@ class DeliveryResource(ConfigurableResource):
         default=False,
         description="An air-gap bundle without a published edge images archive fails instead of being built without it.",
     )
+    max_redeliveries_per_order: int = Field(
+        default=20,
+        description="Portal versions after an order's first at most (api.max_redeliveries_per_order).",
+    )
+    max_redeliveries_per_order_per_day: int = Field(
+        default=5,
+        description="Portal versions after an order's first within 24 hours at most (api.max_redeliveries_per_order_per_day).",
+    )
+    max_redelivery_backfill_orders: int = Field(
+        default=10,
+        description="Orders a backfill re-delivers to without the confirmation tag (pipeline.max_redelivery_backfill_orders).",
+    )
+
+    def redelivery_limits(self) -> RedeliveryLimits:
+        return RedeliveryLimits(
+            per_order=self.max_redeliveries_per_order,
+            per_order_per_day=self.max_redeliveries_per_order_per_day,
+            fleet_backfill_orders=self.max_redelivery_backfill_orders,
+        )
 
     def edge_release(self, store: ArtifactStore) -> EdgeRelease | None:
         """The release record of the platform's version in the stage's bucket, if the images were released."""

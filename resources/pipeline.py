@@ -108,6 +108,7 @@ def configurable_resources(
             max_job_bytes=settings.edp.max_job_bytes,
             max_artifact_redirects=settings.edp.max_artifact_redirects,
             download_deadline_seconds=settings.edp.download_deadline_seconds,
+            max_job_answer_bytes=settings.edp.max_job_answer_bytes,
         ),
         "platform_db": PlatformDbResource(url=settings.platform_db.url),
         "portal": PortalResource(
@@ -120,6 +121,9 @@ def configurable_resources(
             edge_registry=settings.edge.registry,
             release_version=PROJECT_VERSION,
             require_edge_images=settings.airgap.require_edge_images,
+            max_redeliveries_per_order=settings.api.max_redeliveries_per_order,
+            max_redeliveries_per_order_per_day=settings.api.max_redeliveries_per_order_per_day,
+            max_redelivery_backfill_orders=settings.pipeline.max_redelivery_backfill_orders,
         ),
         "io_manager": S3PickleIOManager(
             s3_resource=s3, s3_bucket=settings.artifacts.bucket, s3_prefix=IO_PREFIX

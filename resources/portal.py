@@ -34,6 +34,7 @@ class PortalResource(ConfigurableResource):
     def links_for(self, cfg_id: str, generation: int) -> PortalLinks:
         return PortalLinks(base_url=self.public_url, token=self._tokens().token(cfg_id, generation))
 
-    def commissioning_token(self, cfg_id: str) -> str:
-        """The token the order's gateway requires for commissioning (in its bundle's secrets.env)."""
-        return self._tokens().commissioning_token(cfg_id)
+    def commissioning_token(self, cfg_id: str, generation: int) -> str:
+        """The token the order's gateway requires for commissioning (in its bundle's secrets.env),
+        of the order's ``commissioning_token_generation``."""
+        return self._tokens().commissioning_token(cfg_id, generation)

@@ -22,7 +22,9 @@ def edp_sensor_tick(
         return SkipReason("no order waits on EDP")
     resource = edp.get_client()
     # No retries inside a tick: the next tick is the retry, and a hanging EDP must not eat the tick.
-    client = EdpClient(resource.base_url, resource.timeout, retries=0)
+    client = EdpClient(
+        resource.base_url, resource.timeout, retries=0, max_answer_bytes=resource.max_answer_bytes
+    )
     deadline = time.monotonic() + budget_seconds
     requests: list[RunRequest] = []
     for order in waiting:

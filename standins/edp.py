@@ -10,7 +10,9 @@ Faults come from the settings at start and can be changed on a running server th
 
 - ``job_fails``: jobs accepted from now on end ``failed`` with an error text;
 - ``http_500``: every ``/edp-api`` request answers 500;
-- ``hang``: every ``/edp-api`` request waits ``hang_seconds`` before answering.
+- ``hang``: every ``/edp-api`` request waits ``hang_seconds`` before answering;
+- ``huge_job_answer``: ``GET /edp-api/jobs/{job_id}`` of a known job answers a valid job padded to
+  :data:`HUGE_JOB_ANSWER_BYTES`, streamed without Content-Length (a client must cap what it reads).
 
 Run it with ``python -m standins.edp`` (settings of the stage named by ``ENV``).
 """
@@ -24,7 +26,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -32,7 +34,7 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from contracts.configurator import ConfiguratorPayload, Device
@@ -43,7 +45,7 @@ from delivery.email import write_atomically
 from platform_config.settings import ConfigError, EdpStandinSettings, load_settings
 from service_kit.canonical_json import canonical_json
 
-FailureMode = Literal["none", "job_fails", "http_500", "hang"]
+FailureMode = Literal["none", "job_fails", "http_500", "hang", "huge_job_answer"]
 
 DTM_NAME = "dtm.json"
 REPORT_NAME = "edp-report.json"
@@ -53,6 +55,10 @@ REPORT_SCHEMA_VERSION = 1
 MAX_BODY_BYTES = 1024 * 1024
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 JOB_ID_LENGTH = 32
+# Far past any sane job answer (kilobytes) and any client's cap, yet finite: a client without a cap
+# reads it whole and accepts it.
+HUGE_JOB_ANSWER_BYTES = 64 * 1024 * 1024
+PADDING_CHUNK_BYTES = 64 * 1024
 HEX_DIGITS = frozenset("0123456789abcdef")
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -269,6 +275,19 @@ def _idempotency_key(request: Request) -> str | Response:
     return idempotency_key
 
 
+async def _padded_job_answer(answer: EdpJob) -> AsyncIterator[bytes]:
+    """``answer`` as JSON with a flag of padding that makes it :data:`HUGE_JOB_ANSWER_BYTES` long."""
+    head = answer.model_dump_json(exclude={"flags"})[:-1].encode() + b', "flags": {"padding": "'
+    tail = b'"}}'
+    yield head
+    left = HUGE_JOB_ANSWER_BYTES - len(head) - len(tail)
+    while left > 0:
+        size = min(left, PADDING_CHUNK_BYTES)
+        yield b"x" * size
+        left -= size
+    yield tail
+
+
 def _new_job(
     idempotency_key: str,
     payload: ConfiguratorPayload,
@@ -384,6 +403,8 @@ class EdpStandin:
             flags=job.flags if status == "complete" else {},
             error=job.error if status == "failed" else None,
         )
+        if self.faults.failure == "huge_job_answer":
+            return StreamingResponse(_padded_job_answer(answer), media_type="application/json")
         return JSONResponse(answer.model_dump(mode="json"))
 
     async def get_artifact(self, request: Request) -> Response:

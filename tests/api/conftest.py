@@ -1,6 +1,7 @@
 import asyncio
 import json
 import socket
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -16,7 +18,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from api.dagster_graphql import STATUS_OPERATIONS
-from platform_config.settings import Secrets, Settings, load_settings
+from platform_config.settings import Settings, load_settings
 from platform_db import OrderRepository
 from platform_db.migrate import upgrade
 
@@ -98,15 +100,24 @@ def submitted(make_client: Callable[[Settings], TestClient], cloud_order: dict[s
     return serve
 
 
-TOKEN = {"Authorization": "Bearer the-token"}
+# The two credentials as beta holds them: the operators' with two values at once, as during a rotation.
+WEBSITE_TOKEN = "website-token-of-the-api-tests-0001"
+OPERATOR_TOKENS = ("operator-token-of-the-api-tests-0001", "operator-token-of-the-api-tests-0002")
+WEBSITE = {"Authorization": f"Bearer {WEBSITE_TOKEN}"}
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKENS[0]}"}
 
 
 def token_required(settings: Settings) -> Settings:
-    """``settings`` as beta and prod run: every request but the health checks carries ``TOKEN``."""
+    """``settings`` as beta runs: every request but the public ones carries ``WEBSITE`` or ``OPERATOR``."""
     return settings.model_copy(
         update={
             "api": settings.api.model_copy(update={"require_token": True}),
-            "secrets": Secrets(API_TOKEN="the-token"),
+            "secrets": settings.secrets.model_copy(
+                update={
+                    "WEBSITE_API_TOKENS": SecretStr(WEBSITE_TOKEN),
+                    "OPERATOR_API_TOKENS": SecretStr(",".join(OPERATOR_TOKENS)),
+                }
+            ),
         }
     )
 
@@ -289,15 +300,29 @@ def race_launches(race: Callable[[int, Callable[[int], Any]], list[Any]]) -> Rac
     return lambda workers, launch: race(workers, lambda index: answered_status(lambda: launch(index)))
 
 
+def new_key() -> dict[str, str]:
+    """An Idempotency-Key header of its own, as every operator call needs (428 without): a request
+    that is no retry of an earlier one."""
+    return {"Idempotency-Key": f"test-{uuid.uuid4()}"}
+
+
 def assert_only_the_token_is_let_through(
     client: TestClient, path: str, stub: StubDagster, json: dict[str, Any] | None = None
 ) -> None:
-    """A POST to ``path`` without the token or with a wrong one is 401 and launches nothing; with it, 202."""
-    missing = client.post(path, json=json)
-    wrong = client.post(path, json=json, headers={"Authorization": "Bearer nope"})
+    """A POST to ``path`` launches nothing without a token or with a wrong one (401), with the
+    website's (403) or with an operator's but no Idempotency-Key (428); an operator's with a key, 202."""
+    key = {"Idempotency-Key": f"only-the-operator-{uuid.uuid4()}"}
+    missing = client.post(path, json=json, headers=key)
+    wrong = client.post(path, json=json, headers={"Authorization": "Bearer nope", **key})
+    website = client.post(path, json=json, headers={**WEBSITE, **key})
+    keyless = client.post(path, json=json, headers=OPERATOR)
     assert stub.received == []
-    allowed = client.post(path, json=json, headers=TOKEN)
+    allowed = client.post(path, json=json, headers={**OPERATOR, **key})
 
     assert missing.status_code == wrong.status_code == 401
-    assert missing.headers["www-authenticate"] == "Bearer"
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert website.status_code == 403
+    assert "operator scope" in website.json()["detail"]
+    assert keyless.status_code == 428
+    assert "Idempotency-Key" in keyless.json()["detail"]
     assert allowed.status_code == 202

@@ -13,7 +13,7 @@ from contracts.orders import EmailState, OrderStatus
 from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
-from tests.api.conftest import TOKEN, StubDagster, assert_only_the_token_is_let_through
+from tests.api.conftest import WEBSITE, StubDagster, assert_only_the_token_is_let_through, new_key
 
 LOST = "SES may have sent the email, but its answer was lost: ConnectionClosedError: Connection was closed"
 
@@ -78,7 +78,9 @@ def test_mark_sent_moves_the_order_from_email_unknown_to_delivered(
     cfg_id = shipped("unknown")
     assert _status(api, cfg_id) == "email_unknown"
 
-    answer = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"})
+    answer = api.post(
+        f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"}, headers=new_key()
+    )
 
     assert answer.status_code == 200
     body = answer.json()
@@ -100,10 +102,12 @@ def test_the_order_stays_email_unknown_while_another_version_is_unknown(
 ) -> None:
     cfg_id = shipped("unknown", "unknown")
 
-    first = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"})
+    first = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"}, headers=new_key())
     assert first.status_code == 200 and first.json()["order_status"] == "email_unknown"
 
-    second = api.post(f"/orders/{cfg_id}/email", json={"version": 2, "action": "mark_sent"})
+    second = api.post(
+        f"/orders/{cfg_id}/email", json={"version": 2, "action": "mark_sent"}, headers=new_key()
+    )
     assert second.status_code == 200 and second.json()["order_status"] == "delivered"
 
 
@@ -115,11 +119,13 @@ def test_a_repeated_mark_sent_with_the_same_key_answers_the_same(
 
     first = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"}, headers=headers)
     again = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"}, headers=headers)
-    unkeyed = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"})
+    another_key = api.post(
+        f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"}, headers=new_key()
+    )
 
     assert first.status_code == again.status_code == 200
     assert again.json() == first.json()
-    assert unkeyed.status_code == 409 and "already marked sent" in unkeyed.json()["detail"]
+    assert another_key.status_code == 409 and "already marked sent" in another_key.json()["detail"]
     assert len(deliveries.resolutions(cfg_id)) == 1
 
 
@@ -131,7 +137,7 @@ def test_resend_releases_the_claim_and_launches_a_backfill_of_the_email(
 ) -> None:
     cfg_id = shipped("unknown")
 
-    answer = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"})
+    answer = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"}, headers=new_key())
 
     assert answer.status_code == 202
     body = answer.json()
@@ -194,14 +200,21 @@ def test_a_second_resend_right_after_the_first_is_a_conflict_mark_sent_cancels_i
     api: TestClient, shipped: Callable[..., str], stub_dagster: StubDagster, deliveries: DeliveryRepository
 ) -> None:
     cfg_id = shipped("unknown")
-    assert api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"}).status_code == 202
+    assert (
+        api.post(
+            f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"}, headers=new_key()
+        ).status_code
+        == 202
+    )
 
-    again = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"})
+    again = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"}, headers=new_key())
 
     assert again.status_code == 409
     assert "was requested (backfill stub-backfill-1)" in again.json()["detail"]
     assert stub_dagster.launched == 1
-    cancelled = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"})
+    cancelled = api.post(
+        f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"}, headers=new_key()
+    )
     assert cancelled.status_code == 200 and cancelled.json()["order_status"] == "delivered"
     assert deliveries.claim_email(cfg_id, 1) is False  # the pending backfill sends nothing
 
@@ -211,13 +224,15 @@ def test_only_the_newest_version_can_be_resent(
 ) -> None:
     cfg_id = shipped("unknown", "sent")
 
-    answer = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"})
+    answer = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"}, headers=new_key())
 
     assert answer.status_code == 409
     assert "only the newest portal version (2)" in answer.json()["detail"]
     assert stub_dagster.received == []
     # It may still be marked sent; the order is delivered already (version 2 was sent).
-    marked = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"})
+    marked = api.post(
+        f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"}, headers=new_key()
+    )
     assert marked.status_code == 200 and marked.json()["order_status"] == "delivered"
 
 
@@ -286,7 +301,9 @@ def test_an_email_that_is_not_unknown_is_a_conflict(
 def test_an_order_without_portal_versions_is_a_conflict(api: TestClient, cloud_order: dict[str, Any]) -> None:
     cfg_id = api.post("/submit", json=cloud_order).json()["cfg_id"]
 
-    answer = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"})
+    answer = api.post(
+        f"/orders/{cfg_id}/email", json={"version": 1, "action": "mark_sent"}, headers=new_key()
+    )
 
     assert answer.status_code == 409
     assert "no portal version 1 (published: none yet)" in answer.json()["detail"]
@@ -294,7 +311,7 @@ def test_an_order_without_portal_versions_is_a_conflict(api: TestClient, cloud_o
 
 @pytest.mark.parametrize("cfg_id", [str(uuid.uuid4()), "not-a-uuid"])
 def test_an_unknown_order_is_404(api: TestClient, stub_dagster: StubDagster, cfg_id: str) -> None:
-    answer = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"})
+    answer = api.post(f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"}, headers=new_key())
 
     assert answer.status_code == 404
     assert stub_dagster.received == []
@@ -313,7 +330,7 @@ def test_an_unknown_order_is_404(api: TestClient, stub_dagster: StubDagster, cfg
 def test_a_bad_body_is_422(
     api: TestClient, shipped: Callable[..., str], stub_dagster: StubDagster, body: dict[str, Any]
 ) -> None:
-    answer = api.post(f"/orders/{shipped('unknown')}/email", json=body)
+    answer = api.post(f"/orders/{shipped('unknown')}/email", json=body, headers=new_key())
 
     assert answer.status_code == 422
     assert answer.json()["detail"]
@@ -323,7 +340,9 @@ def test_a_bad_body_is_422(
 def test_an_empty_body_or_a_bad_key_is_400(api: TestClient, shipped: Callable[..., str]) -> None:
     cfg_id = shipped("unknown")
 
-    empty = api.post(f"/orders/{cfg_id}/email", content=b"", headers={"Content-Type": "application/json"})
+    empty = api.post(
+        f"/orders/{cfg_id}/email", content=b"", headers={"Content-Type": "application/json", **new_key()}
+    )
     bad_key = api.post(
         f"/orders/{cfg_id}/email", json={"version": 1, "action": "resend"}, headers={"Idempotency-Key": "a b"}
     )
@@ -335,7 +354,7 @@ def test_an_empty_body_or_a_bad_key_is_400(api: TestClient, shipped: Callable[..
 def test_beta_requires_the_bearer_token(
     token_api: TestClient, stub_settings: Settings, cloud_order: dict[str, Any], stub_dagster: StubDagster
 ) -> None:
-    cfg_id = token_api.post("/submit", json=cloud_order, headers=TOKEN).json()["cfg_id"]
+    cfg_id = token_api.post("/submit", json=cloud_order, headers=WEBSITE).json()["cfg_id"]
     _shipped(stub_settings, cfg_id, ["unknown"])
 
     assert_only_the_token_is_let_through(
@@ -369,7 +388,7 @@ def test_the_openapi_document_describes_the_endpoint(api: TestClient) -> None:
     document = api.get("/openapi.json").json()
     post = document["paths"]["/orders/{cfg_id}/email"]["post"]
     assert set(post["responses"]) >= {"200", "202", "401", "404", "409", "422", "503"}
-    assert post["security"] == [{"bearer": []}]
+    assert post["security"] == [{"operator": []}]
     schemas = document["components"]["schemas"]
     assert set(schemas["EmailResolutionRequest"]["properties"]) == {"version", "action"}
     assert schemas["EmailResolutionRequest"]["additionalProperties"] is False

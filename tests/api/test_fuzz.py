@@ -5,12 +5,17 @@ document and sends them to the Starlette app in-process. A seeded, delivered ord
 generated requests reach past the 404 (its cfg_id, its portal token); the example order, mutated a
 little at a time, reaches past the first validation error into storage. The embedded S3 (moto) and
 a Dagster GraphQL stand-in are on loopback; nothing else is reachable while it runs.
+
+The app runs as beta does, with both credentials: the operators' token goes with every request
+(the website's with the submits), and every credentialed operation is also sent with the website's
+token, where an operator's route answers 403 (never 5xx, never what it would do) and no answer
+carries the customer's portal link or address.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +35,8 @@ from delivery.portal_publication import publish_portal_version
 from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.deliveries import DeliveryRepository
-from tests.api.conftest import StubDagster
-from tests.fuzzing import FuzzReport, Outcome, hostile_json, json_poster, loopback_only, mutated
+from tests.api.conftest import OPERATOR, WEBSITE, StubDagster, token_required
+from tests.fuzzing import MODES, FuzzReport, Outcome, hostile_json, json_poster, loopback_only, mutated
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +84,10 @@ class FuzzTarget:
 def target(
     pipeline_settings: Settings, stub_dagster: StubDagster, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FuzzTarget]:
-    settings = pipeline_settings.model_copy(
-        update={"dagster": pipeline_settings.dagster.model_copy(update={"graphql_url": stub_dagster.url})}
+    settings = token_required(
+        pipeline_settings.model_copy(
+            update={"dagster": pipeline_settings.dagster.model_copy(update={"graphql_url": stub_dagster.url})}
+        )
     )
     loopback_only(monkeypatch)
     target = FuzzTarget(settings)
@@ -132,6 +139,33 @@ def _plausible_orders(example: dict[str, Any]) -> st.SearchStrategy[dict[str, An
     )
 
 
+def _as_the_website(
+    client: Any, operation: Any, target: FuzzTarget, refused: list[str]
+) -> Callable[[Any], Outcome]:
+    """What sends a case with the website's token; what it must not get back goes to ``refused``."""
+    operator_only = operation.definition.raw.get("security") == [{"operator": []}]
+    customer_email = json.loads(EXAMPLE.read_text())["customer"]["email"]
+
+    def send(case: Any) -> Outcome:
+        response = case.call(session=client, headers=WEBSITE)
+        status, text = response.status_code, response.text_lossy()
+        description = f"{case.method} {case.formatted_path} with the website's token -> {status}"
+        if status >= 500:
+            description += f": {response.content[:200]!r}; reproduce: {case.as_curl_command()}"
+        # The router's own 404 (a generated path that names no route) is no answer of the operation.
+        unrouted = status == 404 and json.loads(text).get("detail") == "Not Found"
+        # schemathesis's negative cases may drop the Authorization header: then no token, so 401.
+        sent_the_token = response.request.headers.get("Authorization") == WEBSITE["Authorization"]
+        expected = 403 if sent_the_token else 401
+        if operator_only and status != expected and not unrouted:
+            refused.append(f"{description}: an operator's route answered other than {expected}")
+        if target.token in text or customer_email in text:
+            refused.append(f"{description}: the portal link or the customer's address in the answer")
+        return status, description
+
+    return send
+
+
 def test_no_api_route_answers_5xx(target: FuzzTarget, capsys: pytest.CaptureFixture[str]) -> None:
     report = FuzzReport("API (api.app)")
     schema = schemathesis.openapi.from_asgi("/openapi.json", target.app)
@@ -151,6 +185,7 @@ def test_no_api_route_answers_5xx(target: FuzzTarget, capsys: pytest.CaptureFixt
     assert routes == documented
     assert {(op.method.upper(), op.path) for op in operations} == documented - {("GET", "/openapi.json")}
     example = json.loads(EXAMPLE.read_text())
+    refused: list[str] = []
 
     with report.printed(capsys):
         with asgi.get_client(target.app) as client:
@@ -166,10 +201,23 @@ def test_no_api_route_answers_5xx(target: FuzzTarget, capsys: pytest.CaptureFixt
                     )
                     for known in _known_parameters(operation.path, target)
                 ]
+                if "security" in operation.definition.raw:
+                    # Before the operator's variants: the last of those rotates the portal token.
+                    sends = _as_the_website(client, operation, target, refused)
+                    for mode in MODES:
+                        report.run(
+                            f"{operation.label} {mode.value} website{variants[-1][0]}",
+                            operation.as_strategy(
+                                generation_mode=mode, path_parameters=variants[-1][1] or None
+                            ),
+                            sends,
+                        )
                 for suffix, known in variants:
-                    report.run_operation(operation, client, suffix, path_parameters=known or None)
+                    report.run_operation(
+                        operation, client, suffix, path_parameters=known or None, headers=OPERATOR
+                    )
         with TestClient(target.app, raise_server_exceptions=False) as client:
-            submit = json_poster(client, "/submit")
+            submit = json_poster(client, "/submit", headers=WEBSITE)
             report.run("POST /submit mutated example", mutated(example), submit)
             report.run("POST /submit plausible orders", _plausible_orders(example), submit)
             report.run("POST /submit hostile JSON", hostile_json(example), submit)
@@ -178,3 +226,10 @@ def test_no_api_route_answers_5xx(target: FuzzTarget, capsys: pytest.CaptureFixt
             )
 
     report.assert_no_server_errors()
+    assert refused == [], "\n".join(refused[:10])
+    # Every credentialed operation was sent with the website's token.
+    assert {label.split(" ")[1] for label in report.sent if " website" in label} == {
+        path
+        for path, item in schema.raw_schema["paths"].items()
+        if any("security" in op for op in item.values())
+    }

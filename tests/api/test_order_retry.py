@@ -22,7 +22,13 @@ from contracts.records import Order
 from platform_config.settings import Settings
 from platform_db import OrderRepository
 from platform_db.order_retries import OrderRetryRepository
-from tests.api.conftest import TOKEN, StubDagster, Submitted, assert_only_the_token_is_let_through
+from tests.api.conftest import (
+    WEBSITE,
+    StubDagster,
+    Submitted,
+    assert_only_the_token_is_let_through,
+    new_key,
+)
 
 ASSETS = ("config", "edp_artifacts", "cfn_or_iso", "apk", "manifest", "email")
 BUILD = ["order/cfn_or_iso", "order/apk", "order/manifest", "order/email"]
@@ -119,12 +125,12 @@ Retry = Callable[..., tuple[str, Any]]
 @pytest.fixture
 def retry_failed(api: TestClient, failed: Callable[[], str], assets: FakeAssetStatus) -> Retry:
     """``retry_failed(statuses, headers=None)``: a new failed order whose assets stand at ``statuses``,
-    and the answer to its retry."""
+    and the answer to its retry (under a new Idempotency-Key unless ``headers`` holds one)."""
 
     def retry(statuses: dict[str, AssetStatusView], headers: dict[str, str] | None = None) -> tuple[str, Any]:
         cfg_id = failed()
         assets.answer = statuses
-        return cfg_id, api.post(f"/orders/{cfg_id}/retry", headers=headers)
+        return cfg_id, api.post(f"/orders/{cfg_id}/retry", headers=headers or new_key())
 
     return retry
 
@@ -301,7 +307,7 @@ def test_an_order_that_did_not_fail_is_a_conflict(
 
 @pytest.mark.parametrize("cfg_id", [str(uuid.uuid4()), "not-a-uuid"])
 def test_an_unknown_order_is_404(api: TestClient, stub_dagster: StubDagster, cfg_id: str) -> None:
-    answer = api.post(f"/orders/{cfg_id}/retry")
+    answer = api.post(f"/orders/{cfg_id}/retry", headers=new_key())
 
     assert answer.status_code == 404
     assert stub_dagster.received == []
@@ -429,7 +435,7 @@ def test_an_unreachable_dagster_webserver_is_a_503(settings: Settings, submitted
         _with_assets(client, fake)
         _fail_at_edp(settings, cfg_id)
 
-        answer = client.post(f"/orders/{cfg_id}/retry")
+        answer = client.post(f"/orders/{cfg_id}/retry", headers=new_key())
 
         order = _order(settings, cfg_id)
 
@@ -450,7 +456,7 @@ def test_the_bearer_token_is_required_where_tokens_are(
 ) -> None:
     assets.answer = views("config")
     _with_assets(token_api, assets)
-    cfg_id = token_api.post("/submit", json=cloud_order, headers=TOKEN).json()["cfg_id"]
+    cfg_id = token_api.post("/submit", json=cloud_order, headers=WEBSITE).json()["cfg_id"]
     _fail_at_edp(stub_settings, cfg_id)
 
     assert_only_the_token_is_let_through(token_api, f"/orders/{cfg_id}/retry", stub_dagster)
@@ -467,7 +473,7 @@ def test_the_openapi_document_describes_the_endpoint(api: TestClient) -> None:
     document = api.get("/openapi.json").json()
     post = document["paths"]["/orders/{cfg_id}/retry"]["post"]
     assert set(post["responses"]) >= {"202", "401", "404", "409", "503"}
-    assert post["security"] == [{"bearer": []}]
+    assert post["security"] == [{"operator": []}]
     schemas = document["components"]["schemas"]
     assert set(schemas["OrderRetryAccepted"]["properties"]) == {
         "cfg_id",

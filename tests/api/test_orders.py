@@ -8,6 +8,9 @@ from starlette.testclient import TestClient
 
 from platform_config.settings import Settings
 from platform_db import OrderRepository
+from platform_db.deliveries import DeliveryRepository
+from platform_db.downloads import DownloadRepository
+from tests.api.conftest import OPERATOR, WEBSITE, build_client, token_required
 
 
 def test_submit_stores_the_order_and_answers_as_the_website_expects(
@@ -160,20 +163,49 @@ def test_unknown_order_is_404(client: TestClient) -> None:
     assert client.get("/orders/not-a-uuid").status_code == 404
 
 
-def test_beta_requires_the_bearer_token(beta_client: TestClient, cloud_order: dict[str, Any]) -> None:
-    assert beta_client.post("/submit", json=cloud_order).status_code == 401
-    wrong = beta_client.post("/submit", json=cloud_order, headers={"Authorization": "Bearer nope"})
-    assert wrong.status_code == 401
-    assert wrong.headers["www-authenticate"] == "Bearer"
-    assert "the-token" not in wrong.text
-    good = beta_client.post("/submit", json=cloud_order, headers={"Authorization": "Bearer the-token"})
-    assert good.status_code == 200
-    cfg_id = good.json()["cfg_id"]
-    assert beta_client.get(f"/orders/{cfg_id}").status_code == 401
-    assert (
-        beta_client.get(f"/orders/{cfg_id}", headers={"Authorization": "Bearer the-token"}).status_code == 200
-    )
-    assert beta_client.get("/healthz").status_code == 200
+def _shipped_and_fetched(settings: Settings, cfg_id: str) -> None:
+    """Portal version 1 of the order published and emailed, and one download of it recorded."""
+    deliveries = DeliveryRepository.from_url(settings.platform_db_url())
+    downloads = DownloadRepository.from_url(settings.platform_db_url())
+    try:
+        deliveries.claim_portal_version(cfg_id, "run-1")
+        deliveries.record_publication(
+            cfg_id, 1, manifest_key=f"portal/{cfg_id}/v1/manifest.json", artifact_count=2
+        )
+        assert deliveries.claim_email(cfg_id, 1)
+        deliveries.record_email_sent(cfg_id, 1, "msg-1")
+        downloads.record(cfg_id, version=1, file="cfn.yaml", user_agent="curl/8", client="203.0.113.0/24")
+    finally:
+        deliveries.dispose()
+        downloads.dispose()
+
+
+def test_the_website_reads_an_orders_status_and_nothing_that_reaches_its_delivery(
+    settings: Settings, cloud_order: dict[str, Any]
+) -> None:
+    scoped = token_required(settings)
+    with build_client(scoped) as client:
+        submitted = client.post("/submit", json=cloud_order, headers=WEBSITE)
+        assert submitted.status_code == 200
+        cfg_id = submitted.json()["cfg_id"]
+        _shipped_and_fetched(scoped, cfg_id)
+
+        website = client.get(f"/orders/{cfg_id}", headers=WEBSITE)
+        operator = client.get(f"/orders/{cfg_id}", headers=OPERATOR)
+
+    assert website.status_code == operator.status_code == 200
+    status = website.json()
+    assert (status["cfg_id"], status["status"], status["target"]) == (cfg_id, "received", "cloud")
+    assert (status["portal_versions"], status["current_version"]) == ([1], 1)
+    for field in ("portal_url", "downloads", "order", "current_version_fetched", "assets", "edp_job_id"):
+        assert field not in status
+    full = operator.json()
+    # Not under any other name either: the link is the customer's credential.
+    token = full["portal_url"].rstrip("/").rsplit("/", 1)[-1]
+    assert token and token not in website.text
+    assert full["downloads"] and full["portal_versions"][0]["email"]["state"] == "sent"
+    for private in (cloud_order["customer"]["email"], cloud_order["customer"]["name"], "msg-1", "curl/8"):
+        assert private in operator.text and private not in website.text
 
 
 def test_healthz_and_openapi(client: TestClient) -> None:

@@ -12,6 +12,7 @@ import requests
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.portal import prefers_html
 from contracts.configurator import ConfiguratorPayload
 from delivery.artifact_store import ArtifactStore, order_key
 from delivery.manifest_signing import ManifestSigner
@@ -141,7 +142,7 @@ def test_every_wrong_link_is_the_same_404(delivered: Delivered, client: TestClie
 def test_rotating_the_token_retires_the_old_link(delivered: Delivered, client: TestClient) -> None:
     delivered.publish("run-1")
     old = delivered.links()
-    rotated = client.post(f"/orders/{delivered.cfg_id}/portal-token")
+    rotated = client.post(f"/orders/{delivered.cfg_id}/portal-token", headers={"Idempotency-Key": "rotate-0"})
     assert rotated.status_code == 200
     new_url = rotated.json()["portal_url"]
     assert new_url != old.portal() and new_url == delivered.links().portal()
@@ -213,7 +214,8 @@ def test_the_portal_page_shows_the_commissioning_token_the_bundle_carries(
     delivered: Delivered, client: TestClient
 ) -> None:
     delivered.publish("run-1")
-    token = PortalTokens(delivered.settings.portal_token_key()).commissioning_token(delivered.cfg_id)
+    tokens = PortalTokens(delivered.settings.portal_token_key())
+    token = tokens.commissioning_token(delivered.cfg_id, 0)
     for link in (delivered.links().portal(), delivered.links().version_page(1)):
         page = client.get(path_of(link, delivered.settings))
         assert page.status_code == 200 and token in page.text
@@ -221,6 +223,10 @@ def test_the_portal_page_shows_the_commissioning_token_the_bundle_carries(
     # The pages stored beside the manifests in the bucket are no place for a credential.
     for key in (f"portal/{delivered.cfg_id}/index.html", f"portal/{delivered.cfg_id}/v1/index.html"):
         assert token.encode() not in delivered.store.get(key)
+    # After a rotation the portal shows the token of the order's new generation, and no longer the old.
+    delivered.orders.rotate_commissioning_token(delivered.cfg_id)
+    page = client.get(path_of(delivered.links().portal(), delivered.settings)).text
+    assert tokens.commissioning_token(delivered.cfg_id, 1) in page and token not in page
 
 
 def test_a_manifest_stored_with_links_by_schema_version_1_is_served_with_the_current_ones(
@@ -249,3 +255,94 @@ def test_a_manifest_stored_with_links_by_schema_version_1_is_served_with_the_cur
         assert dead not in answer.text and links.artifact(1, "cfn.yaml") in answer.text
     download = client.get(path_of(links.artifact(1, "cfn.yaml"), delivered.settings))
     assert download.status_code == 303
+
+
+# What Firefox and Chrome send for a page; a customer who clicks an old email's link sends one of these.
+BROWSER_ACCEPTS = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,"
+    "application/signed-exchange;v=b3;q=0.7",
+)
+API_ACCEPTS = ("", "*/*", "application/json", "application/json, text/html;q=0.5", "text/html;q=0")
+
+
+@pytest.mark.parametrize(
+    ("accept", "html"), [*((a, True) for a in BROWSER_ACCEPTS), *((a, False) for a in API_ACCEPTS)]
+)
+def test_a_browser_is_told_apart_from_an_api_client_by_its_accept_header(accept: str, html: bool) -> None:
+    assert prefers_html(accept) is html
+
+
+def test_a_browser_following_a_dead_link_reads_what_to_do_and_an_api_client_gets_the_problem(
+    delivered: Delivered,
+) -> None:
+    settings = delivered.settings.model_copy(
+        update={
+            "portal": delivered.settings.portal.model_copy(
+                update={"support_contact": "Jane Roe <jr@example.com>"}
+            )
+        }
+    )
+    with TestClient(create_app(settings, delivered.orders), follow_redirects=False) as client:
+        delivered.publish("run-1")
+        old = delivered.links()
+        client.post(f"/orders/{delivered.cfg_id}/portal-token", headers={"Idempotency-Key": "rotate-1"})
+        assert delivered.links().portal() != old.portal(), "the token was rotated"
+        stranger = PortalTokens(delivered.settings.portal_token_key()).token(str(uuid.uuid4()), 0)
+        dead = [
+            path_of(old.portal(), settings),
+            path_of(old.artifact(1, "cfn.yaml"), settings),
+            f"/portal/{stranger}",
+            "/portal/not-a-token",
+            path_of(delivered.links().version_page(7), settings),
+            path_of(delivered.links().artifact(1, "nothing.bin"), settings),
+            f"/portal/{'a' * 20}/v1/x/y/z",
+        ]
+        for accept in BROWSER_ACCEPTS:
+            pages = [client.get(path, headers={"Accept": accept}) for path in dead]
+            assert {page.status_code for page in pages} == {404}
+            assert {page.headers["content-type"] for page in pages} == {"text/html; charset=utf-8"}
+            # One page for every miss: it never tells which part of a guessed link was wrong.
+            assert len({page.text for page in pages}) == 1
+            text = pages[0].text
+            assert "This download link is not valid any more" in text
+            assert "The link in your newest delivery email works" in text
+            assert "please ask Jane Roe &lt;jr@example.com&gt;" in text
+            for page in pages:
+                assert {
+                    key: page.headers.get(key) for key in EXPECTED_PORTAL_HEADERS
+                } == EXPECTED_PORTAL_HEADERS
+        for accept in API_ACCEPTS:
+            problems = [client.get(path, headers={"Accept": accept}) for path in dead[:-1]]
+            assert {(p.status_code, p.headers["content-type"]) for p in problems} == {
+                (404, "application/json")
+            }
+            assert {p.text for p in problems} == {'{"detail":"not found"}'}
+
+
+def test_a_browser_downloading_a_withdrawn_version_reads_why_and_where_the_newest_is(
+    delivered: Delivered, client: TestClient
+) -> None:
+    delivered.publish("run-1")
+    delivered.publish("run-2")
+    delivered.publish("run-3")
+    delivered.deliveries.set_yank(delivered.cfg_id, 3, "wrong <b>register</b> map")
+    links = delivered.links()
+    download = path_of(links.artifact(3, "cfn.yaml"), delivered.settings)
+
+    page = client.get(download, headers={"Accept": BROWSER_ACCEPTS[0]})
+    assert page.status_code == 410 and page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "Version 3 was withdrawn: wrong &lt;b&gt;register&lt;/b&gt; map." in page.text
+    assert f'version 2</strong>, at\n  <a href="{links.portal()}">' in page.text
+    assert "please ask support@platform.example.com" in page.text.lower()
+    assert {key: page.headers.get(key) for key in EXPECTED_PORTAL_HEADERS} == EXPECTED_PORTAL_HEADERS
+
+    problem = client.get(download, headers={"Accept": "application/json"})
+    assert problem.status_code == 410
+    assert problem.json() == {"detail": "portal version 3 was withdrawn: wrong <b>register</b> map"}
+
+    for version in (1, 2):
+        delivered.deliveries.set_yank(delivered.cfg_id, version, "recalled")
+    every = client.get(download, headers={"Accept": BROWSER_ACCEPTS[1]})
+    assert every.status_code == 410
+    assert "Every version of this delivery was withdrawn" in every.text and links.portal() not in every.text

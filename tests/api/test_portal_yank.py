@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import uuid
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from tests.api import test_portal
+from tests.api.conftest import new_key
 from tests.api.test_portal import Delivered, path_of
 
 pytestmark = pytest.mark.slow
@@ -34,7 +36,9 @@ def test_a_yanked_version_is_struck_through_and_its_downloads_answer_410(
     delivered.publish("run-1")
     delivered.publish("run-2")
     links = delivered.links()
-    answer = client.post(yank_path(delivered, 2), json={"reason": "wrong Modbus register map for meter-2"})
+    answer = client.post(
+        yank_path(delivered, 2), json={"reason": "wrong Modbus register map for meter-2"}, headers=new_key()
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["yanked"] is True and body["current_version"] == 1 and body["customer_notified"] is False
@@ -71,8 +75,8 @@ def test_un_yank_makes_the_version_current_and_downloadable_again(
 ) -> None:
     delivered.publish("run-1")
     delivered.publish("run-2")
-    client.post(yank_path(delivered, 2), json={"reason": "bad build"})
-    restored = client.delete(yank_path(delivered, 2))
+    client.post(yank_path(delivered, 2), json={"reason": "bad build"}, headers=new_key())
+    restored = client.delete(yank_path(delivered, 2), headers=new_key())
     assert restored.status_code == 200
     assert restored.json() | {"yanked_at": None} == restored.json() | {
         "yanked": False,
@@ -90,7 +94,7 @@ def test_un_yank_makes_the_version_current_and_downloadable_again(
 
 def test_every_version_yanked_leaves_no_current_one(delivered: Delivered, client: TestClient) -> None:
     delivered.publish("run-1")
-    answer = client.post(yank_path(delivered, 1), json={"reason": "recalled"})
+    answer = client.post(yank_path(delivered, 1), json={"reason": "recalled"}, headers=new_key())
     assert answer.json()["current_version"] is None
     index = client.get(path_of(delivered.links().portal(), delivered.settings))
     assert index.status_code == 200 and "Every version of this delivery was withdrawn" in index.text
@@ -99,10 +103,14 @@ def test_every_version_yanked_leaves_no_current_one(delivered: Delivered, client
 def test_the_customer_is_told_once(delivered: Delivered, client: TestClient) -> None:
     delivered.publish("run-1")
     delivered.publish("run-2")
-    first = client.post(yank_path(delivered, 2), json={"reason": "bad build", "notify_customer": True})
+    first = client.post(
+        yank_path(delivered, 2), json={"reason": "bad build", "notify_customer": True}, headers=new_key()
+    )
     assert first.status_code == 200 and first.json()["customer_notified"] is True, first.text
     again = client.post(
-        yank_path(delivered, 2), json={"reason": "bad build (meter map)", "notify_customer": True}
+        yank_path(delivered, 2),
+        json={"reason": "bad build (meter map)", "notify_customer": True},
+        headers=new_key(),
     )
     assert again.json()["customer_notified"] is True and again.json()["reason"] == "bad build (meter map)"
     sent = outbox(delivered)
@@ -116,8 +124,35 @@ def test_the_customer_is_told_once(delivered: Delivered, client: TestClient) -> 
 
 def test_bad_yank_requests_name_what_is_wrong(delivered: Delivered, client: TestClient) -> None:
     delivered.publish("run-1")
-    blank = client.post(yank_path(delivered, 1), json={"reason": "   "})
+    blank = client.post(yank_path(delivered, 1), json={"reason": "   "}, headers=new_key())
     assert blank.status_code == 422 and blank.json()["errors"][0]["field"] == "reason"
-    missing = client.post(yank_path(delivered, 9), json={"reason": "x"})
+    missing = client.post(yank_path(delivered, 9), json={"reason": "x"}, headers=new_key())
     assert missing.status_code == 404 and "no published portal version 9" in missing.json()["detail"]
-    assert client.post(yank_path(delivered, 1), json={}).status_code == 422
+    assert client.post(yank_path(delivered, 1), json={}, headers=new_key()).status_code == 422
+
+
+@pytest.mark.parametrize("cfg_id", ["%00", "a%00b", "not-a-uuid", "{cfg_id}%00"])
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+def test_a_malformed_cfg_id_is_the_404_of_every_order_route_and_never_reaches_platform_db(
+    delivered: Delivered, client: TestClient, monkeypatch: pytest.MonkeyPatch, method: str, cfg_id: str
+) -> None:
+    delivered.publish("run-1")
+    path_id = cfg_id.format(cfg_id=delivered.cfg_id)
+    expected = client.get(f"/orders/{path_id}")
+    assert expected.status_code == 404
+    asked: list[str] = []
+    orders = client.app.state.api.orders  # type: ignore[attr-defined]
+    lookup = orders.get
+    # PostgreSQL answers a NUL byte in a query with an error (a 500 here), so the lookup must not happen.
+    monkeypatch.setattr(orders, "get", lambda cfg: asked.append(cfg) or lookup(cfg))
+
+    answer = client.request(
+        method,
+        f"/orders/{path_id}/portal-versions/1/yank",
+        json={"reason": "bad build"} if method == "POST" else None,
+        headers={"Idempotency-Key": f"yank-{method}-{uuid.uuid4().hex}"},
+    )
+
+    assert (answer.status_code, answer.json()) == (expected.status_code, expected.json())
+    assert asked == []
+    assert delivered.deliveries.portal_versions(delivered.cfg_id)[0].yanked_at is None

@@ -14,7 +14,13 @@ from starlette.testclient import TestClient
 from platform_config.settings import Settings
 from platform_db.deliveries import DeliveryRepository
 from platform_db.redeliveries import RedeliveryRepository
-from tests.api.conftest import TOKEN, StubDagster, Submitted, assert_only_the_token_is_let_through
+from tests.api.conftest import (
+    WEBSITE,
+    StubDagster,
+    Submitted,
+    assert_only_the_token_is_let_through,
+    new_key,
+)
 
 
 def _deliver(settings: Settings, cfg_id: str, version: int = 1) -> None:
@@ -47,7 +53,7 @@ def test_redeliver_launches_a_backfill_of_manifest_and_email(
 ) -> None:
     cfg_id = delivered()
 
-    answer = api.post(f"/orders/{cfg_id}/redeliver")
+    answer = api.post(f"/orders/{cfg_id}/redeliver", headers=new_key())
 
     assert answer.status_code == 202
     assert answer.json() == {
@@ -66,7 +72,7 @@ def test_with_apk_the_backfill_starts_at_the_apk(
 ) -> None:
     cfg_id = delivered()
 
-    answer = api.post(f"/orders/{cfg_id}/redeliver", json={"apk": True})
+    answer = api.post(f"/orders/{cfg_id}/redeliver", json={"apk": True}, headers=new_key())
 
     assert answer.status_code == 202
     assert answer.json()["assets"] == ["order/apk", "order/manifest", "order/email"]
@@ -83,7 +89,9 @@ def test_a_retried_request_answers_the_same_backfill_and_launches_nothing_new(
 
     first = api.post(f"/orders/{cfg_id}/redeliver", json={"apk": True}, headers=headers)
     again = api.post(f"/orders/{cfg_id}/redeliver", json={"apk": True}, headers=headers)
-    other = api.post(f"/orders/{cfg_id}/redeliver", json={"apk": True})
+    other = api.post(
+        f"/orders/{cfg_id}/redeliver", json={"apk": True}, headers={"Idempotency-Key": "redeliver-43"}
+    )
 
     assert first.status_code == again.status_code == other.status_code == 202
     assert again.json() == first.json()
@@ -96,7 +104,7 @@ def test_a_retried_request_answers_the_same_backfill_and_launches_nothing_new(
         stored.dispose()
     assert [(row.idempotency_key, row.backfill_id, row.apk) for row in rows] == [
         ("redeliver-42", first.json()["backfill_id"], True),
-        (None, other.json()["backfill_id"], True),
+        ("redeliver-43", other.json()["backfill_id"], True),
     ]
 
 
@@ -130,7 +138,7 @@ def test_an_order_that_was_never_delivered_is_a_conflict(
 
 @pytest.mark.parametrize("cfg_id", [str(uuid.uuid4()), "not-a-uuid"])
 def test_an_unknown_order_is_404(api: TestClient, stub_dagster: StubDagster, cfg_id: str) -> None:
-    answer = api.post(f"/orders/{cfg_id}/redeliver")
+    answer = api.post(f"/orders/{cfg_id}/redeliver", headers=new_key())
 
     assert answer.status_code == 404
     assert stub_dagster.received == []
@@ -157,7 +165,7 @@ def test_an_unreachable_dagster_is_a_503(settings: Settings, submitted: Submitte
     with submitted(settings) as (client, cfg_id):
         _deliver(settings, cfg_id)
 
-        answer = client.post(f"/orders/{cfg_id}/redeliver")
+        answer = client.post(f"/orders/{cfg_id}/redeliver", headers=new_key())
 
     assert answer.status_code == 503
     assert "is unreachable" in answer.json()["detail"]
@@ -166,7 +174,7 @@ def test_an_unreachable_dagster_is_a_503(settings: Settings, submitted: Submitte
 def test_beta_requires_the_bearer_token(
     token_api: TestClient, stub_settings: Settings, cloud_order: dict[str, Any], stub_dagster: StubDagster
 ) -> None:
-    cfg_id = token_api.post("/submit", json=cloud_order, headers=TOKEN).json()["cfg_id"]
+    cfg_id = token_api.post("/submit", json=cloud_order, headers=WEBSITE).json()["cfg_id"]
     _deliver(stub_settings, cfg_id)
 
     assert_only_the_token_is_let_through(token_api, f"/orders/{cfg_id}/redeliver", stub_dagster)
@@ -195,7 +203,7 @@ def test_a_bad_body_or_idempotency_key_is_a_clear_4xx(
 ) -> None:
     cfg_id = delivered()
 
-    answer = api.post(f"/orders/{cfg_id}/redeliver", content=content, headers=headers)
+    answer = api.post(f"/orders/{cfg_id}/redeliver", content=content, headers={**new_key(), **headers})
 
     assert answer.status_code == status
     assert answer.json()["detail"]
@@ -246,7 +254,7 @@ def test_redeliveries_per_order_are_bounded(
         ]
         refused = client.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": "k-3"})
         retried = client.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": "k-1"})
-        elsewhere = client.post(f"/orders/{other}/redeliver")
+        elsewhere = client.post(f"/orders/{other}/redeliver", headers=new_key())
 
     assert [answer.status_code for answer in accepted] == [202, 202, 202]
     assert refused.status_code == 429
@@ -273,8 +281,10 @@ def test_redeliveries_per_day_are_bounded_with_a_retry_after(
     from platform_db.schema import redeliveries
 
     with bounded(total=20, per_day=2) as (client, cfg_id):
-        assert [client.post(f"/orders/{cfg_id}/redeliver").status_code for _ in range(2)] == [202, 202]
-        refused = client.post(f"/orders/{cfg_id}/redeliver")
+        assert [
+            client.post(f"/orders/{cfg_id}/redeliver", headers=new_key()).status_code for _ in range(2)
+        ] == [202, 202]
+        refused = client.post(f"/orders/{cfg_id}/redeliver", headers=new_key())
 
         assert refused.status_code == 429
         assert "api.max_redeliveries_per_order_per_day = 2" in refused.json()["detail"]
@@ -289,7 +299,7 @@ def test_redeliveries_per_day_are_bounded_with_a_retry_after(
                 )
         finally:
             engine.dispose()
-        assert client.post(f"/orders/{cfg_id}/redeliver").status_code == 202
+        assert client.post(f"/orders/{cfg_id}/redeliver", headers=new_key()).status_code == 202
     assert stub_dagster.launched == 3
 
 

@@ -125,10 +125,15 @@ def test_revoking_an_unknown_key_or_from_the_future_is_refused(
 ) -> None:
     delivered.publish("run-1")
 
-    unknown = client.post("/signing-keys/0123456789abcdef/revoke", json={"reason": "lost"})
+    unknown = client.post(
+        "/signing-keys/0123456789abcdef/revoke",
+        json={"reason": "lost"},
+        headers={"Idempotency-Key": "revoke-1"},
+    )
     future = client.post(
         f"/signing-keys/{test_portal.SIGNER.key_id}/revoke",
         json={"reason": "lost", "compromised_since": "2999-01-01T00:00:00Z"},
+        headers={"Idempotency-Key": "revoke-2"},
     )
 
     assert unknown.status_code == 404

@@ -15,6 +15,7 @@ from delivery.edge_bundle import (
     HMI_PORT,
     EdgeImages,
     build_bundle,
+    commissioning_folder,
     compose_file,
     customer_config_yaml,
     dtm_json,
@@ -308,3 +309,11 @@ def test_compose_file_names_released_images_pinned_by_digest() -> None:
 def test_a_pin_needs_a_tag_and_a_sha256_digest(image: str, digest: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         EdgeImages(gateway=image, fixtures=IMAGES.fixtures).pinned(gateway=digest, fixtures=FIXTURES_DIGEST)
+
+
+def test_each_rotated_commissioning_generation_has_a_folder_of_its_own() -> None:
+    # Generation 0 where bundles always were: an order never rotated keeps its keys.
+    assert commissioning_folder(0) == ()
+    assert [commissioning_folder(n) for n in (1, 2)] == [("commissioning-1",), ("commissioning-2",)]
+    with pytest.raises(ValueError, match="0 or more"):
+        commissioning_folder(-1)

@@ -52,10 +52,29 @@ def test_links_live_under_the_public_url() -> None:
 def test_the_commissioning_token_is_per_order_stable_and_not_the_portal_token() -> None:
     tokens = PortalTokens(b"k" * 32)
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
-    token = tokens.commissioning_token(first)
+    token = tokens.commissioning_token(first, 0)
     # Stable: every rebuild of the order's bundle and seed ISO carries the same one.
-    assert token == PortalTokens(b"k" * 32).commissioning_token(first)
-    assert token != tokens.commissioning_token(second)
-    assert token != PortalTokens(b"o" * 32).commissioning_token(first)
+    assert token == PortalTokens(b"k" * 32).commissioning_token(first, 0)
+    assert token != tokens.commissioning_token(second, 0)
+    assert token != PortalTokens(b"o" * 32).commissioning_token(first, 0)
     assert token not in tokens.token(first, 0)
     assert len(token) == 22
+
+
+def test_generation_0_is_the_token_sites_got_before_rotation_existed() -> None:
+    # What the derivation without a generation gave for this order and key, so every site
+    # delivered before keeps its token.
+    cfg_id = "3f2c1e9a-7b4d-4c8e-9a1f-2b3c4d5e6f70"
+    assert PortalTokens(b"k" * 32).commissioning_token(cfg_id, 0) == "IXj7ugNXFDny1LCEVdjJoQ"
+
+
+def test_a_rotated_commissioning_token_differs_from_every_earlier_one() -> None:
+    tokens = PortalTokens(b"k" * 32)
+    cfg_id = str(uuid.uuid4())
+    generations = [tokens.commissioning_token(cfg_id, generation) for generation in range(4)]
+    assert len(set(generations)) == 4
+    assert generations[2] == PortalTokens(b"k" * 32).commissioning_token(cfg_id, 2)
+    # Not the portal link's token of the same generation either.
+    assert all(token not in tokens.token(cfg_id, g) for g, token in enumerate(generations))
+    with pytest.raises(ValueError, match="0 or more"):
+        tokens.commissioning_token(cfg_id, -1)

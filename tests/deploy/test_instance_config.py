@@ -105,7 +105,12 @@ def test_storage_shares_the_server_not_the_database_with_platform_db(filename: s
     """Same server, user and driver as platform_db.url; its own database, since platform_db's
     migrations and Dagster's both keep their revision in an `alembic_version` table."""
     db = load_instance_config(filename)["storage"]["postgres"]["postgres_db"]
-    secrets = {"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k", "MANIFEST_SIGNING_KEY": "s"}
+    secrets = {
+        "WEBSITE_API_TOKENS": "instance-config-website-token-0123456789",
+        "OPERATOR_API_TOKENS": "instance-config-operator-token-0123456789",
+        "PORTAL_TOKEN_KEY": "k",
+        "MANIFEST_SIGNING_KEY": "s",
+    }
     url = load_settings("beta", environ=secrets, secrets_path=DEPLOY / "absent.env").platform_db_url()
     assert (url.host, url.port, url.username, url.drivername) == (
         db["hostname"],

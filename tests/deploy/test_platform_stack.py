@@ -100,7 +100,9 @@ class Stack:
     api_url: str
     aws_url: str
     graphql_url: str
-    api_token: str
+    # The two credentials' tokens: POST /submit is the website's, everything else the operators'.
+    website_token: str
+    operator_token: str
     secrets: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -142,7 +144,11 @@ class Stack:
         return "\n".join(parts)
 
     def headers(self, **extra: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_token}", **extra}
+        """An operator's request."""
+        return {"Authorization": f"Bearer {self.operator_token}", **extra}
+
+    def website_headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.website_token}", **extra}
 
     def order(self, cfg_id: str) -> dict[str, Any]:
         answer = requests.get(
@@ -219,9 +225,10 @@ def _project(project_dir: Path, compose: list[str], env_file: Path) -> Stack:
     """An operator's project directory (repository files, secrets.env, customer files) and compose for it."""
     for name in PROJECT_FILES:
         shutil.copy(ROOT / name, project_dir / name)
-    api_token = secrets.token_urlsafe(24)
+    website_token, operator_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     stack_secrets = {
-        "API_TOKEN": api_token,
+        "WEBSITE_API_TOKENS": website_token,
+        "OPERATOR_API_TOKENS": operator_token,
         "PORTAL_TOKEN_KEY": secrets.token_hex(32),
         # One line, its line breaks written as \\n, as secrets.env.example says.
         "MANIFEST_SIGNING_KEY": ManifestSigner.generate().private_pem().decode().replace("\n", "\\n"),
@@ -265,7 +272,8 @@ def _project(project_dir: Path, compose: list[str], env_file: Path) -> Stack:
         api_url=api_url,
         aws_url=aws_url,
         graphql_url=f"http://127.0.0.1:{webserver_port}/graphql",
-        api_token=api_token,
+        website_token=website_token,
+        operator_token=operator_token,
         secrets=stack_secrets,
     )
 
@@ -324,7 +332,7 @@ def delivered(stack: Stack) -> Delivery:
     answer = requests.post(
         f"{stack.api_url}/submit",
         json=payload,
-        headers=stack.headers(**{"Idempotency-Key": f"stack-test-{uuid.uuid4()}"}),
+        headers=stack.website_headers(**{"Idempotency-Key": f"stack-test-{uuid.uuid4()}"}),
         timeout=REQUEST_TIMEOUT,
     )
     assert answer.status_code == 200, f"POST /submit: {answer.status_code} {answer.text}"
@@ -488,6 +496,13 @@ def test_the_api_wants_its_token(stack: Stack) -> None:
         f"{stack.api_url}/submit", json=json.loads(ORDER.read_text()), timeout=REQUEST_TIMEOUT
     )
     assert answer.status_code == 401, answer.text
+    # The website's credential reaches no operator route.
+    rotate = requests.post(
+        f"{stack.api_url}/orders/{uuid.uuid4()}/portal-token",
+        headers=stack.website_headers(**{"Idempotency-Key": "stack-test-website-rotate"}),
+        timeout=REQUEST_TIMEOUT,
+    )
+    assert rotate.status_code == 403, rotate.text
 
 
 @stack_test
@@ -508,7 +523,7 @@ def test_the_customer_gets_one_email_with_the_portal_link(stack: Stack, delivere
     assert "(version 1)" in str(message["Subject"])
     assert delivered.order["portal_url"] in _text_body(message)
     # The gateway's commissioning token is on the portal page, never in the email.
-    token = PortalTokens(stack.secrets["PORTAL_TOKEN_KEY"].encode()).commissioning_token(delivered.cfg_id)
+    token = PortalTokens(stack.secrets["PORTAL_TOKEN_KEY"].encode()).commissioning_token(delivered.cfg_id, 0)
     assert token not in message.as_string()
     portal_page = requests.get(delivered.order["portal_url"], timeout=REQUEST_TIMEOUT)
     assert token in portal_page.text

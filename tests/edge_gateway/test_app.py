@@ -329,7 +329,12 @@ def test_python_m_edge_gateway_serves_the_delivered_stack_shape(tmp_path: Path) 
         "CFG_CUSTOMER_PATH": str(customer),
         "DTM_PATH": str(dtm),
         "PYTHONPATH": str(PROJECT_ROOT),
+        # As compose's env_file passes the bundle's secrets.env.
+        "COMMISSIONING_TOKEN": COMMISSIONING_TOKEN,
     }
+    topology = urllib.request.Request(
+        f"http://127.0.0.1:{port}/topology", headers={"Authorization": f"Bearer {COMMISSIONING_TOKEN}"}
+    )
 
     def healthy() -> bool:
         try:
@@ -342,7 +347,7 @@ def test_python_m_edge_gateway_serves_the_delivered_stack_shape(tmp_path: Path) 
         serving_module(
             "edge_gateway", cwd=tmp_path, env=environment, ready=healthy, timeout=30, stderr=subprocess.STDOUT
         ) as server,
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/topology", timeout=2) as answer,
+        urllib.request.urlopen(topology, timeout=2) as answer,
     ):
         assert [d["id"] for d in json.load(answer)["devices"]] == ["meter-1", "pv-1", "battery-1"]
     # uvicorn shuts down gracefully on SIGTERM (docker stop), then re-raises the signal.
@@ -398,12 +403,39 @@ def test_commissioning_needs_the_orders_token(
             assert answer.headers["WWW-Authenticate"].startswith("Bearer")
             assert "commissioning token" in answer.json()["detail"]
             # Nothing changed: the delivered topology still runs.
-            assert [d.get("connection") for d in client.get("/topology").json()["devices"]] == [
-                None,
-                None,
-                None,
-            ]
+            delivered = client.get("/topology", headers={"Authorization": f"Bearer {COMMISSIONING_TOKEN}"})
+            assert [d.get("connection") for d in delivered.json()["devices"]] == [None, None, None]
             assert client.get("/status", headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        (None, 401),
+        ("Bearer wrong-token", 401),
+        (f"Basic {COMMISSIONING_TOKEN}", 401),
+        (f"Bearer {COMMISSIONING_TOKEN}x", 401),
+        (f"Bearer {COMMISSIONING_TOKEN}", 200),
+    ],
+)
+def test_reading_the_topology_needs_the_orders_token_too(
+    tmp_path: Path, gateway_settings: Callable[..., GatewaySettings], authorization: str | None, status: int
+) -> None:
+    dtm_path = write_json(tmp_path / "dtm.json", bare_dtm())
+    with running(gateway_settings(), dtm_path) as client:
+        del client.headers["Authorization"]
+        headers = {} if authorization is None else {"Authorization": authorization}
+        answer = client.get("/topology", headers=headers)
+        # The LAN's view stays open: the HMI's measurements and the health counts.
+        open_to_the_lan = [client.get(path).status_code for path in ("/healthz", "/measurements")]
+    assert answer.status_code == status, answer.text
+    if status == 401:
+        assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+        # No device, host or port in the refusal.
+        assert "devices" not in answer.text and "meter-1" not in answer.text
+    else:
+        assert [d["id"] for d in answer.json()["devices"]] == ["meter-1", "pv-1", "battery-1"]
+    assert open_to_the_lan == [200, 200]
 
 
 def test_a_gateway_without_a_token_refuses_all_commissioning(
@@ -411,7 +443,8 @@ def test_a_gateway_without_a_token_refuses_all_commissioning(
 ) -> None:
     with running(gateway_settings(token=None), None) as client:
         answer = client.post("/topology", json=bare_dtm())
-    assert answer.status_code == 403
+        read = client.get("/topology")
+    assert answer.status_code == read.status_code == 403
     assert "COMMISSIONING_TOKEN" in answer.json()["detail"]
 
 

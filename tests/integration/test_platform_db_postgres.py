@@ -192,7 +192,8 @@ def _beta_customer_file(tmp_path: Path, postgres: PostgresServer) -> Path:
 def _beta_secrets(password: str) -> dict[str, str]:
     return {
         "PLATFORM_DB_PASSWORD": password,
-        "API_TOKEN": "integration-api-token",
+        "WEBSITE_API_TOKENS": "integration-website-token-0123456789",
+        "OPERATOR_API_TOKENS": "integration-operator-token-0123456789",
         "PORTAL_TOKEN_KEY": "integration-portal-key",
         "MANIFEST_SIGNING_KEY": "integration-signing-key",
     }

@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -83,7 +83,12 @@ class OrderFlow:
         return order.cfg_id
 
     def materialize(
-        self, cfg_id: str, selection: Sequence[AssetKey], *, raise_on_error: bool = True
+        self,
+        cfg_id: str,
+        selection: Sequence[AssetKey],
+        *,
+        raise_on_error: bool = True,
+        tags: Mapping[str, str] | None = None,
     ) -> ExecuteInProcessResult:
         """One run over ``selection`` of the order, with the stage's resources (a fresh set per run, as in a run worker)."""
         return materialize(
@@ -93,6 +98,7 @@ class OrderFlow:
             resources=build_resources(self.settings),
             instance=self.instance,
             raise_on_error=raise_on_error,
+            tags=tags,
         )
 
     def order(self, cfg_id: str) -> Order:

@@ -4,13 +4,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dotenv import dotenv_values
 
 from delivery.manifest_signing import ManifestSigner
 from platform_config.settings import (
+    MIN_API_TOKEN_LENGTH,
+    PROJECT_ROOT,
     ConfigError,
     EmailSettings,
     Secrets,
+    api_credentials,
     deep_merge,
+    load_secrets,
     load_settings,
     manifest_signing_key,
 )
@@ -46,6 +51,21 @@ beta:
 """
 
 
+# What beta needs to start: both credentials (32 characters or more each) and both keys.
+WEBSITE_TOKEN = "website-token-of-the-settings-tests"
+OPERATOR_TOKEN = "operator-token-of-the-settings-tests"
+BETA_SECRETS = {
+    "WEBSITE_API_TOKENS": WEBSITE_TOKEN,
+    "OPERATOR_API_TOKENS": OPERATOR_TOKEN,
+    "PORTAL_TOKEN_KEY": "k3y",
+    "MANIFEST_SIGNING_KEY": "s1gn",
+}
+
+
+def secrets_env(values: dict[str, str]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
 @pytest.fixture
 def defaults(tmp_path: Path) -> Path:
     path = tmp_path / "cfg.defaults.yml"
@@ -70,9 +90,7 @@ def test_deep_merge_merges_mappings_and_replaces_lists_and_scalars() -> None:
 
 
 def test_the_bundled_defaults_load_for_every_stage(tmp_path: Path) -> None:
-    secrets = write(
-        tmp_path, "secrets.env", "API_TOKEN=t0ken\nPORTAL_TOKEN_KEY=k3y\nMANIFEST_SIGNING_KEY=s1gn\n"
-    )
+    secrets = write(tmp_path, "secrets.env", secrets_env(BETA_SECRETS))
     for stage in ("local", "demo", "beta"):
         settings = load_settings(stage, secrets_path=secrets, environ={})
         assert settings.stage == stage
@@ -88,12 +106,7 @@ def test_env_selects_the_stage_and_local_is_the_default(defaults: Path, tmp_path
     beta = load_settings(
         defaults_path=defaults,
         secrets_path=missing,
-        environ={
-            "ENV": "beta",
-            "API_TOKEN": "from-env",
-            "PORTAL_TOKEN_KEY": "k",
-            "MANIFEST_SIGNING_KEY": "s",
-        },
+        environ={"ENV": "beta", **BETA_SECRETS},
     )
     assert beta.artifacts.bucket == "artifacts-beta"
 
@@ -160,15 +173,13 @@ def test_missing_customer_file_and_bad_yaml_are_reported(defaults: Path, tmp_pat
 
 def test_secrets_come_from_the_file_and_stay_hidden(defaults: Path, tmp_path: Path) -> None:
     secrets = write(
-        tmp_path,
-        "secrets.env",
-        "API_TOKEN=s3cr3t-value\nPORTAL_TOKEN_KEY=k3y-value\nPLATFORM_DB_PASSWORD=pw-value\nMANIFEST_SIGNING_KEY=s1gn-value\n",
+        tmp_path, "secrets.env", secrets_env({**BETA_SECRETS, "PLATFORM_DB_PASSWORD": "pw-value"})
     )
     settings = load_settings("beta", defaults_path=defaults, secrets_path=secrets, environ={})
-    assert settings.secrets.API_TOKEN is not None
-    assert settings.secrets.API_TOKEN.get_secret_value() == "s3cr3t-value"
+    assert api_credentials(settings.secrets) == ((WEBSITE_TOKEN,), (OPERATOR_TOKEN,))
     assert settings.platform_db_url().password == "pw-value"
-    assert "s3cr3t-value" not in repr(settings) and "pw-value" not in repr(settings)
+    for value in (WEBSITE_TOKEN, OPERATOR_TOKEN, "pw-value"):
+        assert value not in repr(settings)
     assert "pw-value" not in str(settings.platform_db_url())
 
 
@@ -180,21 +191,120 @@ def test_unknown_secret_is_rejected_without_echoing_values(defaults: Path, tmp_p
     assert "leaked-value" not in str(error.value)
 
 
-def test_beta_without_the_api_token_fails_at_start(defaults: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="API_TOKEN is not set"):
+# --- beta fails closed: the API's credentials and the keys ----------------------------------------
+
+
+def _beta_error(defaults: Path, tmp_path: Path, secrets: dict[str, str], customer: str | None = None) -> str:
+    """The message that stops beta from starting with ``secrets`` (and the ``customer`` file's text)."""
+    customer_path = write(tmp_path, "cfg.customer.yml", customer) if customer is not None else None
+    with pytest.raises(ConfigError) as error:
         load_settings(
             "beta",
             defaults_path=defaults,
-            secrets_path=tmp_path / "none.env",
-            environ={"PORTAL_TOKEN_KEY": "k" * 32},
+            customer_path=customer_path,
+            secrets_path=write(tmp_path, "secrets.env", secrets_env(secrets)),
+            environ={},
+        )
+    return str(error.value)
+
+
+@pytest.mark.parametrize("missing", ["WEBSITE_API_TOKENS", "OPERATOR_API_TOKENS"])
+def test_beta_without_a_credential_fails_at_start_naming_it(
+    defaults: Path, tmp_path: Path, missing: str
+) -> None:
+    secrets = {key: value for key, value in BETA_SECRETS.items() if key != missing}
+    assert f"{missing} is not set" in _beta_error(defaults, tmp_path, secrets)
+
+
+@pytest.mark.parametrize("credential", ["WEBSITE_API_TOKENS", "OPERATOR_API_TOKENS"])
+def test_a_credential_value_under_32_characters_is_refused_naming_the_key_never_the_value(
+    defaults: Path, tmp_path: Path, credential: str
+) -> None:
+    short = "s3cr3t-but-31-characters-long-x"
+    assert len(short) == MIN_API_TOKEN_LENGTH - 1
+    # The second value of a rotation counts as much as the first.
+    message = _beta_error(
+        defaults, tmp_path, {**BETA_SECRETS, credential: f"{BETA_SECRETS[credential]},{short}"}
+    )
+    assert f"a value of {credential} is shorter than 32 characters" in message
+    assert "secrets.token_urlsafe(32)" in message, "it says how to make a good one"
+    assert short not in message and BETA_SECRETS[credential] not in message
+
+
+def test_a_credential_value_a_client_cannot_send_is_refused(defaults: Path, tmp_path: Path) -> None:
+    unsendable = "an operator token with spaces inside it"
+    message = _beta_error(defaults, tmp_path, {**BETA_SECRETS, "OPERATOR_API_TOKENS": unsendable})
+    assert "a value of OPERATOR_API_TOKENS holds a character other than printable ASCII" in message
+    assert unsendable not in message
+
+
+def test_one_value_in_both_credentials_is_refused(defaults: Path, tmp_path: Path) -> None:
+    shared = {**BETA_SECRETS, "WEBSITE_API_TOKENS": f"{WEBSITE_TOKEN},{OPERATOR_TOKEN}"}
+    message = _beta_error(defaults, tmp_path, shared)
+    assert "WEBSITE_API_TOKENS and OPERATOR_API_TOKENS share a value" in message
+    assert OPERATOR_TOKEN not in message
+
+
+def test_every_value_of_a_credential_is_valid_at_once(defaults: Path, tmp_path: Path) -> None:
+    rotating = f" {OPERATOR_TOKEN}-old , {OPERATOR_TOKEN}-new ,"
+    secrets = write(tmp_path, "secrets.env", secrets_env({**BETA_SECRETS, "OPERATOR_API_TOKENS": rotating}))
+    settings = load_settings("beta", defaults_path=defaults, secrets_path=secrets, environ={})
+    assert api_credentials(settings.secrets)[1] == (f"{OPERATOR_TOKEN}-old", f"{OPERATOR_TOKEN}-new")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_beta_with_require_token_false_fails_at_start(defaults: Path, tmp_path: Path, host: str) -> None:
+    message = _beta_error(
+        defaults, tmp_path, BETA_SECRETS, f"api:\n  host: '{host}'\n  require_token: false\n"
+    )
+    assert "api.require_token: true" in message
+
+
+@pytest.mark.parametrize("missing", ["PORTAL_TOKEN_KEY", "MANIFEST_SIGNING_KEY"])
+def test_beta_without_a_key_fails_at_start_naming_it_even_with_a_local_key_file(
+    defaults: Path, tmp_path: Path, missing: str
+) -> None:
+    local_files = "portal:\n  local_key_file: portal.key\n  local_signing_key_file: signing.key\n"
+    secrets = {key: value for key, value in BETA_SECRETS.items() if key != missing}
+    assert f"beta needs {missing} in secrets.env" in _beta_error(defaults, tmp_path, secrets, local_files)
+
+
+def test_an_open_api_beyond_loopback_fails_at_start(defaults: Path, tmp_path: Path) -> None:
+    customer = write(tmp_path, "cfg.customer.yml", "api:\n  host: 0.0.0.0\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(defaults_path=defaults, customer_path=customer, secrets_path=tmp_path / "x", environ={})
+    assert "api.require_token is false but api.host 0.0.0.0 is reachable beyond this machine" in str(
+        error.value
+    )
+    for loopback in ("localhost", "::1", "127.0.0.2"):
+        write(tmp_path, "cfg.customer.yml", f"api:\n  host: '{loopback}'\n")
+        assert (
+            load_settings(
+                defaults_path=defaults, customer_path=customer, secrets_path=tmp_path / "x", environ={}
+            ).api.host
+            == loopback
         )
 
 
-def test_beta_without_the_portal_token_key_fails_at_start(defaults: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="PORTAL_TOKEN_KEY is not set"):
-        load_settings(
-            "beta", defaults_path=defaults, secrets_path=tmp_path / "none.env", environ={"API_TOKEN": "t"}
-        )
+def test_a_left_over_api_token_is_refused_naming_the_new_keys(defaults: Path, tmp_path: Path) -> None:
+    old = "the-old-single-api-token-of-every-caller"
+    secrets = write(tmp_path, "secrets.env", secrets_env({**BETA_SECRETS, "API_TOKEN": old}))
+    with pytest.raises(ConfigError) as in_file:
+        load_settings("beta", defaults_path=defaults, secrets_path=secrets, environ={})
+    with pytest.raises(ConfigError) as in_environment:
+        load_secrets(tmp_path / "none.env", environ={"API_TOKEN": old})
+    for error in (in_file, in_environment):
+        message = str(error.value)
+        assert "API_TOKEN is no longer read" in message
+        assert "WEBSITE_API_TOKENS" in message and "OPERATOR_API_TOKENS" in message
+        assert old not in message
+    assert str(secrets) in str(in_file.value)
+
+
+def test_the_example_secrets_file_names_every_secret_and_no_other() -> None:
+    example = PROJECT_ROOT / "secrets.env.example"
+    assert set(dotenv_values(example)) == set(Secrets.model_fields)
+    load_secrets(example, environ={})
 
 
 def test_local_generates_one_portal_token_key_and_keeps_it(tmp_path: Path) -> None:
@@ -218,7 +328,7 @@ def test_local_uses_standin_credentials_and_beta_the_default_chain(defaults: Pat
         "beta",
         defaults_path=defaults,
         secrets_path=tmp_path / "x",
-        environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k", "MANIFEST_SIGNING_KEY": "s"},
+        environ=BETA_SECRETS,
     )
     assert beta.aws_credentials() == {}
 
@@ -235,7 +345,7 @@ def test_the_dagster_graphql_url_defaults_to_the_webserver_and_beta_names_the_co
         "beta",
         defaults_path=defaults,
         secrets_path=missing,
-        environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k", "MANIFEST_SIGNING_KEY": "s"},
+        environ=BETA_SECRETS,
     )
     assert beta.dagster.webserver_graphql_url() == "http://127.0.0.1:3000/graphql"
     customer = write(
@@ -245,16 +355,14 @@ def test_the_dagster_graphql_url_defaults_to_the_webserver_and_beta_names_the_co
     assert moved.dagster.webserver_graphql_url() == "http://dagster.internal:3000/graphql"
     bundled = load_settings(
         "beta",
-        environ={"API_TOKEN": "t", "PORTAL_TOKEN_KEY": "k", "MANIFEST_SIGNING_KEY": "s"},
+        environ=BETA_SECRETS,
         secrets_path=missing,
     )
     assert bundled.dagster.webserver_graphql_url() == "http://dagster-webserver:3000/graphql"
 
 
 def test_edp_artifact_policy_allows_private_hosts_only_where_the_stand_in_runs(tmp_path: Path) -> None:
-    secrets = write(
-        tmp_path, "secrets.env", "API_TOKEN=t0ken\nPORTAL_TOKEN_KEY=k3y\nMANIFEST_SIGNING_KEY=s1gn\n"
-    )
+    secrets = write(tmp_path, "secrets.env", secrets_env(BETA_SECRETS))
     by_stage = {
         stage: load_settings(stage, secrets_path=secrets, environ={}).edp
         for stage in ("local", "demo", "beta")

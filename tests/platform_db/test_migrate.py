@@ -10,7 +10,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 import platform_db
 from contracts.configurator import ConfiguratorPayload
@@ -143,3 +143,36 @@ def test_module_cli_never_shows_the_password(tmp_path: Path) -> None:
     assert "could not be upgraded" in result.stderr
     assert "platform:***@127.0.0.1:1/platform" in result.stdout
     assert "do-not-print-me" not in result.stdout + result.stderr
+
+
+def test_orders_delivered_before_commissioning_rotation_keep_generation_0(
+    migrated_url: str, make_payload: Callable[..., ConfiguratorPayload]
+) -> None:
+    # An order stored by the schema before orders.commissioning_token_generation existed.
+    downgrade(migrated_url, "0011")
+    repo = OrderRepository.from_url(migrated_url)
+    try:
+        with repo.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO orders (cfg_id, payload_sha256, payload, target, status, created_at, updated_at) "
+                    "VALUES (:cfg_id, :sha, :payload, 'cloud', 'delivered', :now, :now)"
+                ),
+                {
+                    "cfg_id": "3f2c1e9a-7b4d-4c8e-9a1f-2b3c4d5e6f70",
+                    "sha": "0" * 64,
+                    "payload": make_payload().model_dump_json(),
+                    "now": "2025-01-01 00:00:00",
+                },
+            )
+    finally:
+        repo.dispose()
+
+    upgrade(migrated_url)
+
+    repo = OrderRepository.from_url(migrated_url)
+    try:
+        order = repo.get("3f2c1e9a-7b4d-4c8e-9a1f-2b3c4d5e6f70")
+        assert order is not None and order.commissioning_token_generation == 0
+    finally:
+        repo.dispose()

@@ -283,6 +283,24 @@ def test_rotating_the_portal_token_moves_to_the_next_generation(
         repo.rotate_portal_token("00000000-0000-0000-0000-000000000000")
 
 
+def test_rotating_the_commissioning_token_moves_to_the_next_generation_and_can_be_undone(
+    repo: OrderRepository, make_payload: MakePayload
+) -> None:
+    order, _ = repo.submit(make_payload(), None)
+    assert order.commissioning_token_generation == 0
+    assert repo.rotate_commissioning_token(order.cfg_id) == 1
+    assert repo.rotate_commissioning_token(order.cfg_id) == 2
+    # Only the generation a failed launch made goes back, and never a later rotation's.
+    assert not repo.undo_commissioning_rotation(order.cfg_id, 1)
+    assert repo.undo_commissioning_rotation(order.cfg_id, 2)
+    stored = repo.get(order.cfg_id)
+    assert stored is not None and stored.commissioning_token_generation == 1
+    # Neither the status nor the portal link moves with it.
+    assert stored.updated_at == order.updated_at and stored.portal_token_generation == 0
+    with pytest.raises(KeyError):
+        repo.rotate_commissioning_token("00000000-0000-0000-0000-000000000000")
+
+
 def test_a_delivered_order_is_never_downgraded_and_keeps_the_failed_attempt_beside_it(
     repo: OrderRepository, make_payload: MakePayload
 ) -> None:

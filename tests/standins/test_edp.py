@@ -20,7 +20,7 @@ from contracts.configurator import ConfiguratorPayload
 from contracts.dtm import DeviceTopologyModel
 from contracts.edp import EdpJob, EdpJobAccepted
 from platform_config.settings import PROJECT_ROOT, EdpStandinSettings
-from standins.edp import build_artifacts
+from standins.edp import HUGE_JOB_ANSWER_BYTES, build_artifacts
 from tests.conftest import serving_module
 
 pytestmark = pytest.mark.slow
@@ -343,3 +343,27 @@ def test_cli_serves_the_stage_settings(tmp_path: Path, free_port: Callable[[], i
         accepted = accept(f"http://127.0.0.1:{port}", "cfg-cli")
         assert accepted.edp_artifact_urls[0].startswith(f"http://127.0.0.1:{port}/edp-api/jobs/")
         assert (tmp_path / "edp-state" / "jobs" / f"{accepted.job_id}.json").is_file()
+
+
+def test_huge_job_answer_mode_streams_a_valid_job_far_past_any_cap(
+    start_edp: StartEdp, edp_settings: EdpStandinSettings
+) -> None:
+    server = start_edp(edp_settings.model_copy(update={"failure": "huge_job_answer"}))
+    accepted = accept(server.base_url, "cfg-0013")
+    with requests.get(
+        f"{server.base_url}/edp-api/jobs/{accepted.job_id}", stream=True, timeout=HTTP_TIMEOUT
+    ) as response:
+        assert response.status_code == 200
+        # No length announced: only a client that counts while reading can stop in time.
+        assert "content-length" not in response.headers
+        body = response.content
+    assert len(body) == HUGE_JOB_ANSWER_BYTES
+    job = EdpJob.model_validate_json(body)
+    assert job.status in ("queued", "running", "complete") and set(job.flags) == {"padding"}
+    # Only the job answer floods: submitting and the artifacts answer as usual.
+    assert submit(server.base_url, "cfg-0013").status_code == 202
+    set_faults(server.base_url, failure="none")
+    assert (
+        len(requests.get(f"{server.base_url}/edp-api/jobs/{accepted.job_id}", timeout=HTTP_TIMEOUT).content)
+        < 4096
+    )
