@@ -57,26 +57,42 @@ def send_notice(
     return message_id
 
 
-def compose_portal_link_email(
-    *, sender: str, order: ConfiguratorPayload, cfg_id: str, generation: int, portal_url: str, at: datetime
+def site_name(order: ConfiguratorPayload) -> str:
+    """The order's site as a subject line names it: on one line."""
+    return " ".join(order.site.name.split())
+
+
+def compose_notice(
+    *, sender: str, order: ConfiguratorPayload, subject: str, at: datetime, message_tag: str, body: str
 ) -> EmailMessage:
-    """The email with an order's new portal link, after a rotation retired the one before."""
+    """A notice to the order's customer; ``message_tag`` makes its Message-ID (one per notice)."""
     message = EmailMessage()
     message["From"] = sender
     domain = message["From"].addresses[0].domain
     message["To"] = Address(
         display_name=" ".join(order.customer.name.split()), addr_spec=order.customer.email
     )
-    site = " ".join(order.site.name.split())
-    message["Subject"] = f"New link to the download portal of your delivery for {site}"
+    message["Subject"] = subject
     message["Date"] = format_datetime(as_utc(at))
-    message["Message-ID"] = make_msgid(idstring=f"{cfg_id}.portal-link-{int(generation)}", domain=domain)
-    message.set_content(
-        template_environment()
-        .get_template("portal_link_email.txt.j2")
-        .render(order=order, cfg_id=cfg_id, portal_url=portal_url)
-    )
+    message["Message-ID"] = make_msgid(idstring=message_tag, domain=domain)
+    message.set_content(body)
     return message
+
+
+def compose_portal_link_email(
+    *, sender: str, order: ConfiguratorPayload, cfg_id: str, generation: int, portal_url: str, at: datetime
+) -> EmailMessage:
+    """The email with an order's new portal link, after a rotation retired the one before."""
+    return compose_notice(
+        sender=sender,
+        order=order,
+        subject=f"New link to the download portal of your delivery for {site_name(order)}",
+        at=at,
+        message_tag=f"{cfg_id}.portal-link-{int(generation)}",
+        body=template_environment()
+        .get_template("portal_link_email.txt.j2")
+        .render(order=order, cfg_id=cfg_id, portal_url=portal_url),
+    )
 
 
 def portal_link_outbox_name(cfg_id: str, generation: int) -> str:

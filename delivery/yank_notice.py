@@ -7,17 +7,14 @@ the claim: the customer is told once, never twice.
 
 from __future__ import annotations
 
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any, Protocol
 
 from contracts.configurator import ConfiguratorPayload
 from contracts.records import PortalVersion
-from delivery.notice_email import NoticeNotSent, send_notice
+from delivery.notice_email import NoticeNotSent, compose_notice, send_notice, site_name
 from delivery.portal import template_environment
-from service_kit.timestamps import as_utc
 
 
 class YankNoticeClaims(Protocol):
@@ -39,18 +36,13 @@ def compose_yank_email(
 ) -> EmailMessage:
     if yanked.yanked_at is None or yanked.yank_reason is None:
         raise ValueError(f"portal version {yanked.version} is not yanked")
-    message = EmailMessage()
-    message["From"] = sender
-    domain = message["From"].addresses[0].domain
-    message["To"] = Address(
-        display_name=" ".join(order.customer.name.split()), addr_spec=order.customer.email
-    )
-    site = " ".join(order.site.name.split())
-    message["Subject"] = f"Version {yanked.version} of your delivery for {site} was withdrawn"
-    message["Date"] = format_datetime(as_utc(yanked.yanked_at))
-    message["Message-ID"] = make_msgid(idstring=f"{yanked.cfg_id}.v{yanked.version}.yanked", domain=domain)
-    message.set_content(
-        template_environment()
+    return compose_notice(
+        sender=sender,
+        order=order,
+        subject=f"Version {yanked.version} of your delivery for {site_name(order)} was withdrawn",
+        at=yanked.yanked_at,
+        message_tag=f"{yanked.cfg_id}.v{yanked.version}.yanked",
+        body=template_environment()
         .get_template("yank_email.txt.j2")
         .render(
             order=order,
@@ -59,9 +51,8 @@ def compose_yank_email(
             reason=yanked.yank_reason,
             current_version=current_version,
             portal_url=portal_url,
-        )
+        ),
     )
-    return message
 
 
 def send_yank_notice_once(
