@@ -20,6 +20,7 @@ from api.app import create_app
 from api.dagster_graphql import STATUS_OPERATIONS
 from platform_config.settings import Settings, load_settings
 from platform_db import OrderRepository
+from platform_db.deliveries import DeliveryRepository
 from platform_db.migrate import upgrade
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -326,3 +327,18 @@ def assert_only_the_token_is_let_through(
     assert keyless.status_code == 428
     assert "Idempotency-Key" in keyless.json()["detail"]
     assert allowed.status_code == 202
+
+
+def record_delivered_version(settings: Settings, cfg_id: str, version: int = 1) -> None:
+    """What the manifest asset records when it publishes a portal version."""
+    deliveries = DeliveryRepository.from_url(settings.platform_db_url())
+    try:
+        claimed = deliveries.claim_portal_version(cfg_id, f"run-{version}")
+        deliveries.record_publication(
+            cfg_id,
+            claimed.version,
+            manifest_key=f"portal/{cfg_id}/v{claimed.version}/manifest.json",
+            artifact_count=3,
+        )
+    finally:
+        deliveries.dispose()

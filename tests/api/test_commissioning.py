@@ -13,29 +13,14 @@ from api.commissioning import _rotate_once
 from delivery.portal_links import PortalTokens
 from platform_config.settings import Settings
 from platform_db import OrderRepository
-from platform_db.deliveries import DeliveryRepository
 from tests.api.conftest import (
     WEBSITE,
     RaceLaunches,
     StubDagster,
     assert_only_the_token_is_let_through,
     new_key,
+    record_delivered_version,
 )
-
-
-def _deliver(settings: Settings, cfg_id: str, version: int = 1) -> None:
-    """What the manifest asset records when it publishes a portal version."""
-    deliveries = DeliveryRepository.from_url(settings.platform_db_url())
-    try:
-        claimed = deliveries.claim_portal_version(cfg_id, f"run-{version}")
-        deliveries.record_publication(
-            cfg_id,
-            claimed.version,
-            manifest_key=f"portal/{cfg_id}/v{claimed.version}/manifest.json",
-            artifact_count=3,
-        )
-    finally:
-        deliveries.dispose()
 
 
 def _generation(settings: Settings, cfg_id: str) -> int:
@@ -52,7 +37,7 @@ def _generation(settings: Settings, cfg_id: str) -> int:
 def delivered(api: TestClient, stub_settings: Settings, cloud_order: dict[str, Any]) -> Callable[[], str]:
     def make() -> str:
         cfg_id = str(api.post("/submit", json=cloud_order).json()["cfg_id"])
-        _deliver(stub_settings, cfg_id)
+        record_delivered_version(stub_settings, cfg_id)
         return cfg_id
 
     return make
@@ -139,7 +124,7 @@ def test_an_order_never_delivered_is_a_409_and_the_key_stays_free(
     assert answer.status_code == 409
     assert "never delivered" in answer.json()["detail"]
     assert stub_dagster.received == [] and _generation(stub_settings, cfg_id) == 0
-    _deliver(stub_settings, cfg_id)
+    record_delivered_version(stub_settings, cfg_id)
     assert api.post(path(cfg_id), headers=headers).status_code == 202
 
 
@@ -170,8 +155,8 @@ def test_over_a_redelivery_limit_it_is_429_and_nothing_changes(
     )
     with make_client(bounded) as client:
         cfg_id = client.post("/submit", json=cloud_order).json()["cfg_id"]
-        _deliver(stub_settings, cfg_id, 1)
-        _deliver(stub_settings, cfg_id, 2)
+        record_delivered_version(stub_settings, cfg_id, 1)
+        record_delivered_version(stub_settings, cfg_id, 2)
 
         answer = client.post(path(cfg_id), headers=new_key())
 
@@ -197,6 +182,6 @@ def test_beta_lets_only_an_operator_with_a_key_rotate(
     token_api: TestClient, stub_settings: Settings, cloud_order: dict[str, Any], stub_dagster: StubDagster
 ) -> None:
     cfg_id = token_api.post("/submit", json=cloud_order, headers=WEBSITE).json()["cfg_id"]
-    _deliver(stub_settings, cfg_id)
+    record_delivered_version(stub_settings, cfg_id)
 
     assert_only_the_token_is_let_through(token_api, path(cfg_id), stub_dagster)

@@ -12,7 +12,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from platform_config.settings import Settings
-from platform_db.deliveries import DeliveryRepository
 from platform_db.redeliveries import RedeliveryRepository
 from tests.api.conftest import (
     WEBSITE,
@@ -20,29 +19,15 @@ from tests.api.conftest import (
     Submitted,
     assert_only_the_token_is_let_through,
     new_key,
+    record_delivered_version,
 )
-
-
-def _deliver(settings: Settings, cfg_id: str, version: int = 1) -> None:
-    """What the manifest asset records when it publishes a portal version."""
-    deliveries = DeliveryRepository.from_url(settings.platform_db_url())
-    try:
-        claimed = deliveries.claim_portal_version(cfg_id, f"run-{version}")
-        deliveries.record_publication(
-            cfg_id,
-            claimed.version,
-            manifest_key=f"portal/{cfg_id}/v{claimed.version}/manifest.json",
-            artifact_count=3,
-        )
-    finally:
-        deliveries.dispose()
 
 
 @pytest.fixture
 def delivered(api: TestClient, stub_settings: Settings, cloud_order: dict[str, Any]) -> Callable[[], str]:
     def make() -> str:
         cfg_id = str(api.post("/submit", json=cloud_order).json()["cfg_id"])
-        _deliver(stub_settings, cfg_id)
+        record_delivered_version(stub_settings, cfg_id)
         return cfg_id
 
     return make
@@ -163,7 +148,7 @@ def test_a_dagster_error_is_a_503_and_the_key_stays_free_for_the_retry(
 def test_an_unreachable_dagster_is_a_503(settings: Settings, submitted: Submitted) -> None:
     # The settings fixture points the GraphQL URL at a port nothing listens on.
     with submitted(settings) as (client, cfg_id):
-        _deliver(settings, cfg_id)
+        record_delivered_version(settings, cfg_id)
 
         answer = client.post(f"/orders/{cfg_id}/redeliver", headers=new_key())
 
@@ -175,7 +160,7 @@ def test_beta_requires_the_bearer_token(
     token_api: TestClient, stub_settings: Settings, cloud_order: dict[str, Any], stub_dagster: StubDagster
 ) -> None:
     cfg_id = token_api.post("/submit", json=cloud_order, headers=WEBSITE).json()["cfg_id"]
-    _deliver(stub_settings, cfg_id)
+    record_delivered_version(stub_settings, cfg_id)
 
     assert_only_the_token_is_let_through(token_api, f"/orders/{cfg_id}/redeliver", stub_dagster)
 
@@ -234,7 +219,7 @@ def bounded(stub_settings: Settings, submitted: Submitted) -> Bounded:
             update={"max_redeliveries_per_order": total, "max_redeliveries_per_order_per_day": per_day}
         )
         with submitted(stub_settings.model_copy(update={"api": api})) as (client, cfg_id):
-            _deliver(stub_settings, cfg_id)
+            record_delivered_version(stub_settings, cfg_id)
             yield client, cfg_id
 
     return serve
@@ -247,7 +232,7 @@ def test_redeliveries_per_order_are_bounded(
         other = client.post(
             "/submit", json={**cloud_order, "site": {"name": "Other", "timezone": "UTC"}}
         ).json()["cfg_id"]
-        _deliver(stub_settings, other)
+        record_delivered_version(stub_settings, other)
         accepted = [
             client.post(f"/orders/{cfg_id}/redeliver", headers={"Idempotency-Key": f"k-{n}"})
             for n in range(3)

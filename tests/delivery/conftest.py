@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from contracts.configurator import ConfiguratorPayload
 from delivery.artifact_store import ArtifactStore
@@ -205,3 +207,28 @@ def order_data(**parts: Any) -> dict[str, Any]:
 def make_order(**parts: Any) -> ConfiguratorPayload:
     """:func:`order_data`, validated as the API validates a submitted order."""
     return ConfiguratorPayload.model_validate(order_data(**parts))
+
+
+MOTO_BUCKET = "platform-artifacts-test"
+MOTO_REGION = "eu-central-1"
+
+
+@pytest.fixture
+def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An S3 client of moto's in-process mock, with the bucket MOTO_BUCKET; no endpoint or profile
+    of the machine's environment reaches it."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "standin",
+        "AWS_SECRET_ACCESS_KEY": "standin",
+        "AWS_DEFAULT_REGION": MOTO_REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client = boto3.client("s3", region_name=MOTO_REGION)
+        client.create_bucket(
+            Bucket=MOTO_BUCKET, CreateBucketConfiguration={"LocationConstraint": MOTO_REGION}
+        )
+        yield client

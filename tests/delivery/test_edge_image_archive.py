@@ -10,13 +10,10 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from delivery.airgap import bundle_problems, edge_images_name
 from delivery.artifact_store import ArtifactStore
@@ -47,31 +44,14 @@ from industrial_fixtures import load_fixture_dtm, load_manifest
 from platform_config.settings import PROJECT_VERSION
 from standins.edge_image_ci import LoopbackRegistry, tag_for_registry
 from tests.conftest import run_captured
+from tests.delivery.conftest import MOTO_BUCKET
 from tests.delivery.test_airgap import ARTIFACTS, BundleInputs, readme_command
 from tests.docker_engine import BuiltImages, DockerEngine
 
-BUCKET = "platform-artifacts-test"
-REGION = "eu-central-1"
+BUCKET = MOTO_BUCKET
 IMAGES = EdgeImages.release("", "0.1.0")
 # Above boto3's default multipart threshold (8 MiB): the upload goes in parts.
 LARGE = 9 * 1024 * 1024
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "standin",
-        "AWS_SECRET_ACCESS_KEY": "standin",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", region_name=REGION)
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        yield client
 
 
 def tar_of(path: Path, size: int) -> Path:
@@ -84,15 +64,15 @@ def tar_of(path: Path, size: int) -> Path:
     return path
 
 
-def test_publish_stores_the_archive_with_its_sha256(s3: Any, tmp_path: Path) -> None:
+def test_publish_stores_the_archive_with_its_sha256(moto_s3: Any, tmp_path: Path) -> None:
     archive = tar_of(tmp_path / "images.tar", LARGE)
     data = archive.read_bytes()
 
-    stored = publish_edge_images(ArtifactStore(s3, BUCKET), "0.1.0", archive)
+    stored = publish_edge_images(ArtifactStore(moto_s3, BUCKET), "0.1.0", archive)
 
     assert stored.key == "edge-images/edge-images-0.1.0.tar" and stored.name == edge_images_name("0.1.0")
     assert (stored.size, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
-    got = s3.get_object(Bucket=BUCKET, Key=stored.key)
+    got = moto_s3.get_object(Bucket=BUCKET, Key=stored.key)
     assert got["Body"].read() == data
     assert got["ContentType"] == EDGE_IMAGES_CONTENT_TYPE
     # As ArtifactStore.put stores every object: what the bundle's builder checks against.
@@ -100,8 +80,8 @@ def test_publish_stores_the_archive_with_its_sha256(s3: Any, tmp_path: Path) -> 
     assert got["ETag"].strip('"').endswith("-2"), "a large archive is uploaded in parts"
 
 
-def test_publish_refuses_what_is_not_a_tar_or_not_a_version(s3: Any, tmp_path: Path) -> None:
-    store = ArtifactStore(s3, BUCKET)
+def test_publish_refuses_what_is_not_a_tar_or_not_a_version(moto_s3: Any, tmp_path: Path) -> None:
+    store = ArtifactStore(moto_s3, BUCKET)
     not_tar = tmp_path / "images.tar"
     not_tar.write_bytes(b"not a tar at all")
 
@@ -109,7 +89,7 @@ def test_publish_refuses_what_is_not_a_tar_or_not_a_version(s3: Any, tmp_path: P
         publish_edge_images(store, "0.1.0", not_tar)
     with pytest.raises(ValueError, match="not a release version"):
         publish_edge_images(store, "../0.1.0", tar_of(tmp_path / "ok.tar", 10))
-    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+    assert "Contents" not in moto_s3.list_objects_v2(Bucket=BUCKET)
 
 
 FAKE_DOCKER = """#!{python}
@@ -185,7 +165,7 @@ def test_save_without_docker_says_so(tmp_path: Path) -> None:
 
 
 def test_the_cli_pushes_pins_saves_and_publishes_under_the_release_version(
-    s3: Any, fake_docker: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    moto_s3: Any, fake_docker: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     images = EdgeImages.release("ghcr.io/example", PROJECT_VERSION)
     monkeypatch.setenv("KNOWN_IMAGES", f"{images.gateway} {images.fixtures}")
@@ -195,10 +175,10 @@ def test_the_cli_pushes_pins_saves_and_publishes_under_the_release_version(
     key = f"edge-images/edge-images-{PROJECT_VERSION}.tar"
     out = capsys.readouterr().out
     assert f"s3://{BUCKET}/{key} " in out
-    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    body = moto_s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body)) as archive:
         assert archive.getnames() == ["manifest.json"]
-    store = ArtifactStore(s3, BUCKET)
+    store = ArtifactStore(moto_s3, BUCKET)
     release = load_edge_release(store, PROJECT_VERSION)
     assert release is not None
     pinned = EdgeImages(
@@ -211,7 +191,7 @@ def test_the_cli_pushes_pins_saves_and_publishes_under_the_release_version(
         release.sbom is not None and release.sbom.key == f"edge-images/edge-images-{PROJECT_VERSION}.cdx.json"
     )
     assert (
-        json.loads(s3.get_object(Bucket=BUCKET, Key=release.sbom.key)["Body"].read())["bomFormat"]
+        json.loads(moto_s3.get_object(Bucket=BUCKET, Key=release.sbom.key)["Body"].read())["bomFormat"]
         == "CycloneDX"
     )
     calls = (fake_docker.parent / "docker.log").read_text().splitlines()
@@ -279,12 +259,12 @@ def canonical(reference: str) -> str:
 @pytest.mark.slow
 @pytest.mark.docker
 def test_the_released_archive_holds_exactly_the_pinned_images(
-    docker_engine: DockerEngine, built_images: BuiltImages, s3: Any, tmp_path: Path
+    docker_engine: DockerEngine, built_images: BuiltImages, moto_s3: Any, tmp_path: Path
 ) -> None:
     """The release as a stage runs it (a registry of the test's own on loopback, moto's S3), then
     an air-gapped site: the archive loaded from a bundle, the stack started pinned by image id."""
     built = EdgeImages(gateway=built_images.edge_gateway, fixtures=built_images.industrial_fixtures)
-    store = ArtifactStore(s3, BUCKET)
+    store = ArtifactStore(moto_s3, BUCKET)
     registry = LoopbackRegistry()
     names: list[str] = []
     project = f"ems-airgap-{uuid.uuid4().hex[:8]}"
@@ -306,7 +286,7 @@ def test_the_released_archive_holds_exactly_the_pinned_images(
 
         name = edge_images_name(PROJECT_VERSION)
         archive = tmp_path / name
-        s3.download_file(BUCKET, release.archive.key, str(archive))
+        moto_s3.download_file(BUCKET, release.archive.key, str(archive))
         assert hashlib.sha256(archive.read_bytes()).hexdigest() == release.archive.sha256
         others = {n: entry for n, entry in ARTIFACTS.items() if entry[0] != "images"}
         # Streamed from disk into the bundle.

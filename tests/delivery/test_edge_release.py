@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import yaml
-from moto import mock_aws
 from pydantic import ValidationError
 
 from delivery.artifact_store import ArtifactStore, StoredObject, sha256_hex
@@ -28,9 +25,9 @@ from delivery.edge_release import (
 )
 from industrial_fixtures import load_fixture_dtm, load_manifest
 from resources.delivery import DeliveryResource
+from tests.delivery.conftest import MOTO_BUCKET
 
-BUCKET = "platform-artifacts-release-test"
-REGION = "eu-central-1"
+BUCKET = MOTO_BUCKET
 VERSION = "0.1.0"
 REGISTRY = "ghcr.io/example"
 GATEWAY_DIGEST = "sha256:" + "a" * 64
@@ -57,19 +54,8 @@ def release(registry: str = REGISTRY, version: str = VERSION, **changes: Any) ->
 
 
 @pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[ArtifactStore]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "standin",
-        "AWS_SECRET_ACCESS_KEY": "standin",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", region_name=REGION)
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        yield ArtifactStore(client, BUCKET)
+def store(moto_s3: Any) -> ArtifactStore:
+    return ArtifactStore(moto_s3, BUCKET)
 
 
 def test_the_record_lies_beside_the_archive() -> None:
